@@ -1,0 +1,42 @@
+# tenantctl: `make demo` and `make test` work on a fresh Debian machine. Without a
+# DATABASE_URL they start a throwaway PostgreSQL 15 under .tmp/ (installing Debian's
+# postgresql package when initdb is missing) and stop it afterwards.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+PREFIX ?= $(HOME)/.cargo
+BENCH_N ?= 100 1000
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: all build release demo test unit lint bench install clean
+
+all: build
+
+build:
+	$(CARGO) build
+
+release:
+	$(CARGO) build --release
+
+# The main job against a throwaway server (or against $DATABASE_URL when set).
+demo: release
+	@if [ -n "$$DATABASE_URL" ]; then scripts/demo.sh; else scripts/with-postgres.sh demo scripts/demo.sh; fi
+
+# Formatting, lints, unit tests, and integration tests against a real server started here.
+test: lint
+	scripts/with-postgres.sh test $(CARGO) test --all-targets
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+# create / migrate / status over many tenants, against a raw-SQL floor; prints the ratios.
+bench: release
+	BENCH_N="$(BENCH_N)" scripts/with-postgres.sh bench scripts/bench.sh
+
+install:
+	$(CARGO) install --locked --path . --root $(PREFIX)
+
+clean:
+	$(CARGO) clean
+	rm -rf .tmp

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# with-postgres.sh NAME COMMAND...
+#
+# Runs COMMAND against a throwaway PostgreSQL cluster under .tmp/pg-NAME, then stops the
+# cluster and deletes it, whatever COMMAND's outcome. COMMAND sees:
+#   DATABASE_URL       postgres://postgres:<password>@127.0.0.1:<port>/postgres
+#   TENANTCTL_TEST_PG_BIN, TENANTCTL_TEST_PG_DATA   for tests that restart the server
+#
+# PostgreSQL refuses to run as root, so when we are root the server runs as the
+# unprivileged `postgres` user (created by Debian's package). The binaries come from
+# Debian's `postgresql` package, installed here when missing.
+set -euo pipefail
+
+name=${1:?usage: with-postgres.sh NAME COMMAND...}
+shift
+root=$(cd "$(dirname "$0")/.." && pwd)
+base="$root/.tmp/pg-$name"
+
+find_pg_bin() {
+  local d
+  for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+    [ -x "$d/initdb" ] && { echo "$d"; return 0; }
+  done
+  command -v initdb >/dev/null 2>&1 && { dirname "$(readlink -f "$(command -v initdb)")"; return 0; }
+  return 1
+}
+
+if ! pg_bin=$(find_pg_bin); then
+  echo "with-postgres: initdb not found; installing Debian's postgresql package" >&2
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "with-postgres: run as root once, or install it: sudo apt-get install -y postgresql" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq postgresql postgresql-client >&2
+  pg_bin=$(find_pg_bin)
+fi
+command -v psql >/dev/null 2>&1 || export PATH="$pg_bin:$PATH"
+
+# As root, run the server as `postgres`; otherwise as ourselves.
+as_server_user() {
+  if [ "$(id -u)" -eq 0 ]; then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+stop_cluster() {
+  if [ -f "$base/data/postmaster.pid" ]; then
+    as_server_user "$pg_bin/pg_ctl" -D "$base/data" -m immediate -w stop >/dev/null 2>&1 || true
+  fi
+  rm -rf "$base"
+}
+
+stop_cluster
+mkdir -p "$base"
+password=$(python3 -c 'import secrets; print(secrets.token_hex(12))')
+printf '%s\n' "$password" >"$base/pwfile"
+if [ "$(id -u)" -eq 0 ]; then
+  chown -R postgres: "$base"
+  # The server user must be able to reach the folder through the project's path.
+  chmod o+x "$root" "$root/.tmp" 2>/dev/null || true
+fi
+trap stop_cluster EXIT INT TERM
+
+as_server_user "$pg_bin/initdb" -D "$base/data" -U postgres --pwfile="$base/pwfile" \
+  --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$base/initdb.log" 2>&1 ||
+  { cat "$base/initdb.log" >&2; exit 1; }
+
+port=$(free_port)
+# A throwaway cluster: durability off (fsync), enough connections for parallel tests.
+cat >>"$base/data/postgresql.conf" <<EOF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$base'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+max_connections = ${PG_MAX_CONNECTIONS:-200}
+shared_buffers = 256MB
+log_min_messages = warning
+EOF
+
+as_server_user "$pg_bin/pg_ctl" -D "$base/data" -l "$base/server.log" -w -t 60 start >/dev/null ||
+  { cat "$base/server.log" >&2; exit 1; }
+
+export DATABASE_URL="postgres://postgres:$password@127.0.0.1:$port/postgres"
+export TENANTCTL_TEST_PG_BIN="$pg_bin"
+export TENANTCTL_TEST_PG_DATA="$base/data"
+export TENANTCTL_TEST_PG_SOCKET="$base"
+export TENANTCTL_TEST_PG_PORT="$port"
+# Pass through the password to psql only through this variable, never on a command line.
+export PGPASSWORD="$password"
+
+set +e
+"$@"
+status=$?
+set -e
+exit $status

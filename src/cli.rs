@@ -1,0 +1,190 @@
+//! The whole command surface. Help, the man page and shell completions are generated from
+//! these definitions, so each flag is documented here and nowhere else.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::names;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tenantctl",
+    version,
+    about = "Schema-per-tenant PostgreSQL: a tenant registry, quoted tenant schemas with grants, \
+             and migrations applied to every tenant concurrently.",
+    after_help = "Exit codes: 0 success; 1 something failed (a tenant, the server, status --check); \
+                  2 bad input, nothing changed."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// tenants.toml to read (default: ./tenants.toml when present).
+    #[arg(long, global = true, env = "TENANTCTL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// PostgreSQL connection string (postgres://user@host:port/db or 'host=... dbname=...').
+    /// Without it: [database] url from tenants.toml, then libpq's PGHOST, PGPORT, PGUSER,
+    /// PGPASSWORD, PGDATABASE, PGSSLMODE and their defaults. Prefer the environment over the
+    /// flag for passwords: command lines are visible to other users.
+    #[arg(
+        long,
+        global = true,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub database_url: Option<String>,
+
+    /// Folder of tenant migrations named V<version>__<name>.sql (default: ./migrations).
+    #[arg(long, global = true, env = "TENANTCTL_MIGRATIONS", value_name = "DIR")]
+    pub migrations: Option<PathBuf>,
+
+    /// Output: text (tables, progress on a terminal) or json (one document on stdout).
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+
+    /// Seconds to keep trying to reach the server before giving up (default 5).
+    #[arg(long, global = true, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub connect_timeout: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Install or upgrade the tenant registry (public.tenants and friends). Idempotent;
+    /// every other command does it when the registry is missing.
+    Init,
+
+    /// Register tenants, create their schemas, apply the grants and run every migration.
+    /// A tenant is created completely or not at all.
+    Create(CreateArgs),
+
+    /// Bring tenants (all when none is named) to the latest or --target version.
+    Migrate(MigrateArgs),
+
+    /// One row per tenant: state, version, pending migrations, last error.
+    Status(StatusArgs),
+
+    /// Destroy tenants' schemas and everything in them, leaving a record of the drop.
+    Drop(DropArgs),
+
+    /// The registered tenants, one a line: slug, schema, state.
+    List,
+
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+
+    /// Print the man page (roff) to stdout.
+    Man,
+}
+
+fn slug(s: &str) -> Result<String, String> {
+    names::validate_slug(s)
+        .map(str::to_string)
+        .map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Tenant slugs: a-z, 0-9, '-' and '_', starting with a letter or digit.
+    #[arg(required = true, value_name = "SLUG", value_parser = slug)]
+    pub slugs: Vec<String>,
+
+    /// Display name stored in the registry (only with a single slug).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Skip tenants that are already registered instead of refusing the command.
+    #[arg(long)]
+    pub if_not_exists: bool,
+
+    /// Tenants created at once (default: [migrations] concurrency, else 4).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=512))]
+    pub concurrency: Option<u16>,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Tenants to migrate (default: every registered tenant).
+    #[arg(value_name = "SLUG", value_parser = slug)]
+    pub slugs: Vec<String>,
+
+    /// Stop at this migration version instead of the latest.
+    #[arg(long, value_name = "VERSION")]
+    pub target: Option<i64>,
+
+    /// Print each tenant's pending migrations and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Start no new tenant after the first failure.
+    #[arg(long)]
+    pub fail_fast: bool,
+
+    /// Migrate N tenants first; go on to the rest only if all of them succeeded.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub canary: Option<u32>,
+
+    /// Tenants migrated at once (default: [migrations] concurrency, else 4).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=512))]
+    pub concurrency: Option<u16>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Tenants to show (default: all).
+    #[arg(value_name = "SLUG", value_parser = slug)]
+    pub slugs: Vec<String>,
+
+    /// Exit 1 when any tenant is not active at the latest version (a CI gate).
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DropArgs {
+    /// Tenants to destroy.
+    #[arg(required = true, value_name = "SLUG", value_parser = slug)]
+    pub slugs: Vec<String>,
+
+    /// Do not ask for confirmation (required when stdin is not a terminal).
+    #[arg(long)]
+    pub yes: bool,
+
+    /// Treat unknown tenants as already dropped instead of refusing the command.
+    #[arg(long)]
+    pub if_exists: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_surface_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn invalid_slugs_are_usage_errors() {
+        let err = Cli::try_parse_from(["tenantctl", "create", "Acme"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("a-z, 0-9"), "{err}");
+    }
+}

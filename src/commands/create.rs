@@ -1,0 +1,256 @@
+//! `tenantctl create`: register, create the schema, grant, migrate: all in one
+//! transaction per tenant, so a tenant exists completely or not at all.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Result;
+use deadpool_postgres::Pool;
+
+use crate::apply::{apply_pending, ApplyError};
+use crate::cli::CreateArgs;
+use crate::connect::describe_pg_error;
+use crate::exit::bad_input;
+use crate::fleet::{self, Interrupt, Job};
+use crate::grants;
+use crate::migration_set::MigrationSet;
+use crate::names::quote_ident;
+use crate::outcome::{Outcome, TenantOutcome};
+use crate::progress::Progress;
+use crate::registry::{self, FailedMigration};
+use crate::session::{dedup, Session};
+
+use super::report;
+
+struct NewTenant {
+    slug: String,
+    schema: String,
+    display: Option<String>,
+}
+
+impl Job for NewTenant {
+    fn slug(&self) -> &str {
+        &self.slug
+    }
+    fn schema(&self) -> &str {
+        &self.schema
+    }
+    fn from_version(&self) -> i64 {
+        0
+    }
+}
+
+struct Shared {
+    pool: Pool,
+    set: MigrationSet,
+    app_role: Option<String>,
+    if_not_exists: bool,
+}
+
+pub async fn run(s: &Session, args: &CreateArgs) -> Result<u8> {
+    let slugs = dedup(&args.slugs);
+    if args.name.is_some() && slugs.len() > 1 {
+        return Err(bad_input(
+            "--name applies to a single tenant; create tenants with different names one at a time",
+        ));
+    }
+    let schemas = s.schemas_for(&slugs)?;
+    let set = MigrationSet::load(&s.settings.migrations_dir)?;
+    let concurrency = s.concurrency().min(slugs.len().max(1));
+    let (pool, conn) = s.connect(concurrency + 1).await?;
+    let app_role = s.check_app_role(&conn).await?;
+
+    let registered: Vec<String> = registry::some(&**conn, &slugs)
+        .await?
+        .into_iter()
+        .map(|t| t.slug)
+        .collect();
+    if !registered.is_empty() && !args.if_not_exists {
+        return Err(bad_input(format!(
+            "tenant {} already exists; nothing was created (use --if-not-exists to skip existing tenants)",
+            registered.join(", ")
+        )));
+    }
+    let orphans: Vec<String> = registry::existing_schemas(&**conn, &schemas)
+        .await?
+        .into_iter()
+        .filter(|schema| {
+            let slug = &slugs[schemas
+                .iter()
+                .position(|x| x == schema)
+                .expect("schema from our list")];
+            !registered.contains(slug)
+        })
+        .collect();
+    if !orphans.is_empty() {
+        return Err(bad_input(format!(
+            "schema {} already exists but no tenant is registered for it; nothing was created \
+             (drop or rename that schema first)",
+            orphans.join(", ")
+        )));
+    }
+    if let Some(role) = &app_role {
+        registry::grant_read(&**conn, role).await?;
+    }
+    drop(conn);
+
+    let mut outcomes = Vec::new();
+    let mut jobs = Vec::new();
+    for (slug, schema) in slugs.into_iter().zip(schemas) {
+        if registered.contains(&slug) {
+            outcomes.push(TenantOutcome::skipped(&slug, &schema, 0, "already exists"));
+        } else {
+            jobs.push(NewTenant {
+                slug,
+                schema,
+                display: args.name.clone(),
+            });
+        }
+    }
+    let shared = Arc::new(Shared {
+        pool,
+        set,
+        app_role,
+        if_not_exists: args.if_not_exists,
+    });
+    let progress = Progress::new("create", jobs.len(), s.json());
+    let interrupt = Interrupt::listen();
+    outcomes.extend(
+        fleet::run(jobs, concurrency, false, &interrupt, &progress, |job| {
+            let shared = shared.clone();
+            async move { create_one(&shared, job).await }
+        })
+        .await,
+    );
+    report::print("create", s, &outcomes, shared.set.latest());
+    Ok(report::exit_code(&outcomes, &interrupt))
+}
+
+async fn create_one(shared: &Shared, job: NewTenant) -> TenantOutcome {
+    let started = Instant::now();
+    let epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let mut client = match shared.pool.get().await {
+        Ok(c) => c,
+        Err(e) => {
+            return TenantOutcome::failed(&job.slug, &job.schema, 0, format!("no connection: {e}"))
+        }
+    };
+    match provision(&mut client, shared, &job).await {
+        Ok(Some(version)) => {
+            let mut o = TenantOutcome::new(&job.slug, &job.schema, Outcome::Applied, 0, version);
+            o.migrations = shared
+                .set
+                .migrations
+                .iter()
+                .map(|m| m.to_string())
+                .collect();
+            o.took(started.elapsed())
+        }
+        Ok(None) => TenantOutcome::skipped(
+            &job.slug,
+            &job.schema,
+            0,
+            "already exists (created concurrently)",
+        ),
+        Err(e) => {
+            let (msg, failed) = match &e {
+                CreateError::Apply(ApplyError::MigrationFailed {
+                    version,
+                    name,
+                    checksum,
+                    ..
+                }) => (
+                    e.to_string(),
+                    Some(FailedMigration {
+                        version: *version,
+                        name,
+                        checksum: Some(*checksum),
+                    }),
+                ),
+                _ => (e.to_string(), None),
+            };
+            let msg = format!("{msg}; nothing was created");
+            // The tenant's row was rolled back with everything else; the attempt is still kept.
+            let _ = registry::record_failure(&**client, &job.slug, &msg, failed, epoch).await;
+            TenantOutcome::failed(&job.slug, &job.schema, 0, msg).took(started.elapsed())
+        }
+    }
+}
+
+#[derive(Debug)]
+enum CreateError {
+    Apply(ApplyError),
+    Other(String),
+}
+
+impl std::fmt::Display for CreateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CreateError::Apply(e) => e.fmt(f),
+            CreateError::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+fn other(what: &str) -> impl Fn(tokio_postgres::Error) -> CreateError + '_ {
+    move |e| CreateError::Other(format!("{what}: {}", describe_pg_error(&e)))
+}
+
+/// The tenant's whole creation, in one transaction. `None` when the slug was registered
+/// by someone else in the meantime.
+async fn provision(
+    client: &mut deadpool_postgres::Object,
+    shared: &Shared,
+    job: &NewTenant,
+) -> Result<Option<i64>, CreateError> {
+    let mut tx = client
+        .transaction()
+        .await
+        .map_err(other("cannot start a transaction"))?;
+    let inserted =
+        registry::insert_provisioning(&tx, &job.slug, &job.schema, job.display.as_deref())
+            .await
+            .map_err(|e| CreateError::Other(format!("{e:#}")))?;
+    if !inserted {
+        return if shared.if_not_exists {
+            Ok(None)
+        } else {
+            Err(CreateError::Other(
+                "already exists (created concurrently)".into(),
+            ))
+        };
+    }
+    let role = shared.app_role.as_deref();
+    let ddl = format!(
+        "CREATE SCHEMA {};\n{}",
+        quote_ident(&job.schema),
+        grants::before_migrations(&job.schema, role)
+    );
+    tx.batch_execute(&ddl)
+        .await
+        .map_err(other("cannot create the schema"))?;
+    let latest = shared.set.latest();
+    let applied = apply_pending(&mut tx, &job.schema, &shared.set, latest)
+        .await
+        .map_err(CreateError::Apply)?;
+    let after = grants::after_migrations(&job.schema, role);
+    if !after.is_empty() {
+        tx.batch_execute(&after)
+            .await
+            .map_err(other("cannot apply the grants"))?;
+    }
+    registry::record_success(
+        &tx,
+        &job.slug,
+        applied.version,
+        shared.set.digest_at(applied.version),
+        &applied.migrations,
+    )
+    .await
+    .map_err(|e| CreateError::Other(format!("{e:#}")))?;
+    tx.commit().await.map_err(other("cannot commit"))?;
+    Ok(Some(applied.version))
+}

@@ -1,0 +1,106 @@
+//! `tenantctl drop`: destroy tenant schemas, leaving a record of each destruction in
+//! public.tenant_drops (when, by which role).
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use crate::apply::enter_tenant;
+use crate::cli::DropArgs;
+use crate::exit::bad_input;
+use crate::names::quote_ident;
+use crate::registry::{self, Tenant};
+use crate::session::{dedup, Session};
+
+pub async fn run(s: &Session, args: &DropArgs) -> Result<u8> {
+    let slugs = dedup(&args.slugs);
+    let tty = std::io::stdin().is_terminal();
+    if !args.yes && !tty {
+        return Err(bad_input(
+            "refusing to drop without --yes: stdin is not a terminal, so nobody can confirm; nothing was dropped",
+        ));
+    }
+    let (_pool, mut conn) = s.connect(1).await?;
+    let found = registry::some(&**conn, &slugs).await?;
+    let unknown: Vec<&str> = slugs
+        .iter()
+        .filter(|x| !found.iter().any(|t| &t.slug == *x))
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() && !args.if_exists {
+        return Err(bad_input(format!(
+            "unknown tenant {}; nothing was dropped (see tenantctl list, or pass --if-exists)",
+            unknown.join(", ")
+        )));
+    }
+    if !args.yes {
+        for t in &found {
+            confirm(t)?;
+        }
+    }
+    let mut dropped = Vec::new();
+    for t in &found {
+        drop_one(&mut conn, t).await?;
+        if !s.json() {
+            println!("dropped {} (schema {})", t.slug, t.schema);
+        }
+        dropped.push(t.slug.as_str());
+    }
+    if s.json() {
+        println!("{}", json!({ "dropped": dropped, "not_found": unknown }));
+    } else {
+        for u in &unknown {
+            println!("{u}: not registered, nothing to drop");
+        }
+    }
+    Ok(0)
+}
+
+/// Asks the operator to type the slug.
+fn confirm(t: &Tenant) -> Result<()> {
+    eprint!(
+        "This destroys schema {} and every row of tenant '{}'. Type the slug to confirm: ",
+        t.schema, t.slug
+    );
+    std::io::stderr().flush().ok();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .context("cannot read the confirmation")?;
+    if answer.trim() != t.slug {
+        return Err(bad_input(format!(
+            "confirmation did not match '{}'; nothing was dropped",
+            t.slug
+        )));
+    }
+    Ok(())
+}
+
+/// Marks the tenant `dropping` (visible at once, so migrate leaves it alone and a rerun
+/// finishes an interrupted drop), then drops the schema and records it in one transaction.
+async fn drop_one(conn: &mut deadpool_postgres::Object, t: &Tenant) -> Result<()> {
+    registry::set_state(&***conn, &t.slug, "dropping").await?;
+    let tx = conn.transaction().await.context("cannot start the drop")?;
+    let existed = enter_tenant(&tx, &t.schema)
+        .await
+        .with_context(|| format!("cannot lock tenant {}", t.slug))?;
+    tx.batch_execute(&format!(
+        "DROP SCHEMA IF EXISTS {} CASCADE",
+        quote_ident(&t.schema)
+    ))
+    .await
+    .map_err(|e| anyhow::anyhow!(crate::connect::describe_pg_error(&e)))
+    .with_context(|| {
+        format!(
+            "cannot drop schema {} of tenant {}; it stays marked dropping, rerun drop",
+            t.schema, t.slug
+        )
+    })?;
+    registry::record_drop(&tx, &t.slug, existed).await?;
+    tx.commit()
+        .await
+        .with_context(|| format!("cannot commit the drop of tenant {}", t.slug))?;
+    Ok(())
+}

@@ -1,0 +1,39 @@
+//! `tenantctl init`: install or upgrade the registry.
+
+use anyhow::Result;
+use serde_json::json;
+
+use crate::registry;
+use crate::session::Session;
+
+pub async fn run(s: &Session) -> Result<u8> {
+    let pool = crate::connect::pool(&s.target, 1)?;
+    let mut conn = crate::connect::first_connection(&pool, &s.target).await?;
+    let (before, after) = registry::ensure(&mut conn).await?;
+    let app_role = s.check_app_role(&conn).await?;
+    if let Some(role) = &app_role {
+        registry::grant_read(&**conn, role).await?;
+    }
+    if s.json() {
+        println!(
+            "{}",
+            json!({"registry_version_before": before, "registry_version": after})
+        );
+    } else if before == after {
+        println!(
+            "registry is current (version {after}) in {}",
+            s.target.describe()
+        );
+    } else if before == 0 {
+        println!(
+            "registry installed (version {after}) in {}",
+            s.target.describe()
+        );
+    } else {
+        println!(
+            "registry upgraded from version {before} to {after} in {}",
+            s.target.describe()
+        );
+    }
+    Ok(0)
+}

@@ -1,0 +1,318 @@
+//! `tenantctl migrate`: bring tenants to the latest (or target) version, concurrently.
+//!
+//! The registry is read once. A tenant whose registry version and migrations fingerprint
+//! already match the files is answered from there without visiting its schema, so a no-op
+//! run over thousands of tenants is one query. Every other tenant is migrated in one
+//! transaction holding its advisory lock (see `apply`).
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Result;
+use deadpool_postgres::Pool;
+
+use crate::apply::{apply_pending, read_history, ApplyError};
+use crate::cli::MigrateArgs;
+use crate::connect::describe_pg_error;
+use crate::exit::bad_input;
+use crate::fleet::{self, Interrupt, Job};
+use crate::migration_set::{MigrationSet, Plan};
+use crate::outcome::{Outcome, TenantOutcome};
+use crate::progress::Progress;
+use crate::registry::{self, FailedMigration, Tenant};
+use crate::session::{dedup, Session};
+
+use super::report;
+
+struct Visit(Tenant);
+
+impl Job for Visit {
+    fn slug(&self) -> &str {
+        &self.0.slug
+    }
+    fn schema(&self) -> &str {
+        &self.0.schema
+    }
+    fn from_version(&self) -> i64 {
+        self.0.version
+    }
+}
+
+struct Shared {
+    pool: Pool,
+    set: MigrationSet,
+    target: i64,
+}
+
+pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
+    let set = MigrationSet::load(&s.settings.migrations_dir)?;
+    let target = set.resolve_target(args.target)?;
+    let concurrency = s.concurrency();
+    let (pool, conn) = s.connect(concurrency + 1).await?;
+    let tenants = select_tenants(&conn, &args.slugs).await?;
+    drop(conn);
+
+    let mut outcomes = Vec::new();
+    let mut visits = Vec::new();
+    for t in tenants {
+        match triage(&t, &set, target) {
+            Some(o) => outcomes.push(o),
+            None => visits.push(Visit(t)),
+        }
+    }
+    let shared = Arc::new(Shared { pool, set, target });
+    if args.dry_run {
+        outcomes.extend(dry_run(&shared, visits).await);
+    } else {
+        record_missing_schemas(&shared.pool, &outcomes).await;
+        let interrupt = Interrupt::listen();
+        let progress = Progress::new("migrate", visits.len(), s.json());
+        let canary = args.canary.map_or(0, |n| n as usize).min(visits.len());
+        let rest = visits.split_off(canary);
+        let mut ran = Vec::new();
+        if canary > 0 {
+            progress.note(&format!("migrate: canary: {canary} tenants first"));
+            ran = fleet::run(
+                visits,
+                concurrency,
+                args.fail_fast,
+                &interrupt,
+                &progress,
+                |j| migrate_job(shared.clone(), j),
+            )
+            .await;
+        }
+        let canary_failed = ran.iter().any(|o| o.outcome == Outcome::Failed);
+        if canary_failed || interrupt.is_set() {
+            let why = if canary_failed {
+                "not started: a canary tenant failed"
+            } else {
+                "not started: interrupted"
+            };
+            ran.extend(
+                rest.iter()
+                    .map(|j| TenantOutcome::skipped(j.slug(), j.schema(), j.from_version(), why)),
+            );
+            progress.finish();
+        } else {
+            ran.extend(
+                fleet::run(
+                    rest,
+                    concurrency,
+                    args.fail_fast,
+                    &interrupt,
+                    &progress,
+                    |j| migrate_job(shared.clone(), j),
+                )
+                .await,
+            );
+        }
+        outcomes.extend(ran);
+        outcomes.sort_by(|a, b| a.slug.cmp(&b.slug));
+        report::print("migrate", s, &outcomes, target);
+        return Ok(report::exit_code(&outcomes, &interrupt));
+    }
+    outcomes.sort_by(|a, b| a.slug.cmp(&b.slug));
+    report::print("migrate --dry-run", s, &outcomes, target);
+    Ok(report::exit_code(&outcomes, &Interrupt::default()))
+}
+
+/// The named tenants (all unknown ones refused together), or every tenant.
+async fn select_tenants(conn: &deadpool_postgres::Object, slugs: &[String]) -> Result<Vec<Tenant>> {
+    if slugs.is_empty() {
+        return registry::all(&***conn).await;
+    }
+    let slugs = dedup(slugs);
+    let found = registry::some(&***conn, &slugs).await?;
+    let unknown: Vec<&str> = slugs
+        .iter()
+        .filter(|s| !found.iter().any(|t| &t.slug == *s))
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        return Err(bad_input(format!(
+            "unknown tenant {}; nothing was migrated (see tenantctl list)",
+            unknown.join(", ")
+        )));
+    }
+    Ok(found)
+}
+
+/// Decides from the registry alone when a tenant needs no visit.
+fn triage(t: &Tenant, set: &MigrationSet, target: i64) -> Option<TenantOutcome> {
+    if t.state == "dropping" {
+        return Some(TenantOutcome::skipped(
+            &t.slug,
+            &t.schema,
+            t.version,
+            "it is being dropped",
+        ));
+    }
+    if !t.schema_exists {
+        let msg = format!("schema {} is missing from the database", t.schema);
+        return Some(TenantOutcome::failed(&t.slug, &t.schema, t.version, msg));
+    }
+    let current = t.state == "active"
+        && t.version >= target
+        && t.digest.as_deref() == set.digest_at(t.version);
+    current.then(|| TenantOutcome::new(&t.slug, &t.schema, Outcome::UpToDate, t.version, t.version))
+}
+
+/// Registered tenants without a schema are recorded as failed, not silently skipped.
+async fn record_missing_schemas(pool: &Pool, outcomes: &[TenantOutcome]) {
+    let missing: Vec<&TenantOutcome> = outcomes
+        .iter()
+        .filter(|o| o.outcome == Outcome::Failed)
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    if let Ok(c) = pool.get().await {
+        for o in missing {
+            let _ = registry::record_failure(
+                &**c,
+                &o.slug,
+                o.error.as_deref().unwrap_or(""),
+                None,
+                now_epoch(),
+            )
+            .await;
+        }
+    }
+}
+
+fn now_epoch() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+async fn migrate_job(shared: Arc<Shared>, job: Visit) -> TenantOutcome {
+    let t = job.0;
+    let started = Instant::now();
+    let epoch = now_epoch();
+    let mut client = match shared.pool.get().await {
+        Ok(c) => c,
+        Err(e) => {
+            return TenantOutcome::failed(
+                &t.slug,
+                &t.schema,
+                t.version,
+                format!("no connection: {e}"),
+            )
+        }
+    };
+    let interrupted = t.state == "migrating";
+    if let Err(e) = registry::set_state(&**client, &t.slug, "migrating").await {
+        return TenantOutcome::failed(&t.slug, &t.schema, t.version, format!("{e:#}"));
+    }
+    match migrate_tenant(&mut client, &shared, &t).await {
+        Ok((version, applied)) => {
+            let kind = if applied.is_empty() {
+                Outcome::UpToDate
+            } else {
+                Outcome::Applied
+            };
+            let mut o = TenantOutcome::new(&t.slug, &t.schema, kind, t.version, version);
+            o.migrations = applied;
+            if interrupted {
+                o.error = Some("recovered from an interrupted run".into());
+            }
+            o.took(started.elapsed())
+        }
+        Err(e) => {
+            let failed = match &e {
+                ApplyError::MigrationFailed {
+                    version,
+                    name,
+                    checksum,
+                    ..
+                } => Some(FailedMigration {
+                    version: *version,
+                    name,
+                    checksum: Some(*checksum),
+                }),
+                _ => None,
+            };
+            let msg = e.to_string();
+            let _ = registry::record_failure(&**client, &t.slug, &msg, failed, epoch).await;
+            TenantOutcome::failed(&t.slug, &t.schema, t.version, msg).took(started.elapsed())
+        }
+    }
+}
+
+/// One tenant's migration and registry update, committed together.
+async fn migrate_tenant(
+    client: &mut deadpool_postgres::Object,
+    shared: &Shared,
+    t: &Tenant,
+) -> Result<(i64, Vec<String>), ApplyError> {
+    let mut tx = client.transaction().await?;
+    let applied = apply_pending(&mut tx, &t.schema, &shared.set, shared.target).await?;
+    let digest = shared.set.digest_at(applied.version);
+    registry::record_success(&tx, &t.slug, applied.version, digest, &applied.migrations)
+        .await
+        .map_err(|e| ApplyError::Database(format!("{e:#}")))?;
+    tx.commit().await?;
+    Ok((
+        applied.version,
+        applied
+            .migrations
+            .iter()
+            .map(|m| format!("V{}__{}", m.version, m.name))
+            .collect(),
+    ))
+}
+
+/// Reads each tenant's history (read-only) and reports what a run would apply.
+async fn dry_run(shared: &Arc<Shared>, visits: Vec<Visit>) -> Vec<TenantOutcome> {
+    let mut out = Vec::new();
+    for Visit(t) in visits {
+        let o = match plan_tenant(&shared.pool, &shared.set, &t, shared.target).await {
+            Ok(Plan::Apply(p)) if p.is_empty() => {
+                TenantOutcome::new(&t.slug, &t.schema, Outcome::UpToDate, t.version, t.version)
+            }
+            Ok(Plan::Apply(p)) => {
+                let to = p.last().map_or(t.version, |(v, _)| *v);
+                let mut o = TenantOutcome::skipped(
+                    &t.slug,
+                    &t.schema,
+                    t.version,
+                    "dry run: would apply these migrations",
+                );
+                o.to_version = to;
+                o.migrations = p.iter().map(|(v, n)| format!("V{v}__{n}")).collect();
+                o
+            }
+            Ok(Plan::Diverged(why)) => {
+                TenantOutcome::failed(&t.slug, &t.schema, t.version, format!("refused: {why}"))
+            }
+            Err(e) => TenantOutcome::failed(&t.slug, &t.schema, t.version, e),
+        };
+        out.push(o);
+    }
+    out
+}
+
+async fn plan_tenant(
+    pool: &Pool,
+    set: &MigrationSet,
+    t: &Tenant,
+    target: i64,
+) -> Result<Plan, String> {
+    let mut c = pool
+        .get()
+        .await
+        .map_err(|e| format!("no connection: {e}"))?;
+    let tx = c
+        .build_transaction()
+        .read_only(true)
+        .start()
+        .await
+        .map_err(|e| describe_pg_error(&e))?;
+    let history = read_history(&tx, &t.schema)
+        .await
+        .map_err(|e| describe_pg_error(&e))?;
+    Ok(set.plan(&history.unwrap_or_default(), target))
+}

@@ -1,0 +1,40 @@
+//! One module per command; `run` dispatches.
+
+mod create;
+mod drop;
+mod init;
+mod list;
+mod migrate;
+mod report;
+mod status;
+
+use anyhow::Result;
+use clap::CommandFactory;
+
+use crate::cli::{Cli, Command};
+use crate::session::Session;
+
+pub async fn run(cli: Cli) -> Result<u8> {
+    let g = &cli.global;
+    match &cli.command {
+        Command::Init => init::run(&Session::new(g, None)?).await,
+        Command::Create(a) => create::run(&Session::new(g, a.concurrency)?, a).await,
+        Command::Migrate(a) => migrate::run(&Session::new(g, a.concurrency)?, a).await,
+        Command::Status(a) => status::run(&Session::new(g, None)?, a).await,
+        Command::Drop(a) => drop::run(&Session::new(g, None)?, a).await,
+        Command::List => list::run(&Session::new(g, None)?).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "tenantctl",
+                &mut std::io::stdout(),
+            );
+            Ok(0)
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(0)
+        }
+    }
+}

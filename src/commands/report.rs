@@ -1,0 +1,33 @@
+//! Printing the result of a create or migrate run, as text or as one JSON document.
+
+use serde_json::json;
+
+use crate::exit::{FAILED, INTERRUPTED, OK};
+use crate::fleet::Interrupt;
+use crate::outcome::{self, Outcome, Summary, TenantOutcome};
+use crate::session::Session;
+
+pub fn print(verb: &str, s: &Session, outcomes: &[TenantOutcome], target: i64) {
+    if s.json() {
+        let doc = json!({
+            "command": verb,
+            "target_version": target,
+            "summary": Summary::of(outcomes),
+            "tenants": outcomes,
+        });
+        println!("{doc}");
+    } else {
+        outcome::print_text(verb, outcomes);
+    }
+}
+
+/// 130 after Ctrl-C, 1 when any tenant failed, else 0.
+pub fn exit_code(outcomes: &[TenantOutcome], interrupt: &Interrupt) -> u8 {
+    if interrupt.is_set() {
+        INTERRUPTED
+    } else if outcomes.iter().any(|o| o.outcome == Outcome::Failed) {
+        FAILED
+    } else {
+        OK
+    }
+}

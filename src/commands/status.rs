@@ -1,0 +1,99 @@
+//! `tenantctl status`: one row per tenant, answered from the registry (one query, however
+//! many tenants), with pending counts from the migrations folder.
+
+use anyhow::Result;
+use serde_json::json;
+
+use crate::cli::StatusArgs;
+use crate::exit::{bad_input, FAILED, OK};
+use crate::migration_set::MigrationSet;
+use crate::outcome::table;
+use crate::registry::{self, Tenant};
+use crate::session::{dedup, Session};
+
+pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
+    let set = MigrationSet::load(&s.settings.migrations_dir)?;
+    let latest = set.latest();
+    let (_pool, conn) = s.connect(1).await?;
+    let tenants = if args.slugs.is_empty() {
+        registry::all(&**conn).await?
+    } else {
+        let slugs = dedup(&args.slugs);
+        let found = registry::some(&**conn, &slugs).await?;
+        let unknown: Vec<&str> = slugs
+            .iter()
+            .filter(|x| !found.iter().any(|t| &t.slug == *x))
+            .map(String::as_str)
+            .collect();
+        if !unknown.is_empty() {
+            return Err(bad_input(format!(
+                "unknown tenant {} (see tenantctl list)",
+                unknown.join(", ")
+            )));
+        }
+        found
+    };
+    let behind = |t: &Tenant| t.state != "active" || t.version != latest || !t.schema_exists;
+    if s.json() {
+        let rows: Vec<_> = tenants
+            .iter()
+            .map(|t| {
+                json!({
+                    "slug": t.slug,
+                    "schema": t.schema,
+                    "state": t.state,
+                    "version": t.version,
+                    "pending": set.pending_count(t.version, latest),
+                    "last_error": t.last_error,
+                    "migrated_at": t.migrated_at,
+                    "schema_exists": t.schema_exists,
+                })
+            })
+            .collect();
+        println!("{}", json!({ "latest_version": latest, "tenants": rows }));
+    } else {
+        print_table(&tenants, &set, latest);
+        let n = tenants.iter().filter(|t| behind(t)).count();
+        println!(
+            "{} tenants, latest version {latest}, {n} not active at the latest version",
+            tenants.len()
+        );
+    }
+    Ok(if args.check && tenants.iter().any(behind) {
+        FAILED
+    } else {
+        OK
+    })
+}
+
+fn print_table(tenants: &[Tenant], set: &MigrationSet, latest: i64) {
+    if tenants.is_empty() {
+        return;
+    }
+    let mut t = table(vec![
+        "tenant",
+        "schema",
+        "state",
+        "version",
+        "pending",
+        "migrated at",
+        "last error",
+    ]);
+    for x in tenants {
+        let state = if x.schema_exists {
+            x.state.clone()
+        } else {
+            format!("{} (schema missing)", x.state)
+        };
+        t.add_row(vec![
+            x.slug.clone(),
+            x.schema.clone(),
+            state,
+            x.version.to_string(),
+            set.pending_count(x.version, latest).to_string(),
+            x.migrated_at.clone().unwrap_or_default(),
+            x.last_error.clone().unwrap_or_default(),
+        ]);
+    }
+    println!("{t}");
+}

@@ -1,0 +1,106 @@
+//! Running one piece of work per tenant, `concurrency` at a time.
+//!
+//! Stops starting new tenants after a failure when asked (`--fail-fast`, canaries) or on
+//! Ctrl-C; tenants already started finish (commit or roll back) either way, and the ones
+//! never started are reported as skipped.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::task::JoinSet;
+
+use crate::outcome::{Outcome, TenantOutcome};
+use crate::progress::Progress;
+
+/// Set by the Ctrl-C handler: start no new tenant.
+#[derive(Clone, Default)]
+pub struct Interrupt(Arc<AtomicBool>);
+
+impl Interrupt {
+    /// Listens for Ctrl-C (SIGINT) in the background.
+    pub fn listen() -> Interrupt {
+        let flag = Interrupt::default();
+        let f = flag.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                f.0.store(true, Ordering::SeqCst);
+                eprintln!("interrupted: finishing the tenants in flight, starting no new one");
+            }
+        });
+        flag
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A unit of work: which tenant, and the version it starts from.
+pub trait Job: Send + 'static {
+    fn slug(&self) -> &str;
+    fn schema(&self) -> &str;
+    fn from_version(&self) -> i64;
+}
+
+/// Runs `work` for each job, at most `concurrency` at once, in the order given.
+/// Outcomes come back in the jobs' order.
+pub async fn run<J, F, Fut>(
+    jobs: Vec<J>,
+    concurrency: usize,
+    stop_on_failure: bool,
+    interrupt: &Interrupt,
+    progress: &Progress,
+    work: F,
+) -> Vec<TenantOutcome>
+where
+    J: Job,
+    F: Fn(J) -> Fut,
+    Fut: Future<Output = TenantOutcome> + Send + 'static,
+{
+    let total = jobs.len();
+    let mut results: Vec<Option<TenantOutcome>> = vec![None; total];
+    let mut queue = jobs.into_iter().enumerate();
+    let mut running = JoinSet::new();
+    let mut stop = false;
+    loop {
+        while !stop && running.len() < concurrency.max(1) && !interrupt.is_set() {
+            let Some((i, job)) = queue.next() else { break };
+            let fut = work(job);
+            running.spawn(async move {
+                let t = Instant::now();
+                let o = fut.await;
+                let took = t.elapsed();
+                (i, if o.duration_ms == 0 { o.took(took) } else { o })
+            });
+        }
+        let Some(joined) = running.join_next().await else {
+            break;
+        };
+        let (i, outcome) = joined.expect("a tenant task panicked");
+        progress.finish_one(&outcome);
+        if outcome.outcome == Outcome::Failed && stop_on_failure {
+            stop = true;
+        }
+        results[i] = Some(outcome);
+    }
+    let why = if interrupt.is_set() {
+        "not started: interrupted"
+    } else {
+        "not started: an earlier tenant failed"
+    };
+    for (i, job) in queue {
+        results[i] = Some(TenantOutcome::skipped(
+            job.slug(),
+            job.schema(),
+            job.from_version(),
+            why,
+        ));
+    }
+    progress.finish();
+    results
+        .into_iter()
+        .map(|o| o.expect("every job has an outcome"))
+        .collect()
+}

@@ -1,0 +1,18 @@
+//! tenantctl: schema-per-tenant PostgreSQL. See README.md for the tour and
+//! ../shared/CONTRACT.md for the interface users rely on.
+
+pub mod apply;
+pub mod cli;
+pub mod commands;
+pub mod connect;
+pub mod exit;
+pub mod fleet;
+pub mod grants;
+pub mod migration_set;
+pub mod names;
+pub mod outcome;
+pub mod progress;
+pub mod refinery_tx;
+pub mod registry;
+pub mod session;
+pub mod settings;

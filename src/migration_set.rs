@@ -1,0 +1,348 @@
+//! The migrations folder: loading, validating and planning. Pure logic, no database.
+//!
+//! refinery parses names and computes checksums, but silently skips files whose names do
+//! not match and accepts duplicate versions, so the folder is listed and checked here first.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use refinery::Migration;
+
+use crate::exit::bad_input;
+
+/// The migrations of one run, sorted by version, with the fingerprint of each prefix.
+#[derive(Debug, Clone)]
+pub struct MigrationSet {
+    pub dir: PathBuf,
+    pub migrations: Vec<Migration>,
+    /// digests[i] is the fingerprint of migrations[..=i].
+    digests: Vec<String>,
+}
+
+/// One applied migration as the tenant's history table records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedMigration {
+    pub version: i64,
+    pub name: String,
+    pub checksum: u64,
+}
+
+/// What a run would do to one tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Pending migrations, in order (empty when current).
+    Apply(Vec<(i64, String)>),
+    /// The history differs from the files: nothing may be applied.
+    Diverged(String),
+}
+
+impl MigrationSet {
+    /// Loads `V<version>__<name>.sql` files from `dir` (recursively, like refinery).
+    /// Any other `.sql` file, a duplicate version or an unreadable file is an error.
+    pub fn load(dir: &Path) -> Result<MigrationSet> {
+        let mut files = Vec::new();
+        collect_sql_files(dir, &mut files)?;
+        let mut migrations: Vec<Migration> = Vec::new();
+        let mut seen: BTreeMap<i64, PathBuf> = BTreeMap::new();
+        for path in files {
+            let file_name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            let stem = check_file_name(file_name)
+                .map_err(|why| bad_input(format!("migration file {} {why}", path.display())))?;
+            let sql = std::fs::read_to_string(&path).map_err(|e| {
+                bad_input(format!(
+                    "cannot read migration file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let m = Migration::unapplied(stem, &sql)
+                .map_err(|e| bad_input(format!("migration file {}: {e}", path.display())))?;
+            if let Some(other) = seen.insert(m.version() as i64, path.clone()) {
+                return Err(bad_input(format!(
+                    "migration files {} and {} share version {}; versions must be unique",
+                    other.display(),
+                    path.display(),
+                    m.version()
+                )));
+            }
+            migrations.push(m);
+        }
+        migrations.sort_by_key(|m| m.version());
+        Ok(Self::from_migrations(dir.to_path_buf(), migrations))
+    }
+
+    pub fn from_migrations(dir: PathBuf, migrations: Vec<Migration>) -> MigrationSet {
+        let mut acc = Fnv::new();
+        let digests = migrations
+            .iter()
+            .map(|m| {
+                acc.write(format!("{}:{}:{};", m.version(), m.name(), m.checksum()).as_bytes());
+                acc.hex()
+            })
+            .collect();
+        MigrationSet {
+            dir,
+            migrations,
+            digests,
+        }
+    }
+
+    /// The highest version in the folder (0 when it is empty).
+    pub fn latest(&self) -> i64 {
+        self.migrations.last().map_or(0, |m| m.version() as i64)
+    }
+
+    /// The version a run aims at: `target` if given (it must exist), else the latest.
+    pub fn resolve_target(&self, target: Option<i64>) -> Result<i64> {
+        match target {
+            None => Ok(self.latest()),
+            Some(0) => Ok(0),
+            Some(v) if self.migrations.iter().any(|m| m.version() as i64 == v) => Ok(v),
+            Some(v) => Err(bad_input(format!(
+                "--target {v} is not a migration in {} (latest is {})",
+                self.dir.display(),
+                self.latest()
+            ))),
+        }
+    }
+
+    /// The fingerprint of every migration up to and including `version`: equal fingerprints
+    /// mean the tenant's applied history matches these files, so it need not be visited.
+    pub fn digest_at(&self, version: i64) -> Option<&str> {
+        if version == 0 {
+            return Some("0");
+        }
+        let idx = self
+            .migrations
+            .iter()
+            .rposition(|m| m.version() as i64 <= version)?;
+        (self.migrations[idx].version() as i64 == version).then(|| self.digests[idx].as_str())
+    }
+
+    /// How many migrations lie above `version`, up to `target`.
+    pub fn pending_count(&self, version: i64, target: i64) -> usize {
+        self.migrations
+            .iter()
+            .filter(|m| (m.version() as i64) > version && (m.version() as i64) <= target)
+            .count()
+    }
+
+    pub fn find(&self, version: i64) -> Option<&Migration> {
+        self.migrations
+            .iter()
+            .find(|m| m.version() as i64 == version)
+    }
+
+    /// Compares a tenant's history with the files, as refinery does before applying: every
+    /// applied migration must exist with the same checksum, and no file may sit below the
+    /// applied maximum without having been applied.
+    pub fn plan(&self, applied: &[AppliedMigration], target: i64) -> Plan {
+        for a in applied {
+            match self.find(a.version) {
+                None => {
+                    return Plan::Diverged(format!(
+                        "applied migration V{}__{} is missing from {}",
+                        a.version,
+                        a.name,
+                        self.dir.display()
+                    ))
+                }
+                Some(m) if m.checksum() != a.checksum || m.name() != a.name => {
+                    return Plan::Diverged(format!(
+                        "applied migration V{}__{} differs from the file {m} (its checksum changed)",
+                        a.version, a.name
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        let current = applied.iter().map(|a| a.version).max().unwrap_or(0);
+        if let Some(m) = self.migrations.iter().find(|m| {
+            (m.version() as i64) < current
+                && !applied.iter().any(|a| a.version == m.version() as i64)
+        }) {
+            return Plan::Diverged(format!(
+                "migration {m} was never applied but the tenant is already at version {current}"
+            ));
+        }
+        Plan::Apply(
+            self.migrations
+                .iter()
+                .filter(|m| (m.version() as i64) > current && (m.version() as i64) <= target)
+                .map(|m| (m.version() as i64, m.name().to_string()))
+                .collect(),
+        )
+    }
+}
+
+/// Returns the file stem when the name is `V<digits>__<word chars>.sql`.
+fn check_file_name(name: &str) -> std::result::Result<&str, String> {
+    let rule = "must be named V<version>__<name>.sql (capital V, two underscores, name of a-z, A-Z, 0-9, _)";
+    let stem = name.strip_suffix(".sql").ok_or_else(|| rule.to_string())?;
+    let rest = stem
+        .strip_prefix('V')
+        .ok_or_else(|| format!("{rule}; unversioned or lower-case prefixes are not supported"))?;
+    let (version, label) = rest.split_once("__").ok_or_else(|| rule.to_string())?;
+    if version.is_empty() || !version.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{rule}; the version must be a whole number"));
+    }
+    if version.parse::<i32>().is_err() {
+        return Err(format!(
+            "{rule}; version {version} is larger than 2147483647"
+        ));
+    }
+    if label.is_empty()
+        || !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return Err(rule.to_string());
+    }
+    Ok(stem)
+}
+
+fn collect_sql_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        bad_input(format!(
+            "cannot read migrations folder {}: {e}; set --migrations, TENANTCTL_MIGRATIONS or [migrations] dir",
+            dir.display()
+        ))
+    })?;
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for p in paths {
+        if p.is_dir() {
+            collect_sql_files(&p, out)?;
+        } else if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("sql")) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// FNV-1a, 64 bit: a stable fingerprint (std's hasher may change between Rust releases).
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn hex(&self) -> String {
+        format!("{:016x}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(files: &[(&str, &str)]) -> MigrationSet {
+        let ms = files
+            .iter()
+            .map(|(n, sql)| Migration::unapplied(n, sql).unwrap())
+            .collect();
+        MigrationSet::from_migrations(PathBuf::from("m"), ms)
+    }
+
+    fn applied(s: &MigrationSet, upto: i64) -> Vec<AppliedMigration> {
+        s.migrations
+            .iter()
+            .filter(|m| m.version() as i64 <= upto)
+            .map(|m| AppliedMigration {
+                version: m.version() as i64,
+                name: m.name().into(),
+                checksum: m.checksum(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn file_names_follow_refinery_and_nothing_is_skipped_silently() {
+        assert_eq!(check_file_name("V1__employees.sql"), Ok("V1__employees"));
+        assert_eq!(
+            check_file_name("V006__zero_padded.sql"),
+            Ok("V006__zero_padded")
+        );
+        for bad in [
+            "v1__lower.sql",
+            "V1_one.sql",
+            "V1__with-dash.sql",
+            "U2__x.sql",
+            "V__x.sql",
+            "V1.5__x.sql",
+            "V99999999999__x.sql",
+            "V1__.sql",
+        ] {
+            assert!(check_file_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn plans_pending_and_target() {
+        let s = set(&[("V1__a", "a"), ("V2__b", "b"), ("V3__c", "c")]);
+        assert_eq!(
+            s.plan(&applied(&s, 1), 3),
+            Plan::Apply(vec![(2, "b".into()), (3, "c".into())])
+        );
+        assert_eq!(
+            s.plan(&applied(&s, 1), 2),
+            Plan::Apply(vec![(2, "b".into())])
+        );
+        assert_eq!(s.plan(&applied(&s, 3), 3), Plan::Apply(vec![]));
+        assert_eq!(s.pending_count(1, 3), 2);
+    }
+
+    #[test]
+    fn refuses_changed_and_missing_migrations_by_name() {
+        let s = set(&[("V1__a", "a"), ("V2__b", "b")]);
+        let changed = set(&[("V1__a", "a changed"), ("V2__b", "b")]);
+        match changed.plan(&applied(&s, 2), 2) {
+            Plan::Diverged(why) => {
+                assert!(why.contains("V1__a") && why.contains("checksum"), "{why}")
+            }
+            p => panic!("{p:?}"),
+        }
+        let gone = set(&[("V2__b", "b")]);
+        match gone.plan(&applied(&s, 2), 2) {
+            Plan::Diverged(why) => {
+                assert!(why.contains("V1__a") && why.contains("missing"), "{why}")
+            }
+            p => panic!("{p:?}"),
+        }
+        let gap = set(&[("V1__a", "a"), ("V2__b", "b"), ("V3__c", "c")]);
+        let mut hist = applied(&gap, 3);
+        hist.remove(1);
+        assert!(matches!(gap.plan(&hist, 3), Plan::Diverged(w) if w.contains("V2__b")));
+    }
+
+    #[test]
+    fn digests_change_with_any_applied_file() {
+        let s = set(&[("V1__a", "a"), ("V2__b", "b")]);
+        let t = set(&[("V1__a", "a "), ("V2__b", "b")]);
+        assert_eq!(s.digest_at(0), Some("0"));
+        assert_ne!(s.digest_at(1), t.digest_at(1));
+        assert_ne!(s.digest_at(2), t.digest_at(2));
+        assert_eq!(
+            s.digest_at(2),
+            set(&[("V1__a", "a"), ("V2__b", "b"), ("V3__c", "c")]).digest_at(2)
+        );
+        assert_eq!(s.digest_at(5), None);
+    }
+
+    #[test]
+    fn targets_must_exist() {
+        let s = set(&[("V1__a", "a"), ("V3__c", "c")]);
+        assert_eq!(s.resolve_target(None).unwrap(), 3);
+        assert_eq!(s.resolve_target(Some(1)).unwrap(), 1);
+        assert!(s.resolve_target(Some(2)).is_err());
+    }
+}

@@ -1,0 +1,290 @@
+//! The registry: `public.tenants`, `public.tenant_migrations` and `public.tenant_drops`.
+//! Every statement that reads or writes them lives in this module.
+//!
+//! The registry's own layout is versioned by embedded migrations (run by refinery into
+//! `public.tenantctl_registry_history`), so changing it is itself a migration.
+
+use anyhow::{bail, Context, Result};
+use refinery::{Migration, Runner};
+use tokio_postgres::{Client, GenericClient, Row, Transaction};
+
+use crate::apply::LOCK_CLASS;
+use crate::migration_set::AppliedMigration;
+use crate::names::quote_ident;
+use crate::refinery_tx::InTransaction;
+
+const HISTORY: &str = "public.tenantctl_registry_history";
+
+/// The registry's migrations, oldest first. Append; never edit one that has shipped.
+const REGISTRY_MIGRATIONS: &[(&str, &str)] = &[(
+    "V1__registry",
+    include_str!("registry_sql/V1__registry.sql"),
+)];
+
+fn registry_migrations() -> Vec<Migration> {
+    REGISTRY_MIGRATIONS
+        .iter()
+        .map(|(name, sql)| {
+            Migration::unapplied(name, sql).expect("embedded registry migration names are valid")
+        })
+        .collect()
+}
+
+/// The registry version this build expects.
+pub fn expected_version() -> i64 {
+    REGISTRY_MIGRATIONS.len() as i64
+}
+
+/// The registry version installed in the database (0 when there is no registry).
+pub async fn installed_version(client: &impl GenericClient) -> Result<i64> {
+    let present: bool = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&HISTORY])
+        .await
+        .context("cannot look for the tenant registry")?
+        .get(0);
+    if !present {
+        return Ok(0);
+    }
+    let sql = format!("SELECT coalesce(max(version), 0)::bigint FROM {HISTORY}");
+    Ok(client
+        .query_one(&sql, &[])
+        .await
+        .context("cannot read the registry version")?
+        .get(0))
+}
+
+/// Installs or upgrades the registry when it is behind; a no-op otherwise. Safe when
+/// several tenantctl processes start at once (they queue on an advisory lock).
+/// Returns the versions (before, after).
+pub async fn ensure(client: &mut Client) -> Result<(i64, i64)> {
+    let before = installed_version(&*client).await?;
+    let expected = expected_version();
+    if before > expected {
+        bail!(
+            "the tenant registry is at version {before}, newer than this tenantctl knows ({expected}); \
+             upgrade tenantctl"
+        );
+    }
+    if before == expected {
+        return Ok((before, before));
+    }
+    let mut tx = client
+        .transaction()
+        .await
+        .context("cannot start the registry upgrade")?;
+    tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&LOCK_CLASS])
+        .await
+        .context("cannot lock the registry for its upgrade")?;
+    let mut runner = Runner::new(&registry_migrations());
+    runner.set_migration_table_name(HISTORY);
+    runner
+        .run_async(&mut InTransaction { tx: &mut tx })
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", crate::apply::describe_refinery(&e)))
+        .context("cannot install the tenant registry")?;
+    tx.commit()
+        .await
+        .context("cannot commit the registry upgrade")?;
+    Ok((before, expected))
+}
+
+/// Lets the application role read the tenant list (to route requests to a schema), and
+/// nothing else of the registry.
+pub async fn grant_read(client: &impl GenericClient, app_role: &str) -> Result<()> {
+    let role = quote_ident(app_role);
+    client
+        .batch_execute(&format!(
+            "GRANT USAGE ON SCHEMA public TO {role}; GRANT SELECT ON public.tenants TO {role};"
+        ))
+        .await
+        .with_context(|| format!("cannot grant read access on public.tenants to role {app_role}"))
+}
+
+/// One registry row, with whether its schema exists.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub slug: String,
+    pub schema: String,
+    pub display_name: Option<String>,
+    pub state: String,
+    pub version: i64,
+    pub digest: Option<String>,
+    pub last_error: Option<String>,
+    pub migrated_at: Option<String>,
+    pub schema_exists: bool,
+}
+
+const SELECT_TENANTS: &str = "SELECT t.slug, t.schema_name, t.display_name, t.state, t.version, \
+        t.migrations_digest, t.last_error, \
+        to_char(t.migrated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+        EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = t.schema_name) \
+    FROM public.tenants t";
+
+fn tenant(r: &Row) -> Tenant {
+    Tenant {
+        slug: r.get(0),
+        schema: r.get(1),
+        display_name: r.get(2),
+        state: r.get(3),
+        version: r.get(4),
+        digest: r.get(5),
+        last_error: r.get(6),
+        migrated_at: r.get(7),
+        schema_exists: r.get(8),
+    }
+}
+
+/// Every registered tenant, by slug.
+pub async fn all(client: &impl GenericClient) -> Result<Vec<Tenant>> {
+    let rows = client
+        .query(&format!("{SELECT_TENANTS} ORDER BY t.slug"), &[])
+        .await
+        .context("cannot read the tenant registry")?;
+    Ok(rows.iter().map(tenant).collect())
+}
+
+/// The registered tenants among `slugs`, by slug.
+pub async fn some(client: &impl GenericClient, slugs: &[String]) -> Result<Vec<Tenant>> {
+    let rows = client
+        .query(
+            &format!("{SELECT_TENANTS} WHERE t.slug = ANY($1) ORDER BY t.slug"),
+            &[&slugs],
+        )
+        .await
+        .context("cannot read the tenant registry")?;
+    Ok(rows.iter().map(tenant).collect())
+}
+
+/// Which of `schemas` already exist in the database.
+pub async fn existing_schemas(
+    client: &impl GenericClient,
+    schemas: &[String],
+) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            "SELECT nspname::text FROM pg_namespace WHERE nspname = ANY($1)",
+            &[&schemas],
+        )
+        .await
+        .context("cannot look up existing schemas")?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Whether a role exists.
+pub async fn role_exists(client: &impl GenericClient, role: &str) -> Result<bool> {
+    Ok(client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)",
+            &[&role],
+        )
+        .await
+        .context("cannot look up roles")?
+        .get(0))
+}
+
+/// Registers a tenant being created, in the creating transaction. False when the slug
+/// (or schema) is already registered.
+pub async fn insert_provisioning(
+    tx: &Transaction<'_>,
+    slug: &str,
+    schema: &str,
+    display: Option<&str>,
+) -> Result<bool> {
+    let n = tx
+        .execute(
+            "INSERT INTO public.tenants (slug, schema_name, display_name, state) \
+             VALUES ($1, $2, $3, 'provisioning') ON CONFLICT DO NOTHING",
+            &[&slug, &schema, &display],
+        )
+        .await
+        .context("cannot register the tenant")?;
+    Ok(n == 1)
+}
+
+/// Marks the tenant active at `version` and records each applied migration, in the same
+/// transaction as the migrations themselves.
+pub async fn record_success(
+    tx: &Transaction<'_>,
+    slug: &str,
+    version: i64,
+    digest: Option<&str>,
+    applied: &[AppliedMigration],
+) -> Result<()> {
+    let versions: Vec<i64> = applied.iter().map(|m| m.version).collect();
+    let names: Vec<&str> = applied.iter().map(|m| m.name.as_str()).collect();
+    let checksums: Vec<String> = applied.iter().map(|m| m.checksum.to_string()).collect();
+    tx.execute(
+        "WITH t AS (UPDATE public.tenants SET state = 'active', version = $2, migrations_digest = $3, \
+                    last_error = NULL, updated_at = now(), \
+                    migrated_at = CASE WHEN cardinality($4::bigint[]) > 0 THEN now() ELSE migrated_at END \
+                    WHERE slug = $1) \
+         INSERT INTO public.tenant_migrations (slug, version, name, checksum, outcome, started_at, finished_at) \
+         SELECT $1, v, n, c, 'applied', now(), clock_timestamp() \
+           FROM unnest($4::bigint[], $5::text[], $6::text[]) AS a(v, n, c)",
+        &[&slug, &version, &digest, &versions, &names, &checksums],
+    )
+    .await
+    .context("cannot record the migration in the registry")?;
+    Ok(())
+}
+
+/// The migration a failure is attributed to, for the status table.
+pub struct FailedMigration<'a> {
+    pub version: i64,
+    pub name: &'a str,
+    pub checksum: Option<u64>,
+}
+
+/// Records a failed attempt after its transaction rolled back: the tenant becomes `failed`
+/// with the error (unless it is not registered, as for a create that was undone), and the
+/// status table gets a `failed` row.
+pub async fn record_failure(
+    client: &impl GenericClient,
+    slug: &str,
+    error: &str,
+    migration: Option<FailedMigration<'_>>,
+    started_epoch: f64,
+) -> Result<()> {
+    let (version, name, checksum) = match &migration {
+        Some(m) => (m.version, m.name, m.checksum.map(|c| c.to_string())),
+        None => (0, "", None),
+    };
+    client
+        .execute(
+            "WITH t AS (UPDATE public.tenants SET state = 'failed', last_error = $2, updated_at = now() \
+                        WHERE slug = $1) \
+             INSERT INTO public.tenant_migrations (slug, version, name, checksum, outcome, error, started_at, finished_at) \
+             SELECT $1, $3, $4, $5, 'failed', $2, to_timestamp($6), clock_timestamp() WHERE $4 <> ''",
+            &[&slug, &error, &version, &name, &checksum, &started_epoch],
+        )
+        .await
+        .context("cannot record the failure in the registry")?;
+    Ok(())
+}
+
+/// Sets a tenant's state outside any larger transaction (visible to other sessions at once).
+pub async fn set_state(client: &impl GenericClient, slug: &str, state: &str) -> Result<()> {
+    client
+        .execute(
+            "UPDATE public.tenants SET state = $2, updated_at = now() WHERE slug = $1",
+            &[&slug, &state],
+        )
+        .await
+        .with_context(|| format!("cannot mark tenant {slug} {state}"))?;
+    Ok(())
+}
+
+/// Removes the tenant from the registry and records its destruction (when, by which role),
+/// in the dropping transaction.
+pub async fn record_drop(tx: &Transaction<'_>, slug: &str, schema_existed: bool) -> Result<()> {
+    tx.execute(
+        "WITH gone AS (DELETE FROM public.tenants WHERE slug = $1 \
+                       RETURNING slug, schema_name, display_name, version) \
+         INSERT INTO public.tenant_drops (slug, schema_name, display_name, version, schema_existed) \
+         SELECT slug, schema_name, display_name, version, $2 FROM gone",
+        &[&slug, &schema_existed],
+    )
+    .await
+    .context("cannot record the drop in the registry")?;
+    Ok(())
+}

@@ -1,0 +1,273 @@
+//! Settings: the command line beats the environment, which beats tenants.toml, which beats
+//! the defaults. This module only merges values; it opens no connection.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+use crate::exit::bad_input;
+use crate::names;
+
+/// The default concurrency: a few sessions keep a small server's cores busy without
+/// queueing behind each other (see the README's Performance section for the measurement).
+pub const DEFAULT_CONCURRENCY: usize = 4;
+pub const DEFAULT_PREFIX: &str = "tenant_";
+pub const DEFAULT_CONFIG: &str = "tenants.toml";
+pub const DEFAULT_MIGRATIONS: &str = "migrations";
+
+/// tenants.toml, as written by the operator. Unknown keys are errors that name the key.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub database: DatabaseSection,
+    #[serde(default)]
+    pub migrations: MigrationsSection,
+    #[serde(default)]
+    pub tenants: TenantsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSection {
+    pub url: Option<String>,
+    pub connect_timeout: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationsSection {
+    pub dir: Option<PathBuf>,
+    pub concurrency: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantsSection {
+    pub schema_prefix: Option<String>,
+    pub app_role: Option<String>,
+}
+
+/// What the command line and the environment supplied (None when absent or empty).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub migrations: Option<PathBuf>,
+    pub concurrency: Option<usize>,
+    pub connect_timeout: Option<u64>,
+}
+
+/// The merged settings every command works from.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config_file: Option<PathBuf>,
+    /// The connection string from the flag, DATABASE_URL or tenants.toml, if any.
+    pub database_url: Option<String>,
+    /// Whether `database_url` came from tenants.toml (then PG* variables override it).
+    pub url_from_file: bool,
+    pub migrations_dir: PathBuf,
+    pub concurrency: Option<usize>,
+    pub connect_timeout_secs: u64,
+    pub schema_prefix: String,
+    pub app_role: Option<String>,
+}
+
+/// Reads tenants.toml (when there is one) and merges it under the overrides.
+pub fn load(overrides: Overrides) -> Result<Settings> {
+    let explicit = overrides.config.clone();
+    let path = match explicit {
+        Some(p) => Some(p),
+        None => Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.is_file()),
+    };
+    let file = match &path {
+        Some(p) => read_file(p)?,
+        None => FileConfig::default(),
+    };
+    let base = path
+        .as_deref()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf);
+    merge(overrides, file, path, base)
+}
+
+fn read_file(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| bad_input(format!("cannot read config file {}: {e}", path.display())))?;
+    parse_file(&text).map_err(|msg| bad_input(format!("config file {}: {msg}", path.display())))
+}
+
+/// Parses tenants.toml text; the error names the line and, for a typo, the key.
+pub fn parse_file(text: &str) -> std::result::Result<FileConfig, String> {
+    toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        let msg = e.message().trim().to_string();
+        match line {
+            Some(l) => format!("line {l}: {msg}"),
+            None => msg,
+        }
+    })
+}
+
+/// Merges overrides > file > defaults. `base` is the config file's folder, against which
+/// relative paths in the file resolve.
+pub fn merge(
+    o: Overrides,
+    file: FileConfig,
+    config_file: Option<PathBuf>,
+    base: Option<PathBuf>,
+) -> Result<Settings> {
+    let resolve = |p: PathBuf| match &base {
+        Some(b) if p.is_relative() && !b.as_os_str().is_empty() => b.join(p),
+        _ => p,
+    };
+    let file_url = file.database.url.filter(|u| !u.trim().is_empty());
+    let url_from_file = o.database_url.is_none() && file_url.is_some();
+    let prefix = file
+        .tenants
+        .schema_prefix
+        .unwrap_or_else(|| DEFAULT_PREFIX.to_string());
+    names::validate_prefix(&prefix).map_err(|e| bad_input(format!("[tenants] {e}")))?;
+    let concurrency = o.concurrency.or(file.migrations.concurrency);
+    if concurrency == Some(0) {
+        return Err(bad_input("concurrency must be at least 1"));
+    }
+    let app_role = file.tenants.app_role.filter(|r| !r.is_empty());
+    Ok(Settings {
+        config_file,
+        database_url: o.database_url.or(file_url),
+        url_from_file,
+        migrations_dir: o
+            .migrations
+            .or_else(|| file.migrations.dir.map(resolve))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_MIGRATIONS)),
+        concurrency,
+        connect_timeout_secs: o
+            .connect_timeout
+            .or(file.database.connect_timeout)
+            .unwrap_or(5),
+        schema_prefix: prefix,
+        app_role,
+    })
+}
+
+/// The libpq variables tenantctl honours, read once from the process environment.
+pub fn pg_env() -> BTreeMap<&'static str, String> {
+    const VARS: [&str; 7] = [
+        "PGHOST",
+        "PGPORT",
+        "PGUSER",
+        "PGPASSWORD",
+        "PGDATABASE",
+        "PGSSLMODE",
+        "PGAPPNAME",
+    ];
+    VARS.iter()
+        .filter_map(|k| {
+            std::env::var(k)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(|v| (*k, v))
+        })
+        .collect()
+}
+
+/// Validates the merged concurrency against what the command line allows.
+pub fn concurrency_or_default(s: &Settings) -> usize {
+    s.concurrency.unwrap_or(DEFAULT_CONCURRENCY)
+}
+
+impl Settings {
+    /// Describes where the config came from, for error messages.
+    pub fn describe_config(&self) -> String {
+        match &self.config_file {
+            Some(p) => p.display().to_string(),
+            None => "no config file".to_string(),
+        }
+    }
+}
+
+/// Reads the migrations folder path, with context for the operator.
+pub fn migrations_dir_exists(dir: &Path) -> Result<()> {
+    std::fs::metadata(dir)
+        .with_context(|| format!("cannot open migrations folder {}", dir.display()))
+        .map_err(|e| {
+            bad_input(format!(
+                "{e:#}; set --migrations, TENANTCTL_MIGRATIONS or [migrations] dir"
+            ))
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> FileConfig {
+        parse_file(text).unwrap()
+    }
+
+    #[test]
+    fn flag_beats_file_beats_default() {
+        let f = file("[migrations]\ndir = \"db/m\"\nconcurrency = 3\n[database]\nurl = \"postgres://f/db\"\n");
+        let o = Overrides {
+            database_url: Some("postgres://flag/db".into()),
+            concurrency: Some(7),
+            ..Default::default()
+        };
+        let s = merge(o, f, None, Some(PathBuf::from("/etc/t"))).unwrap();
+        assert_eq!(s.database_url.as_deref(), Some("postgres://flag/db"));
+        assert!(!s.url_from_file);
+        assert_eq!(s.concurrency, Some(7));
+        assert_eq!(s.migrations_dir, PathBuf::from("/etc/t/db/m"));
+    }
+
+    #[test]
+    fn file_beats_default_and_paths_resolve_against_its_folder() {
+        let f = file("[database]\nurl = \"postgres://f/db\"\n[migrations]\ndir = \"m\"\n[tenants]\nschema_prefix = \"clinic_\"\napp_role = \"app\"\n");
+        let s = merge(Overrides::default(), f, None, Some(PathBuf::from("conf"))).unwrap();
+        assert_eq!(s.database_url.as_deref(), Some("postgres://f/db"));
+        assert!(s.url_from_file);
+        assert_eq!(s.migrations_dir, PathBuf::from("conf/m"));
+        assert_eq!(s.schema_prefix, "clinic_");
+        assert_eq!(s.app_role.as_deref(), Some("app"));
+    }
+
+    #[test]
+    fn defaults_apply_without_a_file() {
+        let s = merge(Overrides::default(), FileConfig::default(), None, None).unwrap();
+        assert_eq!(s.migrations_dir, PathBuf::from("migrations"));
+        assert_eq!(s.schema_prefix, "tenant_");
+        assert_eq!(s.concurrency, None);
+        assert_eq!(concurrency_or_default(&s), DEFAULT_CONCURRENCY);
+        assert!(s.app_role.is_none());
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err =
+            parse_file("[migrations]\ndir = \"m\"\n[tenants]\nschema_prefx = \"x\"\n").unwrap_err();
+        assert!(err.contains("line 4"), "{err}");
+        assert!(err.contains("schema_prefx"), "{err}");
+    }
+
+    #[test]
+    fn malformed_file_names_the_line() {
+        let err = parse_file("[database]\nurl = \"postgres://x\n").unwrap_err();
+        assert!(err.starts_with("line 2"), "{err}");
+    }
+
+    #[test]
+    fn bad_prefix_and_zero_concurrency_are_bad_input() {
+        let f = file("[tenants]\nschema_prefix = \"Bad\"\n");
+        let e = merge(Overrides::default(), f, None, None).unwrap_err();
+        assert_eq!(crate::exit::code_for(&e), 2);
+        let f = file("[migrations]\nconcurrency = 0\n");
+        let e = merge(Overrides::default(), f, None, None).unwrap_err();
+        assert_eq!(crate::exit::code_for(&e), 2);
+    }
+}
