@@ -36,9 +36,11 @@ impl FromStr for SslMode {
             "require" => SslMode::Require,
             "verify-ca" => SslMode::VerifyCa,
             "verify-full" => SslMode::VerifyFull,
-            other => return Err(bad_input(format!(
+            other => {
+                return Err(bad_input(format!(
                 "invalid sslmode '{other}': use disable, prefer, require, verify-ca or verify-full"
-            ))),
+            )))
+            }
         })
     }
 }

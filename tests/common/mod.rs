@@ -1,0 +1,257 @@
+//! Test harness: a fresh database per test on the server `make test` started
+//! (scripts/with-postgres.sh exports its DATABASE_URL), and the real tenantctl binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// The server's admin URL. Tests need a real PostgreSQL: run them through `make test`.
+pub fn admin_url() -> String {
+    std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .expect(
+            "integration tests need a PostgreSQL server: run `make test` (it starts one), \
+         or set DATABASE_URL to a superuser connection of a disposable server",
+        )
+}
+
+/// Runs SQL through the simple-query protocol and returns every row as text.
+pub fn query(url: &str, sql: &str) -> Vec<Vec<Option<String>>> {
+    try_query(url, sql).unwrap_or_else(|e| panic!("SQL failed: {e}\n{sql}"))
+}
+
+pub fn try_query(url: &str, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| e.to_string())?;
+        let task = tokio::spawn(conn);
+        let msgs = client.simple_query(sql).await.map_err(|e| {
+            e.as_db_error()
+                .map(|d| d.message().to_string())
+                .unwrap_or_else(|| e.to_string())
+        })?;
+        drop(client);
+        let _ = task.await;
+        Ok(msgs
+            .into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => {
+                    Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+                }
+                _ => None,
+            })
+            .collect())
+    })
+}
+
+/// The first column of the first row.
+pub fn scalar(url: &str, sql: &str) -> String {
+    query(url, sql)
+        .first()
+        .and_then(|r| r.first().cloned().flatten())
+        .unwrap_or_default()
+}
+
+/// A database of its own for one test, dropped at the end.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    pub dir: PathBuf,
+}
+
+impl TestDb {
+    pub fn new(label: &str) -> TestDb {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("t_{}_{}_{}", label.replace('-', "_"), std::process::id(), n);
+        let admin = admin_url();
+        query(&admin, &format!("CREATE DATABASE \"{name}\""));
+        let url = replace_dbname(&admin, &name);
+        let dir = std::env::temp_dir().join(format!("tenantctl-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TestDb { name, url, dir }
+    }
+
+    /// A tenantctl command against this database, run in an empty folder (so no
+    /// tenants.toml is picked up) with the repository's example migrations.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_tenantctl"));
+        for var in [
+            "DATABASE_URL",
+            "TENANTCTL_CONFIG",
+            "TENANTCTL_MIGRATIONS",
+            "PGHOST",
+            "PGPORT",
+            "PGUSER",
+            "PGPASSWORD",
+            "PGDATABASE",
+            "PGSSLMODE",
+        ] {
+            c.env_remove(var);
+        }
+        c.env("DATABASE_URL", &self.url)
+            .env("TENANTCTL_MIGRATIONS", repo().join("migrations"))
+            .current_dir(&self.dir)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs tenantctl with `args` and returns its output.
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run::from(self.cmd().args(args).output().expect("tenantctl runs"))
+    }
+
+    pub fn query(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        query(&self.url, sql)
+    }
+
+    pub fn scalar(&self, sql: &str) -> String {
+        scalar(&self.url, sql)
+    }
+
+    /// Everything a failed command must leave alone: the schemas, and the registry's rows.
+    pub fn snapshot(&self) -> String {
+        let mut s = format!(
+            "{:?}",
+            self.query("SELECT nspname FROM pg_namespace ORDER BY 1")
+        );
+        for t in ["tenants", "tenant_migrations", "tenant_drops"] {
+            let exists = self.scalar(&format!("SELECT to_regclass('public.{t}') IS NOT NULL"));
+            if exists == "t" {
+                s.push_str(&format!(
+                    "{:?}",
+                    self.query(&format!("SELECT * FROM public.{t} ORDER BY 1"))
+                ));
+            }
+        }
+        s
+    }
+
+    /// A copy of the example migrations plus `extra` files, in a folder of this test's.
+    pub fn migrations_with(&self, label: &str, extra: &[(&str, &str)]) -> PathBuf {
+        let dir = self.dir.join(label);
+        std::fs::create_dir_all(&dir).unwrap();
+        for entry in std::fs::read_dir(repo().join("migrations")).unwrap() {
+            let p = entry.unwrap().path();
+            std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+        }
+        for (name, sql) in extra {
+            std::fs::write(dir.join(name), sql).unwrap();
+        }
+        dir
+    }
+
+    /// Writes a tenants.toml into this test's folder and returns its path.
+    pub fn config(&self, text: &str) -> PathBuf {
+        let p = self.dir.join("tenants.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// A login role unique to this test (roles are cluster-wide), with a password.
+    pub fn role(&self, label: &str) -> (String, String) {
+        let role = format!("{}_{}", label, self.name);
+        let password = format!("pw_{}", self.name);
+        query(&admin_url(), &format!("DROP ROLE IF EXISTS \"{role}\"; CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}'"));
+        let url = admin_url();
+        let (scheme_and_creds, rest) = url.split_once('@').unwrap();
+        let scheme = &scheme_and_creds[..scheme_and_creds.find("//").unwrap() + 2];
+        let host_and_db = replace_dbname(&format!("{scheme}x@{rest}"), &self.name);
+        (
+            role.clone(),
+            host_and_db.replacen("x@", &format!("{role}:{password}@"), 1),
+        )
+    }
+
+    /// Schemas created for tenants (those starting with the default prefix).
+    pub fn tenant_schemas(&self) -> Vec<String> {
+        self.query("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'tenant\\_%' ORDER BY 1")
+            .into_iter()
+            .map(|r| r[0].clone().unwrap())
+            .collect()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let _ = try_query(
+            &admin_url(),
+            &format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name),
+        );
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn replace_dbname(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let cut = base.rfind('/').expect("URL with a database name");
+    format!("{}/{}{}", &base[..cut], db, query)
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A finished tenantctl run.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+
+    /// Asserts the exit code, showing the output when it differs.
+    pub fn expect(&self, code: i32) -> &Run {
+        assert_eq!(
+            self.code, code,
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    pub fn mentions(&self, needle: &str) -> &Run {
+        assert!(
+            self.all().contains(needle),
+            "output lacks {needle:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}", self.stdout))
+    }
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}

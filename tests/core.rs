@@ -1,0 +1,487 @@
+//! Registry, create, drop, list, status and configuration against a real server.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn create_builds_a_complete_tenant() {
+    let db = TestDb::new("create");
+    db.run(&["create", "acme", "st-marys", "--name", "ignored"])
+        .expect(2)
+        .mentions("--name applies to a single tenant");
+    db.run(&["create", "st-marys", "--name", "St Mary's Clinic"])
+        .expect(0)
+        .mentions("applied");
+    db.run(&["create", "acme"]).expect(0);
+
+    assert_eq!(db.tenant_schemas(), vec!["tenant_acme", "tenant_st-marys"]);
+    let row =
+        db.query("SELECT state, version, display_name FROM public.tenants WHERE slug = 'st-marys'");
+    assert_eq!(
+        row[0],
+        vec![
+            Some("active".into()),
+            Some("6".into()),
+            Some("St Mary's Clinic".into())
+        ]
+    );
+    // refinery's history lives inside the tenant schema, one row per migration.
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM \"tenant_st-marys\".refinery_schema_history"),
+        "6"
+    );
+    assert_eq!(
+        db.scalar("SELECT to_regclass('\"tenant_st-marys\".employees') IS NOT NULL"),
+        "t"
+    );
+    // Nothing landed in public but the registry.
+    let public = db.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1");
+    let public: Vec<String> = public.into_iter().map(|r| r[0].clone().unwrap()).collect();
+    assert_eq!(
+        public,
+        vec![
+            "tenant_drops",
+            "tenant_migrations",
+            "tenantctl_registry_history",
+            "tenants"
+        ]
+    );
+    assert_eq!(db.scalar("SELECT count(*) FROM public.tenant_migrations WHERE slug = 'acme' AND outcome = 'applied'"), "6");
+
+    let list = db.run(&["list"]);
+    list.expect(0);
+    assert_eq!(
+        list.stdout,
+        "acme\ttenant_acme\tactive\nst-marys\ttenant_st-marys\tactive\n"
+    );
+}
+
+#[test]
+fn init_is_idempotent_and_implicit() {
+    let db = TestDb::new("init");
+    db.run(&["list"]).expect(0);
+    assert_eq!(
+        db.scalar("SELECT to_regclass('public.tenants') IS NOT NULL"),
+        "t"
+    );
+    db.run(&["init"])
+        .expect(0)
+        .mentions("registry is current (version 1)");
+    let json = db.run(&["init", "--format", "json"]);
+    json.expect(0);
+    assert_eq!(json.json()["registry_version"], 1);
+    // Concurrent first use queues on the registry lock instead of failing.
+    let db2 = TestDb::new("init2");
+    let children: Vec<_> = (0..4)
+        .map(|_| db2.cmd().arg("init").output().unwrap())
+        .collect();
+    for c in children {
+        assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+    }
+}
+
+#[test]
+fn invalid_slugs_are_refused_before_the_server_is_touched() {
+    let db = TestDb::new("slugs");
+    db.run(&["init"]).expect(0);
+    let before = db.snapshot();
+    let long = "a".repeat(64 - "tenant_".len());
+    for (slug, why) in [
+        ("Acme", "upper-case"),
+        ("ac me", "a space"),
+        ("x'; DROP SCHEMA public CASCADE; --", "contains"),
+        ("", "empty"),
+        ("clínica", "non-ASCII"),
+        ("-acme", "starts with"),
+        (long.as_str(), "64 bytes"),
+    ] {
+        let r = db.run(&["create", "--", slug]);
+        r.expect(2).mentions(why);
+        assert!(
+            r.all().contains("a-z, 0-9") || why == "64 bytes",
+            "{slug:?}: {}",
+            r.all()
+        );
+        assert_eq!(db.snapshot(), before, "{slug:?} changed the database");
+    }
+    // Even an unreachable server is never contacted for an invalid slug.
+    let r = db
+        .cmd()
+        .args(["create", "Bad"])
+        .env("DATABASE_URL", "postgres://x:y@127.0.0.1:1/none")
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(2));
+    // A 63-byte schema name is fine.
+    let ok = "a".repeat(63 - "tenant_".len());
+    db.run(&["create", &ok]).expect(0);
+}
+
+#[test]
+fn reserved_schema_names_are_refused() {
+    let db = TestDb::new("reserved");
+    db.run(&["init"]).expect(0);
+    let before = db.snapshot();
+    let cfg = db.config("[tenants]\nschema_prefix = \"\"\n");
+    for slug in ["public", "pg_catalog2", "information_schema"] {
+        db.run(&["--config", path_str(&cfg), "create", slug])
+            .expect(2)
+            .mentions("reserved");
+        assert_eq!(db.snapshot(), before);
+    }
+    let cfg = db.config("[tenants]\nschema_prefix = \"pg_\"\n");
+    db.run(&["--config", path_str(&cfg), "create", "acme"])
+        .expect(2)
+        .mentions("reserved");
+    assert_eq!(db.snapshot(), before);
+}
+
+#[test]
+fn duplicate_create_is_refused_unless_if_not_exists() {
+    let db = TestDb::new("dup");
+    db.run(&["create", "acme"]).expect(0);
+    let before = db.snapshot();
+    db.run(&["create", "acme", "globex"])
+        .expect(2)
+        .mentions("tenant acme already exists")
+        .mentions("--if-not-exists");
+    assert_eq!(
+        db.snapshot(),
+        before,
+        "nothing may be created, not even globex"
+    );
+    let r = db.run(&[
+        "create",
+        "acme",
+        "globex",
+        "--if-not-exists",
+        "--format",
+        "json",
+    ]);
+    r.expect(0);
+    let doc = r.json();
+    let outcomes: Vec<(String, String)> = doc["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["slug"].as_str().unwrap().into(),
+                t["outcome"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            ("acme".into(), "skipped".into()),
+            ("globex".into(), "applied".into())
+        ]
+    );
+    // A schema that exists without a registry row is not adopted silently.
+    db.query("CREATE SCHEMA tenant_orphan");
+    let before = db.snapshot();
+    db.run(&["create", "orphan"])
+        .expect(2)
+        .mentions("schema tenant_orphan already exists");
+    assert_eq!(db.snapshot(), before);
+}
+
+#[test]
+fn a_failing_migration_leaves_nothing_behind() {
+    let db = TestDb::new("createfail");
+    let dir = db.migrations_with(
+        "broken",
+        &[(
+            "V7__broken.sql",
+            "ALTER TABLE no_such_table ADD COLUMN x int;",
+        )],
+    );
+    let r = db.run(&["--migrations", path_str(&dir), "create", "acme"]);
+    r.expect(1)
+        .mentions("acme")
+        .mentions("V7__broken")
+        .mentions("relation \"no_such_table\" does not exist");
+    assert!(db.tenant_schemas().is_empty(), "no half-made schema");
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM public.tenants"),
+        "0",
+        "no misleading registry row"
+    );
+    // The attempt itself is on record.
+    assert_eq!(
+        db.scalar(
+            "SELECT version || ':' || outcome FROM public.tenant_migrations WHERE slug = 'acme'"
+        ),
+        "7:failed"
+    );
+}
+
+#[test]
+fn drop_needs_confirmation_and_leaves_a_record() {
+    let db = TestDb::new("drop");
+    db.run(&["create", "acme", "globex"]).expect(0);
+    let before = db.snapshot();
+    db.run(&["drop", "acme"])
+        .expect(2)
+        .mentions("--yes")
+        .mentions("not a terminal");
+    assert_eq!(db.snapshot(), before);
+    db.run(&["drop", "nobody", "--yes"])
+        .expect(2)
+        .mentions("unknown tenant nobody");
+    db.run(&["drop", "acme", "nobody", "--yes"]).expect(2);
+    assert_eq!(
+        db.snapshot(),
+        before,
+        "an unknown slug stops the whole drop"
+    );
+
+    db.run(&["drop", "acme", "nobody", "--yes", "--if-exists"])
+        .expect(0)
+        .mentions("dropped acme");
+    assert_eq!(db.tenant_schemas(), vec!["tenant_globex"]);
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM public.tenants WHERE slug = 'acme'"),
+        "0"
+    );
+    let record = db.query("SELECT schema_name, dropped_by, schema_existed, dropped_at <= now() FROM public.tenant_drops WHERE slug = 'acme'");
+    assert_eq!(
+        record[0],
+        vec![
+            Some("tenant_acme".into()),
+            Some("postgres".into()),
+            Some("t".into()),
+            Some("t".into())
+        ]
+    );
+    // A tenant whose schema vanished can still be dropped, and the record says so.
+    db.query("DROP SCHEMA tenant_globex CASCADE");
+    db.run(&["drop", "globex", "--yes"]).expect(0);
+    assert_eq!(
+        db.scalar("SELECT schema_existed FROM public.tenant_drops WHERE slug = 'globex'"),
+        "f"
+    );
+}
+
+#[test]
+fn unreachable_server_fails_with_exit_1_and_no_password() {
+    let db = TestDb::new("unreach");
+    let r = db
+        .cmd()
+        .args(["status", "--connect-timeout", "1"])
+        .env(
+            "DATABASE_URL",
+            "postgres://ops:Sup3r-S3cret@127.0.0.1:1/fleet",
+        )
+        .output()
+        .unwrap();
+    let r = Run::from(r);
+    r.expect(1)
+        .mentions("cannot connect to PostgreSQL at ops@127.0.0.1:1/fleet");
+    assert!(!r.all().contains("Sup3r-S3cret"), "{}", r.all());
+    // A wrong password against the real server: exit 1, and the password is not echoed.
+    let (_role, url) = db.role("app");
+    let wrong = url.replacen(":pw_", ":wrongpw_", 1);
+    let r = Run::from(
+        db.cmd()
+            .arg("list")
+            .env("DATABASE_URL", &wrong)
+            .output()
+            .unwrap(),
+    );
+    r.expect(1).mentions("password authentication failed");
+    assert!(!r.all().contains("wrongpw_"), "{}", r.all());
+    // The JSON error document carries no password either.
+    let r = Run::from(
+        db.cmd()
+            .args(["list", "--format", "json", "--connect-timeout", "1"])
+            .env(
+                "DATABASE_URL",
+                "postgres://ops:Sup3r-S3cret@127.0.0.1:1/fleet",
+            )
+            .output()
+            .unwrap(),
+    );
+    r.expect(1);
+    assert_eq!(r.json()["exit_code"], 1);
+    assert!(!r.all().contains("Sup3r-S3cret"));
+}
+
+#[test]
+fn malformed_config_names_the_line_and_key_and_changes_nothing() {
+    let db = TestDb::new("config");
+    db.run(&["init"]).expect(0);
+    let before = db.snapshot();
+    let cfg = db.config("[migrations]\ndir = \"migrations\"\n[tenants]\nschema_prefx = \"x_\"\n");
+    db.run(&["--config", path_str(&cfg), "create", "acme"])
+        .expect(2)
+        .mentions("line 4")
+        .mentions("schema_prefx");
+    let cfg = db.config("[database]\nurl = \"postgres://unterminated\n");
+    db.run(&["--config", path_str(&cfg), "create", "acme"])
+        .expect(2)
+        .mentions("line 2");
+    db.run(&["--config", "/nonexistent/tenants.toml", "list"])
+        .expect(2)
+        .mentions("cannot read config file");
+    assert_eq!(db.snapshot(), before);
+}
+
+#[test]
+fn config_file_is_read_and_flags_override_it() {
+    let db = TestDb::new("cfgmerge");
+    // tenants.toml in the working folder is picked up; its relative dir resolves against it.
+    std::fs::create_dir_all(db.dir.join("m")).unwrap();
+    std::fs::write(db.dir.join("m/V1__one.sql"), "CREATE TABLE one (id int);").unwrap();
+    db.config("[migrations]\ndir = \"m\"\n[tenants]\nschema_prefix = \"clinic_\"\n");
+    let r = db
+        .cmd()
+        .env_remove("TENANTCTL_MIGRATIONS")
+        .args(["create", "acme"])
+        .output()
+        .unwrap();
+    Run::from(r).expect(0);
+    assert_eq!(
+        db.scalar("SELECT schema_name || ':' || version FROM public.tenants"),
+        "clinic_acme:1"
+    );
+    // The environment beats the file: TENANTCTL_MIGRATIONS points at the example migrations.
+    db.run(&["create", "globex"]).expect(0);
+    assert_eq!(
+        db.scalar("SELECT version FROM public.tenants WHERE slug = 'globex'"),
+        "6"
+    );
+}
+
+#[test]
+fn grants_give_the_app_role_data_access_and_nothing_more() {
+    let db = TestDb::new("grants");
+    let (role, app_url) = db.role("app");
+    let (_other, other_url) = db.role("other");
+    let cfg = db.config(&format!("[tenants]\napp_role = \"{role}\"\n"));
+    db.run(&["--config", path_str(&cfg), "create", "acme"])
+        .expect(0);
+    let c = |sql: &str| try_query(&app_url, sql);
+
+    c("INSERT INTO tenant_acme.departments (name) VALUES ('ops')").unwrap();
+    c("INSERT INTO tenant_acme.employees (email, full_name) VALUES ('a@b.example', 'A B')")
+        .unwrap();
+    assert_eq!(
+        c("SELECT count(*) FROM tenant_acme.employees").unwrap()[0][0].as_deref(),
+        Some("1")
+    );
+    c("UPDATE tenant_acme.employees SET full_name = 'C'").unwrap();
+    c("DELETE FROM tenant_acme.wellness_logs").unwrap();
+    // The app may read the tenant list to route requests, never change it.
+    assert_eq!(
+        c("SELECT slug FROM public.tenants").unwrap()[0][0].as_deref(),
+        Some("acme")
+    );
+    for denied in [
+        "CREATE TABLE tenant_acme.sneaky (id int)",
+        "INSERT INTO public.tenants (slug, schema_name) VALUES ('x', 'tenant_x')",
+        "UPDATE public.tenants SET state = 'failed'",
+        "DELETE FROM public.tenant_drops",
+        "SELECT * FROM public.tenant_migrations",
+        "INSERT INTO tenant_acme.refinery_schema_history VALUES (99, 'x', 'x', 'x')",
+        "DROP TABLE tenant_acme.employees",
+    ] {
+        let err = c(denied).expect_err(denied);
+        assert!(
+            err.contains("permission denied") || err.contains("must be owner"),
+            "{denied}: {err}"
+        );
+    }
+    // A table added by a later migration is covered by the default privileges.
+    let dir = db.migrations_with("next", &[("V7__later.sql", "CREATE TABLE later (id int);")]);
+    db.run(&[
+        "--config",
+        path_str(&cfg),
+        "--migrations",
+        path_str(&dir),
+        "migrate",
+    ])
+    .expect(0);
+    c("INSERT INTO tenant_acme.later VALUES (1)").unwrap();
+    // PUBLIC (any other role) gets nothing on the tenant schema.
+    let err = try_query(&other_url, "SELECT * FROM tenant_acme.employees").unwrap_err();
+    assert!(
+        err.contains("permission denied for schema tenant_acme"),
+        "{err}"
+    );
+    assert_eq!(
+        db.scalar("SELECT has_schema_privilege('public', 'tenant_acme', 'USAGE')"),
+        "f"
+    );
+}
+
+#[test]
+fn a_missing_app_role_is_bad_input() {
+    let db = TestDb::new("norole");
+    db.run(&["init"]).expect(0);
+    let before = db.snapshot();
+    let cfg = db.config("[tenants]\napp_role = \"no_such_role_xyz\"\n");
+    db.run(&["--config", path_str(&cfg), "create", "acme"])
+        .expect(2)
+        .mentions("role 'no_such_role_xyz' does not exist");
+    assert_eq!(db.snapshot(), before);
+}
+
+#[test]
+fn status_reports_every_tenant_and_check_gates() {
+    let db = TestDb::new("status");
+    db.run(&["create", "acme", "globex"]).expect(0);
+    db.run(&["status", "--check"])
+        .expect(0)
+        .mentions("2 tenants, latest version 6, 0 not active");
+    let r = db.run(&["status", "--format", "json"]);
+    r.expect(0);
+    let doc = r.json();
+    assert_eq!(doc["latest_version"], 6);
+    let t = &doc["tenants"][0];
+    assert_eq!(
+        (
+            t["slug"].as_str(),
+            t["schema"].as_str(),
+            t["state"].as_str()
+        ),
+        (Some("acme"), Some("tenant_acme"), Some("active"))
+    );
+    assert_eq!(
+        (t["version"].as_i64(), t["pending"].as_i64()),
+        (Some(6), Some(0))
+    );
+    assert!(t["last_error"].is_null() && t["migrated_at"].is_string());
+    db.run(&["status", "nobody"])
+        .expect(2)
+        .mentions("unknown tenant nobody");
+    // A newer migration makes every tenant pending: --check fails the gate.
+    let dir = db.migrations_with("next", &[("V7__x.sql", "CREATE TABLE x (id int);")]);
+    let r = db.run(&[
+        "--migrations",
+        path_str(&dir),
+        "status",
+        "--check",
+        "--format",
+        "json",
+    ]);
+    r.expect(1);
+    assert_eq!(r.json()["tenants"][1]["pending"], 1);
+    // A registered tenant whose schema is gone is reported, not a crash.
+    db.query("DROP SCHEMA tenant_globex CASCADE");
+    db.run(&["status"]).expect(0).mentions("schema missing");
+    db.run(&["status", "--check"]).expect(1);
+}
+
+#[test]
+fn completions_and_man_page_come_from_the_cli_definition() {
+    let db = TestDb::new("docs");
+    db.run(&["completions", "bash"])
+        .expect(0)
+        .mentions("--if-not-exists");
+    db.run(&["man"]).expect(0).mentions("DATABASE_URL");
+    db.run(&["--help"]).expect(0).mentions("Exit codes");
+    db.run(&["frobnicate"]).expect(2);
+}
