@@ -41,7 +41,7 @@ impl Interrupt {
 pub trait Job: Send + 'static {
     fn slug(&self) -> &str;
     fn schema(&self) -> &str;
-    fn from_version(&self) -> i64;
+    fn start_version(&self) -> i64;
 }
 
 /// Runs `work` for each job, at most `concurrency` at once, in the order given.
@@ -94,7 +94,7 @@ where
         results[i] = Some(TenantOutcome::skipped(
             job.slug(),
             job.schema(),
-            job.from_version(),
+            job.start_version(),
             why,
         ));
     }

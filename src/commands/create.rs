@@ -35,7 +35,7 @@ impl Job for NewTenant {
     fn schema(&self) -> &str {
         &self.schema
     }
-    fn from_version(&self) -> i64 {
+    fn start_version(&self) -> i64 {
         0
     }
 }

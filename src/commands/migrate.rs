@@ -33,7 +33,7 @@ impl Job for Visit {
     fn schema(&self) -> &str {
         &self.0.schema
     }
-    fn from_version(&self) -> i64 {
+    fn start_version(&self) -> i64 {
         self.0.version
     }
 }
@@ -91,7 +91,7 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
             };
             ran.extend(
                 rest.iter()
-                    .map(|j| TenantOutcome::skipped(j.slug(), j.schema(), j.from_version(), why)),
+                    .map(|j| TenantOutcome::skipped(j.slug(), j.schema(), j.start_version(), why)),
             );
             progress.finish();
         } else {
@@ -275,14 +275,11 @@ async fn dry_run(shared: &Arc<Shared>, visits: Vec<Visit>) -> Vec<TenantOutcome>
             }
             Ok(Plan::Apply(p)) => {
                 let to = p.last().map_or(t.version, |(v, _)| *v);
-                let mut o = TenantOutcome::skipped(
-                    &t.slug,
-                    &t.schema,
-                    t.version,
-                    "dry run: would apply these migrations",
-                );
+                let names: Vec<String> = p.iter().map(|(v, n)| format!("V{v}__{n}")).collect();
+                let why = format!("dry run: would apply {}", names.join(", "));
+                let mut o = TenantOutcome::skipped(&t.slug, &t.schema, t.version, why);
                 o.to_version = to;
-                o.migrations = p.iter().map(|(v, n)| format!("V{v}__{n}")).collect();
+                o.migrations = names;
                 o
             }
             Ok(Plan::Diverged(why)) => {

@@ -1,0 +1,445 @@
+//! Fleet migrations against a real server: atomic per tenant, locked, resumable.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+
+const V7: (&str, &str) = (
+    "V7__heart_rate.sql",
+    "ALTER TABLE wellness_logs ADD COLUMN resting_heart_rate smallint;\n\
+     CREATE INDEX wellness_logs_heart_rate_idx ON wellness_logs (resting_heart_rate);",
+);
+
+fn slugs(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("t{i:03}")).collect()
+}
+
+fn create(db: &TestDb, n: usize) {
+    let s = slugs(n);
+    let mut args = vec!["create", "--concurrency", "8"];
+    args.extend(s.iter().map(String::as_str));
+    db.run(&args).expect(0);
+}
+
+/// (history rows at version 7, tenants whose heart-rate column exists) over every schema.
+fn at_seven(db: &TestDb) -> (usize, usize) {
+    let rows = db.query(
+        "SELECT n.nspname, \
+                (SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+                  WHERE c.relnamespace = n.oid AND c.relname = 'wellness_logs' AND a.attname = 'resting_heart_rate') \
+           FROM pg_namespace n WHERE n.nspname LIKE 'tenant\\_%'",
+    );
+    let mut history = 0;
+    let mut column = 0;
+    for r in rows {
+        let schema = r[0].clone().unwrap();
+        let h: usize = db
+            .scalar(&format!(
+                "SELECT count(*) FROM \"{schema}\".refinery_schema_history WHERE version = 7"
+            ))
+            .parse()
+            .unwrap();
+        let c: usize = r[1].clone().unwrap().parse().unwrap();
+        assert!(h <= 1, "{schema} has {h} history rows for version 7");
+        assert_eq!(h, c, "{schema}: history and schema disagree (half-applied)");
+        history += h;
+        column += c;
+    }
+    (history, column)
+}
+
+#[test]
+fn fifty_tenants_move_from_six_to_seven() {
+    let db = TestDb::new("fifty");
+    create(&db, 50);
+    let dir = db.migrations_with("v7", &[V7]);
+    let r = db.run(&[
+        "--migrations",
+        path_str(&dir),
+        "migrate",
+        "--concurrency",
+        "4",
+    ]);
+    r.expect(0).mentions("50 applied");
+    assert_eq!(at_seven(&db), (50, 50));
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM public.tenants WHERE state = 'active' AND version = 7"),
+        "50"
+    );
+    assert_eq!(db.scalar("SELECT count(*) FROM public.tenant_migrations WHERE version = 7 AND outcome = 'applied'"), "50");
+    // Nothing pending: nothing changes, exit 0, and no schema is visited.
+    let before = db.snapshot();
+    let r = db.run(&[
+        "--migrations",
+        path_str(&dir),
+        "migrate",
+        "--format",
+        "json",
+    ]);
+    r.expect(0);
+    assert_eq!(r.json()["summary"]["up_to_date"], 50);
+    assert_eq!(db.snapshot(), before);
+    // Without a terminal: a line per tenant, no control characters anywhere.
+    assert!(!r.all().contains('\u{1b}') && !r.all().contains('\r'));
+}
+
+#[test]
+fn one_sabotaged_tenant_fails_alone_and_recovers() {
+    let db = TestDb::new("sabotage");
+    create(&db, 6);
+    db.query("ALTER TABLE tenant_t002.wellness_logs RENAME TO wellness_logs_moved");
+    let dir = db.migrations_with("v7", &[V7]);
+    let r = db.run(&["--migrations", path_str(&dir), "migrate"]);
+    r.expect(1)
+        .mentions("t002")
+        .mentions("V7__heart_rate")
+        .mentions("relation \"wellness_logs\" does not exist")
+        .mentions("5 applied, 0 up to date, 1 failed");
+    assert!(
+        !r.all().contains('\u{1b}'),
+        "no escape characters without a TTY"
+    );
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM public.tenants WHERE version = 7"),
+        "5"
+    );
+    let row = db.query("SELECT state, version, last_error FROM public.tenants WHERE slug = 't002'");
+    assert_eq!(row[0][0].as_deref(), Some("failed"));
+    assert_eq!(row[0][1].as_deref(), Some("6"));
+    assert!(row[0][2].as_deref().unwrap().contains("V7__heart_rate"));
+    assert_eq!(
+        db.scalar("SELECT outcome || ':' || version FROM public.tenant_migrations WHERE slug = 't002' AND version = 7"),
+        "failed:7"
+    );
+    let status = db.run(&["--migrations", path_str(&dir), "status", "--format", "json"]);
+    let doc = status.json();
+    let t2 = doc["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["slug"] == "t002")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (t2["state"].as_str(), t2["pending"].as_i64()),
+        (Some("failed"), Some(1))
+    );
+    assert!(t2["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("does not exist"));
+    db.run(&["--migrations", path_str(&dir), "status", "--check"])
+        .expect(1);
+
+    db.query("ALTER TABLE tenant_t002.wellness_logs_moved RENAME TO wellness_logs");
+    db.run(&["--migrations", path_str(&dir), "migrate"])
+        .expect(0)
+        .mentions("1 applied, 5 up to date");
+    db.run(&["--migrations", path_str(&dir), "status", "--check"])
+        .expect(0);
+    assert_eq!(at_seven(&db), (6, 6));
+}
+
+#[test]
+fn two_processes_at_once_never_collide() {
+    let db = TestDb::new("twoproc");
+    create(&db, 20);
+    let dir = db.migrations_with("v7", &[V7]);
+    let spawn = || {
+        db.cmd()
+            .args([
+                "--migrations",
+                path_str(&dir),
+                "migrate",
+                "--concurrency",
+                "4",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    for child in [a, b] {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(at_seven(&db), (20, 20));
+    assert_eq!(db.scalar("SELECT count(*) FROM public.tenant_migrations WHERE version = 7 AND outcome = 'applied'"), "20");
+}
+
+#[test]
+fn kill_dash_nine_leaves_every_tenant_whole_and_the_next_run_finishes() {
+    let db = TestDb::new("kill9");
+    create(&db, 40);
+    // A slow migration so the kill lands mid-run.
+    let slow = (
+        "V7__slow.sql",
+        "SELECT pg_sleep(0.1);\nALTER TABLE wellness_logs ADD COLUMN resting_heart_rate smallint;",
+    );
+    let dir = db.migrations_with("slow", &[slow]);
+    let mut child = db
+        .cmd()
+        .args([
+            "--migrations",
+            path_str(&dir),
+            "migrate",
+            "--concurrency",
+            "2",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (done, _) = at_seven(&db); // asserts: no schema is half-migrated
+    assert!(done < 40, "the kill should land mid-run ({done} done)");
+    let stuck = db.scalar("SELECT count(*) FROM public.tenants WHERE state = 'migrating'");
+    assert_ne!(stuck, "0", "the killed run left tenants marked migrating");
+
+    let r = db.run(&[
+        "--migrations",
+        path_str(&dir),
+        "migrate",
+        "--concurrency",
+        "4",
+    ]);
+    r.expect(0).mentions("recovered from an interrupted run");
+    assert_eq!(at_seven(&db), (40, 40));
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM public.tenants WHERE state <> 'active' OR version <> 7"),
+        "0"
+    );
+}
+
+#[test]
+fn diverged_history_is_refused_by_name() {
+    let db = TestDb::new("diverge");
+    create(&db, 2);
+    // V3 edited after it was applied: refused, and V7 is not applied either.
+    let dir = db.migrations_with("edited", &[V7]);
+    let v3 = dir.join("V3__wellness_logs.sql");
+    let text = std::fs::read_to_string(&v3).unwrap();
+    std::fs::write(&v3, format!("{text}\n-- edited after release\n")).unwrap();
+    let r = db.run(&["--migrations", path_str(&dir), "migrate", "t000"]);
+    r.expect(1)
+        .mentions("t000")
+        .mentions("V3__wellness_logs")
+        .mentions("checksum");
+    assert_eq!(at_seven(&db), (0, 0));
+    assert_eq!(
+        db.scalar("SELECT state FROM public.tenants WHERE slug = 't000'"),
+        "failed"
+    );
+    // The dry run sees the same divergence without changing anything.
+    db.run(&[
+        "--migrations",
+        path_str(&dir),
+        "migrate",
+        "--dry-run",
+        "t001",
+    ])
+    .expect(1)
+    .mentions("V3__wellness_logs");
+
+    // An applied file that is gone: refused by name.
+    let dir = db.migrations_with("gone", &[V7]);
+    std::fs::remove_file(dir.join("V2__consents.sql")).unwrap();
+    db.run(&["--migrations", path_str(&dir), "migrate", "t001"])
+        .expect(1)
+        .mentions("V2__consents")
+        .mentions("missing");
+    assert_eq!(at_seven(&db), (0, 0));
+}
+
+#[test]
+fn a_failing_canary_leaves_the_rest_untouched() {
+    let db = TestDb::new("canary");
+    create(&db, 8);
+    db.query("ALTER TABLE tenant_t000.wellness_logs RENAME TO moved");
+    let dir = db.migrations_with("v7", &[V7]);
+    let before: Vec<_> = db.query("SELECT slug, state, version, updated_at FROM public.tenants WHERE slug >= 't002' ORDER BY 1");
+    let r = db.run(&[
+        "--migrations",
+        path_str(&dir),
+        "migrate",
+        "--canary",
+        "2",
+        "--format",
+        "json",
+    ]);
+    r.expect(1);
+    let doc = r.json();
+    assert_eq!(doc["summary"]["failed"], 1);
+    assert_eq!(doc["summary"]["applied"], 1);
+    assert_eq!(doc["summary"]["skipped"], 6);
+    let after: Vec<_> = db.query("SELECT slug, state, version, updated_at FROM public.tenants WHERE slug >= 't002' ORDER BY 1");
+    assert_eq!(
+        before, after,
+        "tenants after the canary must not be touched"
+    );
+    db.query("ALTER TABLE tenant_t000.moved RENAME TO wellness_logs");
+    db.run(&["--migrations", path_str(&dir), "migrate", "--canary", "2"])
+        .expect(0)
+        .mentions("7 applied");
+}
+
+#[test]
+fn target_dry_run_and_fail_fast() {
+    let db = TestDb::new("flags");
+    create(&db, 4);
+    let v8 = ("V8__more.sql", "CREATE TABLE more_things (id int);");
+    let dir = db.migrations_with("v8", &[V7, v8]);
+    let m = path_str(&dir);
+
+    let before = db.snapshot();
+    let r = db.run(&["--migrations", m, "migrate", "--dry-run"]);
+    r.expect(0).mentions("V7__heart_rate").mentions("V8__more");
+    assert_eq!(db.snapshot(), before, "a dry run changes nothing");
+    let r = db.run(&[
+        "--migrations",
+        m,
+        "migrate",
+        "--dry-run",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(
+        r.json()["tenants"][0]["migrations"],
+        serde_json::json!(["V7__heart_rate", "V8__more"])
+    );
+
+    db.run(&["--migrations", m, "migrate", "--target", "9"])
+        .expect(2)
+        .mentions("--target 9 is not a migration")
+        .mentions("latest is 8");
+    db.run(&["--migrations", m, "migrate", "--target", "7", "t000"])
+        .expect(0);
+    assert_eq!(
+        db.scalar("SELECT version FROM public.tenants WHERE slug = 't000'"),
+        "7"
+    );
+    assert_eq!(
+        db.scalar("SELECT to_regclass('tenant_t000.more_things') IS NULL"),
+        "t"
+    );
+
+    // --fail-fast with one at a time: the first failure stops the run.
+    db.query("ALTER TABLE tenant_t001.wellness_logs RENAME TO moved");
+    let r = db.run(&[
+        "--migrations",
+        m,
+        "migrate",
+        "--fail-fast",
+        "--concurrency",
+        "1",
+        "--format",
+        "json",
+    ]);
+    r.expect(1);
+    let doc = r.json();
+    let outcome = |slug: &str| {
+        doc["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["slug"] == slug)
+            .unwrap()["outcome"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(outcome("t000"), "applied");
+    assert_eq!(outcome("t001"), "failed");
+    assert_eq!(outcome("t002"), "skipped");
+    assert_eq!(outcome("t003"), "skipped");
+    assert_eq!(
+        db.scalar("SELECT version FROM public.tenants WHERE slug = 't003'"),
+        "6"
+    );
+    db.run(&["--migrations", m, "migrate", "nobody"])
+        .expect(2)
+        .mentions("unknown tenant nobody");
+}
+
+#[test]
+fn session_state_set_by_a_migration_does_not_leak_to_the_next_tenant() {
+    let db = TestDb::new("leak");
+    create(&db, 5);
+    // A plain SET inside a transaction outlives its commit. Had it leaked through the pool,
+    // the next tenant's registry update would fail in a read-only transaction, and its
+    // search_path would point at public.
+    let leaky = ("V7__leaky.sql", "CREATE TABLE leak_probe (id int);\nSET default_transaction_read_only = on;\nSET search_path = public;");
+    let dir = db.migrations_with("leaky", &[leaky]);
+    db.run(&[
+        "--migrations",
+        path_str(&dir),
+        "migrate",
+        "--concurrency",
+        "1",
+    ])
+    .expect(0)
+    .mentions("5 applied");
+    assert_eq!(db.scalar("SELECT count(*) FROM pg_class WHERE relname = 'leak_probe' AND relnamespace = 'public'::regnamespace"), "0");
+}
+
+#[test]
+fn a_registered_tenant_without_a_schema_is_reported_not_a_crash() {
+    let db = TestDb::new("noschema");
+    create(&db, 3);
+    db.query("DROP SCHEMA tenant_t001 CASCADE");
+    let dir = db.migrations_with("v7", &[V7]);
+    let r = db.run(&["--migrations", path_str(&dir), "migrate"]);
+    r.expect(1)
+        .mentions("schema tenant_t001 is missing")
+        .mentions("2 applied");
+    assert_eq!(
+        db.scalar("SELECT state FROM public.tenants WHERE slug = 't001'"),
+        "failed"
+    );
+}
+
+#[test]
+fn json_status_agrees_with_the_registry() {
+    let db = TestDb::new("json");
+    create(&db, 3);
+    let r = db.run(&["status", "--format", "json"]);
+    let doc = r.json();
+    let rows =
+        db.query("SELECT slug, schema_name, state, version FROM public.tenants ORDER BY slug");
+    let tenants = doc["tenants"].as_array().unwrap();
+    assert_eq!(tenants.len(), rows.len());
+    for (t, row) in tenants.iter().zip(rows) {
+        assert_eq!(t["slug"].as_str(), row[0].as_deref());
+        assert_eq!(t["schema"].as_str(), row[1].as_deref());
+        assert_eq!(t["state"].as_str(), row[2].as_deref());
+        assert_eq!(
+            t["version"].as_i64().map(|v| v.to_string()).as_deref(),
+            row[3].as_deref()
+        );
+    }
+    // create's JSON document: one per run, outcome and versions per tenant.
+    let r = db.run(&["create", "newco", "--format", "json"]);
+    let doc = r.json();
+    let t = &doc["tenants"][0];
+    assert_eq!(
+        (
+            t["outcome"].as_str(),
+            t["from_version"].as_i64(),
+            t["to_version"].as_i64()
+        ),
+        (Some("applied"), Some(0), Some(6))
+    );
+    assert!(t["duration_ms"].is_u64());
+}
