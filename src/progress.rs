@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 use crate::outcome::{Outcome, TenantOutcome};
 
@@ -39,9 +39,12 @@ impl Progress {
             );
             pb.set_style(
                 ProgressStyle::with_template(
-                    "{prefix} [{bar:30.cyan/blue}] {pos}/{len} {msg} {per_sec} ETA {eta}",
+                    "{prefix} [{bar:30.cyan/blue}] {pos}/{len} {msg} {rate} ETA {eta}",
                 )
                 .expect("valid progress template")
+                .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0} tenants/s", s.per_sec());
+                })
                 .progress_chars("=> "),
             );
             pb.set_prefix(verb);

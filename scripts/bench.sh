@@ -1,0 +1,270 @@
+#!/usr/bin/env bash
+# bench.sh: tenantctl create / migrate / status over N tenants, against a raw-SQL floor.
+#
+# Usage (normally through make, which builds the release binary and starts a throwaway
+# PostgreSQL server first):
+#   make bench                          # N = 100 and 1000
+#   make bench BENCH_N=10000            # any list of N, e.g. BENCH_N="100 1000 10000"
+#   BENCH_CONCURRENCY=8 make bench      # parallel sessions, for tenantctl and the floor
+# Directly, against a server you own (it creates and drops databases bench_tool_<N> and
+# bench_floor_<N>, so DATABASE_URL's role needs CREATEDB):
+#   DATABASE_URL=postgres://user:pw@host/postgres BENCH_N=100 scripts/bench.sh
+#
+# For each N, each in a fresh database:
+#   create           tenantctl create --concurrency C t00001 ... (migrations/ = V1..V6)
+#                    floor: C psql sessions, one transaction per tenant:
+#                    BEGIN; CREATE SCHEMA; SET LOCAL search_path; V1..V6; COMMIT;
+#   migrate          tenantctl migrate with migrations/ + bench/migrations-extra/ (V7)
+#                    floor: the same, BEGIN; SET LOCAL search_path; V7; COMMIT; per tenant
+#   migrate (no-op)  tenantctl migrate again (nothing to do; no floor)
+#   status           tenantctl status --format json; floor: one SELECT of the schema names
+# The floor is "the same DDL with nothing else in the way": no registry, no history, no
+# locks. Its SQL files are written before its timer starts. Each tenantctl run is checked
+# afterwards (exit code, registry versions, the DDL really present) and a failed check
+# prints FAIL and exits 1, so no number is reported for work that did not happen.
+#
+# Prints one table (also written to bench/last-run.txt): wall-clock seconds for tenantctl
+# and the floor, their ratio, tenantctl's tenants per second and its peak RSS.
+# Needs bash, psql, python3 and /usr/bin/time (GNU time).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+bin="$root/target/release/tenantctl"
+out_file="$root/bench/last-run.txt"
+
+die() { echo "bench: $*" >&2; exit 1; }
+fail() { echo "bench: FAIL: $*" >&2; exit 1; }
+
+[ -x "$bin" ] || die "$bin is missing; run make bench (it builds the release binary first)"
+[ -n "${DATABASE_URL:-}" ] || die "DATABASE_URL is not set; run make bench (it starts a throwaway server)"
+command -v psql >/dev/null || die "psql not found"
+command -v python3 >/dev/null || die "python3 not found"
+[ -x /usr/bin/time ] || die "/usr/bin/time (GNU time) not found; apt-get install time"
+
+bench_n=${BENCH_N:-100 1000}
+conc=${BENCH_CONCURRENCY:-4}
+[[ "$conc" =~ ^[1-9][0-9]*$ ]] || die "BENCH_CONCURRENCY must be a positive integer, not '$conc'"
+for n in $bench_n; do
+  [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "BENCH_N must be positive integers, not '$n'"
+done
+[ -n "${bench_n// /}" ] || die "BENCH_N is empty"
+
+admin_url=$DATABASE_URL
+work=$(mktemp -d)
+dbs_to_drop=()
+
+psql_admin() { PGOPTIONS="-c client_min_messages=warning" psql -X -q -At -v ON_ERROR_STOP=1 "$admin_url" "$@"; }
+drop_db() { psql_admin -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" >/dev/null; }
+cleanup() {
+  local db
+  for db in "${dbs_to_drop[@]}"; do drop_db "$db" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# The connection string for another database on the same server.
+db_url() {
+  python3 - "$admin_url" "$1" <<'EOF'
+import sys, urllib.parse as u
+url, db = sys.argv[1], sys.argv[2]
+if "://" in url:
+    p = u.urlsplit(url)
+    print(u.urlunsplit((p.scheme, p.netloc, "/" + db, p.query, p.fragment)))
+else:  # key=value form: a later dbname wins
+    print(f"{url} dbname={db}")
+EOF
+}
+
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+
+# tenantctl sees only what the benchmark sets: an empty config file (so a tenants.toml in
+# the current folder, with its app_role or prefix, does not change the measurement).
+: >"$work/tenants.toml"
+export TENANTCTL_CONFIG="$work/tenants.toml"
+unset TENANTCTL_MIGRATIONS
+prefix=tenant_ # tenantctl's default schema_prefix; the floor uses the same schema names
+
+# The migration sets: V1..V6 for create, plus bench/migrations-extra for migrate.
+mkdir -p "$work/m-create" "$work/m-migrate"
+cp migrations/V*.sql "$work/m-create/"
+cp migrations/V*.sql bench/migrations-extra/V*.sql "$work/m-migrate/"
+ls "$work/m-create"/V*.sql >/dev/null 2>&1 || die "no migrations in migrations/"
+ls bench/migrations-extra/V*.sql >/dev/null 2>&1 || die "no migrations in bench/migrations-extra/"
+
+# run_tool URL LABEL ARGS...: times tenantctl; sets tool_s and tool_rss_kib.
+run_tool() {
+  local url=$1 label=$2 rc=0 t0 t1
+  shift 2
+  psql -X -q -v ON_ERROR_STOP=1 "$admin_url" -c CHECKPOINT >/dev/null
+  t0=$(now)
+  DATABASE_URL=$url /usr/bin/time -o "$work/rss" -f %M "$bin" "$@" \
+    </dev/null >"$work/tool.out" 2>"$work/tool.err" || rc=$?
+  t1=$(now)
+  if [ "$rc" -ne 0 ]; then
+    tail -n 20 "$work/tool.err" >&2
+    fail "tenantctl $label exited with status $rc; no numbers reported"
+  fi
+  tool_s=$(elapsed "$t0" "$t1")
+  tool_rss_kib=$(tail -n 1 "$work/rss")
+}
+
+# run_floor URL FILES...: runs one psql per file in parallel; sets floor_s.
+run_floor() {
+  local url=$1 f pid rc=0 t0 t1
+  shift
+  local pids=()
+  psql -X -q -v ON_ERROR_STOP=1 "$admin_url" -c CHECKPOINT >/dev/null
+  t0=$(now)
+  for f in "$@"; do
+    psql -q -X -v ON_ERROR_STOP=1 "$url" -f "$f" </dev/null >/dev/null 2>"$f.err" &
+    pids+=("$!")
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || rc=$?; done
+  t1=$(now)
+  if [ "$rc" -ne 0 ]; then
+    for f in "$@"; do tail -n 5 "$f.err" >&2; done
+    fail "a floor psql session exited with status $rc"
+  fi
+  floor_s=$(elapsed "$t0" "$t1")
+}
+
+# gen_floor KIND N: writes $work/floor-KIND-<i>.sql, i = 1..C, tenants round-robin.
+gen_floor() {
+  python3 - "$1" "$2" "$conc" "$prefix" "$work" "$work/m-create" bench/migrations-extra <<'EOF'
+import glob, os, re, sys
+kind, n, conc, prefix, work, create_dir, extra_dir = sys.argv[1:]
+n, conc = int(n), int(conc)
+def migrations(d):
+    files = glob.glob(os.path.join(d, "V*.sql"))
+    files.sort(key=lambda f: int(re.match(r"V(\d+)__", os.path.basename(f)).group(1)))
+    return "".join(open(f).read().rstrip("\n") + "\n" for f in files)
+width = max(5, len(str(n)))
+body = migrations(create_dir if kind == "create" else extra_dir)
+outs = [open(os.path.join(work, f"floor-{kind}-{i + 1}.sql"), "w") for i in range(conc)]
+for t in range(n):
+    schema = '"' + prefix + "t" + str(t + 1).zfill(width) + '"'
+    head = f"CREATE SCHEMA {schema};\n" if kind == "create" else ""
+    outs[t % conc].write(f"BEGIN;\n{head}SET LOCAL search_path TO {schema};\n{body}COMMIT;\n")
+for o in outs:
+    o.close()
+EOF
+}
+
+count() { psql -X -q -At -v ON_ERROR_STOP=1 "$1" -c "$2"; }
+check_eq() { # WHAT GOT WANT
+  [ "$2" = "$3" ] || fail "$1: got $2, want $3; the numbers above this line are not valid"
+}
+
+pg_version=$(psql_admin -c "SHOW server_version")
+tool_version=$("$bin" --version)
+ncpu=$(nproc)
+rows="$work/rows.tsv"
+: >"$rows"
+row() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >>"$rows"; } # op N tool_s floor_s rss_kib
+
+echo "bench: $tool_version, PostgreSQL $pg_version, concurrency $conc, nproc $ncpu, N = $bench_n" >&2
+for n in $bench_n; do
+  width=$(( ${#n} > 5 ? ${#n} : 5 ))
+  mapfile -t slugs < <(seq -f "t%0${width}.0f" 1 "$n")
+  ddl_col="select count(*) from pg_attribute a join pg_class c on c.oid = a.attrelid \
+    join pg_namespace s on s.oid = c.relnamespace \
+    where s.nspname like '${prefix}%' and c.relname = 'wellness_logs' \
+      and a.attname = 'resting_heart_rate' and not a.attisdropped"
+  ddl_schemas="select count(*) from pg_namespace where nspname like '${prefix}%'"
+
+  tool_db=bench_tool_$n
+  floor_db=bench_floor_$n
+  dbs_to_drop=("$tool_db" "$floor_db")
+  for db in "$tool_db" "$floor_db"; do
+    drop_db "$db"
+    psql_admin -c "CREATE DATABASE $db" >/dev/null
+  done
+  tool_url=$(db_url "$tool_db")
+  floor_url=$(db_url "$floor_db")
+
+  # The floor's SQL files, written before any timer starts.
+  gen_floor create "$n"
+  gen_floor migrate "$n"
+  floor_create=() floor_migrate=()
+  for i in $(seq 1 "$conc"); do
+    floor_create+=("$work/floor-create-$i.sql")
+    floor_migrate+=("$work/floor-migrate-$i.sql")
+  done
+
+  echo "bench: N=$n create: tenantctl" >&2
+  run_tool "$tool_url" create --format json --migrations "$work/m-create" \
+    create --concurrency "$conc" "${slugs[@]}"
+  check_eq "tenantctl create: active tenants at version 6" \
+    "$(count "$tool_url" "select count(*) from public.tenants where version=6 and state='active'")" "$n"
+  check_eq "tenantctl create: tenant schemas" "$(count "$tool_url" "$ddl_schemas")" "$n"
+  c_tool=$tool_s c_rss=$tool_rss_kib
+
+  echo "bench: N=$n create: floor" >&2
+  run_floor "$floor_url" "${floor_create[@]}"
+  check_eq "floor create: tenant schemas" "$(count "$floor_url" "$ddl_schemas")" "$n"
+  c_floor=$floor_s
+  row create "$n" "$c_tool" "$c_floor" "$c_rss"
+
+  echo "bench: N=$n migrate: tenantctl" >&2
+  run_tool "$tool_url" migrate --format json --migrations "$work/m-migrate" \
+    migrate --concurrency "$conc"
+  check_eq "tenantctl migrate: active tenants at version 7" \
+    "$(count "$tool_url" "select count(*) from public.tenants where version=7 and state='active'")" "$n"
+  check_eq "tenantctl migrate: tenants with the V7 column" "$(count "$tool_url" "$ddl_col")" "$n"
+  m_tool=$tool_s m_rss=$tool_rss_kib
+
+  echo "bench: N=$n migrate: floor" >&2
+  run_floor "$floor_url" "${floor_migrate[@]}"
+  check_eq "floor migrate: tenants with the V7 column" "$(count "$floor_url" "$ddl_col")" "$n"
+  row migrate "$n" "$m_tool" "$floor_s" "$m_rss"
+
+  echo "bench: N=$n migrate (no-op): tenantctl" >&2
+  run_tool "$tool_url" "migrate (no-op)" --format json --migrations "$work/m-migrate" \
+    migrate --concurrency "$conc"
+  check_eq "tenantctl migrate (no-op): active tenants at version 7" \
+    "$(count "$tool_url" "select count(*) from public.tenants where version=7 and state='active'")" "$n"
+  row "migrate (no-op)" "$n" "$tool_s" - "$tool_rss_kib"
+
+  echo "bench: N=$n status" >&2
+  run_tool "$tool_url" status --format json --migrations "$work/m-migrate" status
+  python3 - "$work/tool.out" "$n" <<'EOF' || fail "tenantctl status did not list $n tenants at version 7"
+import json, sys
+doc = json.load(open(sys.argv[1]))
+ok = [t for t in doc["tenants"] if t["version"] == 7 and t["state"] == "active"]
+sys.exit(0 if len(ok) == int(sys.argv[2]) else 1)
+EOF
+  s_tool=$tool_s s_rss=$tool_rss_kib
+  psql -X -q -v ON_ERROR_STOP=1 "$admin_url" -c CHECKPOINT >/dev/null
+  t0=$(now)
+  psql -X -q -At "$floor_url" -c "select nspname from pg_namespace where nspname like '${prefix}%'" >/dev/null
+  t1=$(now)
+  row status "$n" "$s_tool" "$(elapsed "$t0" "$t1")" "$s_rss"
+
+  for db in "$tool_db" "$floor_db"; do drop_db "$db"; done
+  dbs_to_drop=()
+  rm -f "$work"/floor-*.sql "$work"/floor-*.sql.err
+done
+
+python3 - "$rows" "$conc" "$ncpu" "$pg_version" "$tool_version" <<'EOF' | tee "$out_file"
+import sys
+rows_file, conc, ncpu, pg, tool = sys.argv[1:]
+head = ["operation", "N", "tenantctl s", "floor s", "ratio", "tenants/s", "peak RSS MiB"]
+table = [head]
+for line in open(rows_file):
+    op, n, t, f, rss = line.rstrip("\n").split("\t")
+    t_s = float(t)
+    ratio = "-" if f == "-" else f"{t_s / max(float(f), 1e-9):.2f}"
+    floor = "-" if f == "-" else f"{float(f):.3f}"
+    rate = f"{int(n) / max(t_s, 1e-9):.1f}"
+    table.append([op, n, f"{t_s:.3f}", floor, ratio, rate, f"{int(rss) / 1024:.1f}"])
+print(f"{tool}, PostgreSQL {pg}")
+print(f"concurrency {conc} (tenantctl and floor), nproc {ncpu}")
+print()
+widths = [max(len(r[i]) for r in table) for i in range(len(head))]
+for r in table:
+    cells = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]
+    print("  ".join(cells).rstrip())
+EOF
