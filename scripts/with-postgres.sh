@@ -82,7 +82,7 @@ unix_socket_directories = '$base'
 fsync = off
 synchronous_commit = off
 full_page_writes = off
-max_connections = ${PG_MAX_CONNECTIONS:-200}
+max_connections = ${PG_MAX_CONNECTIONS:-100}
 shared_buffers = 256MB
 log_min_messages = warning
 EOF

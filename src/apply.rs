@@ -96,9 +96,19 @@ pub async fn apply_pending(
     schema: &str,
     set: &MigrationSet,
     target: i64,
+    lock_timeout_ms: Option<u64>,
 ) -> Result<Applied, ApplyError> {
     if !enter_tenant(tx, schema).await? {
         return Err(ApplyError::SchemaMissing);
+    }
+    // Only after the tenant's own lock is held: a second tenantctl waiting for that lock must
+    // wait, not time out; the timeout is for the application's locks on the tenant's tables.
+    if let Some(ms) = lock_timeout_ms {
+        tx.execute(
+            "SELECT set_config('lock_timeout', $1, true)",
+            &[&format!("{ms}ms")],
+        )
+        .await?;
     }
     let table = history_table(schema);
     let mut runner = Runner::new(&set.migrations).set_target(if target >= set.latest() {

@@ -143,6 +143,32 @@ pub struct MigrateArgs {
     /// Tenants migrated at once (default: [migrations] concurrency, else 4).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=512))]
     pub concurrency: Option<u16>,
+
+    /// Give up on a tenant whose tables stay locked (by the application) longer than this,
+    /// e.g. 500ms, 5s, 1m: that tenant fails with a clear error and the fleet goes on,
+    /// instead of the run hanging behind a long transaction. Default: wait.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    pub lock_timeout: Option<u64>,
+}
+
+/// `250ms`, `5s`, `2m` or a bare number of milliseconds, as milliseconds.
+pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration like 500ms, 5s or 1m"))?;
+    let factor = match unit.trim() {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "m" | "min" => 60_000,
+        _ => return Err(format!("'{s}' is not a duration like 500ms, 5s or 1m")),
+    };
+    match n.checked_mul(factor) {
+        Some(ms) if ms > 0 => Ok(ms),
+        _ => Err(format!("'{s}' must be between 1ms and a few days")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -179,6 +205,17 @@ mod tests {
     #[test]
     fn the_command_surface_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms("500ms"), Ok(500));
+        assert_eq!(parse_duration_ms("5s"), Ok(5000));
+        assert_eq!(parse_duration_ms("2m"), Ok(120_000));
+        assert_eq!(parse_duration_ms("250"), Ok(250));
+        assert!(parse_duration_ms("0s").is_err());
+        assert!(parse_duration_ms("5 hours").is_err());
+        assert!(parse_duration_ms("s").is_err());
     }
 
     #[test]

@@ -326,6 +326,9 @@ pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
         if let Some(h) = db.hint() {
             s.push_str(&format!("; hint: {h}"));
         }
+        if db.code() == &tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE {
+            s.push_str("; another session holds a lock on this tenant's tables (retry later or raise --lock-timeout)");
+        }
         return s;
     }
     let mut parts = vec![e.to_string()];
@@ -335,6 +338,21 @@ pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
         src = s.source();
     }
     parts.join(": ")
+}
+
+/// Connections the server can still accept from ordinary roles (max_connections minus the
+/// reserved slots minus the sessions already open, ours included).
+pub async fn free_connection_slots(client: &tokio_postgres::Client) -> Result<i64> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('max_connections')::bigint \
+                  - current_setting('superuser_reserved_connections')::bigint \
+                  - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')",
+            &[],
+        )
+        .await
+        .context("cannot read the server's connection limits")?;
+    Ok(row.get(0))
 }
 
 /// The OS user name, libpq's default user.

@@ -70,6 +70,29 @@ impl Session {
         Ok((pool, conn))
     }
 
+    /// The concurrency the server can take: `wanted`, or fewer when the server lacks free
+    /// connections (two are left for everyone else). Says so on stderr when it cuts.
+    pub async fn fit_concurrency(&self, conn: &Object, wanted: usize) -> Result<usize> {
+        const LEAVE_FREE: i64 = 2;
+        // Our own connection is already counted as used, and will be reused by the run.
+        let room = connect::free_connection_slots(conn).await? + 1 - LEAVE_FREE;
+        if room < 1 {
+            anyhow::bail!(
+                "the server at {} has no free connections (max_connections is reached); \
+                 close idle sessions or raise max_connections",
+                self.target.describe()
+            );
+        }
+        let fit = wanted.min(room as usize);
+        if fit < wanted {
+            eprintln!(
+                "note: the server has room for {fit} more connections, so tenantctl runs {fit} \
+                 tenants at a time instead of {wanted}"
+            );
+        }
+        Ok(fit)
+    }
+
     /// Fails with exit 2 when a configured application role does not exist.
     pub async fn check_app_role(&self, conn: &Object) -> Result<Option<String>> {
         let Some(role) = self.settings.app_role.clone() else {

@@ -58,6 +58,7 @@ pub async fn run(s: &Session, args: &CreateArgs) -> Result<u8> {
     let set = MigrationSet::load(&s.settings.migrations_dir)?;
     let concurrency = s.concurrency().min(slugs.len().max(1));
     let (pool, conn) = s.connect(concurrency + 1).await?;
+    let concurrency = s.fit_concurrency(&conn, concurrency).await?;
     let app_role = s.check_app_role(&conn).await?;
 
     let registered: Vec<String> = registry::some(&**conn, &slugs)
@@ -233,7 +234,7 @@ async fn provision(
         .await
         .map_err(other("cannot create the schema"))?;
     let latest = shared.set.latest();
-    let applied = apply_pending(&mut tx, &job.schema, &shared.set, latest)
+    let applied = apply_pending(&mut tx, &job.schema, &shared.set, latest, None)
         .await
         .map_err(CreateError::Apply)?;
     let after = grants::after_migrations(&job.schema, role);

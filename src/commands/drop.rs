@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::apply::enter_tenant;
 use crate::cli::DropArgs;
+use crate::connect::describe_pg_error;
 use crate::exit::bad_input;
 use crate::names::quote_ident;
 use crate::registry::{self, Tenant};
@@ -78,10 +79,18 @@ fn confirm(t: &Tenant) -> Result<()> {
     Ok(())
 }
 
+/// Tables dropped per transaction before the schema itself. Each drop locks the table and its
+/// indexes, TOAST and sequences until commit; the shared lock table holds only
+/// max_locks_per_transaction (default 64) x max_connections entries, so a schema with
+/// thousands of tables cannot go in one `DROP SCHEMA ... CASCADE`.
+const TABLES_PER_BATCH: i64 = 100;
+
 /// Marks the tenant `dropping` (visible at once, so migrate leaves it alone and a rerun
-/// finishes an interrupted drop), then drops the schema and records it in one transaction.
+/// finishes an interrupted drop), empties a large schema in batches, then drops the schema
+/// and records it in one transaction.
 async fn drop_one(conn: &mut deadpool_postgres::Object, t: &Tenant) -> Result<()> {
     registry::set_state(&***conn, &t.slug, "dropping").await?;
+    while drop_table_batch(conn, t).await? {}
     let tx = conn.transaction().await.context("cannot start the drop")?;
     let existed = enter_tenant(&tx, &t.schema)
         .await
@@ -91,16 +100,52 @@ async fn drop_one(conn: &mut deadpool_postgres::Object, t: &Tenant) -> Result<()
         quote_ident(&t.schema)
     ))
     .await
-    .map_err(|e| anyhow::anyhow!(crate::connect::describe_pg_error(&e)))
-    .with_context(|| {
-        format!(
-            "cannot drop schema {} of tenant {}; it stays marked dropping, rerun drop",
-            t.schema, t.slug
-        )
-    })?;
+    .map_err(|e| anyhow::anyhow!(describe_pg_error(&e)))
+    .with_context(|| rerun_hint(t))?;
     registry::record_drop(&tx, &t.slug, existed).await?;
-    tx.commit()
-        .await
-        .with_context(|| format!("cannot commit the drop of tenant {}", t.slug))?;
+    tx.commit().await.with_context(|| rerun_hint(t))?;
     Ok(())
+}
+
+/// Drops up to TABLES_PER_BATCH tables of a schema that has more than that, in a committed
+/// transaction of its own. Returns whether it dropped anything.
+async fn drop_table_batch(conn: &mut deadpool_postgres::Object, t: &Tenant) -> Result<bool> {
+    let tx = conn.transaction().await.context("cannot start the drop")?;
+    enter_tenant(&tx, &t.schema)
+        .await
+        .with_context(|| format!("cannot lock tenant {}", t.slug))?;
+    let rows = tx
+        .query(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+              WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'f') AND NOT c.relispartition \
+              ORDER BY c.relname LIMIT $2::bigint + 1",
+            &[&t.schema, &TABLES_PER_BATCH],
+        )
+        .await
+        .context("cannot list the tenant's tables")?;
+    if (rows.len() as i64) <= TABLES_PER_BATCH {
+        return Ok(false); // small enough for the final DROP SCHEMA
+    }
+    let schema = quote_ident(&t.schema);
+    let tables: Vec<String> = rows
+        .iter()
+        .take(TABLES_PER_BATCH as usize)
+        .map(|r| format!("{schema}.{}", quote_ident(r.get::<_, &str>(0))))
+        .collect();
+    tx.batch_execute(&format!(
+        "DROP TABLE IF EXISTS {} CASCADE",
+        tables.join(", ")
+    ))
+    .await
+    .map_err(|e| anyhow::anyhow!(describe_pg_error(&e)))
+    .with_context(|| rerun_hint(t))?;
+    tx.commit().await.with_context(|| rerun_hint(t))?;
+    Ok(true)
+}
+
+fn rerun_hint(t: &Tenant) -> String {
+    format!(
+        "cannot drop schema {} of tenant {}; it stays marked dropping, run drop again to finish",
+        t.schema, t.slug
+    )
 }

@@ -42,6 +42,7 @@ struct Shared {
     pool: Pool,
     set: MigrationSet,
     target: i64,
+    lock_timeout_ms: Option<u64>,
 }
 
 pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
@@ -49,6 +50,7 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
     let target = set.resolve_target(args.target)?;
     let concurrency = s.concurrency();
     let (pool, conn) = s.connect(concurrency + 1).await?;
+    let concurrency = s.fit_concurrency(&conn, concurrency).await?;
     let tenants = select_tenants(&conn, &args.slugs).await?;
     drop(conn);
 
@@ -60,7 +62,12 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
             None => visits.push(Visit(t)),
         }
     }
-    let shared = Arc::new(Shared { pool, set, target });
+    let shared = Arc::new(Shared {
+        pool,
+        set,
+        target,
+        lock_timeout_ms: args.lock_timeout,
+    });
     if args.dry_run {
         outcomes.extend(dry_run(&shared, visits).await);
     } else {
@@ -249,7 +256,14 @@ async fn migrate_tenant(
     t: &Tenant,
 ) -> Result<(i64, Vec<String>), ApplyError> {
     let mut tx = client.transaction().await?;
-    let applied = apply_pending(&mut tx, &t.schema, &shared.set, shared.target).await?;
+    let applied = apply_pending(
+        &mut tx,
+        &t.schema,
+        &shared.set,
+        shared.target,
+        shared.lock_timeout_ms,
+    )
+    .await?;
     let digest = shared.set.digest_at(applied.version);
     registry::record_success(&tx, &t.slug, applied.version, digest, &applied.migrations)
         .await

@@ -1,0 +1,253 @@
+//! Faults against a real server: restart mid-run, a long transaction holding a lock, Ctrl-C,
+//! too few connections, and a drop bigger than the lock table. These tests restart the
+//! shared server, so they run one at a time (cargo runs test binaries one after another).
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const SLOW_V7: (&str, &str) = (
+    "V7__slow.sql",
+    "SELECT pg_sleep(0.1);\nALTER TABLE wellness_logs ADD COLUMN resting_heart_rate smallint;",
+);
+
+fn create(db: &TestDb, n: usize) {
+    let slugs: Vec<String> = (0..n).map(|i| format!("t{i:03}")).collect();
+    let mut args = vec!["create", "--concurrency", "8"];
+    args.extend(slugs.iter().map(String::as_str));
+    db.run(&args).expect(0);
+}
+
+/// Every tenant schema is wholly at 6 or wholly at 7; returns how many are at 7.
+fn whole_tenants_at_seven(db: &TestDb) -> usize {
+    let rows = db.query(
+        "SELECT n.nspname, \
+           (SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+             WHERE c.relnamespace = n.oid AND c.relname = 'wellness_logs' AND a.attname = 'resting_heart_rate') \
+         FROM pg_namespace n WHERE n.nspname LIKE 'tenant\\_%'",
+    );
+    rows.iter()
+        .map(|r| {
+            let schema = r[0].clone().unwrap();
+            let history = db.scalar(&format!(
+                "SELECT count(*) FROM \"{schema}\".refinery_schema_history WHERE version = 7"
+            ));
+            assert_eq!(history, r[1].clone().unwrap(), "{schema} is half-migrated");
+            usize::from(history == "1")
+        })
+        .sum()
+}
+
+fn as_server_user(program: &str) -> Command {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
+    if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", program]);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn restart_server() {
+    let bin = std::env::var("TENANTCTL_TEST_PG_BIN").expect("run through make test");
+    let data = std::env::var("TENANTCTL_TEST_PG_DATA").unwrap();
+    let log = std::path::Path::new(&data)
+        .parent()
+        .unwrap()
+        .join("server.log");
+    let status = as_server_user(&format!("{bin}/pg_ctl"))
+        .args([
+            "restart",
+            "-m",
+            "fast",
+            "-w",
+            "-D",
+            &data,
+            "-l",
+            log.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "pg_ctl restart failed");
+}
+
+#[test]
+fn server_restart_mid_run_exits_1_and_a_rerun_completes() {
+    let _g = serial();
+    let db = TestDb::new("restart");
+    create(&db, 40);
+    let dir = db.migrations_with("slow", &[SLOW_V7]);
+    let child = db
+        .cmd()
+        .args([
+            "--migrations",
+            path_str(&dir),
+            "migrate",
+            "--concurrency",
+            "2",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    restart_server();
+    let out = Run::from(child.wait_with_output().unwrap());
+    out.expect(1).mentions("failed");
+    let done = whole_tenants_at_seven(&db);
+    assert!(done < 40, "the restart should land mid-run");
+    db.run(&["--migrations", path_str(&dir), "migrate"])
+        .expect(0);
+    assert_eq!(whole_tenants_at_seven(&db), 40);
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM public.tenants WHERE state <> 'active'"),
+        "0"
+    );
+}
+
+#[test]
+fn a_long_transaction_fails_only_its_tenant_with_lock_timeout() {
+    let _g = serial();
+    let db = TestDb::new("locktimeout");
+    create(&db, 4);
+    // The application holds a read lock on one tenant's table in an open transaction.
+    let mut holder = Command::new("psql")
+        .args([db.url.as_str(), "-X", "-q", "-v", "ON_ERROR_STOP=1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    holder
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"BEGIN; LOCK TABLE tenant_t001.wellness_logs IN ACCESS SHARE MODE; SELECT pg_sleep(60);\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let dir = db.migrations_with("v7", &[SLOW_V7]);
+    let started = Instant::now();
+    let r = db.run(&[
+        "--migrations",
+        path_str(&dir),
+        "migrate",
+        "--lock-timeout",
+        "500ms",
+    ]);
+    r.expect(1)
+        .mentions("t001")
+        .mentions("lock timeout")
+        .mentions("3 applied, 0 up to date, 1 failed");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the run must not hang behind the lock"
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    db.run(&["--migrations", path_str(&dir), "migrate"])
+        .expect(0);
+    assert_eq!(whole_tenants_at_seven(&db), 4);
+}
+
+#[test]
+fn ctrl_c_finishes_tenants_in_flight_and_exits_130() {
+    let _g = serial();
+    let db = TestDb::new("sigint");
+    create(&db, 30);
+    let dir = db.migrations_with("slow", &[SLOW_V7]);
+    let child = db
+        .cmd()
+        .args([
+            "--migrations",
+            path_str(&dir),
+            "migrate",
+            "--concurrency",
+            "2",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = Run::from(child.wait_with_output().unwrap());
+    out.expect(130)
+        .mentions("interrupted")
+        .mentions("migrate: 30 tenants");
+    let done = whole_tenants_at_seven(&db);
+    assert!(done > 0 && done < 30, "{done} tenants done");
+    // In-flight tenants committed; nothing was left marked migrating.
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM public.tenants WHERE state = 'migrating'"),
+        "0"
+    );
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM public.tenants WHERE version = 7"),
+        done.to_string()
+    );
+    db.run(&["--migrations", path_str(&dir), "migrate"])
+        .expect(0);
+}
+
+#[test]
+fn concurrency_beyond_the_servers_connections_is_limited_not_fatal() {
+    let _g = serial();
+    let db = TestDb::new("conns");
+    create(&db, 3);
+    let dir = db.migrations_with("v7", &[SLOW_V7]);
+    db.run(&[
+        "--migrations",
+        path_str(&dir),
+        "migrate",
+        "--concurrency",
+        "500",
+    ])
+    .expect(0)
+    .mentions("tenants at a time instead of 500");
+}
+
+#[test]
+fn dropping_a_tenant_with_three_thousand_tables_fits_the_default_lock_table() {
+    let _g = serial();
+    let db = TestDb::new("bigdrop");
+    assert_eq!(db.scalar("SHOW max_locks_per_transaction"), "64");
+    db.run(&["create", "big"]).expect(0);
+    for batch in 0..15 {
+        db.query(&format!(
+            "DO $$ BEGIN FOR i IN {} .. {} LOOP \
+               EXECUTE format('CREATE TABLE tenant_big.t%s (id int PRIMARY KEY, note text)', i); \
+             END LOOP; END $$",
+            batch * 200,
+            batch * 200 + 199
+        ));
+    }
+    // The premise: one DROP SCHEMA ... CASCADE of this tenant exhausts the shared lock table.
+    let plain = try_query(&db.url, "BEGIN; DROP SCHEMA tenant_big CASCADE; ROLLBACK;");
+    let err = plain.expect_err("a single-transaction drop should run out of lock slots");
+    assert!(err.contains("out of shared memory"), "{err}");
+    db.run(&["drop", "big", "--yes"]).expect(0);
+    assert!(db.tenant_schemas().is_empty());
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM public.tenant_drops WHERE slug = 'big'"),
+        "1"
+    );
+}
