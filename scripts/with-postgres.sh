@@ -73,6 +73,20 @@ as_server_user "$pg_bin/initdb" -D "$base/data" -U postgres --pwfile="$base/pwfi
   --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$base/initdb.log" 2>&1 ||
   { cat "$base/initdb.log" >&2; exit 1; }
 
+# TLS: a CA made for this cluster and a server certificate for the name "localhost" only,
+# so tests can check that verify-full refuses 127.0.0.1 and accepts localhost.
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=tenantctl test CA" \
+  -keyout "$base/ca.key" -out "$base/ca.crt" >/dev/null 2>&1
+openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+  -keyout "$base/data/server.key" -out "$base/server.csr" >/dev/null 2>&1
+printf 'subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n' >"$base/server.ext"
+openssl x509 -req -in "$base/server.csr" -CA "$base/ca.crt" -CAkey "$base/ca.key" -CAcreateserial \
+  -days 2 -extfile "$base/server.ext" -out "$base/data/server.crt" >/dev/null 2>&1
+chmod 600 "$base/data/server.key"
+[ "$(id -u)" -eq 0 ] && chown postgres: "$base/data/server.key" "$base/data/server.crt" "$base/ca.crt"
+# One database accepts only encrypted connections, to prove TLS is really used.
+sed -i '1i hostnossl tls_only all 127.0.0.1/32 reject' "$base/data/pg_hba.conf"
+
 port=$(free_port)
 # A throwaway cluster: durability off (fsync), enough connections for parallel tests.
 cat >>"$base/data/postgresql.conf" <<EOF
@@ -85,6 +99,7 @@ full_page_writes = off
 max_connections = ${PG_MAX_CONNECTIONS:-100}
 shared_buffers = 256MB
 log_min_messages = warning
+ssl = on
 EOF
 
 as_server_user "$pg_bin/pg_ctl" -D "$base/data" -l "$base/server.log" -w -t 60 start >/dev/null ||
@@ -95,6 +110,7 @@ export TENANTCTL_TEST_PG_BIN="$pg_bin"
 export TENANTCTL_TEST_PG_DATA="$base/data"
 export TENANTCTL_TEST_PG_SOCKET="$base"
 export TENANTCTL_TEST_PG_PORT="$port"
+export TENANTCTL_TEST_CA="$base/ca.crt"
 # Pass through the password to psql only through this variable, never on a command line.
 export PGPASSWORD="$password"
 

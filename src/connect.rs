@@ -295,7 +295,10 @@ pub async fn first_connection(pool: &Pool, target: &Target) -> Result<Object> {
 
 fn is_unreachable(e: &deadpool_postgres::PoolError) -> bool {
     match e {
-        deadpool_postgres::PoolError::Backend(pe) => pe.as_db_error().is_none(),
+        // A certificate that fails verification will not pass on a retry.
+        deadpool_postgres::PoolError::Backend(pe) => {
+            pe.as_db_error().is_none() && !describe_pg_error(pe).contains("TLS")
+        }
         deadpool_postgres::PoolError::Timeout(_) => true,
         _ => false,
     }
