@@ -212,13 +212,33 @@ pub struct Run {
 }
 
 impl From<Output> for Run {
+    /// Every tenantctl run of every test passes through here, so every error path the tests
+    /// reach is checked for the server's password.
     fn from(o: Output) -> Run {
-        Run {
+        let run = Run {
             code: o.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        };
+        if let Some(pw) = admin_password() {
+            assert!(
+                !run.all().contains(&pw),
+                "the server password leaked into the output:\n{}",
+                run.all()
+            );
         }
+        run
     }
+}
+
+/// The password in the admin URL (random per test server), if it has one.
+pub fn admin_password() -> Option<String> {
+    let url = admin_url();
+    let creds = url.split("//").nth(1)?.split('@').next()?;
+    creds
+        .split_once(':')
+        .map(|(_, pw)| pw.to_string())
+        .filter(|pw| pw.len() >= 8)
 }
 
 impl Run {
