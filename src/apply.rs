@@ -4,9 +4,9 @@
 //! search_path and every pending migration, so a tenant moves from its old version to its
 //! new one in a single commit, or not at all (error, kill -9, server restart).
 
+use deadpool_postgres::Transaction;
 use refinery::error::Kind;
 use refinery::{Runner, Target};
-use tokio_postgres::Transaction;
 
 use crate::connect::describe_pg_error;
 use crate::migration_set::{AppliedMigration, MigrationSet};
@@ -79,13 +79,15 @@ pub async fn enter_tenant(
     tx: &Transaction<'_>,
     schema: &str,
 ) -> Result<bool, tokio_postgres::Error> {
-    let row = tx
-        .query_one(
+    let stmt = tx
+        .prepare_cached(
             "SELECT pg_advisory_xact_lock($1, hashtext($2))::text, \
                     set_config('search_path', $3, true), \
                     EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $2)",
-            &[&LOCK_CLASS, &schema, &quote_ident(schema)],
         )
+        .await?;
+    let row = tx
+        .query_one(&stmt, &[&LOCK_CLASS, &schema, &quote_ident(schema)])
         .await?;
     Ok(row.get(2))
 }

@@ -5,8 +5,9 @@
 //! `public.tenantctl_registry_history`), so changing it is itself a migration.
 
 use anyhow::{bail, Context, Result};
+use deadpool_postgres::{GenericClient, Object, Transaction};
 use refinery::{Migration, Runner};
-use tokio_postgres::{Client, GenericClient, Row, Transaction};
+use tokio_postgres::Row;
 
 use crate::apply::LOCK_CLASS;
 use crate::migration_set::AppliedMigration;
@@ -28,6 +29,17 @@ fn registry_migrations() -> Vec<Migration> {
             Migration::unapplied(name, sql).expect("embedded registry migration names are valid")
         })
         .collect()
+}
+
+/// Runs a statement through the connection's prepared-statement cache: one round trip
+/// instead of two (parse, then execute) for the statements run once per tenant.
+async fn exec(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<u64, tokio_postgres::Error> {
+    let stmt = c.prepare_cached(sql).await?;
+    c.execute(&stmt, params).await
 }
 
 /// The registry version this build expects.
@@ -56,7 +68,7 @@ pub async fn installed_version(client: &impl GenericClient) -> Result<i64> {
 /// Installs or upgrades the registry when it is behind; a no-op otherwise. Safe when
 /// several tenantctl processes start at once (they queue on an advisory lock).
 /// Returns the versions (before, after).
-pub async fn ensure(client: &mut Client) -> Result<(i64, i64)> {
+pub async fn ensure(client: &mut Object) -> Result<(i64, i64)> {
     let before = installed_version(&*client).await?;
     let expected = expected_version();
     if before > expected {
@@ -190,14 +202,14 @@ pub async fn insert_provisioning(
     schema: &str,
     display: Option<&str>,
 ) -> Result<bool> {
-    let n = tx
-        .execute(
-            "INSERT INTO public.tenants (slug, schema_name, display_name, state) \
+    let n = exec(
+        tx,
+        "INSERT INTO public.tenants (slug, schema_name, display_name, state) \
              VALUES ($1, $2, $3, 'provisioning') ON CONFLICT DO NOTHING",
-            &[&slug, &schema, &display],
-        )
-        .await
-        .context("cannot register the tenant")?;
+        &[&slug, &schema, &display],
+    )
+    .await
+    .context("cannot register the tenant")?;
     Ok(n == 1)
 }
 
@@ -213,7 +225,8 @@ pub async fn record_success(
     let versions: Vec<i64> = applied.iter().map(|m| m.version).collect();
     let names: Vec<&str> = applied.iter().map(|m| m.name.as_str()).collect();
     let checksums: Vec<String> = applied.iter().map(|m| m.checksum.to_string()).collect();
-    tx.execute(
+    exec(
+        tx,
         "WITH t AS (UPDATE public.tenants SET state = 'active', version = $2, migrations_digest = $3, \
                     last_error = NULL, updated_at = now(), \
                     migrated_at = CASE WHEN cardinality($4::bigint[]) > 0 THEN now() ELSE migrated_at END \
@@ -249,8 +262,8 @@ pub async fn record_failure(
         Some(m) => (m.version, m.name, m.checksum.map(|c| c.to_string())),
         None => (0, "", None),
     };
-    client
-        .execute(
+    exec(
+            client,
             "WITH t AS (UPDATE public.tenants SET state = 'failed', last_error = $2, updated_at = now() \
                         WHERE slug = $1) \
              INSERT INTO public.tenant_migrations (slug, version, name, checksum, outcome, error, started_at, finished_at) \

@@ -98,7 +98,7 @@ impl Session {
         let Some(role) = self.settings.app_role.clone() else {
             return Ok(None);
         };
-        if !registry::role_exists(&***conn, &role).await? {
+        if !registry::role_exists(conn, &role).await? {
             return Err(bad_input(format!(
                 "application role '{role}' does not exist; create it (CREATE ROLE \"{role}\" LOGIN) \
                  or change [tenants] app_role in {}",

@@ -61,7 +61,7 @@ pub async fn run(s: &Session, args: &CreateArgs) -> Result<u8> {
     let concurrency = s.fit_concurrency(&conn, concurrency).await?;
     let app_role = s.check_app_role(&conn).await?;
 
-    let registered: Vec<String> = registry::some(&**conn, &slugs)
+    let registered: Vec<String> = registry::some(&conn, &slugs)
         .await?
         .into_iter()
         .map(|t| t.slug)
@@ -72,7 +72,7 @@ pub async fn run(s: &Session, args: &CreateArgs) -> Result<u8> {
             registered.join(", ")
         )));
     }
-    let orphans: Vec<String> = registry::existing_schemas(&**conn, &schemas)
+    let orphans: Vec<String> = registry::existing_schemas(&conn, &schemas)
         .await?
         .into_iter()
         .filter(|schema| {
@@ -91,7 +91,7 @@ pub async fn run(s: &Session, args: &CreateArgs) -> Result<u8> {
         )));
     }
     if let Some(role) = &app_role {
-        registry::grant_read(&**conn, role).await?;
+        registry::grant_read(&conn, role).await?;
     }
     drop(conn);
 
@@ -175,7 +175,7 @@ async fn create_one(shared: &Shared, job: NewTenant) -> TenantOutcome {
             };
             let msg = format!("{msg}; nothing was created");
             // The tenant's row was rolled back with everything else; the attempt is still kept.
-            let _ = registry::record_failure(&**client, &job.slug, &msg, failed, epoch).await;
+            let _ = registry::record_failure(&client, &job.slug, &msg, failed, epoch).await;
             TenantOutcome::failed(&job.slug, &job.schema, 0, msg).took(started.elapsed())
         }
     }

@@ -23,7 +23,7 @@ pub async fn run(s: &Session, args: &DropArgs) -> Result<u8> {
         ));
     }
     let (_pool, mut conn) = s.connect(1).await?;
-    let found = registry::some(&**conn, &slugs).await?;
+    let found = registry::some(&conn, &slugs).await?;
     let unknown: Vec<&str> = slugs
         .iter()
         .filter(|x| !found.iter().any(|t| &t.slug == *x))
@@ -89,7 +89,7 @@ const TABLES_PER_BATCH: i64 = 100;
 /// finishes an interrupted drop), empties a large schema in batches, then drops the schema
 /// and records it in one transaction.
 async fn drop_one(conn: &mut deadpool_postgres::Object, t: &Tenant) -> Result<()> {
-    registry::set_state(&***conn, &t.slug, "dropping").await?;
+    registry::set_state(&*conn, &t.slug, "dropping").await?;
     while drop_table_batch(conn, t).await? {}
     let tx = conn.transaction().await.context("cannot start the drop")?;
     let existed = enter_tenant(&tx, &t.schema)

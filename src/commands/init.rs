@@ -12,7 +12,7 @@ pub async fn run(s: &Session) -> Result<u8> {
     let (before, after) = registry::ensure(&mut conn).await?;
     let app_role = s.check_app_role(&conn).await?;
     if let Some(role) = &app_role {
-        registry::grant_read(&**conn, role).await?;
+        registry::grant_read(&conn, role).await?;
     }
     if s.json() {
         println!(

@@ -8,7 +8,7 @@ use crate::session::Session;
 
 pub async fn run(s: &Session) -> Result<u8> {
     let (_pool, conn) = s.connect(1).await?;
-    let tenants = registry::all(&**conn).await?;
+    let tenants = registry::all(&conn).await?;
     if s.json() {
         let rows: Vec<_> = tenants
             .iter()

@@ -127,10 +127,10 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
 /// The named tenants (all unknown ones refused together), or every tenant.
 async fn select_tenants(conn: &deadpool_postgres::Object, slugs: &[String]) -> Result<Vec<Tenant>> {
     if slugs.is_empty() {
-        return registry::all(&***conn).await;
+        return registry::all(conn).await;
     }
     let slugs = dedup(slugs);
-    let found = registry::some(&***conn, &slugs).await?;
+    let found = registry::some(conn, &slugs).await?;
     let unknown: Vec<&str> = slugs
         .iter()
         .filter(|s| !found.iter().any(|t| &t.slug == *s))
@@ -177,7 +177,7 @@ async fn record_missing_schemas(pool: &Pool, outcomes: &[TenantOutcome]) {
     if let Ok(c) = pool.get().await {
         for o in missing {
             let _ = registry::record_failure(
-                &**c,
+                &c,
                 &o.slug,
                 o.error.as_deref().unwrap_or(""),
                 None,
@@ -211,7 +211,7 @@ async fn migrate_job(shared: Arc<Shared>, job: Visit) -> TenantOutcome {
         }
     };
     let interrupted = t.state == "migrating";
-    if let Err(e) = registry::set_state(&**client, &t.slug, "migrating").await {
+    if let Err(e) = registry::set_state(&client, &t.slug, "migrating").await {
         return TenantOutcome::failed(&t.slug, &t.schema, t.version, format!("{e:#}"));
     }
     match migrate_tenant(&mut client, &shared, &t).await {
@@ -243,7 +243,7 @@ async fn migrate_job(shared: Arc<Shared>, job: Visit) -> TenantOutcome {
                 _ => None,
             };
             let msg = e.to_string();
-            let _ = registry::record_failure(&**client, &t.slug, &msg, failed, epoch).await;
+            let _ = registry::record_failure(&client, &t.slug, &msg, failed, epoch).await;
             TenantOutcome::failed(&t.slug, &t.schema, t.version, msg).took(started.elapsed())
         }
     }

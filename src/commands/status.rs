@@ -16,10 +16,10 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
     let latest = set.latest();
     let (_pool, conn) = s.connect(1).await?;
     let tenants = if args.slugs.is_empty() {
-        registry::all(&**conn).await?
+        registry::all(&conn).await?
     } else {
         let slugs = dedup(&args.slugs);
-        let found = registry::some(&**conn, &slugs).await?;
+        let found = registry::some(&conn, &slugs).await?;
         let unknown: Vec<&str> = slugs
             .iter()
             .filter(|x| !found.iter().any(|t| &t.slug == *x))
