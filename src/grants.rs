@@ -1,6 +1,7 @@
-//! The privileges of a tenant schema. The owner is the role tenantctl connects as; the
-//! configured application role gets data access only (no CREATE, no registry writes), and
-//! PUBLIC gets nothing.
+//! The privileges of a tenant schema. The owner is the role tenantctl connects as; one "data
+//! role" gets data access only (no CREATE, no migration history), and PUBLIC gets nothing.
+//! The data role is the application role, or with per-tenant roles the tenant's own NOLOGIN
+//! role, which the application reaches only through `SET ROLE`.
 
 use crate::apply::history_table;
 use crate::names::quote_ident;
@@ -37,6 +38,25 @@ pub fn after_migrations(schema: &str, app_role: Option<&str>) -> String {
     )
 }
 
+/// Creates the tenant's NOLOGIN role and makes the application role a member that can
+/// `SET ROLE` to it without inheriting its privileges. PostgreSQL 16 says so per grant;
+/// on 15 inheritance is an attribute of the member, so the application role must be
+/// NOINHERIT (checked before anything is created).
+pub fn create_tenant_role(role: &str, app_role: &str, server_major: i32) -> String {
+    let r = quote_ident(role);
+    let a = quote_ident(app_role);
+    if server_major >= 16 {
+        format!("CREATE ROLE {r} NOLOGIN;\nGRANT {r} TO {a} WITH INHERIT FALSE, SET TRUE;\n")
+    } else {
+        format!("CREATE ROLE {r} NOLOGIN;\nGRANT {r} TO {a};\n")
+    }
+}
+
+/// Removes a tenant's role, after its schema (and with it every privilege) is gone.
+pub fn drop_tenant_role(role: &str) -> String {
+    format!("DROP ROLE IF EXISTS {};\n", quote_ident(role))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,6 +72,20 @@ mod tests {
         assert!(
             sql.contains("REVOKE ALL ON \"tenant_a-b\".refinery_schema_history FROM \"app\""),
             "{sql}"
+        );
+    }
+
+    #[test]
+    fn tenant_roles_are_set_role_only() {
+        let pg16 = create_tenant_role("tenant_a-b", "app", 16);
+        assert!(
+            pg16.contains("GRANT \"tenant_a-b\" TO \"app\" WITH INHERIT FALSE, SET TRUE"),
+            "{pg16}"
+        );
+        let pg15 = create_tenant_role("tenant_a-b", "app", 15);
+        assert!(
+            pg15.contains("CREATE ROLE \"tenant_a-b\" NOLOGIN") && !pg15.contains("INHERIT"),
+            "{pg15}"
         );
     }
 

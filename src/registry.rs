@@ -17,10 +17,16 @@ use crate::refinery_tx::InTransaction;
 const HISTORY: &str = "public.tenantctl_registry_history";
 
 /// The registry's migrations, oldest first. Append; never edit one that has shipped.
-const REGISTRY_MIGRATIONS: &[(&str, &str)] = &[(
-    "V1__registry",
-    include_str!("registry_sql/V1__registry.sql"),
-)];
+const REGISTRY_MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "V1__registry",
+        include_str!("registry_sql/V1__registry.sql"),
+    ),
+    (
+        "V2__tenant_roles",
+        include_str!("registry_sql/V2__tenant_roles.sql"),
+    ),
+];
 
 fn registry_migrations() -> Vec<Migration> {
     REGISTRY_MIGRATIONS
@@ -124,12 +130,14 @@ pub struct Tenant {
     pub last_error: Option<String>,
     pub migrated_at: Option<String>,
     pub schema_exists: bool,
+    /// The tenant's own role, when it was created with per_tenant_roles.
+    pub role: Option<String>,
 }
 
 const SELECT_TENANTS: &str = "SELECT t.slug, t.schema_name, t.display_name, t.state, t.version, \
         t.migrations_digest, t.last_error, \
         to_char(t.migrated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
-        EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = t.schema_name) \
+        EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = t.schema_name), t.role_name \
     FROM public.tenants t";
 
 fn tenant(r: &Row) -> Tenant {
@@ -143,6 +151,7 @@ fn tenant(r: &Row) -> Tenant {
         last_error: r.get(6),
         migrated_at: r.get(7),
         schema_exists: r.get(8),
+        role: r.get(9),
     }
 }
 
@@ -182,6 +191,28 @@ pub async fn existing_schemas(
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// Whether a role may log in and inherits the privileges of roles granted to it.
+pub async fn role_inherits(client: &impl GenericClient, role: &str) -> Result<bool> {
+    Ok(client
+        .query_one(
+            "SELECT rolinherit FROM pg_roles WHERE rolname = $1",
+            &[&role],
+        )
+        .await
+        .context("cannot look up roles")?
+        .get(0))
+}
+
+/// The server's major version number (15 for 15.x).
+pub async fn server_major(client: &impl GenericClient) -> Result<i32> {
+    let v: String = client
+        .query_one("SELECT current_setting('server_version_num')", &[])
+        .await
+        .context("cannot read the server version")?
+        .get(0);
+    Ok(v.parse::<i32>().unwrap_or(0) / 10_000)
+}
+
 /// Whether a role exists.
 pub async fn role_exists(client: &impl GenericClient, role: &str) -> Result<bool> {
     Ok(client
@@ -201,12 +232,13 @@ pub async fn insert_provisioning(
     slug: &str,
     schema: &str,
     display: Option<&str>,
+    role: Option<&str>,
 ) -> Result<bool> {
     let n = exec(
         tx,
-        "INSERT INTO public.tenants (slug, schema_name, display_name, state) \
-             VALUES ($1, $2, $3, 'provisioning') ON CONFLICT DO NOTHING",
-        &[&slug, &schema, &display],
+        "INSERT INTO public.tenants (slug, schema_name, display_name, state, role_name) \
+             VALUES ($1, $2, $3, 'provisioning', $4) ON CONFLICT DO NOTHING",
+        &[&slug, &schema, &display, &role],
     )
     .await
     .context("cannot register the tenant")?;
@@ -292,9 +324,9 @@ pub async fn set_state(client: &impl GenericClient, slug: &str, state: &str) -> 
 pub async fn record_drop(tx: &Transaction<'_>, slug: &str, schema_existed: bool) -> Result<()> {
     tx.execute(
         "WITH gone AS (DELETE FROM public.tenants WHERE slug = $1 \
-                       RETURNING slug, schema_name, display_name, version) \
-         INSERT INTO public.tenant_drops (slug, schema_name, display_name, version, schema_existed) \
-         SELECT slug, schema_name, display_name, version, $2 FROM gone",
+                       RETURNING slug, schema_name, display_name, version, role_name) \
+         INSERT INTO public.tenant_drops (slug, schema_name, display_name, version, schema_existed, role_name) \
+         SELECT slug, schema_name, display_name, version, $2, role_name FROM gone",
         &[&slug, &schema_existed],
     )
     .await

@@ -48,6 +48,7 @@ pub struct MigrationsSection {
 pub struct TenantsSection {
     pub schema_prefix: Option<String>,
     pub app_role: Option<String>,
+    pub per_tenant_roles: Option<bool>,
 }
 
 /// What the command line and the environment supplied (None when absent or empty).
@@ -73,6 +74,9 @@ pub struct Settings {
     pub connect_timeout_secs: u64,
     pub schema_prefix: String,
     pub app_role: Option<String>,
+    /// Each tenant gets a NOLOGIN role (named like its schema) holding its data privileges;
+    /// the application reaches a tenant only by `SET ROLE`.
+    pub per_tenant_roles: bool,
 }
 
 /// Reads tenants.toml (when there is one) and merges it under the overrides.
@@ -137,6 +141,12 @@ pub fn merge(
         return Err(bad_input("concurrency must be at least 1"));
     }
     let app_role = file.tenants.app_role.filter(|r| !r.is_empty());
+    let per_tenant_roles = file.tenants.per_tenant_roles.unwrap_or(false);
+    if per_tenant_roles && app_role.is_none() {
+        return Err(bad_input(
+            "[tenants] per_tenant_roles needs [tenants] app_role: the role that will SET ROLE to each tenant's role",
+        ));
+    }
     Ok(Settings {
         config_file,
         database_url: o.database_url.or(file_url),
@@ -152,6 +162,7 @@ pub fn merge(
             .unwrap_or(5),
         schema_prefix: prefix,
         app_role,
+        per_tenant_roles,
     })
 }
 

@@ -67,10 +67,10 @@ fn init_is_idempotent_and_implicit() {
     );
     db.run(&["init"])
         .expect(0)
-        .mentions("registry is current (version 1)");
+        .mentions("registry is current (version 2)");
     let json = db.run(&["init", "--format", "json"]);
     json.expect(0);
-    assert_eq!(json.json()["registry_version"], 1);
+    assert_eq!(json.json()["registry_version"], 2);
     // Concurrent first use queues on the registry lock instead of failing.
     let db2 = TestDb::new("init2");
     let children: Vec<_> = (0..4)
@@ -484,4 +484,61 @@ fn completions_and_man_page_come_from_the_cli_definition() {
     db.run(&["man"]).expect(0).mentions("DATABASE_URL");
     db.run(&["--help"]).expect(0).mentions("Exit codes");
     db.run(&["frobnicate"]).expect(2);
+}
+
+#[test]
+fn per_tenant_roles_confine_the_application_to_the_tenant_it_set_role_to() {
+    let db = TestDb::new("ptr");
+    let (app, app_url) = db.role("app");
+    // Roles are shared by the whole cluster: a prefix of this test's own keeps them apart.
+    let p = format!("{}_", db.name);
+    let cfg = db.config(&format!(
+        "[tenants]\nschema_prefix = \"{p}\"\napp_role = \"{app}\"\nper_tenant_roles = true\n"
+    ));
+    let cfg = path_str(&cfg);
+
+    // On PostgreSQL 15 an INHERIT application role would hold every tenant's privileges.
+    db.run(&["init"]).expect(0);
+    let before = db.snapshot();
+    db.run(&["--config", cfg, "create", "acme"])
+        .expect(2)
+        .mentions("NOINHERIT");
+    assert_eq!(db.snapshot(), before);
+    query(&admin_url(), &format!("ALTER ROLE \"{app}\" NOINHERIT"));
+    db.run(&["--config", cfg, "create", "acme", "globex"])
+        .expect(0);
+
+    let (acme, globex) = (format!("\"{p}acme\""), format!("\"{p}globex\""));
+    let c = |sql: &str| try_query(&app_url, sql);
+    // Without SET ROLE the application reaches no tenant at all.
+    let err = c(&format!("SELECT count(*) FROM {acme}.employees")).unwrap_err();
+    assert!(err.contains("permission denied"), "{err}");
+    // As acme's role: acme's data, and nothing of globex's, by name or by search_path.
+    c(&format!("SET ROLE {acme}; INSERT INTO {acme}.departments (name) VALUES ('ops'); SELECT * FROM {acme}.departments")).unwrap();
+    for denied in [
+        format!("SET ROLE {acme}; SELECT * FROM {globex}.employees"),
+        format!("SET ROLE {acme}; SET search_path TO {globex}; SELECT * FROM employees"),
+        format!("SET ROLE {acme}; CREATE TABLE {acme}.sneaky (id int)"),
+        format!("SET ROLE {acme}; UPDATE public.tenants SET state = 'failed'"),
+    ] {
+        let err = c(&denied).expect_err(&denied);
+        // A schema without USAGE is skipped when search_path is resolved: "does not exist".
+        assert!(
+            err.contains("permission denied") || err.contains("does not exist"),
+            "{denied}: {err}"
+        );
+    }
+    // Drop removes the tenant's role too, and the record names it.
+    db.run(&["--config", cfg, "drop", "acme", "--yes"])
+        .expect(0);
+    assert_eq!(
+        db.scalar(&format!(
+            "SELECT count(*) FROM pg_roles WHERE rolname = '{p}acme'"
+        )),
+        "0"
+    );
+    assert_eq!(
+        db.scalar("SELECT role_name FROM public.tenant_drops WHERE slug = 'acme'"),
+        format!("{p}acme")
+    );
 }

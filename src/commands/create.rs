@@ -44,6 +44,8 @@ struct Shared {
     pool: Pool,
     set: MigrationSet,
     app_role: Option<String>,
+    /// With per-tenant roles: the server's major version (it decides the GRANT form).
+    tenant_roles: Option<i32>,
     if_not_exists: bool,
 }
 
@@ -60,36 +62,8 @@ pub async fn run(s: &Session, args: &CreateArgs) -> Result<u8> {
     let (pool, conn) = s.connect(concurrency + 1).await?;
     let concurrency = s.fit_concurrency(&conn, concurrency).await?;
     let app_role = s.check_app_role(&conn).await?;
-
-    let registered: Vec<String> = registry::some(&conn, &slugs)
-        .await?
-        .into_iter()
-        .map(|t| t.slug)
-        .collect();
-    if !registered.is_empty() && !args.if_not_exists {
-        return Err(bad_input(format!(
-            "tenant {} already exists; nothing was created (use --if-not-exists to skip existing tenants)",
-            registered.join(", ")
-        )));
-    }
-    let orphans: Vec<String> = registry::existing_schemas(&conn, &schemas)
-        .await?
-        .into_iter()
-        .filter(|schema| {
-            let slug = &slugs[schemas
-                .iter()
-                .position(|x| x == schema)
-                .expect("schema from our list")];
-            !registered.contains(slug)
-        })
-        .collect();
-    if !orphans.is_empty() {
-        return Err(bad_input(format!(
-            "schema {} already exists but no tenant is registered for it; nothing was created \
-             (drop or rename that schema first)",
-            orphans.join(", ")
-        )));
-    }
+    let registered = precheck(&conn, &slugs, &schemas, args.if_not_exists).await?;
+    let tenant_roles = check_tenant_roles(s, &conn, &schemas, &registered, &slugs).await?;
     if let Some(role) = &app_role {
         registry::grant_read(&conn, role).await?;
     }
@@ -112,6 +86,7 @@ pub async fn run(s: &Session, args: &CreateArgs) -> Result<u8> {
         pool,
         set,
         app_role,
+        tenant_roles,
         if_not_exists: args.if_not_exists,
     });
     let progress = Progress::new("create", jobs.len(), s.json());
@@ -125,6 +100,78 @@ pub async fn run(s: &Session, args: &CreateArgs) -> Result<u8> {
     );
     report::print("create", s, &outcomes, shared.set.latest());
     Ok(report::exit_code(&outcomes, &interrupt))
+}
+
+/// Refuses (exit 2, nothing changed) tenants that exist unless --if-not-exists, and schemas
+/// that exist without a registry row. Returns the slugs already registered.
+async fn precheck(
+    conn: &deadpool_postgres::Object,
+    slugs: &[String],
+    schemas: &[String],
+    if_not_exists: bool,
+) -> Result<Vec<String>> {
+    let registered: Vec<String> = registry::some(conn, slugs)
+        .await?
+        .into_iter()
+        .map(|t| t.slug)
+        .collect();
+    if !registered.is_empty() && !if_not_exists {
+        return Err(bad_input(format!(
+            "tenant {} already exists; nothing was created (use --if-not-exists to skip existing tenants)",
+            registered.join(", ")
+        )));
+    }
+    let orphans: Vec<String> = registry::existing_schemas(conn, schemas)
+        .await?
+        .into_iter()
+        .filter(|schema| {
+            let i = schemas
+                .iter()
+                .position(|x| x == schema)
+                .expect("schema from our list");
+            !registered.contains(&slugs[i])
+        })
+        .collect();
+    if !orphans.is_empty() {
+        return Err(bad_input(format!(
+            "schema {} already exists but no tenant is registered for it; nothing was created \
+             (drop or rename that schema first)",
+            orphans.join(", ")
+        )));
+    }
+    Ok(registered)
+}
+
+/// With per-tenant roles: the application role must not inherit them (PostgreSQL 15 has
+/// no per-grant INHERIT), and no new tenant's role may exist already (roles are shared by
+/// every database of the cluster). Returns the server's major version when enabled.
+async fn check_tenant_roles(
+    s: &Session,
+    conn: &deadpool_postgres::Object,
+    schemas: &[String],
+    registered: &[String],
+    slugs: &[String],
+) -> Result<Option<i32>> {
+    let (true, Some(app)) = (s.settings.per_tenant_roles, s.settings.app_role.as_deref()) else {
+        return Ok(None);
+    };
+    let major = registry::server_major(conn).await?;
+    if major < 16 && registry::role_inherits(conn, app).await? {
+        return Err(bad_input(format!(
+            "application role '{app}' inherits the privileges of roles granted to it, so with \
+             per_tenant_roles it would reach every tenant without SET ROLE; on PostgreSQL {major} \
+             run ALTER ROLE \"{app}\" NOINHERIT first"
+        )));
+    }
+    for (slug, role) in slugs.iter().zip(schemas) {
+        if !registered.contains(slug) && registry::role_exists(conn, role).await? {
+            return Err(bad_input(format!(
+                "role '{role}' for tenant {slug} already exists (roles are shared by every database \
+                 of the cluster); nothing was created (use another schema_prefix)"
+            )));
+        }
+    }
+    Ok(Some(major))
 }
 
 async fn create_one(shared: &Shared, job: NewTenant) -> TenantOutcome {
@@ -211,10 +258,24 @@ async fn provision(
         .transaction()
         .await
         .map_err(other("cannot start a transaction"))?;
-    let inserted =
-        registry::insert_provisioning(&tx, &job.slug, &job.schema, job.display.as_deref())
-            .await
-            .map_err(|e| CreateError::Other(format!("{e:#}")))?;
+    // The role that gets the tenant's data privileges, and the DDL creating it if it is new.
+    let (data_role, role_ddl, tenant_role) = match (&shared.app_role, shared.tenant_roles) {
+        (Some(app), Some(major)) => (
+            Some(job.schema.as_str()),
+            grants::create_tenant_role(&job.schema, app, major),
+            Some(job.schema.as_str()),
+        ),
+        (app, _) => (app.as_deref(), String::new(), None),
+    };
+    let inserted = registry::insert_provisioning(
+        &tx,
+        &job.slug,
+        &job.schema,
+        job.display.as_deref(),
+        tenant_role,
+    )
+    .await
+    .map_err(|e| CreateError::Other(format!("{e:#}")))?;
     if !inserted {
         return if shared.if_not_exists {
             Ok(None)
@@ -224,11 +285,10 @@ async fn provision(
             ))
         };
     }
-    let role = shared.app_role.as_deref();
     let ddl = format!(
-        "CREATE SCHEMA {};\n{}",
+        "{role_ddl}CREATE SCHEMA {};\n{}",
         quote_ident(&job.schema),
-        grants::before_migrations(&job.schema, role)
+        grants::before_migrations(&job.schema, data_role)
     );
     tx.batch_execute(&ddl)
         .await
@@ -237,7 +297,7 @@ async fn provision(
     let applied = apply_pending(&mut tx, &job.schema, &shared.set, latest, None)
         .await
         .map_err(CreateError::Apply)?;
-    let after = grants::after_migrations(&job.schema, role);
+    let after = grants::after_migrations(&job.schema, data_role);
     if !after.is_empty() {
         tx.batch_execute(&after)
             .await

@@ -10,6 +10,7 @@ use crate::apply::enter_tenant;
 use crate::cli::DropArgs;
 use crate::connect::describe_pg_error;
 use crate::exit::bad_input;
+use crate::grants;
 use crate::names::quote_ident;
 use crate::registry::{self, Tenant};
 use crate::session::{dedup, Session};
@@ -102,6 +103,12 @@ async fn drop_one(conn: &mut deadpool_postgres::Object, t: &Tenant) -> Result<()
     .await
     .map_err(|e| anyhow::anyhow!(describe_pg_error(&e)))
     .with_context(|| rerun_hint(t))?;
+    if let Some(role) = &t.role {
+        tx.batch_execute(&grants::drop_tenant_role(role))
+            .await
+            .map_err(|e| anyhow::anyhow!(describe_pg_error(&e)))
+            .with_context(|| format!("cannot drop role {role} of tenant {}", t.slug))?;
+    }
     registry::record_drop(&tx, &t.slug, existed).await?;
     tx.commit().await.with_context(|| rerun_hint(t))?;
     Ok(())
