@@ -83,6 +83,11 @@ pub enum Command {
     /// The registered tenants, one a line: slug, schema, state.
     List,
 
+    /// Audit isolation and drift: missing or foreign-owned schemas, privileges beyond the
+    /// configured ones, unregistered tenant schemas, registry versions that disagree with
+    /// the schemas' history, changed migration files. Exit 1 on any finding.
+    Verify(VerifyArgs),
+
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -180,6 +185,13 @@ pub struct StatusArgs {
     /// Exit 1 when any tenant is not active at the latest version (a CI gate).
     #[arg(long)]
     pub check: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Tenants to audit (default: all, plus schemas with the tenant prefix and no registry row).
+    #[arg(value_name = "SLUG", value_parser = slug)]
+    pub slugs: Vec<String>,
 }
 
 #[derive(Debug, Args)]

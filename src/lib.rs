@@ -2,6 +2,7 @@
 //! ../shared/CONTRACT.md for the interface users rely on.
 
 pub mod apply;
+pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod connect;

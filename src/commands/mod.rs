@@ -7,6 +7,7 @@ mod list;
 mod migrate;
 mod report;
 mod status;
+mod verify;
 
 use anyhow::Result;
 use clap::CommandFactory;
@@ -23,6 +24,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Status(a) => status::run(&Session::new(g, None)?, a).await,
         Command::Drop(a) => drop::run(&Session::new(g, None)?, a).await,
         Command::List => list::run(&Session::new(g, None)?).await,
+        Command::Verify(a) => verify::run(&Session::new(g, None)?, a).await,
         Command::Completions { shell } => {
             clap_complete::generate(
                 *shell,
