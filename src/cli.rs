@@ -83,6 +83,14 @@ pub enum Command {
     /// The registered tenants, one a line: slug, schema, state.
     List,
 
+    /// Dump one tenant's schema (pg_dump custom format), with its registry row and version
+    /// recorded beside it in FILE.json, and print the dump's SHA-256.
+    Backup(BackupArgs),
+
+    /// Replace one tenant's schema with a backup, or restore it as a new tenant with --as.
+    /// No other tenant is touched; grants are re-applied; migrate brings it current.
+    Restore(RestoreArgs),
+
     /// Audit isolation and drift: missing or foreign-owned schemas, privileges beyond the
     /// configured ones, unregistered tenant schemas, registry versions that disagree with
     /// the schemas' history, changed migration files. Exit 1 on any finding.
@@ -188,6 +196,36 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The tenant to back up.
+    #[arg(value_name = "SLUG", value_parser = slug)]
+    pub slug: String,
+
+    /// Dump file to write (default: ./<slug>-<UTC time>.dump); never overwritten.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The tenant the backup was made of.
+    #[arg(value_name = "SLUG", value_parser = slug)]
+    pub slug: String,
+
+    /// The dump written by tenantctl backup (its FILE.json must sit beside it).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Restore as a new tenant with this slug instead of replacing SLUG.
+    #[arg(long = "as", value_name = "NEW_SLUG", value_parser = slug)]
+    pub as_slug: Option<String>,
+
+    /// Replace an existing tenant without asking (required when stdin is not a terminal).
+    #[arg(long)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// Tenants to audit (default: all, plus schemas with the tenant prefix and no registry row).
     #[arg(value_name = "SLUG", value_parser = slug)]
@@ -207,6 +245,11 @@ pub struct DropArgs {
     /// Treat unknown tenants as already dropped instead of refusing the command.
     #[arg(long)]
     pub if_exists: bool,
+
+    /// Back each tenant up into this folder first (see backup); refuse to drop any tenant
+    /// if a backup fails. The drop record keeps the archive's file name and SHA-256.
+    #[arg(long, value_name = "DIR")]
+    pub archive: Option<PathBuf>,
 }
 
 #[cfg(test)]

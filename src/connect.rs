@@ -268,6 +268,21 @@ pub fn pool(target: &Target, size: usize) -> Result<Pool> {
         .context("cannot build the connection pool")
 }
 
+/// A single connection to another database of the same server (for restore's scratch
+/// database), with the same credentials and TLS settings.
+pub async fn connect_db(target: &Target, dbname: &str) -> Result<tokio_postgres::Client> {
+    let mut cfg = target.config.clone();
+    cfg.dbname(dbname);
+    let (client, connection) = cfg.connect(tls_connector(target)?).await.map_err(|e| {
+        anyhow!(
+            "cannot connect to database {dbname}: {}",
+            describe_pg_error(&e)
+        )
+    })?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
 /// The first connection, retried with a bounded backoff while the server is unreachable
 /// (it may be starting); an authentication or missing-database error fails at once.
 pub async fn first_connection(pool: &Pool, target: &Target) -> Result<Object> {

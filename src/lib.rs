@@ -6,6 +6,7 @@ pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod connect;
+pub mod dump;
 pub mod exit;
 pub mod fleet;
 pub mod grants;

@@ -26,6 +26,10 @@ const REGISTRY_MIGRATIONS: &[(&str, &str)] = &[
         "V2__tenant_roles",
         include_str!("registry_sql/V2__tenant_roles.sql"),
     ),
+    (
+        "V3__drop_archives",
+        include_str!("registry_sql/V3__drop_archives.sql"),
+    ),
 ];
 
 fn registry_migrations() -> Vec<Migration> {
@@ -319,15 +323,44 @@ pub async fn set_state(client: &impl GenericClient, slug: &str, state: &str) -> 
     Ok(())
 }
 
+/// Registers a restored tenant (or updates the replaced one) as `active` at the backup's
+/// version. The fingerprint is cleared so the next migrate verifies its history in full.
+pub async fn record_restore(
+    tx: &Transaction<'_>,
+    slug: &str,
+    schema: &str,
+    display: Option<&str>,
+    version: i64,
+    role: Option<&str>,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO public.tenants (slug, schema_name, display_name, state, version, role_name) \
+         VALUES ($1, $2, $3, 'active', $4, $5) \
+         ON CONFLICT (slug) DO UPDATE SET state = 'active', version = EXCLUDED.version, \
+             migrations_digest = NULL, last_error = NULL, updated_at = now()",
+        &[&slug, &schema, &display, &version, &role],
+    )
+    .await
+    .context("cannot record the restore in the registry")?;
+    Ok(())
+}
+
 /// Removes the tenant from the registry and records its destruction (when, by which role),
 /// in the dropping transaction.
-pub async fn record_drop(tx: &Transaction<'_>, slug: &str, schema_existed: bool) -> Result<()> {
+pub async fn record_drop(
+    tx: &Transaction<'_>,
+    slug: &str,
+    schema_existed: bool,
+    archive: Option<(&str, &str)>,
+) -> Result<()> {
+    let (file, sha) = (archive.map(|a| a.0), archive.map(|a| a.1));
     tx.execute(
         "WITH gone AS (DELETE FROM public.tenants WHERE slug = $1 \
                        RETURNING slug, schema_name, display_name, version, role_name) \
-         INSERT INTO public.tenant_drops (slug, schema_name, display_name, version, schema_existed, role_name) \
-         SELECT slug, schema_name, display_name, version, $2, role_name FROM gone",
-        &[&slug, &schema_existed],
+         INSERT INTO public.tenant_drops \
+             (slug, schema_name, display_name, version, schema_existed, role_name, archive_file, archive_sha256) \
+         SELECT slug, schema_name, display_name, version, $2, role_name, $3, $4 FROM gone",
+        &[&slug, &schema_existed, &file, &sha],
     )
     .await
     .context("cannot record the drop in the registry")?;

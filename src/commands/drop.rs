@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::apply::enter_tenant;
 use crate::cli::DropArgs;
+use crate::commands::backup;
 use crate::connect::describe_pg_error;
 use crate::exit::bad_input;
 use crate::grants;
@@ -41,9 +42,39 @@ pub async fn run(s: &Session, args: &DropArgs) -> Result<u8> {
             confirm(t)?;
         }
     }
+    // Every archive is written before anything is dropped: a failed backup stops the command.
+    let mut archives = Vec::new();
+    if let Some(dir) = &args.archive {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create archive folder {}", dir.display()))?;
+        for t in &found {
+            let file = backup::default_file(dir, &t.slug);
+            let m = backup::backup_tenant(s, &mut conn, &t.slug, &file)
+                .await
+                .with_context(|| {
+                    format!("cannot archive tenant {}; nothing was dropped", t.slug)
+                })?;
+            if !s.json() {
+                println!(
+                    "archived {} to {} (sha256 {})",
+                    t.slug,
+                    file.display(),
+                    m.sha256
+                );
+            }
+            archives.push(Some((file.display().to_string(), m.sha256)));
+        }
+    } else {
+        archives.resize(found.len(), None);
+    }
     let mut dropped = Vec::new();
-    for t in &found {
-        drop_one(&mut conn, t).await?;
+    for (t, archive) in found.iter().zip(&archives) {
+        drop_one(
+            &mut conn,
+            t,
+            archive.as_ref().map(|(f, h)| (f.as_str(), h.as_str())),
+        )
+        .await?;
         if !s.json() {
             println!("dropped {} (schema {})", t.slug, t.schema);
         }
@@ -89,7 +120,11 @@ const TABLES_PER_BATCH: i64 = 100;
 /// Marks the tenant `dropping` (visible at once, so migrate leaves it alone and a rerun
 /// finishes an interrupted drop), empties a large schema in batches, then drops the schema
 /// and records it in one transaction.
-async fn drop_one(conn: &mut deadpool_postgres::Object, t: &Tenant) -> Result<()> {
+async fn drop_one(
+    conn: &mut deadpool_postgres::Object,
+    t: &Tenant,
+    archive: Option<(&str, &str)>,
+) -> Result<()> {
     registry::set_state(&*conn, &t.slug, "dropping").await?;
     while drop_table_batch(conn, t).await? {}
     let tx = conn.transaction().await.context("cannot start the drop")?;
@@ -109,7 +144,7 @@ async fn drop_one(conn: &mut deadpool_postgres::Object, t: &Tenant) -> Result<()
             .map_err(|e| anyhow::anyhow!(describe_pg_error(&e)))
             .with_context(|| format!("cannot drop role {role} of tenant {}", t.slug))?;
     }
-    registry::record_drop(&tx, &t.slug, existed).await?;
+    registry::record_drop(&tx, &t.slug, existed, archive).await?;
     tx.commit().await.with_context(|| rerun_hint(t))?;
     Ok(())
 }

@@ -1,11 +1,13 @@
 //! One module per command; `run` dispatches.
 
+pub(crate) mod backup;
 mod create;
 mod drop;
 mod init;
 mod list;
 mod migrate;
 mod report;
+mod restore;
 mod status;
 mod verify;
 
@@ -24,6 +26,8 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Status(a) => status::run(&Session::new(g, None)?, a).await,
         Command::Drop(a) => drop::run(&Session::new(g, None)?, a).await,
         Command::List => list::run(&Session::new(g, None)?).await,
+        Command::Backup(a) => backup::run(&Session::new(g, None)?, a).await,
+        Command::Restore(a) => restore::run(&Session::new(g, None)?, a).await,
         Command::Verify(a) => verify::run(&Session::new(g, None)?, a).await,
         Command::Completions { shell } => {
             clap_complete::generate(

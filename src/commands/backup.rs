@@ -1,0 +1,125 @@
+//! `tenantctl backup SLUG [-o FILE]`: a consistent custom-format dump of one tenant's schema,
+//! its registry row and version recorded beside it, and the dump's SHA-256.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use crate::apply::enter_tenant;
+use crate::cli::BackupArgs;
+use crate::dump::{self, Metadata};
+use crate::exit::bad_input;
+use crate::names::quote_ident;
+use crate::registry;
+use crate::session::Session;
+
+pub async fn run(s: &Session, args: &BackupArgs) -> Result<u8> {
+    let (_pool, mut conn) = s.connect(1).await?;
+    let file = args
+        .output
+        .clone()
+        .unwrap_or_else(|| default_file(Path::new("."), &args.slug));
+    let m = backup_tenant(s, &mut conn, &args.slug, &file).await?;
+    if s.json() {
+        println!("{}", json!(m));
+    } else {
+        println!(
+            "backup of {} (schema {}, version {}) written to {}\nmetadata: {}\nsha256: {}",
+            m.slug,
+            m.schema,
+            m.version,
+            file.display(),
+            dump::metadata_path(&file).display(),
+            m.sha256
+        );
+    }
+    Ok(0)
+}
+
+/// `<dir>/<slug>-<UTC timestamp>.dump`.
+pub fn default_file(dir: &Path, slug: &str) -> PathBuf {
+    let stamp = time::OffsetDateTime::now_utc();
+    dir.join(format!(
+        "{slug}-{:04}{:02}{:02}T{:02}{:02}{:02}Z.dump",
+        stamp.year(),
+        u8::from(stamp.month()),
+        stamp.day(),
+        stamp.hour(),
+        stamp.minute(),
+        stamp.second()
+    ))
+}
+
+/// Dumps one tenant to `file` (refusing to overwrite), holding the tenant's lock so no
+/// migration changes it meanwhile, and writes the metadata beside it.
+pub async fn backup_tenant(
+    s: &Session,
+    conn: &mut deadpool_postgres::Object,
+    slug: &str,
+    file: &Path,
+) -> Result<Metadata> {
+    if file.exists() {
+        return Err(bad_input(format!(
+            "{} already exists; choose another file with -o",
+            file.display()
+        )));
+    }
+    let server_major = registry::server_major(&*conn).await?;
+    let pg_dump = dump::find_tool("pg_dump")?;
+    dump::check_not_older(&pg_dump, "pg_dump", server_major)
+        .map_err(|e| bad_input(format!("{e:#}")))?;
+    let tx = conn
+        .transaction()
+        .await
+        .context("cannot start the backup")?;
+    let Some(t) = registry::some(&tx, &[slug.to_string()]).await?.pop() else {
+        return Err(bad_input(format!(
+            "unknown tenant {slug} (see tenantctl list)"
+        )));
+    };
+    if !enter_tenant(&tx, &t.schema)
+        .await
+        .context("cannot lock the tenant")?
+    {
+        anyhow::bail!(
+            "the schema {} of tenant {slug} is missing; there is nothing to back up",
+            t.schema
+        );
+    }
+    let dbname = s.target.config.get_dbname().unwrap_or_default().to_string();
+    let mut cmd = dump::command(&pg_dump, &s.target, &dbname);
+    // The pattern is quoted by the one quoting function: an exact, case-sensitive name.
+    cmd.args(["--format=custom", "--schema"])
+        .arg(quote_ident(&t.schema))
+        .arg("--file")
+        .arg(file);
+    let result = dump::run(cmd, format!("pg_dump of tenant {slug}")).await;
+    tx.commit()
+        .await
+        .context("cannot release the tenant's lock")?;
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(file);
+        return Err(e);
+    }
+    let m = Metadata {
+        format: dump::FORMAT.into(),
+        slug: t.slug.clone(),
+        schema: t.schema.clone(),
+        display_name: t.display_name.clone(),
+        version: t.version,
+        role: t.role.clone(),
+        file: file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        sha256: dump::sha256_file(file)?,
+        created_at: time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        server_major,
+        pg_dump: pg_dump.version.clone(),
+    };
+    dump::write_metadata(file, &m)?;
+    Ok(m)
+}
