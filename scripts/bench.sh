@@ -6,6 +6,8 @@
 #   make bench                          # N = 100 and 1000
 #   make bench BENCH_N=10000            # any list of N, e.g. BENCH_N="100 1000 10000"
 #   BENCH_CONCURRENCY=8 make bench      # parallel sessions, for tenantctl and the floor
+#   BENCH_ROUNDS=3 make bench           # each time is the fastest of 3 rounds, each round
+#                                       # from fresh databases (for a machine doing other work)
 # Directly, against a server you own (it creates and drops databases bench_tool_<N> and
 # bench_floor_<N>, so DATABASE_URL's role needs CREATEDB):
 #   DATABASE_URL=postgres://user:pw@host/postgres BENCH_N=100 scripts/bench.sh
@@ -19,13 +21,14 @@
 #   migrate (no-op)  tenantctl migrate again (nothing to do; no floor)
 #   status           tenantctl status --format json; floor: one SELECT of the schema names
 # The floor is "the same DDL with nothing else in the way": no registry, no history, no
-# locks. Its SQL files are written before its timer starts. Each tenantctl run is checked
-# afterwards (exit code, registry versions, the DDL really present) and a failed check
+# locks. Its SQL files are written before its timer starts. Each run is checked afterwards
+# (exit code, registry versions, the DDL really present in every schema) and a failed check
 # prints FAIL and exits 1, so no number is reported for work that did not happen.
 #
 # Prints one table (also written to bench/last-run.txt): wall-clock seconds for tenantctl
 # and the floor, their ratio, tenantctl's tenants per second and its peak RSS.
-# Needs bash, psql, python3 and /usr/bin/time (GNU time).
+# Needs bash, psql, python3 and /usr/bin/time (GNU time). bench/trace-statements.sh
+# counts the statements and CPU per tenant behind the numbers.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -44,11 +47,13 @@ command -v python3 >/dev/null || die "python3 not found"
 
 bench_n=${BENCH_N:-100 1000}
 conc=${BENCH_CONCURRENCY:-4}
+rounds=${BENCH_ROUNDS:-1}
 [[ "$conc" =~ ^[1-9][0-9]*$ ]] || die "BENCH_CONCURRENCY must be a positive integer, not '$conc'"
+[[ "$rounds" =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive integer, not '$rounds'"
+[ -n "${bench_n// /}" ] || die "BENCH_N is empty"
 for n in $bench_n; do
   [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "BENCH_N must be positive integers, not '$n'"
 done
-[ -n "${bench_n// /}" ] || die "BENCH_N is empty"
 
 admin_url=$DATABASE_URL
 work=$(mktemp -d)
@@ -88,17 +93,19 @@ unset TENANTCTL_MIGRATIONS
 prefix=tenant_ # tenantctl's default schema_prefix; the floor uses the same schema names
 
 # The migration sets: V1..V6 for create, plus bench/migrations-extra for migrate.
+ls migrations/V*.sql >/dev/null 2>&1 || die "no migrations in migrations/"
+ls bench/migrations-extra/V*.sql >/dev/null 2>&1 || die "no migrations in bench/migrations-extra/"
 mkdir -p "$work/m-create" "$work/m-migrate"
 cp migrations/V*.sql "$work/m-create/"
 cp migrations/V*.sql bench/migrations-extra/V*.sql "$work/m-migrate/"
-ls "$work/m-create"/V*.sql >/dev/null 2>&1 || die "no migrations in migrations/"
-ls bench/migrations-extra/V*.sql >/dev/null 2>&1 || die "no migrations in bench/migrations-extra/"
+
+checkpoint() { psql_admin -c CHECKPOINT >/dev/null; }
 
 # run_tool URL LABEL ARGS...: times tenantctl; sets tool_s and tool_rss_kib.
 run_tool() {
   local url=$1 label=$2 rc=0 t0 t1
   shift 2
-  psql -X -q -v ON_ERROR_STOP=1 "$admin_url" -c CHECKPOINT >/dev/null
+  checkpoint
   t0=$(now)
   DATABASE_URL=$url /usr/bin/time -o "$work/rss" -f %M "$bin" "$@" \
     </dev/null >"$work/tool.out" 2>"$work/tool.err" || rc=$?
@@ -116,7 +123,7 @@ run_floor() {
   local url=$1 f pid rc=0 t0 t1
   shift
   local pids=()
-  psql -X -q -v ON_ERROR_STOP=1 "$admin_url" -c CHECKPOINT >/dev/null
+  checkpoint
   t0=$(now)
   for f in "$@"; do
     psql -q -X -v ON_ERROR_STOP=1 "$url" -f "$f" </dev/null >/dev/null 2>"$f.err" &
@@ -158,6 +165,60 @@ check_eq() { # WHAT GOT WANT
   [ "$2" = "$3" ] || fail "$1: got $2, want $3; the numbers above this line are not valid"
 }
 
+declare -A best_tool best_floor peak_rss
+# keep KEY tool SECONDS RSS_KIB | keep KEY floor SECONDS: the fastest round, the highest RSS.
+keep() {
+  local key=$1 side=$2 s=$3
+  if [ "$side" = tool ]; then
+    if [ -z "${best_tool[$key]:-}" ] || awk -v a="$s" -v b="${best_tool[$key]}" 'BEGIN { exit !(a < b) }'; then
+      best_tool[$key]=$s
+    fi
+    if [ -z "${peak_rss[$key]:-}" ] || [ "$4" -gt "${peak_rss[$key]}" ]; then peak_rss[$key]=$4; fi
+  elif [ -z "${best_floor[$key]:-}" ] || awk -v a="$s" -v b="${best_floor[$key]}" 'BEGIN { exit !(a < b) }'; then
+    best_floor[$key]=$s
+  fi
+}
+# tenantctl runs fewer tenants at once when the server lacks connections; say so, since
+# the floor would then have had more sessions than tenantctl.
+: >"$work/notes"
+check_concurrency() {
+  local why
+  why=$(grep -m 1 "at a time instead of" "$work/tool.err" || true)
+  [ -z "$why" ] || echo "warning: N=$1 $2: ${why#note: }" >>"$work/notes"
+}
+
+# The timed steps of one round; they use n, r, slugs, tool_url, floor_url and the checks.
+tool_create() {
+  echo "bench: $r create: tenantctl" >&2
+  run_tool "$tool_url" create --format json --migrations "$work/m-create" \
+    create --concurrency "$conc" "${slugs[@]}"
+  check_concurrency "$n" create
+  check_eq "tenantctl create: active tenants at version 6" "$(count "$tool_url" "$at_version 6")" "$n"
+  check_eq "tenantctl create: tenant schemas" "$(count "$tool_url" "$schemas")" "$n"
+  keep "create,$n" tool "$tool_s" "$tool_rss_kib"
+}
+floor_create() {
+  echo "bench: $r create: floor" >&2
+  run_floor "$floor_url" "${floor_create[@]}"
+  check_eq "floor create: tenant schemas" "$(count "$floor_url" "$schemas")" "$n"
+  keep "create,$n" floor "$floor_s"
+}
+tool_migrate() {
+  echo "bench: $r migrate: tenantctl" >&2
+  run_tool "$tool_url" migrate --format json --migrations "$work/m-migrate" \
+    migrate --concurrency "$conc"
+  check_concurrency "$n" migrate
+  check_eq "tenantctl migrate: active tenants at version 7" "$(count "$tool_url" "$at_version 7")" "$n"
+  check_eq "tenantctl migrate: tenants with the V7 column" "$(count "$tool_url" "$v7_column")" "$n"
+  keep "migrate,$n" tool "$tool_s" "$tool_rss_kib"
+}
+floor_migrate() {
+  echo "bench: $r migrate: floor" >&2
+  run_floor "$floor_url" "${floor_migrate[@]}"
+  check_eq "floor migrate: tenants with the V7 column" "$(count "$floor_url" "$v7_column")" "$n"
+  keep "migrate,$n" floor "$floor_s"
+}
+
 pg_version=$(psql_admin -c "SHOW server_version")
 tool_version=$("$bin" --version)
 ncpu=$(nproc)
@@ -165,25 +226,17 @@ rows="$work/rows.tsv"
 : >"$rows"
 row() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >>"$rows"; } # op N tool_s floor_s rss_kib
 
-echo "bench: $tool_version, PostgreSQL $pg_version, concurrency $conc, nproc $ncpu, N = $bench_n" >&2
+echo "bench: $tool_version, PostgreSQL $pg_version, concurrency $conc, nproc $ncpu," \
+  "N = $bench_n, rounds $rounds" >&2
 for n in $bench_n; do
-  width=$(( ${#n} > 5 ? ${#n} : 5 ))
+  width=$((${#n} > 5 ? ${#n} : 5))
   mapfile -t slugs < <(seq -f "t%0${width}.0f" 1 "$n")
-  ddl_col="select count(*) from pg_attribute a join pg_class c on c.oid = a.attrelid \
+  at_version="select count(*) from public.tenants where state = 'active' and version ="
+  schemas="select count(*) from pg_namespace where nspname like '${prefix}%'"
+  v7_column="select count(*) from pg_attribute a join pg_class c on c.oid = a.attrelid \
     join pg_namespace s on s.oid = c.relnamespace \
     where s.nspname like '${prefix}%' and c.relname = 'wellness_logs' \
       and a.attname = 'resting_heart_rate' and not a.attisdropped"
-  ddl_schemas="select count(*) from pg_namespace where nspname like '${prefix}%'"
-
-  tool_db=bench_tool_$n
-  floor_db=bench_floor_$n
-  dbs_to_drop=("$tool_db" "$floor_db")
-  for db in "$tool_db" "$floor_db"; do
-    drop_db "$db"
-    psql_admin -c "CREATE DATABASE $db" >/dev/null
-  done
-  tool_url=$(db_url "$tool_db")
-  floor_url=$(db_url "$floor_db")
 
   # The floor's SQL files, written before any timer starts.
   gen_floor create "$n"
@@ -194,63 +247,59 @@ for n in $bench_n; do
     floor_migrate+=("$work/floor-migrate-$i.sql")
   done
 
-  echo "bench: N=$n create: tenantctl" >&2
-  run_tool "$tool_url" create --format json --migrations "$work/m-create" \
-    create --concurrency "$conc" "${slugs[@]}"
-  check_eq "tenantctl create: active tenants at version 6" \
-    "$(count "$tool_url" "select count(*) from public.tenants where version=6 and state='active'")" "$n"
-  check_eq "tenantctl create: tenant schemas" "$(count "$tool_url" "$ddl_schemas")" "$n"
-  c_tool=$tool_s c_rss=$tool_rss_kib
+  for round in $(seq 1 "$rounds"); do
+    r="N=$n"
+    [ "$rounds" -eq 1 ] || r="$r round $round/$rounds"
+    tool_db=bench_tool_$n
+    floor_db=bench_floor_$n
+    dbs_to_drop=("$tool_db" "$floor_db")
+    for db in "$tool_db" "$floor_db"; do
+      drop_db "$db"
+      psql_admin -c "CREATE DATABASE $db" >/dev/null
+    done
+    tool_url=$(db_url "$tool_db")
+    floor_url=$(db_url "$floor_db")
 
-  echo "bench: N=$n create: floor" >&2
-  run_floor "$floor_url" "${floor_create[@]}"
-  check_eq "floor create: tenant schemas" "$(count "$floor_url" "$ddl_schemas")" "$n"
-  c_floor=$floor_s
-  row create "$n" "$c_tool" "$c_floor" "$c_rss"
+    # Odd rounds run tenantctl first, even rounds the floor, so that neither side always
+    # pays for what the server or the disk is still doing after the previous step.
+    if [ $((round % 2)) -eq 1 ]; then sides="tool floor"; else sides="floor tool"; fi
+    for side in $sides; do "${side}_create"; done
+    for side in $sides; do "${side}_migrate"; done
 
-  echo "bench: N=$n migrate: tenantctl" >&2
-  run_tool "$tool_url" migrate --format json --migrations "$work/m-migrate" \
-    migrate --concurrency "$conc"
-  check_eq "tenantctl migrate: active tenants at version 7" \
-    "$(count "$tool_url" "select count(*) from public.tenants where version=7 and state='active'")" "$n"
-  check_eq "tenantctl migrate: tenants with the V7 column" "$(count "$tool_url" "$ddl_col")" "$n"
-  m_tool=$tool_s m_rss=$tool_rss_kib
+    echo "bench: $r migrate (no-op): tenantctl" >&2
+    run_tool "$tool_url" "migrate (no-op)" --format json --migrations "$work/m-migrate" \
+      migrate --concurrency "$conc"
+    check_eq "tenantctl migrate (no-op): active tenants at version 7" \
+      "$(count "$tool_url" "$at_version 7")" "$n"
+    keep "migrate (no-op),$n" tool "$tool_s" "$tool_rss_kib"
 
-  echo "bench: N=$n migrate: floor" >&2
-  run_floor "$floor_url" "${floor_migrate[@]}"
-  check_eq "floor migrate: tenants with the V7 column" "$(count "$floor_url" "$ddl_col")" "$n"
-  row migrate "$n" "$m_tool" "$floor_s" "$m_rss"
-
-  echo "bench: N=$n migrate (no-op): tenantctl" >&2
-  run_tool "$tool_url" "migrate (no-op)" --format json --migrations "$work/m-migrate" \
-    migrate --concurrency "$conc"
-  check_eq "tenantctl migrate (no-op): active tenants at version 7" \
-    "$(count "$tool_url" "select count(*) from public.tenants where version=7 and state='active'")" "$n"
-  row "migrate (no-op)" "$n" "$tool_s" - "$tool_rss_kib"
-
-  echo "bench: N=$n status" >&2
-  run_tool "$tool_url" status --format json --migrations "$work/m-migrate" status
-  python3 - "$work/tool.out" "$n" <<'EOF' || fail "tenantctl status did not list $n tenants at version 7"
+    echo "bench: $r status" >&2
+    run_tool "$tool_url" status --format json --migrations "$work/m-migrate" status
+    python3 - "$work/tool.out" "$n" <<'EOF' || fail "tenantctl status did not list $n tenants active at version 7"
 import json, sys
 doc = json.load(open(sys.argv[1]))
 ok = [t for t in doc["tenants"] if t["version"] == 7 and t["state"] == "active"]
 sys.exit(0 if len(ok) == int(sys.argv[2]) else 1)
 EOF
-  s_tool=$tool_s s_rss=$tool_rss_kib
-  psql -X -q -v ON_ERROR_STOP=1 "$admin_url" -c CHECKPOINT >/dev/null
-  t0=$(now)
-  psql -X -q -At "$floor_url" -c "select nspname from pg_namespace where nspname like '${prefix}%'" >/dev/null
-  t1=$(now)
-  row status "$n" "$s_tool" "$(elapsed "$t0" "$t1")" "$s_rss"
+    keep "status,$n" tool "$tool_s" "$tool_rss_kib"
+    checkpoint
+    t0=$(now)
+    psql -X -q -At "$floor_url" -c "select nspname from pg_namespace where nspname like '${prefix}%'" >/dev/null
+    t1=$(now)
+    keep "status,$n" floor "$(elapsed "$t0" "$t1")"
 
-  for db in "$tool_db" "$floor_db"; do drop_db "$db"; done
-  dbs_to_drop=()
+    for db in "$tool_db" "$floor_db"; do drop_db "$db"; done
+    dbs_to_drop=()
+  done
+  for op in create migrate "migrate (no-op)" status; do
+    row "$op" "$n" "${best_tool[$op,$n]}" "${best_floor[$op,$n]:--}" "${peak_rss[$op,$n]}"
+  done
   rm -f "$work"/floor-*.sql "$work"/floor-*.sql.err
 done
 
-python3 - "$rows" "$conc" "$ncpu" "$pg_version" "$tool_version" <<'EOF' | tee "$out_file"
+python3 - "$rows" "$conc" "$ncpu" "$pg_version" "$tool_version" "$rounds" "$work/notes" <<'EOF' | tee "$out_file"
 import sys
-rows_file, conc, ncpu, pg, tool = sys.argv[1:]
+rows_file, conc, ncpu, pg, tool, rounds, notes = sys.argv[1:]
 head = ["operation", "N", "tenantctl s", "floor s", "ratio", "tenants/s", "peak RSS MiB"]
 table = [head]
 for line in open(rows_file):
@@ -261,7 +310,10 @@ for line in open(rows_file):
     rate = f"{int(n) / max(t_s, 1e-9):.1f}"
     table.append([op, n, f"{t_s:.3f}", floor, ratio, rate, f"{int(rss) / 1024:.1f}"])
 print(f"{tool}, PostgreSQL {pg}")
-print(f"concurrency {conc} (tenantctl and floor), nproc {ncpu}")
+print(f"concurrency {conc} (tenantctl and floor), nproc {ncpu}"
+      + ("" if rounds == "1" else f", fastest of {rounds} rounds (peak RSS: the highest)"))
+for note in open(notes).read().splitlines():
+    print(note)
 print()
 widths = [max(len(r[i]) for r in table) for i in range(len(head))]
 for r in table:

@@ -119,8 +119,10 @@ pub async fn apply_pending(
         Target::Version(target as i32)
     });
     runner.set_migration_table_name(&table);
-    let result = runner.run_async(&mut InTransaction { tx }).await;
+    let mut adapter = InTransaction::new(tx);
+    let result = runner.run_async(&mut adapter).await;
     let report = result.map_err(|e| refinery_error(e, set))?;
+    adapter.flush().await?;
     let migrations: Vec<AppliedMigration> = report
         .applied_migrations()
         .iter()

@@ -13,7 +13,31 @@ use time::OffsetDateTime;
 use tokio_postgres::SimpleQueryMessage;
 
 pub struct InTransaction<'a, 'b> {
-    pub tx: &'a mut Transaction<'b>,
+    tx: &'a mut Transaction<'b>,
+    /// refinery's `CREATE TABLE IF NOT EXISTS <history>`, held back to travel with the
+    /// history read that always follows it: one round trip instead of two per tenant.
+    deferred: Option<String>,
+}
+
+impl<'a, 'b> InTransaction<'a, 'b> {
+    pub fn new(tx: &'a mut Transaction<'b>) -> Self {
+        InTransaction { tx, deferred: None }
+    }
+
+    /// Sends anything still held back. Call after refinery's run, before commit.
+    pub async fn flush(&mut self) -> Result<(), tokio_postgres::Error> {
+        match self.deferred.take() {
+            Some(sql) => self.tx.batch_execute(&sql).await,
+            None => Ok(()),
+        }
+    }
+
+    fn with_deferred(&mut self, sql: &str) -> String {
+        match self.deferred.take() {
+            Some(first) => format!("{first};\n{sql}"),
+            None => sql.to_string(),
+        }
+    }
 }
 
 impl AsyncTransaction for InTransaction<'_, '_> {
@@ -26,7 +50,16 @@ impl AsyncTransaction for InTransaction<'_, '_> {
         // refinery passes a migration and its history INSERT; both go in one simple-query
         // round trip. The newline keeps a trailing `--` comment from swallowing the `;`.
         let queries: Vec<&str> = queries.collect();
-        self.tx.batch_execute(&queries.join("\n;\n")).await?;
+        if let [only] = queries.as_slice() {
+            if self.deferred.is_none()
+                && only.trim_start().starts_with("CREATE TABLE IF NOT EXISTS")
+            {
+                self.deferred = Some(only.to_string());
+                return Ok(1);
+            }
+        }
+        let sql = self.with_deferred(&queries.join("\n;\n"));
+        self.tx.batch_execute(&sql).await?;
         Ok(queries.len())
     }
 }
@@ -36,7 +69,8 @@ impl AsyncQuery<Vec<Migration>> for InTransaction<'_, '_> {
     /// a hand-edited row must not crash the run, so unparsable fields become values that
     /// fail refinery's verification instead (version -1, checksum 0).
     async fn query(&mut self, query: &str) -> Result<Vec<Migration>, Self::Error> {
-        let messages = self.tx.simple_query(query).await?;
+        let sql = self.with_deferred(query);
+        let messages = self.tx.simple_query(&sql).await?;
         Ok(messages
             .iter()
             .filter_map(|m| match m {

@@ -99,10 +99,15 @@ pub async fn ensure(client: &mut Object) -> Result<(i64, i64)> {
         .context("cannot lock the registry for its upgrade")?;
     let mut runner = Runner::new(&registry_migrations());
     runner.set_migration_table_name(HISTORY);
+    let mut adapter = InTransaction::new(&mut tx);
     runner
-        .run_async(&mut InTransaction { tx: &mut tx })
+        .run_async(&mut adapter)
         .await
         .map_err(|e| anyhow::anyhow!("{}", crate::apply::describe_refinery(&e)))
+        .context("cannot install the tenant registry")?;
+    adapter
+        .flush()
+        .await
         .context("cannot install the tenant registry")?;
     tx.commit()
         .await
@@ -308,6 +313,36 @@ pub async fn record_failure(
         )
         .await
         .context("cannot record the failure in the registry")?;
+    Ok(())
+}
+
+/// Marks the tenants a run is about to migrate, in one statement, visible at once.
+pub async fn mark_migrating(client: &impl GenericClient, slugs: &[String]) -> Result<()> {
+    client
+        .execute(
+            "UPDATE public.tenants SET state = 'migrating', updated_at = now() WHERE slug = ANY($1)",
+            &[&slugs],
+        )
+        .await
+        .context("cannot mark tenants migrating")?;
+    Ok(())
+}
+
+/// Gives tenants a run marked but never started their previous state back.
+pub async fn restore_states(
+    client: &impl GenericClient,
+    slugs: &[String],
+    states: &[String],
+) -> Result<()> {
+    client
+        .execute(
+            "UPDATE public.tenants t SET state = u.state, updated_at = now() \
+               FROM unnest($1::text[], $2::text[]) AS u(slug, state) \
+              WHERE t.slug = u.slug AND t.state = 'migrating'",
+            &[&slugs, &states],
+        )
+        .await
+        .context("cannot restore the state of tenants that were not started")?;
     Ok(())
 }
 

@@ -77,17 +77,19 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
         let canary = args.canary.map_or(0, |n| n as usize).min(visits.len());
         let rest = visits.split_off(canary);
         let mut ran = Vec::new();
-        if canary > 0 {
-            progress.note(&format!("migrate: canary: {canary} tenants first"));
-            ran = fleet::run(
-                visits,
+        let phase = |jobs| {
+            run_phase(
+                shared.clone(),
+                jobs,
                 concurrency,
                 args.fail_fast,
                 &interrupt,
                 &progress,
-                |j| migrate_job(shared.clone(), j),
             )
-            .await;
+        };
+        if canary > 0 {
+            progress.note(&format!("migrate: canary: {canary} tenants first"));
+            ran = phase(visits).await;
         }
         let canary_failed = ran.iter().any(|o| o.outcome == Outcome::Failed);
         if canary_failed || interrupt.is_set() {
@@ -102,17 +104,7 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
             );
             progress.finish();
         } else {
-            ran.extend(
-                fleet::run(
-                    rest,
-                    concurrency,
-                    args.fail_fast,
-                    &interrupt,
-                    &progress,
-                    |j| migrate_job(shared.clone(), j),
-                )
-                .await,
-            );
+            ran.extend(phase(rest).await);
         }
         outcomes.extend(ran);
         outcomes.sort_by(|a, b| a.slug.cmp(&b.slug));
@@ -195,6 +187,48 @@ fn now_epoch() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Runs one phase (the canary, or the rest). Its tenants are marked `migrating` in one
+/// statement first, so status shows the run and a killed run is recognised afterwards;
+/// the ones that never start (fail-fast, Ctrl-C) get their previous state back.
+async fn run_phase(
+    shared: Arc<Shared>,
+    jobs: Vec<Visit>,
+    concurrency: usize,
+    fail_fast: bool,
+    interrupt: &Interrupt,
+    progress: &Progress,
+) -> Vec<TenantOutcome> {
+    let slugs: Vec<String> = jobs.iter().map(|j| j.0.slug.clone()).collect();
+    let before: Vec<(String, String)> = jobs
+        .iter()
+        .map(|j| (j.0.slug.clone(), j.0.state.clone()))
+        .collect();
+    if let Ok(c) = shared.pool.get().await {
+        // If this fails the server is gone, and every tenant will say so below.
+        let _ = registry::mark_migrating(&c, &slugs).await;
+    }
+    let outcomes = fleet::run(jobs, concurrency, fail_fast, interrupt, progress, |j| {
+        migrate_job(shared.clone(), j)
+    })
+    .await;
+    let unstarted: Vec<&(String, String)> = before
+        .iter()
+        .filter(|(slug, _)| {
+            outcomes
+                .iter()
+                .any(|o| &o.slug == slug && o.outcome == Outcome::Skipped)
+        })
+        .collect();
+    if !unstarted.is_empty() {
+        if let Ok(c) = shared.pool.get().await {
+            let (slugs, states): (Vec<String>, Vec<String>) =
+                unstarted.into_iter().cloned().unzip();
+            let _ = registry::restore_states(&c, &slugs, &states).await;
+        }
+    }
+    outcomes
+}
+
 async fn migrate_job(shared: Arc<Shared>, job: Visit) -> TenantOutcome {
     let t = job.0;
     let started = Instant::now();
@@ -210,10 +244,9 @@ async fn migrate_job(shared: Arc<Shared>, job: Visit) -> TenantOutcome {
             )
         }
     };
+    // Left `migrating` by a run that was killed: its transaction rolled back, so the
+    // tenant is simply migrated again.
     let interrupted = t.state == "migrating";
-    if let Err(e) = registry::set_state(&client, &t.slug, "migrating").await {
-        return TenantOutcome::failed(&t.slug, &t.schema, t.version, format!("{e:#}"));
-    }
     match migrate_tenant(&mut client, &shared, &t).await {
         Ok((version, applied)) => {
             let kind = if applied.is_empty() {
