@@ -61,6 +61,25 @@ impl std::fmt::Display for ApplyError {
     }
 }
 
+impl ApplyError {
+    /// The migration a failure is attributed to, for the status table.
+    pub fn failed_migration(&self) -> Option<crate::registry::FailedMigration<'_>> {
+        match self {
+            ApplyError::MigrationFailed {
+                version,
+                name,
+                checksum,
+                ..
+            } => Some(crate::registry::FailedMigration {
+                version: *version,
+                name,
+                checksum: Some(*checksum),
+            }),
+            _ => None,
+        }
+    }
+}
+
 impl From<tokio_postgres::Error> for ApplyError {
     fn from(e: tokio_postgres::Error) -> Self {
         ApplyError::Database(describe_pg_error(&e))

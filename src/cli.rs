@@ -13,8 +13,8 @@ use crate::names;
     version,
     about = "Schema-per-tenant PostgreSQL: a tenant registry, quoted tenant schemas with grants, \
              and migrations applied to every tenant concurrently.",
-    after_help = "Exit codes: 0 success; 1 something failed (a tenant, the server, status --check); \
-                  2 bad input, nothing changed."
+    after_help = "Exit codes: 0 success; 1 something failed (a tenant, the server, status --check, \
+                  verify findings); 2 bad input, nothing changed; 130 interrupted by Ctrl-C."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -178,8 +178,9 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
         "m" | "min" => 60_000,
         _ => return Err(format!("'{s}' is not a duration like 500ms, 5s or 1m")),
     };
+    // PostgreSQL's lock_timeout is an int of milliseconds (about 24.8 days at most).
     match n.checked_mul(factor) {
-        Some(ms) if ms > 0 => Ok(ms),
+        Some(ms) if ms > 0 && ms <= i32::MAX as u64 => Ok(ms),
         _ => Err(format!("'{s}' must be between 1ms and a few days")),
     }
 }

@@ -82,6 +82,9 @@ struct TlsParams {
 /// verify-ca, verify-full and sslrootcert) and returns them separately.
 fn split_tls_params(url: &str) -> (String, TlsParams) {
     let mut tls = TlsParams::default();
+    if !url.contains("://") {
+        return split_keyword_tls_params(url);
+    }
     let Some((head, query)) = url.split_once('?') else {
         return (url.to_string(), tls);
     };
@@ -100,6 +103,32 @@ fn split_tls_params(url: &str) -> (String, TlsParams) {
         format!("{head}?{}", kept.join("&"))
     };
     (rest, tls)
+}
+
+/// The same for a keyword string (`host=db sslmode=verify-full`). Values of these two keys
+/// are taken as single words; quoted values are left to tokio-postgres's parser.
+fn split_keyword_tls_params(conninfo: &str) -> (String, TlsParams) {
+    let mut tls = TlsParams::default();
+    let mut kept = Vec::new();
+    let mut words = conninfo.split_whitespace().peekable();
+    while let Some(word) = words.next() {
+        // Accept `key=value`, and `key = value` as libpq does.
+        let (key, value) = match word.split_once('=') {
+            Some((k, v)) if !v.is_empty() => (k, v.to_string()),
+            Some((k, _)) => (k, words.next().unwrap_or_default().to_string()),
+            None if words.peek() == Some(&"=") => {
+                words.next();
+                (word, words.next().unwrap_or_default().to_string())
+            }
+            None => ("", String::new()),
+        };
+        match key {
+            "sslmode" => tls.sslmode = Some(value),
+            "sslrootcert" => tls.sslrootcert = Some(value),
+            _ => kept.push(word),
+        }
+    }
+    (kept.join(" "), tls)
 }
 
 fn percent_decode(s: &str) -> String {
@@ -234,6 +263,9 @@ pub fn tls_connector(target: &Target) -> Result<MakeTlsConnector> {
             ))
         })?;
         b.add_root_certificate(cert);
+        // libpq trusts only sslrootcert then; the system store would let any publicly
+        // trusted certificate through verify-ca.
+        b.disable_built_in_roots(true);
     }
     match target.ssl_mode {
         SslMode::Disable | SslMode::Prefer | SslMode::Require => {
@@ -447,6 +479,23 @@ mod tests {
         let s = settings(Some("postgres://u:hunter2@h/db?sslmode=bogus"), false);
         let err = format!("{:#}", resolve(&s, &env(&[]), "os").err().unwrap());
         assert!(!err.contains("hunter2") && err.contains("sslmode"), "{err}");
+    }
+
+    #[test]
+    fn keyword_strings_keep_their_sslmode() {
+        let s = settings(Some("host=db dbname=app user=u sslmode=require"), false);
+        let t = resolve(&s, &env(&[]), "os").unwrap();
+        assert_eq!(
+            (t.ssl_mode, t.describe()),
+            (SslMode::Require, "u@db:5432/app".to_string())
+        );
+        let s = settings(
+            Some("host=db dbname=app sslmode = verify-full sslrootcert=/ca.pem"),
+            false,
+        );
+        let t = resolve(&s, &env(&[]), "os").unwrap();
+        assert_eq!(t.ssl_mode, SslMode::VerifyFull);
+        assert_eq!(t.ssl_root_cert, Some(PathBuf::from("/ca.pem")));
     }
 
     #[test]

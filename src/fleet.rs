@@ -98,7 +98,6 @@ where
             why,
         ));
     }
-    progress.finish();
     results
         .into_iter()
         .map(|o| o.expect("every job has an outcome"))

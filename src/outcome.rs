@@ -36,6 +36,8 @@ pub struct TenantOutcome {
     /// Migrations applied (or, in a dry run, that would be).
     pub migrations: Vec<String>,
     pub error: Option<String>,
+    /// Something worth knowing about a tenant that did not fail (e.g. recovered).
+    pub note: Option<String>,
     pub duration_ms: u64,
 }
 
@@ -49,6 +51,7 @@ impl TenantOutcome {
             to_version: to,
             migrations: Vec::new(),
             error: None,
+            note: None,
             duration_ms: 0,
         }
     }
@@ -74,8 +77,15 @@ impl TenantOutcome {
     pub fn line(&self) -> String {
         match self.outcome {
             Outcome::Applied => format!(
-                "{}: applied {} -> {} ({} ms)",
-                self.slug, self.from_version, self.to_version, self.duration_ms
+                "{}: applied {} -> {} ({} ms){}",
+                self.slug,
+                self.from_version,
+                self.to_version,
+                self.duration_ms,
+                self.note
+                    .as_ref()
+                    .map(|n| format!("; {n}"))
+                    .unwrap_or_default()
             ),
             Outcome::UpToDate => format!("{}: up to date at {}", self.slug, self.to_version),
             Outcome::Failed => format!(
@@ -156,7 +166,10 @@ pub fn print_text(verb: &str, outcomes: &[TenantOutcome]) {
                 o.from_version.to_string(),
                 o.to_version.to_string(),
                 o.duration_ms.to_string(),
-                o.error.clone().unwrap_or_default(),
+                o.error
+                    .clone()
+                    .or_else(|| o.note.clone())
+                    .unwrap_or_default(),
             ]);
         }
         println!("{t}");

@@ -115,13 +115,16 @@ pub async fn ensure(client: &mut Object) -> Result<(i64, i64)> {
     Ok((before, expected))
 }
 
-/// Lets the application role read the tenant list (to route requests to a schema), and
-/// nothing else of the registry.
+/// Lets the application role read the tenant list (to route requests to a schema): the
+/// routing columns only, not `last_error`, whose PostgreSQL details can quote another
+/// tenant's rows. Nothing else of the registry.
 pub async fn grant_read(client: &impl GenericClient, app_role: &str) -> Result<()> {
     let role = quote_ident(app_role);
     client
         .batch_execute(&format!(
-            "GRANT USAGE ON SCHEMA public TO {role}; GRANT SELECT ON public.tenants TO {role};"
+            "GRANT USAGE ON SCHEMA public TO {role}; \
+             REVOKE SELECT ON public.tenants FROM {role}; \
+             GRANT SELECT (slug, schema_name, display_name, state, role_name) ON public.tenants TO {role};"
         ))
         .await
         .with_context(|| format!("cannot grant read access on public.tenants to role {app_role}"))
@@ -200,7 +203,7 @@ pub async fn existing_schemas(
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-/// Whether a role may log in and inherits the privileges of roles granted to it.
+/// Whether a role inherits the privileges of roles granted to it (rolinherit).
 pub async fn role_inherits(client: &impl GenericClient, role: &str) -> Result<bool> {
     Ok(client
         .query_one(
@@ -271,7 +274,7 @@ pub async fn record_success(
         "WITH t AS (UPDATE public.tenants SET state = 'active', version = $2, migrations_digest = $3, \
                     last_error = NULL, updated_at = now(), \
                     migrated_at = CASE WHEN cardinality($4::bigint[]) > 0 THEN now() ELSE migrated_at END \
-                    WHERE slug = $1) \
+                    WHERE slug = $1 AND state <> 'dropping') \
          INSERT INTO public.tenant_migrations (slug, version, name, checksum, outcome, started_at, finished_at) \
          SELECT $1, v, n, c, 'applied', now(), clock_timestamp() \
            FROM unnest($4::bigint[], $5::text[], $6::text[]) AS a(v, n, c)",
@@ -306,7 +309,7 @@ pub async fn record_failure(
     exec(
             client,
             "WITH t AS (UPDATE public.tenants SET state = 'failed', last_error = $2, updated_at = now() \
-                        WHERE slug = $1) \
+                        WHERE slug = $1 AND state <> 'dropping') \
              INSERT INTO public.tenant_migrations (slug, version, name, checksum, outcome, error, started_at, finished_at) \
              SELECT $1, $3, $4, $5, 'failed', $2, to_timestamp($6), clock_timestamp() WHERE $4 <> ''",
             &[&slug, &error, &version, &name, &checksum, &started_epoch],
@@ -320,7 +323,8 @@ pub async fn record_failure(
 pub async fn mark_migrating(client: &impl GenericClient, slugs: &[String]) -> Result<()> {
     client
         .execute(
-            "UPDATE public.tenants SET state = 'migrating', updated_at = now() WHERE slug = ANY($1)",
+            "UPDATE public.tenants SET state = 'migrating', updated_at = now() \
+             WHERE slug = ANY($1) AND state <> 'dropping'",
             &[&slugs],
         )
         .await
@@ -343,6 +347,27 @@ pub async fn restore_states(
         )
         .await
         .context("cannot restore the state of tenants that were not started")?;
+    Ok(())
+}
+
+/// Records a failed create attempt in the status table only. The tenant's own row was rolled
+/// back with everything else, or (a concurrent create won) belongs to someone else's tenant.
+pub async fn record_failed_attempt(
+    client: &impl GenericClient,
+    slug: &str,
+    error: &str,
+    migration: &FailedMigration<'_>,
+    started_epoch: f64,
+) -> Result<()> {
+    let checksum = migration.checksum.map(|c| c.to_string());
+    exec(
+        client,
+        "INSERT INTO public.tenant_migrations (slug, version, name, checksum, outcome, error, started_at, finished_at) \
+         VALUES ($1, $2, $3, $4, 'failed', $5, to_timestamp($6), clock_timestamp())",
+        &[&slug, &migration.version, &migration.name, &checksum, &error, &started_epoch],
+    )
+    .await
+    .context("cannot record the failed attempt in the registry")?;
     Ok(())
 }
 

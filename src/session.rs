@@ -1,14 +1,14 @@
 //! What every database command starts with: merged settings, a connection pool, and a
 //! registry that is installed and current.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use deadpool_postgres::{Object, Pool};
 
 use crate::cli::{Format, Global};
 use crate::connect::{self, Target};
 use crate::exit::bad_input;
 use crate::names;
-use crate::registry;
+use crate::registry::{self, Tenant};
 use crate::settings::{self, Overrides, Settings};
 
 pub struct Session {
@@ -109,6 +109,33 @@ impl Session {
     }
 }
 
+/// The registered tenants among `slugs` (repeats ignored), and the slugs nobody registered.
+pub async fn lookup(conn: &Object, slugs: &[String]) -> Result<(Vec<Tenant>, Vec<String>)> {
+    let slugs = dedup(slugs);
+    let found = registry::some(conn, &slugs).await?;
+    let unknown = slugs
+        .into_iter()
+        .filter(|x| !found.iter().any(|t| &t.slug == x))
+        .collect();
+    Ok((found, unknown))
+}
+
+/// The named tenants, or every tenant when none is named. Unknown slugs are refused all
+/// together (exit 2); `nothing` says what was therefore not done.
+pub async fn select_tenants(conn: &Object, slugs: &[String], nothing: &str) -> Result<Vec<Tenant>> {
+    if slugs.is_empty() {
+        return registry::all(conn).await;
+    }
+    let (found, unknown) = lookup(conn, slugs).await?;
+    if !unknown.is_empty() {
+        return Err(bad_input(format!(
+            "unknown tenant {}; {nothing} (see tenantctl list)",
+            unknown.join(", ")
+        )));
+    }
+    Ok(found)
+}
+
 /// Removes repeated slugs, keeping the first occurrence.
 pub fn dedup(slugs: &[String]) -> Vec<String> {
     let mut seen = std::collections::HashSet::new();
@@ -117,4 +144,50 @@ pub fn dedup(slugs: &[String]) -> Vec<String> {
         .filter(|s| seen.insert(s.as_str()))
         .cloned()
         .collect()
+}
+
+/// With per-tenant roles the application role must not inherit them: PostgreSQL 16+ says so
+/// per grant, but on 15 inheritance is an attribute of the member, so an INHERIT role would
+/// hold every tenant's privileges without SET ROLE. Returns the server's major version.
+pub async fn check_app_role_noinherit(conn: &Object, app: &str) -> Result<i32> {
+    let major = registry::server_major(conn).await?;
+    if major < 16 && registry::role_inherits(conn, app).await? {
+        return Err(bad_input(format!(
+            "application role '{app}' inherits the privileges of roles granted to it, so with \
+             per_tenant_roles it would reach every tenant without SET ROLE; on PostgreSQL {major} \
+             run ALTER ROLE \"{app}\" NOINHERIT first"
+        )));
+    }
+    Ok(major)
+}
+
+/// Asks the operator to type `slug` before something destructive; refuses without a terminal.
+pub fn confirm_by_typing(slug: &str, what: &str) -> Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Err(bad_input(format!(
+            "refusing to {what} without --yes: stdin is not a terminal, so nobody can confirm; nothing was changed"
+        )));
+    }
+    eprint!("This will {what}. Type the slug '{slug}' to confirm: ");
+    std::io::stderr().flush().ok();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .context("cannot read the confirmation")?;
+    if answer.trim() != slug {
+        return Err(bad_input(format!(
+            "confirmation did not match '{slug}'; nothing was changed"
+        )));
+    }
+    Ok(())
+}
+
+/// Seconds since the Unix epoch, for timestamps recorded after a transaction rolled back.
+pub fn now_epoch() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Deserialize;
 
 use crate::exit::bad_input;
@@ -187,7 +187,7 @@ pub fn pg_env() -> BTreeMap<&'static str, String> {
         .collect()
 }
 
-/// Validates the merged concurrency against what the command line allows.
+/// The concurrency to use: the merged setting, or the default.
 pub fn concurrency_or_default(s: &Settings) -> usize {
     s.concurrency.unwrap_or(DEFAULT_CONCURRENCY)
 }
@@ -200,18 +200,6 @@ impl Settings {
             None => "no config file".to_string(),
         }
     }
-}
-
-/// Reads the migrations folder path, with context for the operator.
-pub fn migrations_dir_exists(dir: &Path) -> Result<()> {
-    std::fs::metadata(dir)
-        .with_context(|| format!("cannot open migrations folder {}", dir.display()))
-        .map_err(|e| {
-            bad_input(format!(
-                "{e:#}; set --migrations, TENANTCTL_MIGRATIONS or [migrations] dir"
-            ))
-        })?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -385,6 +385,7 @@ fn grants_give_the_app_role_data_access_and_nothing_more() {
         "UPDATE public.tenants SET state = 'failed'",
         "DELETE FROM public.tenant_drops",
         "SELECT * FROM public.tenant_migrations",
+        "SELECT last_error FROM public.tenants",
         "INSERT INTO tenant_acme.refinery_schema_history VALUES (99, 'x', 'x', 'x')",
         "DROP TABLE tenant_acme.employees",
     ] {
@@ -623,4 +624,46 @@ fn verify_finds_isolation_breaches_and_drift() {
         .mentions("schema_missing")
         .mentions("1 tenants checked");
     db.run(&["--config", cfg, "verify", "nobody"]).expect(2);
+}
+
+#[test]
+fn two_creates_of_one_tenant_at_once_leave_it_healthy() {
+    let db = TestDb::new("createrace");
+    db.run(&["init"]).expect(0);
+    let spawn = || {
+        db.cmd()
+            .args(["create", "acme", "--if-not-exists"])
+            .output()
+    };
+    let (a, b) = std::thread::scope(|sc| {
+        let a = sc.spawn(spawn);
+        let b = sc.spawn(spawn);
+        (a.join().unwrap().unwrap(), b.join().unwrap().unwrap())
+    });
+    assert!(a.status.success() && b.status.success(), "{a:?}\n{b:?}");
+    // The loser must not mark the winner's tenant failed.
+    assert_eq!(
+        db.scalar("SELECT state || ':' || version FROM public.tenants WHERE slug = 'acme'"),
+        "active:6"
+    );
+    assert_eq!(db.tenant_schemas(), vec!["tenant_acme"]);
+}
+
+#[test]
+fn usage_errors_are_json_documents_with_format_json() {
+    let db = TestDb::new("jsonusage");
+    let r = db.run(&["--format", "json", "create", "Bad"]);
+    r.expect(2);
+    let doc = r.json();
+    assert_eq!(doc["exit_code"], 2);
+    assert!(
+        doc["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid tenant slug"),
+        "{doc}"
+    );
+    db.run(&["--format", "json", "--help"])
+        .expect(0)
+        .mentions("Usage");
 }

@@ -87,6 +87,11 @@ pub async fn backup_tenant(
             t.schema
         );
     }
+    // Read again under the lock: a migration that committed while we waited changed it.
+    let t = registry::some(&tx, &[slug.to_string()])
+        .await?
+        .pop()
+        .unwrap_or(t);
     let dbname = s.target.config.get_dbname().unwrap_or_default().to_string();
     let mut cmd = dump::command(&pg_dump, &s.target, &dbname);
     // The pattern is quoted by the one quoting function: an exact, case-sensitive name.

@@ -2,7 +2,7 @@
 //! transaction per tenant, so a tenant exists completely or not at all.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use anyhow::Result;
 use deadpool_postgres::Pool;
@@ -17,8 +17,8 @@ use crate::migration_set::MigrationSet;
 use crate::names::quote_ident;
 use crate::outcome::{Outcome, TenantOutcome};
 use crate::progress::Progress;
-use crate::registry::{self, FailedMigration};
-use crate::session::{dedup, Session};
+use crate::registry;
+use crate::session::{dedup, now_epoch, Session};
 
 use super::report;
 
@@ -98,6 +98,7 @@ pub async fn run(s: &Session, args: &CreateArgs) -> Result<u8> {
         })
         .await,
     );
+    progress.finish();
     report::print("create", s, &outcomes, shared.set.latest());
     Ok(report::exit_code(&outcomes, &interrupt))
 }
@@ -155,14 +156,7 @@ async fn check_tenant_roles(
     let (true, Some(app)) = (s.settings.per_tenant_roles, s.settings.app_role.as_deref()) else {
         return Ok(None);
     };
-    let major = registry::server_major(conn).await?;
-    if major < 16 && registry::role_inherits(conn, app).await? {
-        return Err(bad_input(format!(
-            "application role '{app}' inherits the privileges of roles granted to it, so with \
-             per_tenant_roles it would reach every tenant without SET ROLE; on PostgreSQL {major} \
-             run ALTER ROLE \"{app}\" NOINHERIT first"
-        )));
-    }
+    let major = crate::session::check_app_role_noinherit(conn, app).await?;
     for (slug, role) in slugs.iter().zip(schemas) {
         if !registered.contains(slug) && registry::role_exists(conn, role).await? {
             return Err(bad_input(format!(
@@ -176,10 +170,7 @@ async fn check_tenant_roles(
 
 async fn create_one(shared: &Shared, job: NewTenant) -> TenantOutcome {
     let started = Instant::now();
-    let epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
+    let epoch = now_epoch();
     let mut client = match shared.pool.get().await {
         Ok(c) => c,
         Err(e) => {
@@ -204,25 +195,13 @@ async fn create_one(shared: &Shared, job: NewTenant) -> TenantOutcome {
             "already exists (created concurrently)",
         ),
         Err(e) => {
-            let (msg, failed) = match &e {
-                CreateError::Apply(ApplyError::MigrationFailed {
-                    version,
-                    name,
-                    checksum,
-                    ..
-                }) => (
-                    e.to_string(),
-                    Some(FailedMigration {
-                        version: *version,
-                        name,
-                        checksum: Some(*checksum),
-                    }),
-                ),
-                _ => (e.to_string(), None),
-            };
-            let msg = format!("{msg}; nothing was created");
-            // The tenant's row was rolled back with everything else; the attempt is still kept.
-            let _ = registry::record_failure(&client, &job.slug, &msg, failed, epoch).await;
+            let msg = format!("{e}; nothing was created");
+            if let CreateError::Apply(apply) = &e {
+                if let Some(m) = apply.failed_migration() {
+                    let _ =
+                        registry::record_failed_attempt(&client, &job.slug, &msg, &m, epoch).await;
+                }
+            }
             TenantOutcome::failed(&job.slug, &job.schema, 0, msg).took(started.elapsed())
         }
     }

@@ -1,7 +1,7 @@
 //! `tenantctl drop`: destroy tenant schemas, leaving a record of each destruction in
 //! public.tenant_drops (when, by which role).
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::IsTerminal;
 
 use anyhow::{Context, Result};
 use serde_json::json;
@@ -14,7 +14,7 @@ use crate::exit::bad_input;
 use crate::grants;
 use crate::names::quote_ident;
 use crate::registry::{self, Tenant};
-use crate::session::{dedup, Session};
+use crate::session::{confirm_by_typing, dedup, lookup, Session};
 
 pub async fn run(s: &Session, args: &DropArgs) -> Result<u8> {
     let slugs = dedup(&args.slugs);
@@ -25,12 +25,7 @@ pub async fn run(s: &Session, args: &DropArgs) -> Result<u8> {
         ));
     }
     let (_pool, mut conn) = s.connect(1).await?;
-    let found = registry::some(&conn, &slugs).await?;
-    let unknown: Vec<&str> = slugs
-        .iter()
-        .filter(|x| !found.iter().any(|t| &t.slug == *x))
-        .map(String::as_str)
-        .collect();
+    let (found, unknown) = lookup(&conn, &slugs).await?;
     if !unknown.is_empty() && !args.if_exists {
         return Err(bad_input(format!(
             "unknown tenant {}; nothing was dropped (see tenantctl list, or pass --if-exists)",
@@ -39,7 +34,13 @@ pub async fn run(s: &Session, args: &DropArgs) -> Result<u8> {
     }
     if !args.yes {
         for t in &found {
-            confirm(t)?;
+            confirm_by_typing(
+                &t.slug,
+                &format!(
+                    "destroy schema {} and every row of tenant {}",
+                    t.schema, t.slug
+                ),
+            )?;
         }
     }
     // Every archive is written before anything is dropped: a failed backup stops the command.
@@ -90,27 +91,6 @@ pub async fn run(s: &Session, args: &DropArgs) -> Result<u8> {
     Ok(0)
 }
 
-/// Asks the operator to type the slug.
-fn confirm(t: &Tenant) -> Result<()> {
-    eprint!(
-        "This destroys schema {} and every row of tenant '{}'. Type the slug to confirm: ",
-        t.schema, t.slug
-    );
-    std::io::stderr().flush().ok();
-    let mut answer = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut answer)
-        .context("cannot read the confirmation")?;
-    if answer.trim() != t.slug {
-        return Err(bad_input(format!(
-            "confirmation did not match '{}'; nothing was dropped",
-            t.slug
-        )));
-    }
-    Ok(())
-}
-
 /// Tables dropped per transaction before the schema itself. Each drop locks the table and its
 /// indexes, TOAST and sequences until commit; the shared lock table holds only
 /// max_locks_per_transaction (default 64) x max_connections entries, so a schema with
@@ -125,7 +105,16 @@ async fn drop_one(
     t: &Tenant,
     archive: Option<(&str, &str)>,
 ) -> Result<()> {
-    registry::set_state(&*conn, &t.slug, "dropping").await?;
+    // Marked under the tenant's lock: a migration in flight finishes first, and none starts
+    // after (migrate leaves `dropping` tenants alone).
+    let tx = conn.transaction().await.context("cannot start the drop")?;
+    enter_tenant(&tx, &t.schema)
+        .await
+        .with_context(|| format!("cannot lock tenant {}", t.slug))?;
+    registry::set_state(&tx, &t.slug, "dropping").await?;
+    tx.commit()
+        .await
+        .with_context(|| format!("cannot mark tenant {} dropping", t.slug))?;
     while drop_table_batch(conn, t).await? {}
     let tx = conn.transaction().await.context("cannot start the drop")?;
     let existed = enter_tenant(&tx, &t.schema)

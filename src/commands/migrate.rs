@@ -6,7 +6,7 @@
 //! transaction holding its advisory lock (see `apply`).
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use anyhow::Result;
 use deadpool_postgres::Pool;
@@ -14,13 +14,12 @@ use deadpool_postgres::Pool;
 use crate::apply::{apply_pending, read_history, ApplyError};
 use crate::cli::MigrateArgs;
 use crate::connect::describe_pg_error;
-use crate::exit::bad_input;
 use crate::fleet::{self, Interrupt, Job};
 use crate::migration_set::{MigrationSet, Plan};
 use crate::outcome::{Outcome, TenantOutcome};
 use crate::progress::Progress;
-use crate::registry::{self, FailedMigration, Tenant};
-use crate::session::{dedup, Session};
+use crate::registry::{self, Tenant};
+use crate::session::{now_epoch, select_tenants, Session};
 
 use super::report;
 
@@ -51,7 +50,7 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
     let concurrency = s.concurrency();
     let (pool, conn) = s.connect(concurrency + 1).await?;
     let concurrency = s.fit_concurrency(&conn, concurrency).await?;
-    let tenants = select_tenants(&conn, &args.slugs).await?;
+    let tenants = select_tenants(&conn, &args.slugs, "nothing was migrated").await?;
     drop(conn);
 
     let mut outcomes = Vec::new();
@@ -102,10 +101,10 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
                 rest.iter()
                     .map(|j| TenantOutcome::skipped(j.slug(), j.schema(), j.start_version(), why)),
             );
-            progress.finish();
         } else {
             ran.extend(phase(rest).await);
         }
+        progress.finish();
         outcomes.extend(ran);
         outcomes.sort_by(|a, b| a.slug.cmp(&b.slug));
         report::print("migrate", s, &outcomes, target);
@@ -114,27 +113,6 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
     outcomes.sort_by(|a, b| a.slug.cmp(&b.slug));
     report::print("migrate --dry-run", s, &outcomes, target);
     Ok(report::exit_code(&outcomes, &Interrupt::default()))
-}
-
-/// The named tenants (all unknown ones refused together), or every tenant.
-async fn select_tenants(conn: &deadpool_postgres::Object, slugs: &[String]) -> Result<Vec<Tenant>> {
-    if slugs.is_empty() {
-        return registry::all(conn).await;
-    }
-    let slugs = dedup(slugs);
-    let found = registry::some(conn, &slugs).await?;
-    let unknown: Vec<&str> = slugs
-        .iter()
-        .filter(|s| !found.iter().any(|t| &t.slug == *s))
-        .map(String::as_str)
-        .collect();
-    if !unknown.is_empty() {
-        return Err(bad_input(format!(
-            "unknown tenant {}; nothing was migrated (see tenantctl list)",
-            unknown.join(", ")
-        )));
-    }
-    Ok(found)
 }
 
 /// Decides from the registry alone when a tenant needs no visit.
@@ -178,13 +156,6 @@ async fn record_missing_schemas(pool: &Pool, outcomes: &[TenantOutcome]) {
             .await;
         }
     }
-}
-
-fn now_epoch() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 /// Runs one phase (the canary, or the rest). Its tenants are marked `migrating` in one
@@ -257,24 +228,12 @@ async fn migrate_job(shared: Arc<Shared>, job: Visit) -> TenantOutcome {
             let mut o = TenantOutcome::new(&t.slug, &t.schema, kind, t.version, version);
             o.migrations = applied;
             if interrupted {
-                o.error = Some("recovered from an interrupted run".into());
+                o.note = Some("recovered from an interrupted run".into());
             }
             o.took(started.elapsed())
         }
         Err(e) => {
-            let failed = match &e {
-                ApplyError::MigrationFailed {
-                    version,
-                    name,
-                    checksum,
-                    ..
-                } => Some(FailedMigration {
-                    version: *version,
-                    name,
-                    checksum: Some(*checksum),
-                }),
-                _ => None,
-            };
+            let failed = e.failed_migration();
             let msg = e.to_string();
             let _ = registry::record_failure(&client, &t.slug, &msg, failed, epoch).await;
             TenantOutcome::failed(&t.slug, &t.schema, t.version, msg).took(started.elapsed())

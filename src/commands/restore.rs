@@ -6,7 +6,6 @@
 //! into this database under a staging name. One transaction then swaps it in: the old
 //! schema is dropped, the staged one renamed, grants applied, the registry updated.
 
-use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -21,7 +20,7 @@ use crate::grants;
 use crate::migration_set::MigrationSet;
 use crate::names::quote_ident;
 use crate::registry::{self, Tenant};
-use crate::session::Session;
+use crate::session::{confirm_by_typing, Session};
 
 /// Where a restore goes, decided before anything changes.
 struct Plan {
@@ -50,7 +49,10 @@ pub async fn run(s: &Session, args: &RestoreArgs) -> Result<u8> {
     }
     let plan = plan(s, &conn, args).await?;
     if plan.existing.is_some() && !args.yes {
-        confirm(&plan)?;
+        confirm_by_typing(
+            &plan.slug,
+            &format!("replace every row of tenant {} with the backup", plan.slug),
+        )?;
     }
     if let Err(e) = stage(
         s,
@@ -76,7 +78,18 @@ pub async fn run(s: &Session, args: &RestoreArgs) -> Result<u8> {
             plan.slug
         )));
     }
-    swap(&mut conn, &plan, &m, major).await?;
+    if let Err(e) = swap(&mut conn, &plan, &m, major).await {
+        // The swap rolled back; the staged copy is not registered and must not linger.
+        let drop_staged = format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            quote_ident(&plan.staging)
+        );
+        let _ = conn.batch_execute(&drop_staged).await;
+        return Err(e.context(format!(
+            "restore of tenant {} failed; the tenant was not changed",
+            plan.slug
+        )));
+    }
     let latest = MigrationSet::load(&s.settings.migrations_dir)?.latest();
     if s.json() {
         println!(
@@ -164,10 +177,15 @@ async fn plan(s: &Session, conn: &deadpool_postgres::Object, args: &RestoreArgs)
         (None, true) => (Some(schema.clone()), true),
         _ => (app_role.clone(), false),
     };
-    if create_role && registry::role_exists(conn, &schema).await? {
-        return Err(bad_input(format!(
-            "role '{schema}' already exists; nothing was changed"
-        )));
+    if create_role {
+        if registry::role_exists(conn, &schema).await? {
+            return Err(bad_input(format!(
+                "role '{schema}' already exists; nothing was changed"
+            )));
+        }
+        if let Some(app) = &app_role {
+            crate::session::check_app_role_noinherit(conn, app).await?;
+        }
     }
     let staging = if existing.is_some() {
         format!("tenantctl_restore_{}", std::process::id())
@@ -183,32 +201,6 @@ async fn plan(s: &Session, conn: &deadpool_postgres::Object, args: &RestoreArgs)
         create_role,
         app_role,
     })
-}
-
-fn confirm(plan: &Plan) -> Result<()> {
-    if !std::io::stdin().is_terminal() {
-        return Err(bad_input(format!(
-            "refusing to replace tenant {} without --yes: stdin is not a terminal; nothing was changed",
-            plan.slug
-        )));
-    }
-    eprint!(
-        "This replaces every row of tenant '{}' with the backup. Type the slug to confirm: ",
-        plan.slug
-    );
-    std::io::stderr().flush().ok();
-    let mut answer = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut answer)
-        .context("cannot read the confirmation")?;
-    if answer.trim() != plan.slug {
-        return Err(bad_input(format!(
-            "confirmation did not match '{}'; nothing was changed",
-            plan.slug
-        )));
-    }
-    Ok(())
 }
 
 /// Loads the dump into this database as `plan.staging`, by way of a scratch database.

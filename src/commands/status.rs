@@ -5,34 +5,17 @@ use anyhow::Result;
 use serde_json::json;
 
 use crate::cli::StatusArgs;
-use crate::exit::{bad_input, FAILED, OK};
+use crate::exit::{FAILED, OK};
 use crate::migration_set::MigrationSet;
 use crate::outcome::table;
-use crate::registry::{self, Tenant};
-use crate::session::{dedup, Session};
+use crate::registry::Tenant;
+use crate::session::{select_tenants, Session};
 
 pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
     let set = MigrationSet::load(&s.settings.migrations_dir)?;
     let latest = set.latest();
     let (_pool, conn) = s.connect(1).await?;
-    let tenants = if args.slugs.is_empty() {
-        registry::all(&conn).await?
-    } else {
-        let slugs = dedup(&args.slugs);
-        let found = registry::some(&conn, &slugs).await?;
-        let unknown: Vec<&str> = slugs
-            .iter()
-            .filter(|x| !found.iter().any(|t| &t.slug == *x))
-            .map(String::as_str)
-            .collect();
-        if !unknown.is_empty() {
-            return Err(bad_input(format!(
-                "unknown tenant {} (see tenantctl list)",
-                unknown.join(", ")
-            )));
-        }
-        found
-    };
+    let tenants = select_tenants(&conn, &args.slugs, "nothing was shown").await?;
     let behind = |t: &Tenant| t.state != "active" || t.version != latest || !t.schema_exists;
     if s.json() {
         let rows: Vec<_> = tenants

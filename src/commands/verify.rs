@@ -6,33 +6,16 @@ use serde_json::json;
 use crate::apply::read_history;
 use crate::audit::{self, Finding};
 use crate::cli::VerifyArgs;
-use crate::exit::{bad_input, FAILED, OK};
+use crate::exit::{FAILED, OK};
 use crate::migration_set::{MigrationSet, Plan};
 use crate::outcome::table;
 use crate::registry::{self, Tenant};
-use crate::session::{dedup, Session};
+use crate::session::{select_tenants, Session};
 
 pub async fn run(s: &Session, args: &VerifyArgs) -> Result<u8> {
     let set = MigrationSet::load(&s.settings.migrations_dir)?;
     let (_pool, mut conn) = s.connect(1).await?;
-    let tenants = if args.slugs.is_empty() {
-        registry::all(&conn).await?
-    } else {
-        let slugs = dedup(&args.slugs);
-        let found = registry::some(&conn, &slugs).await?;
-        let unknown: Vec<&str> = slugs
-            .iter()
-            .filter(|x| !found.iter().any(|t| &t.slug == *x))
-            .map(String::as_str)
-            .collect();
-        if !unknown.is_empty() {
-            return Err(bad_input(format!(
-                "unknown tenant {} (see tenantctl list)",
-                unknown.join(", ")
-            )));
-        }
-        found
-    };
+    let tenants = select_tenants(&conn, &args.slugs, "nothing was audited").await?;
     let mut findings = Vec::new();
     if args.slugs.is_empty() {
         findings.extend(unregistered_schemas(s, &conn, &tenants).await?);
