@@ -405,6 +405,19 @@ pub async fn free_connection_slots(client: &tokio_postgres::Client) -> Result<i6
     Ok(row.get(0))
 }
 
+/// Whether the server runs on this machine (a Unix socket or a loopback address).
+pub fn is_local(target: &Target) -> bool {
+    target.config.get_hosts().iter().all(|h| match h {
+        Host::Unix(_) => true,
+        Host::Tcp(name) => {
+            name == "localhost"
+                || name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+    })
+}
+
 /// The OS user name, libpq's default user.
 pub fn os_user() -> String {
     std::env::var("USER")

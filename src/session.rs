@@ -47,8 +47,21 @@ impl Session {
         self.format == Format::Json
     }
 
+    /// --concurrency or [migrations] concurrency, else a default from measurement: tenant
+    /// DDL is bound by the server's CPU (on 2 cores, 2 and 4 sessions tie, 8 is slower, 1
+    /// is half as fast), so a local server gets one session per core (at least 2), and a
+    /// remote one, whose cores SQL cannot see, gets 4 to hide network latency. Either way
+    /// fit_concurrency then caps it by the server's free connections.
     pub fn concurrency(&self) -> usize {
-        settings::concurrency_or_default(&self.settings)
+        self.settings.concurrency.unwrap_or_else(|| {
+            if connect::is_local(&self.target) {
+                std::thread::available_parallelism()
+                    .map_or(2, |n| n.get())
+                    .max(2)
+            } else {
+                settings::DEFAULT_CONCURRENCY
+            }
+        })
     }
 
     /// The schema names of `slugs`, refusing names PostgreSQL would truncate or reserves.

@@ -10,8 +10,8 @@ use serde::Deserialize;
 use crate::exit::bad_input;
 use crate::names;
 
-/// The default concurrency: a few sessions keep a small server's cores busy without
-/// queueing behind each other (see the README's Performance section for the measurement).
+/// The default concurrency against a remote server (see Session::concurrency for the rule
+/// and the README's Performance section for the measurement).
 pub const DEFAULT_CONCURRENCY: usize = 4;
 pub const DEFAULT_PREFIX: &str = "tenant_";
 pub const DEFAULT_CONFIG: &str = "tenants.toml";
@@ -187,11 +187,6 @@ pub fn pg_env() -> BTreeMap<&'static str, String> {
         .collect()
 }
 
-/// The concurrency to use: the merged setting, or the default.
-pub fn concurrency_or_default(s: &Settings) -> usize {
-    s.concurrency.unwrap_or(DEFAULT_CONCURRENCY)
-}
-
 impl Settings {
     /// Describes where the config came from, for error messages.
     pub fn describe_config(&self) -> String {
@@ -242,7 +237,6 @@ mod tests {
         assert_eq!(s.migrations_dir, PathBuf::from("migrations"));
         assert_eq!(s.schema_prefix, "tenant_");
         assert_eq!(s.concurrency, None);
-        assert_eq!(concurrency_or_default(&s), DEFAULT_CONCURRENCY);
         assert!(s.app_role.is_none());
     }
 
