@@ -60,14 +60,21 @@ stop_cluster() {
 
 stop_cluster
 mkdir -p "$base"
-password=$(python3 -c 'import secrets; print(secrets.token_hex(12))')
-printf '%s\n' "$password" >"$base/pwfile"
 if [ "$(id -u)" -eq 0 ]; then
-  chown -R postgres: "$base"
-  # The server user must be able to reach the folder through the project's path.
+  chown postgres: "$base"
+  # The server user must reach the folder through the project's path; when a parent
+  # folder is closed to it (a checkout under /root, say), use a private folder in /tmp.
   chmod o+x "$root" "$root/.tmp" 2>/dev/null || true
+  if ! runuser -u postgres -- test -w "$base"; then
+    rm -rf "$base"
+    base=$(mktemp -d "${TMPDIR:-/tmp}/tenantctl-pg-$name.XXXXXX")
+    chown postgres: "$base"
+  fi
 fi
 trap stop_cluster EXIT INT TERM
+password=$(python3 -c 'import secrets; print(secrets.token_hex(12))')
+printf '%s\n' "$password" >"$base/pwfile"
+[ "$(id -u)" -eq 0 ] && chown postgres: "$base/pwfile"
 
 as_server_user "$pg_bin/initdb" -D "$base/data" -U postgres --pwfile="$base/pwfile" \
   --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$base/initdb.log" 2>&1 ||
