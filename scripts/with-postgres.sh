@@ -41,7 +41,8 @@ command -v psql >/dev/null 2>&1 || export PATH="$pg_bin:$PATH"
 # As root, run the server as `postgres`; otherwise as ourselves.
 as_server_user() {
   if [ "$(id -u)" -eq 0 ]; then
-    runuser -u postgres -- "$@"
+    # From /, so the server user is never left in a folder it cannot read.
+    (cd / && runuser -u postgres -- "$@")
   else
     "$@"
   fi
