@@ -22,33 +22,6 @@ const SLOW_V7: (&str, &str) = (
     "SELECT pg_sleep(0.1);\nALTER TABLE wellness_logs ADD COLUMN resting_heart_rate smallint;",
 );
 
-fn create(db: &TestDb, n: usize) {
-    let slugs: Vec<String> = (0..n).map(|i| format!("t{i:03}")).collect();
-    let mut args = vec!["create", "--concurrency", "8"];
-    args.extend(slugs.iter().map(String::as_str));
-    db.run(&args).expect(0);
-}
-
-/// Every tenant schema is wholly at 6 or wholly at 7; returns how many are at 7.
-fn whole_tenants_at_seven(db: &TestDb) -> usize {
-    let rows = db.query(
-        "SELECT n.nspname, \
-           (SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
-             WHERE c.relnamespace = n.oid AND c.relname = 'wellness_logs' AND a.attname = 'resting_heart_rate') \
-         FROM pg_namespace n WHERE n.nspname LIKE 'tenant\\_%'",
-    );
-    rows.iter()
-        .map(|r| {
-            let schema = r[0].clone().unwrap();
-            let history = db.scalar(&format!(
-                "SELECT count(*) FROM \"{schema}\".refinery_schema_history WHERE version = 7"
-            ));
-            assert_eq!(history, r[1].clone().unwrap(), "{schema} is half-migrated");
-            usize::from(history == "1")
-        })
-        .sum()
-}
-
 fn as_server_user(program: &str) -> Command {
     let root = Command::new("id")
         .arg("-u")
@@ -92,30 +65,18 @@ fn restart_server() {
 fn server_restart_mid_run_exits_1_and_a_rerun_completes() {
     let _g = serial();
     let db = TestDb::new("restart");
-    create(&db, 40);
+    create_tenants(&db, 40);
     let dir = db.migrations_with("slow", &[SLOW_V7]);
-    let child = db
-        .cmd()
-        .args([
-            "--migrations",
-            path_str(&dir),
-            "migrate",
-            "--concurrency",
-            "2",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_migrate(&db, &dir, "2");
     std::thread::sleep(Duration::from_millis(700));
     restart_server();
     let out = Run::from(child.wait_with_output().unwrap());
     out.expect(1).mentions("failed");
-    let done = whole_tenants_at_seven(&db);
+    let done = at_seven(&db).0;
     assert!(done < 40, "the restart should land mid-run");
     db.run(&["--migrations", path_str(&dir), "migrate"])
         .expect(0);
-    assert_eq!(whole_tenants_at_seven(&db), 40);
+    assert_eq!(at_seven(&db).0, 40);
     assert_eq!(
         db.scalar("SELECT count(*) FROM public.tenants WHERE state <> 'active'"),
         "0"
@@ -126,7 +87,7 @@ fn server_restart_mid_run_exits_1_and_a_rerun_completes() {
 fn a_long_transaction_fails_only_its_tenant_with_lock_timeout() {
     let _g = serial();
     let db = TestDb::new("locktimeout");
-    create(&db, 4);
+    create_tenants(&db, 4);
     // The application holds a read lock on one tenant's table in an open transaction.
     let mut holder = Command::new("psql")
         .args([db.url.as_str(), "-X", "-q", "-v", "ON_ERROR_STOP=1"])
@@ -162,28 +123,16 @@ fn a_long_transaction_fails_only_its_tenant_with_lock_timeout() {
     holder.wait().unwrap();
     db.run(&["--migrations", path_str(&dir), "migrate"])
         .expect(0);
-    assert_eq!(whole_tenants_at_seven(&db), 4);
+    assert_eq!(at_seven(&db).0, 4);
 }
 
 #[test]
 fn ctrl_c_finishes_tenants_in_flight_and_exits_130() {
     let _g = serial();
     let db = TestDb::new("sigint");
-    create(&db, 30);
+    create_tenants(&db, 30);
     let dir = db.migrations_with("slow", &[SLOW_V7]);
-    let child = db
-        .cmd()
-        .args([
-            "--migrations",
-            path_str(&dir),
-            "migrate",
-            "--concurrency",
-            "2",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_migrate(&db, &dir, "2");
     std::thread::sleep(Duration::from_millis(800));
     Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -193,7 +142,7 @@ fn ctrl_c_finishes_tenants_in_flight_and_exits_130() {
     out.expect(130)
         .mentions("interrupted")
         .mentions("migrate: 30 tenants");
-    let done = whole_tenants_at_seven(&db);
+    let done = at_seven(&db).0;
     assert!(done > 0 && done < 30, "{done} tenants done");
     // In-flight tenants committed; nothing was left marked migrating.
     assert_eq!(
@@ -212,7 +161,7 @@ fn ctrl_c_finishes_tenants_in_flight_and_exits_130() {
 fn concurrency_beyond_the_servers_connections_is_limited_not_fatal() {
     let _g = serial();
     let db = TestDb::new("conns");
-    create(&db, 3);
+    create_tenants(&db, 3);
     let dir = db.migrations_with("v7", &[SLOW_V7]);
     db.run(&[
         "--migrations",

@@ -13,48 +13,10 @@ const V7: (&str, &str) = (
      CREATE INDEX wellness_logs_heart_rate_idx ON wellness_logs (resting_heart_rate);",
 );
 
-fn slugs(n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("t{i:03}")).collect()
-}
-
-fn create(db: &TestDb, n: usize) {
-    let s = slugs(n);
-    let mut args = vec!["create", "--concurrency", "8"];
-    args.extend(s.iter().map(String::as_str));
-    db.run(&args).expect(0);
-}
-
-/// (history rows at version 7, tenants whose heart-rate column exists) over every schema.
-fn at_seven(db: &TestDb) -> (usize, usize) {
-    let rows = db.query(
-        "SELECT n.nspname, \
-                (SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
-                  WHERE c.relnamespace = n.oid AND c.relname = 'wellness_logs' AND a.attname = 'resting_heart_rate') \
-           FROM pg_namespace n WHERE n.nspname LIKE 'tenant\\_%'",
-    );
-    let mut history = 0;
-    let mut column = 0;
-    for r in rows {
-        let schema = r[0].clone().unwrap();
-        let h: usize = db
-            .scalar(&format!(
-                "SELECT count(*) FROM \"{schema}\".refinery_schema_history WHERE version = 7"
-            ))
-            .parse()
-            .unwrap();
-        let c: usize = r[1].clone().unwrap().parse().unwrap();
-        assert!(h <= 1, "{schema} has {h} history rows for version 7");
-        assert_eq!(h, c, "{schema}: history and schema disagree (half-applied)");
-        history += h;
-        column += c;
-    }
-    (history, column)
-}
-
 #[test]
 fn fifty_tenants_move_from_six_to_seven() {
     let db = TestDb::new("fifty");
-    create(&db, 50);
+    create_tenants(&db, 50);
     let dir = db.migrations_with("v7", &[V7]);
     let r = db.run(&[
         "--migrations",
@@ -89,7 +51,7 @@ fn fifty_tenants_move_from_six_to_seven() {
 #[test]
 fn one_sabotaged_tenant_fails_alone_and_recovers() {
     let db = TestDb::new("sabotage");
-    create(&db, 6);
+    create_tenants(&db, 6);
     db.query("ALTER TABLE tenant_t002.wellness_logs RENAME TO wellness_logs_moved");
     let dir = db.migrations_with("v7", &[V7]);
     let r = db.run(&["--migrations", path_str(&dir), "migrate"]);
@@ -146,7 +108,7 @@ fn one_sabotaged_tenant_fails_alone_and_recovers() {
 #[test]
 fn two_processes_at_once_never_collide() {
     let db = TestDb::new("twoproc");
-    create(&db, 20);
+    create_tenants(&db, 20);
     let dir = db.migrations_with("v7", &[V7]);
     let spawn = || {
         db.cmd()
@@ -179,26 +141,14 @@ fn two_processes_at_once_never_collide() {
 #[test]
 fn kill_dash_nine_leaves_every_tenant_whole_and_the_next_run_finishes() {
     let db = TestDb::new("kill9");
-    create(&db, 40);
+    create_tenants(&db, 40);
     // A slow migration so the kill lands mid-run.
     let slow = (
         "V7__slow.sql",
         "SELECT pg_sleep(0.1);\nALTER TABLE wellness_logs ADD COLUMN resting_heart_rate smallint;",
     );
     let dir = db.migrations_with("slow", &[slow]);
-    let mut child = db
-        .cmd()
-        .args([
-            "--migrations",
-            path_str(&dir),
-            "migrate",
-            "--concurrency",
-            "2",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_migrate(&db, &dir, "2");
     std::thread::sleep(Duration::from_millis(700));
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
@@ -226,7 +176,7 @@ fn kill_dash_nine_leaves_every_tenant_whole_and_the_next_run_finishes() {
 #[test]
 fn diverged_history_is_refused_by_name() {
     let db = TestDb::new("diverge");
-    create(&db, 2);
+    create_tenants(&db, 2);
     // V3 edited after it was applied: refused, and V7 is not applied either.
     let dir = db.migrations_with("edited", &[V7]);
     let v3 = dir.join("V3__wellness_logs.sql");
@@ -266,7 +216,7 @@ fn diverged_history_is_refused_by_name() {
 #[test]
 fn a_failing_canary_leaves_the_rest_untouched() {
     let db = TestDb::new("canary");
-    create(&db, 8);
+    create_tenants(&db, 8);
     db.query("ALTER TABLE tenant_t000.wellness_logs RENAME TO moved");
     let dir = db.migrations_with("v7", &[V7]);
     let before: Vec<_> = db.query("SELECT slug, state, version, updated_at FROM public.tenants WHERE slug >= 't002' ORDER BY 1");
@@ -298,7 +248,7 @@ fn a_failing_canary_leaves_the_rest_untouched() {
 #[test]
 fn target_dry_run_and_fail_fast() {
     let db = TestDb::new("flags");
-    create(&db, 4);
+    create_tenants(&db, 4);
     let v8 = ("V8__more.sql", "CREATE TABLE more_things (id int);");
     let dir = db.migrations_with("v8", &[V7, v8]);
     let m = path_str(&dir);
@@ -376,7 +326,7 @@ fn target_dry_run_and_fail_fast() {
 #[test]
 fn session_state_set_by_a_migration_does_not_leak_to_the_next_tenant() {
     let db = TestDb::new("leak");
-    create(&db, 5);
+    create_tenants(&db, 5);
     // A plain SET inside a transaction outlives its commit. Had it leaked through the pool,
     // the next tenant's registry update would fail in a read-only transaction, and its
     // search_path would point at public.
@@ -397,7 +347,7 @@ fn session_state_set_by_a_migration_does_not_leak_to_the_next_tenant() {
 #[test]
 fn a_registered_tenant_without_a_schema_is_reported_not_a_crash() {
     let db = TestDb::new("noschema");
-    create(&db, 3);
+    create_tenants(&db, 3);
     db.query("DROP SCHEMA tenant_t001 CASCADE");
     let dir = db.migrations_with("v7", &[V7]);
     let r = db.run(&["--migrations", path_str(&dir), "migrate"]);
@@ -413,7 +363,7 @@ fn a_registered_tenant_without_a_schema_is_reported_not_a_crash() {
 #[test]
 fn json_status_agrees_with_the_registry() {
     let db = TestDb::new("json");
-    create(&db, 3);
+    create_tenants(&db, 3);
     let r = db.run(&["status", "--format", "json"]);
     let doc = r.json();
     let rows =

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -274,4 +274,56 @@ impl Run {
 
 pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
+}
+
+/// Creates tenants t000, t001, ... with the example migrations (version 6).
+pub fn create_tenants(db: &TestDb, n: usize) {
+    let slugs: Vec<String> = (0..n).map(|i| format!("t{i:03}")).collect();
+    let mut args = vec!["create", "--concurrency", "8"];
+    args.extend(slugs.iter().map(String::as_str));
+    db.run(&args).expect(0);
+}
+
+/// Over every tenant schema: (history rows at version 7, schemas with the V7 column
+/// `wellness_logs.resting_heart_rate`). Asserts that no schema is half-migrated and that no
+/// migration was recorded twice.
+pub fn at_seven(db: &TestDb) -> (usize, usize) {
+    let rows = db.query(
+        "SELECT n.nspname, \
+                (SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+                  WHERE c.relnamespace = n.oid AND c.relname = 'wellness_logs' AND a.attname = 'resting_heart_rate') \
+           FROM pg_namespace n WHERE n.nspname LIKE 'tenant\\_%'",
+    );
+    let (mut history, mut column) = (0, 0);
+    for r in rows {
+        let schema = r[0].clone().unwrap();
+        let h: usize = db
+            .scalar(&format!(
+                "SELECT count(*) FROM \"{schema}\".refinery_schema_history WHERE version = 7"
+            ))
+            .parse()
+            .unwrap();
+        let c: usize = r[1].clone().unwrap().parse().unwrap();
+        assert!(h <= 1, "{schema} has {h} history rows for version 7");
+        assert_eq!(h, c, "{schema}: history and schema disagree (half-applied)");
+        history += h;
+        column += c;
+    }
+    (history, column)
+}
+
+/// `tenantctl migrate` started in the background, its output captured.
+pub fn spawn_migrate(db: &TestDb, migrations: &Path, concurrency: &str) -> Child {
+    db.cmd()
+        .args([
+            "--migrations",
+            path_str(migrations),
+            "migrate",
+            "--concurrency",
+            concurrency,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tenantctl starts")
 }
