@@ -1,7 +1,8 @@
 //! Catalog inspection for `tenantctl verify`: who may do what in tenant schemas, and
 //! whether each schema's history agrees with the registry and the migration files.
 
-use anyhow::{Context, Result};
+use crate::connect::PgContext;
+use anyhow::Result;
 use deadpool_postgres::GenericClient;
 use serde::Serialize;
 
@@ -51,7 +52,7 @@ pub async fn grants(client: &impl GenericClient, schemas: &[String]) -> Result<V
             &[&schemas],
         )
         .await
-        .context("cannot read the privileges of tenant schemas")?;
+        .pg_context("cannot read the privileges of tenant schemas")?;
     Ok(rows
         .iter()
         .map(|r| Grant {
@@ -93,7 +94,7 @@ pub async fn owners(
             &[&schemas],
         )
         .await
-        .context("cannot read schema owners")?;
+        .pg_context("cannot read schema owners")?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
@@ -102,7 +103,7 @@ pub async fn registry_owner(client: &impl GenericClient) -> Result<String> {
     Ok(client
         .query_one("SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = 'public.tenants'::regclass", &[])
         .await
-        .context("cannot read the owner of public.tenants")?
+        .pg_context("cannot read the owner of public.tenants")?
         .get(0))
 }
 
@@ -114,7 +115,7 @@ pub async fn schemas_with_prefix(client: &impl GenericClient, prefix: &str) -> R
             &[&prefix],
         )
         .await
-        .context("cannot list schemas")?;
+        .pg_context("cannot list schemas")?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 

@@ -418,6 +418,34 @@ pub fn is_local(target: &Target) -> bool {
     })
 }
 
+/// `.context()` for tokio-postgres results that shows the server's message and SQLSTATE
+/// instead of tokio-postgres's bare "db error".
+pub trait PgContext<T> {
+    fn pg_context<C>(self, context: C) -> Result<T>
+    where
+        C: std::fmt::Display + Send + Sync + 'static;
+    fn with_pg_context<C, F>(self, context: F) -> Result<T>
+    where
+        C: std::fmt::Display + Send + Sync + 'static,
+        F: FnOnce() -> C;
+}
+
+impl<T> PgContext<T> for std::result::Result<T, tokio_postgres::Error> {
+    fn pg_context<C>(self, context: C) -> Result<T>
+    where
+        C: std::fmt::Display + Send + Sync + 'static,
+    {
+        self.map_err(|e| anyhow!(describe_pg_error(&e)).context(context))
+    }
+    fn with_pg_context<C, F>(self, context: F) -> Result<T>
+    where
+        C: std::fmt::Display + Send + Sync + 'static,
+        F: FnOnce() -> C,
+    {
+        self.map_err(|e| anyhow!(describe_pg_error(&e)).context(context()))
+    }
+}
+
 /// The OS user name, libpq's default user.
 pub fn os_user() -> String {
     std::env::var("USER")

@@ -4,6 +4,7 @@
 //! The registry's own layout is versioned by embedded migrations (run by refinery into
 //! `public.tenantctl_registry_history`), so changing it is itself a migration.
 
+use crate::connect::PgContext;
 use anyhow::{bail, Context, Result};
 use deadpool_postgres::{GenericClient, Object, Transaction};
 use refinery::{Migration, Runner};
@@ -62,7 +63,7 @@ pub async fn installed_version(client: &impl GenericClient) -> Result<i64> {
     let present: bool = client
         .query_one("SELECT to_regclass($1) IS NOT NULL", &[&HISTORY])
         .await
-        .context("cannot look for the tenant registry")?
+        .pg_context("cannot look for the tenant registry")?
         .get(0);
     if !present {
         return Ok(0);
@@ -71,7 +72,7 @@ pub async fn installed_version(client: &impl GenericClient) -> Result<i64> {
     Ok(client
         .query_one(&sql, &[])
         .await
-        .context("cannot read the registry version")?
+        .pg_context("cannot read the registry version")?
         .get(0))
 }
 
@@ -93,10 +94,10 @@ pub async fn ensure(client: &mut Object) -> Result<(i64, i64)> {
     let mut tx = client
         .transaction()
         .await
-        .context("cannot start the registry upgrade")?;
+        .pg_context("cannot start the registry upgrade")?;
     tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&LOCK_CLASS])
         .await
-        .context("cannot lock the registry for its upgrade")?;
+        .pg_context("cannot lock the registry for its upgrade")?;
     let mut runner = Runner::new(&registry_migrations());
     runner.set_migration_table_name(HISTORY);
     let mut adapter = InTransaction::new(&mut tx);
@@ -108,10 +109,10 @@ pub async fn ensure(client: &mut Object) -> Result<(i64, i64)> {
     adapter
         .flush()
         .await
-        .context("cannot install the tenant registry")?;
+        .pg_context("cannot install the tenant registry")?;
     tx.commit()
         .await
-        .context("cannot commit the registry upgrade")?;
+        .pg_context("cannot commit the registry upgrade")?;
     Ok((before, expected))
 }
 
@@ -127,7 +128,7 @@ pub async fn grant_read(client: &impl GenericClient, app_role: &str) -> Result<(
              GRANT SELECT (slug, schema_name, display_name, state, role_name) ON public.tenants TO {role};"
         ))
         .await
-        .with_context(|| format!("cannot grant read access on public.tenants to role {app_role}"))
+        .with_pg_context(|| format!("cannot grant read access on public.tenants to role {app_role}"))
 }
 
 /// One registry row, with whether its schema exists.
@@ -172,7 +173,7 @@ pub async fn all(client: &impl GenericClient) -> Result<Vec<Tenant>> {
     let rows = client
         .query(&format!("{SELECT_TENANTS} ORDER BY t.slug"), &[])
         .await
-        .context("cannot read the tenant registry")?;
+        .pg_context("cannot read the tenant registry")?;
     Ok(rows.iter().map(tenant).collect())
 }
 
@@ -184,7 +185,7 @@ pub async fn some(client: &impl GenericClient, slugs: &[String]) -> Result<Vec<T
             &[&slugs],
         )
         .await
-        .context("cannot read the tenant registry")?;
+        .pg_context("cannot read the tenant registry")?;
     Ok(rows.iter().map(tenant).collect())
 }
 
@@ -199,7 +200,7 @@ pub async fn existing_schemas(
             &[&schemas],
         )
         .await
-        .context("cannot look up existing schemas")?;
+        .pg_context("cannot look up existing schemas")?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
@@ -211,7 +212,7 @@ pub async fn role_inherits(client: &impl GenericClient, role: &str) -> Result<bo
             &[&role],
         )
         .await
-        .context("cannot look up roles")?
+        .pg_context("cannot look up roles")?
         .get(0))
 }
 
@@ -220,7 +221,7 @@ pub async fn server_major(client: &impl GenericClient) -> Result<i32> {
     let v: String = client
         .query_one("SELECT current_setting('server_version_num')", &[])
         .await
-        .context("cannot read the server version")?
+        .pg_context("cannot read the server version")?
         .get(0);
     Ok(v.parse::<i32>().unwrap_or(0) / 10_000)
 }
@@ -233,7 +234,7 @@ pub async fn role_exists(client: &impl GenericClient, role: &str) -> Result<bool
             &[&role],
         )
         .await
-        .context("cannot look up roles")?
+        .pg_context("cannot look up roles")?
         .get(0))
 }
 
@@ -253,7 +254,7 @@ pub async fn insert_provisioning(
         &[&slug, &schema, &display, &role],
     )
     .await
-    .context("cannot register the tenant")?;
+    .pg_context("cannot register the tenant")?;
     Ok(n == 1)
 }
 
@@ -281,7 +282,7 @@ pub async fn record_success(
         &[&slug, &version, &digest, &versions, &names, &checksums],
     )
     .await
-    .context("cannot record the migration in the registry")?;
+    .pg_context("cannot record the migration in the registry")?;
     Ok(())
 }
 
@@ -315,7 +316,7 @@ pub async fn record_failure(
             &[&slug, &error, &version, &name, &checksum, &started_epoch],
         )
         .await
-        .context("cannot record the failure in the registry")?;
+        .pg_context("cannot record the failure in the registry")?;
     Ok(())
 }
 
@@ -328,7 +329,7 @@ pub async fn mark_migrating(client: &impl GenericClient, slugs: &[String]) -> Re
             &[&slugs],
         )
         .await
-        .context("cannot mark tenants migrating")?;
+        .pg_context("cannot mark tenants migrating")?;
     Ok(())
 }
 
@@ -346,7 +347,7 @@ pub async fn restore_states(
             &[&slugs, &states],
         )
         .await
-        .context("cannot restore the state of tenants that were not started")?;
+        .pg_context("cannot restore the state of tenants that were not started")?;
     Ok(())
 }
 
@@ -367,7 +368,7 @@ pub async fn record_failed_attempt(
         &[&slug, &migration.version, &migration.name, &checksum, &error, &started_epoch],
     )
     .await
-    .context("cannot record the failed attempt in the registry")?;
+    .pg_context("cannot record the failed attempt in the registry")?;
     Ok(())
 }
 
@@ -379,7 +380,7 @@ pub async fn set_state(client: &impl GenericClient, slug: &str, state: &str) -> 
             &[&slug, &state],
         )
         .await
-        .with_context(|| format!("cannot mark tenant {slug} {state}"))?;
+        .with_pg_context(|| format!("cannot mark tenant {slug} {state}"))?;
     Ok(())
 }
 
@@ -401,7 +402,7 @@ pub async fn record_restore(
         &[&slug, &schema, &display, &version, &role],
     )
     .await
-    .context("cannot record the restore in the registry")?;
+    .pg_context("cannot record the restore in the registry")?;
     Ok(())
 }
 
@@ -423,6 +424,6 @@ pub async fn record_drop(
         &[&slug, &schema_existed, &file, &sha],
     )
     .await
-    .context("cannot record the drop in the registry")?;
+    .pg_context("cannot record the drop in the registry")?;
     Ok(())
 }

@@ -1,9 +1,10 @@
 //! `tenantctl backup SLUG [-o FILE]`: a consistent custom-format dump of one tenant's schema,
 //! its registry row and version recorded beside it, and the dump's SHA-256.
 
+use crate::connect::PgContext;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::json;
 
 use crate::apply::enter_tenant;
@@ -72,7 +73,7 @@ pub async fn backup_tenant(
     let tx = conn
         .transaction()
         .await
-        .context("cannot start the backup")?;
+        .pg_context("cannot start the backup")?;
     let Some(t) = registry::some(&tx, &[slug.to_string()]).await?.pop() else {
         return Err(bad_input(format!(
             "unknown tenant {slug} (see tenantctl list)"
@@ -80,7 +81,7 @@ pub async fn backup_tenant(
     };
     if !enter_tenant(&tx, &t.schema)
         .await
-        .context("cannot lock the tenant")?
+        .pg_context("cannot lock the tenant")?
     {
         anyhow::bail!(
             "the schema {} of tenant {slug} is missing; there is nothing to back up",
@@ -102,7 +103,7 @@ pub async fn backup_tenant(
     let result = dump::run(cmd, format!("pg_dump of tenant {slug}")).await;
     tx.commit()
         .await
-        .context("cannot release the tenant's lock")?;
+        .pg_context("cannot release the tenant's lock")?;
     if let Err(e) = result {
         let _ = std::fs::remove_file(file);
         return Err(e);

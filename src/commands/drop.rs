@@ -1,6 +1,7 @@
 //! `tenantctl drop`: destroy tenant schemas, leaving a record of each destruction in
 //! public.tenant_drops (when, by which role).
 
+use crate::connect::PgContext;
 use std::io::IsTerminal;
 
 use anyhow::{Context, Result};
@@ -9,7 +10,6 @@ use serde_json::json;
 use crate::apply::enter_tenant;
 use crate::cli::DropArgs;
 use crate::commands::backup;
-use crate::connect::describe_pg_error;
 use crate::exit::bad_input;
 use crate::grants;
 use crate::names::quote_ident;
@@ -107,44 +107,51 @@ async fn drop_one(
 ) -> Result<()> {
     // Marked under the tenant's lock: a migration in flight finishes first, and none starts
     // after (migrate leaves `dropping` tenants alone).
-    let tx = conn.transaction().await.context("cannot start the drop")?;
+    let tx = conn
+        .transaction()
+        .await
+        .pg_context("cannot start the drop")?;
     enter_tenant(&tx, &t.schema)
         .await
-        .with_context(|| format!("cannot lock tenant {}", t.slug))?;
+        .with_pg_context(|| format!("cannot lock tenant {}", t.slug))?;
     registry::set_state(&tx, &t.slug, "dropping").await?;
     tx.commit()
         .await
-        .with_context(|| format!("cannot mark tenant {} dropping", t.slug))?;
+        .with_pg_context(|| format!("cannot mark tenant {} dropping", t.slug))?;
     while drop_table_batch(conn, t).await? {}
-    let tx = conn.transaction().await.context("cannot start the drop")?;
+    let tx = conn
+        .transaction()
+        .await
+        .pg_context("cannot start the drop")?;
     let existed = enter_tenant(&tx, &t.schema)
         .await
-        .with_context(|| format!("cannot lock tenant {}", t.slug))?;
+        .with_pg_context(|| format!("cannot lock tenant {}", t.slug))?;
     tx.batch_execute(&format!(
         "DROP SCHEMA IF EXISTS {} CASCADE",
         quote_ident(&t.schema)
     ))
     .await
-    .map_err(|e| anyhow::anyhow!(describe_pg_error(&e)))
-    .with_context(|| rerun_hint(t))?;
+    .with_pg_context(|| rerun_hint(t))?;
     if let Some(role) = &t.role {
         tx.batch_execute(&grants::drop_tenant_role(role))
             .await
-            .map_err(|e| anyhow::anyhow!(describe_pg_error(&e)))
-            .with_context(|| format!("cannot drop role {role} of tenant {}", t.slug))?;
+            .with_pg_context(|| format!("cannot drop role {role} of tenant {}", t.slug))?;
     }
     registry::record_drop(&tx, &t.slug, existed, archive).await?;
-    tx.commit().await.with_context(|| rerun_hint(t))?;
+    tx.commit().await.with_pg_context(|| rerun_hint(t))?;
     Ok(())
 }
 
 /// Drops up to TABLES_PER_BATCH tables of a schema that has more than that, in a committed
 /// transaction of its own. Returns whether it dropped anything.
 async fn drop_table_batch(conn: &mut deadpool_postgres::Object, t: &Tenant) -> Result<bool> {
-    let tx = conn.transaction().await.context("cannot start the drop")?;
+    let tx = conn
+        .transaction()
+        .await
+        .pg_context("cannot start the drop")?;
     enter_tenant(&tx, &t.schema)
         .await
-        .with_context(|| format!("cannot lock tenant {}", t.slug))?;
+        .with_pg_context(|| format!("cannot lock tenant {}", t.slug))?;
     let rows = tx
         .query(
             "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -153,7 +160,7 @@ async fn drop_table_batch(conn: &mut deadpool_postgres::Object, t: &Tenant) -> R
             &[&t.schema, &TABLES_PER_BATCH],
         )
         .await
-        .context("cannot list the tenant's tables")?;
+        .pg_context("cannot list the tenant's tables")?;
     if (rows.len() as i64) <= TABLES_PER_BATCH {
         return Ok(false); // small enough for the final DROP SCHEMA
     }
@@ -168,9 +175,8 @@ async fn drop_table_batch(conn: &mut deadpool_postgres::Object, t: &Tenant) -> R
         tables.join(", ")
     ))
     .await
-    .map_err(|e| anyhow::anyhow!(describe_pg_error(&e)))
-    .with_context(|| rerun_hint(t))?;
-    tx.commit().await.with_context(|| rerun_hint(t))?;
+    .with_pg_context(|| rerun_hint(t))?;
+    tx.commit().await.with_pg_context(|| rerun_hint(t))?;
     Ok(true)
 }
 

@@ -6,14 +6,15 @@
 //! into this database under a staging name. One transaction then swaps it in: the old
 //! schema is dropped, the staged one renamed, grants applied, the registry updated.
 
+use crate::connect::PgContext;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::json;
 
 use crate::apply::enter_tenant;
 use crate::cli::RestoreArgs;
-use crate::connect::{self, describe_pg_error};
+use crate::connect;
 use crate::dump::{self, Metadata, Tool};
 use crate::exit::bad_input;
 use crate::grants;
@@ -216,8 +217,7 @@ async fn stage(
     let scratch = format!("tenantctl_restore_{}_{}", std::process::id(), nanos());
     conn.batch_execute(&format!("CREATE DATABASE {}", quote_ident(&scratch)))
         .await
-        .map_err(|e| anyhow::anyhow!(describe_pg_error(&e)))
-        .context("cannot create a scratch database for the restore (the role needs CREATEDB)")?;
+        .pg_context("cannot create a scratch database for the restore (the role needs CREATEDB)")?;
     let restaged = std::env::temp_dir().join(format!("{scratch}.dump"));
     let result = async {
         restore_into(pg_restore, s, &scratch, file).await?;
@@ -271,8 +271,7 @@ async fn rename_in(s: &Session, db: &str, from: &str, to: &str, final_schema: &s
                 quote_ident(to)
             ))
             .await
-            .map_err(|e| anyhow::anyhow!(describe_pg_error(&e)))
-            .context("cannot rename the restored schema")?;
+            .pg_context("cannot rename the restored schema")?;
     }
     let pinned = client
         .query(
@@ -282,7 +281,7 @@ async fn rename_in(s: &Session, db: &str, from: &str, to: &str, final_schema: &s
             &[&to],
         )
         .await
-        .context("cannot list functions with a pinned search_path")?;
+        .pg_context("cannot list functions with a pinned search_path")?;
     for row in pinned {
         // regprocedure's text is PostgreSQL's own quoted, schema-qualified signature.
         let function: String = row.get(0);
@@ -292,8 +291,7 @@ async fn rename_in(s: &Session, db: &str, from: &str, to: &str, final_schema: &s
                 quote_ident(final_schema)
             ))
             .await
-            .map_err(|e| anyhow::anyhow!(describe_pg_error(&e)))
-            .with_context(|| format!("cannot re-pin the search_path of {function}"))?;
+            .with_pg_context(|| format!("cannot re-pin the search_path of {function}"))?;
     }
     Ok(())
 }
@@ -308,10 +306,10 @@ async fn swap(
     let tx = conn
         .transaction()
         .await
-        .context("cannot start the restore")?;
+        .pg_context("cannot start the restore")?;
     enter_tenant(&tx, &plan.schema)
         .await
-        .context("cannot lock the tenant")?;
+        .pg_context("cannot lock the tenant")?;
     let mut sql = String::new();
     if plan.existing.is_some() {
         sql.push_str(&format!(
@@ -337,8 +335,7 @@ async fn swap(
     ));
     tx.batch_execute(&sql)
         .await
-        .map_err(|e| anyhow::anyhow!(describe_pg_error(&e)))
-        .context("cannot swap the restored schema in")?;
+        .pg_context("cannot swap the restored schema in")?;
     let display = plan
         .existing
         .as_ref()
@@ -358,7 +355,7 @@ async fn swap(
         role.as_deref(),
     )
     .await?;
-    tx.commit().await.context("cannot commit the restore")?;
+    tx.commit().await.pg_context("cannot commit the restore")?;
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! `tenantctl verify`: an isolation and drift audit. Exit 1 on any finding.
 
-use anyhow::{Context, Result};
+use crate::connect::PgContext;
+use anyhow::Result;
 use serde_json::json;
 
 use crate::apply::read_history;
@@ -146,12 +147,12 @@ async fn history_drift(
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
         .start()
         .await
-        .context("cannot start the audit transaction")?;
+        .pg_context("cannot start the audit transaction")?;
     let mut out = Vec::new();
     for t in tenants.iter().filter(|t| t.schema_exists) {
         let history = read_history(&tx, &t.schema)
             .await
-            .with_context(|| format!("cannot read the migration history of {}", t.schema))?
+            .with_pg_context(|| format!("cannot read the migration history of {}", t.schema))?
             .unwrap_or_default();
         let actual = history.iter().map(|h| h.version).max().unwrap_or(0);
         if actual != t.version {
