@@ -73,7 +73,7 @@ impl ApplyError {
             } => Some(crate::registry::FailedMigration {
                 version: *version,
                 name,
-                checksum: Some(*checksum),
+                checksum: *checksum,
             }),
             _ => None,
         }

@@ -290,12 +290,12 @@ pub async fn record_success(
 pub struct FailedMigration<'a> {
     pub version: i64,
     pub name: &'a str,
-    pub checksum: Option<u64>,
+    pub checksum: u64,
 }
 
-/// Records a failed attempt after its transaction rolled back: the tenant becomes `failed`
-/// with the error (unless it is not registered, as for a create that was undone), and the
-/// status table gets a `failed` row.
+/// Records a failure after the tenant's transaction rolled back: the tenant becomes `failed`
+/// with the error (a `dropping` tenant stays so), and the migration it is attributed to, if
+/// any, gets a `failed` row in the status table.
 pub async fn record_failure(
     client: &impl GenericClient,
     slug: &str,
@@ -303,21 +303,18 @@ pub async fn record_failure(
     migration: Option<FailedMigration<'_>>,
     started_epoch: f64,
 ) -> Result<()> {
-    let (version, name, checksum) = match &migration {
-        Some(m) => (m.version, m.name, m.checksum.map(|c| c.to_string())),
-        None => (0, "", None),
-    };
     exec(
-            client,
-            "WITH t AS (UPDATE public.tenants SET state = 'failed', last_error = $2, updated_at = now() \
-                        WHERE slug = $1 AND state <> 'dropping') \
-             INSERT INTO public.tenant_migrations (slug, version, name, checksum, outcome, error, started_at, finished_at) \
-             SELECT $1, $3, $4, $5, 'failed', $2, to_timestamp($6), clock_timestamp() WHERE $4 <> ''",
-            &[&slug, &error, &version, &name, &checksum, &started_epoch],
-        )
-        .await
-        .pg_context("cannot record the failure in the registry")?;
-    Ok(())
+        client,
+        "UPDATE public.tenants SET state = 'failed', last_error = $2, updated_at = now() \
+          WHERE slug = $1 AND state <> 'dropping'",
+        &[&slug, &error],
+    )
+    .await
+    .pg_context("cannot record the failure in the registry")?;
+    match migration {
+        Some(m) => record_failed_attempt(client, slug, error, &m, started_epoch).await,
+        None => Ok(()),
+    }
 }
 
 /// Marks the tenants a run is about to migrate, in one statement, visible at once.
@@ -360,7 +357,7 @@ pub async fn record_failed_attempt(
     migration: &FailedMigration<'_>,
     started_epoch: f64,
 ) -> Result<()> {
-    let checksum = migration.checksum.map(|c| c.to_string());
+    let checksum = migration.checksum.to_string();
     exec(
         client,
         "INSERT INTO public.tenant_migrations (slug, version, name, checksum, outcome, error, started_at, finished_at) \
@@ -372,7 +369,7 @@ pub async fn record_failed_attempt(
     Ok(())
 }
 
-/// Sets a tenant's state outside any larger transaction (visible to other sessions at once).
+/// Sets a tenant's state (`drop` marks `dropping` with it, under the tenant's lock).
 pub async fn set_state(client: &impl GenericClient, slug: &str, state: &str) -> Result<()> {
     client
         .execute(
