@@ -4,11 +4,11 @@
 //! search_path and every pending migration, so a tenant moves from its old version to its
 //! new one in a single commit, or not at all (error, kill -9, server restart).
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{Object, Transaction};
 use refinery::error::Kind;
 use refinery::{Runner, Target};
 
-use crate::connect::describe_pg_error;
+use crate::connect::{describe_pg_error, PgContext};
 use crate::migration_set::{AppliedMigration, MigrationSet};
 use crate::names::quote_ident;
 use crate::refinery_tx::InTransaction;
@@ -173,8 +173,8 @@ pub async fn current_version(
     Ok(tx.query_one(&sql, &[]).await?.get(0))
 }
 
-/// The tenant's applied history, read without creating anything (for plans and audits).
-pub async fn read_history(
+/// The tenant's applied history, read without creating anything.
+async fn read_history(
     tx: &Transaction<'_>,
     schema: &str,
 ) -> Result<Option<Vec<AppliedMigration>>, tokio_postgres::Error> {
@@ -204,6 +204,29 @@ pub async fn read_history(
             })
             .collect(),
     ))
+}
+
+/// The applied histories of many schemas (empty when a schema has none), read in one
+/// read-only snapshot so they agree with each other; for plans (dry run) and audits (verify).
+pub async fn read_histories(
+    conn: &mut Object,
+    schemas: &[&str],
+) -> anyhow::Result<Vec<Vec<AppliedMigration>>> {
+    let tx = conn
+        .build_transaction()
+        .read_only(true)
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .await
+        .pg_context("cannot start a read-only transaction")?;
+    let mut out = Vec::with_capacity(schemas.len());
+    for schema in schemas {
+        let history = read_history(&tx, schema)
+            .await
+            .with_pg_context(|| format!("cannot read the migration history of {schema}"))?;
+        out.push(history.unwrap_or_default());
+    }
+    Ok(out)
 }
 
 fn refinery_error(e: refinery::Error, set: &MigrationSet) -> ApplyError {

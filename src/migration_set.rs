@@ -28,6 +28,13 @@ pub struct AppliedMigration {
     pub checksum: u64,
 }
 
+impl std::fmt::Display for AppliedMigration {
+    /// refinery's own form, `V<version>__<name>`, as in the file name.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "V{}__{}", self.version, self.name)
+    }
+}
+
 /// What a run would do to one tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
@@ -144,16 +151,13 @@ impl MigrationSet {
             match self.find(a.version) {
                 None => {
                     return Plan::Diverged(format!(
-                        "applied migration V{}__{} is missing from {}",
-                        a.version,
-                        a.name,
+                        "applied migration {a} is missing from {}",
                         self.dir.display()
                     ))
                 }
                 Some(m) if m.checksum() != a.checksum || m.name() != a.name => {
                     return Plan::Diverged(format!(
-                        "applied migration V{}__{} differs from the file {m} (its checksum changed)",
-                        a.version, a.name
+                        "applied migration {a} differs from the file {m} (its checksum changed)"
                     ))
                 }
                 Some(_) => {}

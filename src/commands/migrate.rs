@@ -8,12 +8,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use deadpool_postgres::Pool;
 
-use crate::apply::{apply_pending, read_history, ApplyError};
+use crate::apply::{apply_pending, read_histories, ApplyError};
 use crate::cli::MigrateArgs;
-use crate::connect::describe_pg_error;
 use crate::fleet::{self, Interrupt, Job};
 use crate::migration_set::{MigrationSet, Plan};
 use crate::outcome::{Outcome, TenantOutcome};
@@ -68,7 +67,7 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
         lock_timeout_ms: args.lock_timeout,
     });
     if args.dry_run {
-        outcomes.extend(dry_run(&shared, visits).await);
+        outcomes.extend(dry_run(&shared, visits).await?);
     } else {
         record_missing_schemas(&shared.pool, &outcomes).await;
         let interrupt = Interrupt::listen();
@@ -263,59 +262,40 @@ async fn migrate_tenant(
     tx.commit().await?;
     Ok((
         applied.version,
-        applied
-            .migrations
-            .iter()
-            .map(|m| format!("V{}__{}", m.version, m.name))
-            .collect(),
+        applied.migrations.iter().map(ToString::to_string).collect(),
     ))
 }
 
-/// Reads each tenant's history (read-only) and reports what a run would apply.
-async fn dry_run(shared: &Arc<Shared>, visits: Vec<Visit>) -> Vec<TenantOutcome> {
-    let mut out = Vec::new();
-    for Visit(t) in visits {
-        let o = match plan_tenant(&shared.pool, &shared.set, &t, shared.target).await {
-            Ok(Plan::Apply(p)) if p.is_empty() => {
-                TenantOutcome::new(&t.slug, &t.schema, Outcome::UpToDate, t.version, t.version)
-            }
-            Ok(Plan::Apply(p)) => {
-                let to = p.last().map_or(t.version, |(v, _)| *v);
-                let names: Vec<String> = p.iter().map(|(v, n)| format!("V{v}__{n}")).collect();
-                let why = format!("dry run: would apply {}", names.join(", "));
-                let mut o = TenantOutcome::skipped(&t.slug, &t.schema, t.version, why);
-                o.to_version = to;
-                o.migrations = names;
-                o
-            }
-            Ok(Plan::Diverged(why)) => {
-                TenantOutcome::failed(&t.slug, &t.schema, t.version, format!("refused: {why}"))
-            }
-            Err(e) => TenantOutcome::failed(&t.slug, &t.schema, t.version, e),
-        };
-        out.push(o);
-    }
-    out
-}
-
-async fn plan_tenant(
-    pool: &Pool,
-    set: &MigrationSet,
-    t: &Tenant,
-    target: i64,
-) -> Result<Plan, String> {
-    let mut c = pool
+/// Reads every visited tenant's history in one read-only snapshot and reports what a run
+/// would apply to each; changes nothing.
+async fn dry_run(shared: &Shared, visits: Vec<Visit>) -> Result<Vec<TenantOutcome>> {
+    let mut conn = shared
+        .pool
         .get()
         .await
-        .map_err(|e| format!("no connection: {e}"))?;
-    let tx = c
-        .build_transaction()
-        .read_only(true)
-        .start()
-        .await
-        .map_err(|e| describe_pg_error(&e))?;
-    let history = read_history(&tx, &t.schema)
-        .await
-        .map_err(|e| describe_pg_error(&e))?;
-    Ok(set.plan(&history.unwrap_or_default(), target))
+        .context("cannot get a connection for the dry run")?;
+    let schemas: Vec<&str> = visits.iter().map(|v| v.0.schema.as_str()).collect();
+    let histories = read_histories(&mut conn, &schemas).await?;
+    Ok(visits
+        .iter()
+        .zip(histories)
+        .map(
+            |(Visit(t), history)| match shared.set.plan(&history, shared.target) {
+                Plan::Apply(p) if p.is_empty() => {
+                    TenantOutcome::new(&t.slug, &t.schema, Outcome::UpToDate, t.version, t.version)
+                }
+                Plan::Apply(p) => {
+                    let names: Vec<String> = p.iter().map(|(v, n)| format!("V{v}__{n}")).collect();
+                    let why = format!("dry run: would apply {}", names.join(", "));
+                    let mut o = TenantOutcome::skipped(&t.slug, &t.schema, t.version, why);
+                    o.to_version = p.last().map_or(t.version, |(v, _)| *v);
+                    o.migrations = names;
+                    o
+                }
+                Plan::Diverged(why) => {
+                    TenantOutcome::failed(&t.slug, &t.schema, t.version, format!("refused: {why}"))
+                }
+            },
+        )
+        .collect())
 }

@@ -1,10 +1,9 @@
 //! `tenantctl verify`: an isolation and drift audit. Exit 1 on any finding.
 
-use crate::connect::PgContext;
 use anyhow::Result;
 use serde_json::json;
 
-use crate::apply::read_history;
+use crate::apply::read_histories;
 use crate::audit::{self, Finding};
 use crate::cli::VerifyArgs;
 use crate::exit::{FAILED, OK};
@@ -141,19 +140,11 @@ async fn history_drift(
     tenants: &[Tenant],
     set: &MigrationSet,
 ) -> Result<Vec<Finding>> {
-    let tx = conn
-        .build_transaction()
-        .read_only(true)
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .start()
-        .await
-        .pg_context("cannot start the audit transaction")?;
+    let present: Vec<&Tenant> = tenants.iter().filter(|t| t.schema_exists).collect();
+    let schemas: Vec<&str> = present.iter().map(|t| t.schema.as_str()).collect();
+    let histories = read_histories(conn, &schemas).await?;
     let mut out = Vec::new();
-    for t in tenants.iter().filter(|t| t.schema_exists) {
-        let history = read_history(&tx, &t.schema)
-            .await
-            .with_pg_context(|| format!("cannot read the migration history of {}", t.schema))?
-            .unwrap_or_default();
+    for (t, history) in present.into_iter().zip(histories) {
         let actual = history.iter().map(|h| h.version).max().unwrap_or(0);
         if actual != t.version {
             out.push(finding(
