@@ -223,11 +223,7 @@ pub fn resolve(settings: &Settings, env: &BTreeMap<&str, String>, os_user: &str)
         .as_deref()
         .unwrap_or("prefer")
         .parse()?;
-    let root = tls.sslrootcert.or_else(|| {
-        std::env::var("PGSSLROOTCERT")
-            .ok()
-            .filter(|v| !v.is_empty())
-    });
+    let root = pick(tls.sslrootcert, "PGSSLROOTCERT");
     cfg.ssl_mode(match ssl_mode {
         SslMode::Disable => PgSslMode::Disable,
         SslMode::Prefer => PgSslMode::Prefer,
@@ -537,6 +533,16 @@ mod tests {
         let t = resolve(&s, &env(&[]), "os").unwrap();
         assert_eq!(t.ssl_mode, SslMode::VerifyFull);
         assert_eq!(t.ssl_root_cert, Some(PathBuf::from("/ca.pem")));
+    }
+
+    #[test]
+    fn pgsslrootcert_comes_from_the_same_environment_as_the_rest() {
+        let s = settings(Some("postgres://u@h/db?sslmode=verify-full"), false);
+        let t = resolve(&s, &env(&[("PGSSLROOTCERT", "/env-ca.pem")]), "os").unwrap();
+        assert_eq!(t.ssl_root_cert, Some(PathBuf::from("/env-ca.pem")));
+        let s = settings(Some("postgres://u@h/db?sslrootcert=%2Furl-ca.pem"), false);
+        let t = resolve(&s, &env(&[("PGSSLROOTCERT", "/env-ca.pem")]), "os").unwrap();
+        assert_eq!(t.ssl_root_cert, Some(PathBuf::from("/url-ca.pem")));
     }
 
     #[test]

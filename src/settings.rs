@@ -166,18 +166,22 @@ pub fn merge(
     })
 }
 
-/// The libpq variables tenantctl honours, read once from the process environment.
+/// The libpq variables tenantctl honours (tokio-postgres reads none of them itself).
+pub const PG_VARS: [&str; 8] = [
+    "PGHOST",
+    "PGPORT",
+    "PGUSER",
+    "PGPASSWORD",
+    "PGDATABASE",
+    "PGSSLMODE",
+    "PGSSLROOTCERT",
+    "PGAPPNAME",
+];
+
+/// The PG_VARS that are set and not empty, read once from the process environment.
 pub fn pg_env() -> BTreeMap<&'static str, String> {
-    const VARS: [&str; 7] = [
-        "PGHOST",
-        "PGPORT",
-        "PGUSER",
-        "PGPASSWORD",
-        "PGDATABASE",
-        "PGSSLMODE",
-        "PGAPPNAME",
-    ];
-    VARS.iter()
+    PG_VARS
+        .iter()
         .filter_map(|k| {
             std::env::var(k)
                 .ok()

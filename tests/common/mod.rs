@@ -85,17 +85,8 @@ impl TestDb {
     /// tenants.toml is picked up) with the repository's example migrations.
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_tenantctl"));
-        for var in [
-            "DATABASE_URL",
-            "TENANTCTL_CONFIG",
-            "TENANTCTL_MIGRATIONS",
-            "PGHOST",
-            "PGPORT",
-            "PGUSER",
-            "PGPASSWORD",
-            "PGDATABASE",
-            "PGSSLMODE",
-        ] {
+        let ours = ["DATABASE_URL", "TENANTCTL_CONFIG", "TENANTCTL_MIGRATIONS"];
+        for var in ours.iter().chain(tenantctl::settings::PG_VARS.iter()) {
             c.env_remove(var);
         }
         c.env("DATABASE_URL", &self.url)
