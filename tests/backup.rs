@@ -213,8 +213,7 @@ fn damaged_foreign_or_too_new_dumps_are_refused_and_nothing_changes() {
 
     // A backup made at version 7 cannot be restored with a folder that stops at 6.
     let dir = db.migrations_with("v7", &[("V7__x.sql", "CREATE TABLE x (id int);")]);
-    db.run(&["--migrations", path_str(&dir), "migrate", "globex"])
-        .expect(0);
+    db.run_with(&dir, &["migrate", "globex"]).expect(0);
     let newer = db.dir.join("globex.dump");
     db.run(&["backup", "globex", "-o", path_str(&newer)])
         .expect(0);

@@ -198,7 +198,7 @@ fn a_failing_migration_leaves_nothing_behind() {
             "ALTER TABLE no_such_table ADD COLUMN x int;",
         )],
     );
-    let r = db.run(&["--migrations", path_str(&dir), "create", "acme"]);
+    let r = db.run_with(&dir, &["create", "acme"]);
     r.expect(1)
         .mentions("acme")
         .mentions("V7__broken")
@@ -460,14 +460,7 @@ fn status_reports_every_tenant_and_check_gates() {
         .mentions("unknown tenant nobody");
     // A newer migration makes every tenant pending: --check fails the gate.
     let dir = db.migrations_with("next", &[("V7__x.sql", "CREATE TABLE x (id int);")]);
-    let r = db.run(&[
-        "--migrations",
-        path_str(&dir),
-        "status",
-        "--check",
-        "--format",
-        "json",
-    ]);
+    let r = db.run_with(&dir, &["status", "--check", "--format", "json"]);
     r.expect(1);
     assert_eq!(r.json()["tenants"][1]["pending"], 1);
     // A registered tenant whose schema is gone is reported, not a crash.

@@ -74,8 +74,7 @@ fn server_restart_mid_run_exits_1_and_a_rerun_completes() {
     out.expect(1).mentions("failed");
     let done = at_seven(&db).0;
     assert!(done < 40, "the restart should land mid-run");
-    db.run(&["--migrations", path_str(&dir), "migrate"])
-        .expect(0);
+    db.run_with(&dir, &["migrate"]).expect(0);
     assert_eq!(at_seven(&db).0, 40);
     assert_eq!(
         db.scalar("SELECT count(*) FROM public.tenants WHERE state <> 'active'"),
@@ -104,13 +103,7 @@ fn a_long_transaction_fails_only_its_tenant_with_lock_timeout() {
     std::thread::sleep(Duration::from_millis(500));
     let dir = db.migrations_with("v7", &[SLOW_V7]);
     let started = Instant::now();
-    let r = db.run(&[
-        "--migrations",
-        path_str(&dir),
-        "migrate",
-        "--lock-timeout",
-        "500ms",
-    ]);
+    let r = db.run_with(&dir, &["migrate", "--lock-timeout", "500ms"]);
     r.expect(1)
         .mentions("t001")
         .mentions("lock timeout")
@@ -121,8 +114,7 @@ fn a_long_transaction_fails_only_its_tenant_with_lock_timeout() {
     );
     holder.kill().unwrap();
     holder.wait().unwrap();
-    db.run(&["--migrations", path_str(&dir), "migrate"])
-        .expect(0);
+    db.run_with(&dir, &["migrate"]).expect(0);
     assert_eq!(at_seven(&db).0, 4);
 }
 
@@ -153,8 +145,7 @@ fn ctrl_c_finishes_tenants_in_flight_and_exits_130() {
         db.scalar("SELECT count(*) FROM public.tenants WHERE version = 7"),
         done.to_string()
     );
-    db.run(&["--migrations", path_str(&dir), "migrate"])
-        .expect(0);
+    db.run_with(&dir, &["migrate"]).expect(0);
 }
 
 #[test]
@@ -163,15 +154,9 @@ fn concurrency_beyond_the_servers_connections_is_limited_not_fatal() {
     let db = TestDb::new("conns");
     create_tenants(&db, 3);
     let dir = db.migrations_with("v7", &[SLOW_V7]);
-    db.run(&[
-        "--migrations",
-        path_str(&dir),
-        "migrate",
-        "--concurrency",
-        "500",
-    ])
-    .expect(0)
-    .mentions("tenants at a time instead of 500");
+    db.run_with(&dir, &["migrate", "--concurrency", "500"])
+        .expect(0)
+        .mentions("tenants at a time instead of 500");
 }
 
 #[test]

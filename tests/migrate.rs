@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
@@ -18,13 +17,7 @@ fn fifty_tenants_move_from_six_to_seven() {
     let db = TestDb::new("fifty");
     create_tenants(&db, 50);
     let dir = db.migrations_with("v7", &[V7]);
-    let r = db.run(&[
-        "--migrations",
-        path_str(&dir),
-        "migrate",
-        "--concurrency",
-        "4",
-    ]);
+    let r = db.run_with(&dir, &["migrate", "--concurrency", "4"]);
     r.expect(0).mentions("50 applied");
     assert_eq!(at_seven(&db), (50, 50));
     assert_eq!(
@@ -34,13 +27,7 @@ fn fifty_tenants_move_from_six_to_seven() {
     assert_eq!(db.scalar("SELECT count(*) FROM public.tenant_migrations WHERE version = 7 AND outcome = 'applied'"), "50");
     // Nothing pending: nothing changes, exit 0, and no schema is visited.
     let before = db.snapshot();
-    let r = db.run(&[
-        "--migrations",
-        path_str(&dir),
-        "migrate",
-        "--format",
-        "json",
-    ]);
+    let r = db.run_with(&dir, &["migrate", "--format", "json"]);
     r.expect(0);
     assert_eq!(r.json()["summary"]["up_to_date"], 50);
     assert_eq!(db.snapshot(), before);
@@ -54,7 +41,7 @@ fn one_sabotaged_tenant_fails_alone_and_recovers() {
     create_tenants(&db, 6);
     db.query("ALTER TABLE tenant_t002.wellness_logs RENAME TO wellness_logs_moved");
     let dir = db.migrations_with("v7", &[V7]);
-    let r = db.run(&["--migrations", path_str(&dir), "migrate"]);
+    let r = db.run_with(&dir, &["migrate"]);
     r.expect(1)
         .mentions("t002")
         .mentions("V7__heart_rate")
@@ -76,7 +63,7 @@ fn one_sabotaged_tenant_fails_alone_and_recovers() {
         db.scalar("SELECT outcome || ':' || version FROM public.tenant_migrations WHERE slug = 't002' AND version = 7"),
         "failed:7"
     );
-    let status = db.run(&["--migrations", path_str(&dir), "status", "--format", "json"]);
+    let status = db.run_with(&dir, &["status", "--format", "json"]);
     let doc = status.json();
     let t2 = doc["tenants"]
         .as_array()
@@ -93,15 +80,13 @@ fn one_sabotaged_tenant_fails_alone_and_recovers() {
         .as_str()
         .unwrap()
         .contains("does not exist"));
-    db.run(&["--migrations", path_str(&dir), "status", "--check"])
-        .expect(1);
+    db.run_with(&dir, &["status", "--check"]).expect(1);
 
     db.query("ALTER TABLE tenant_t002.wellness_logs_moved RENAME TO wellness_logs");
-    db.run(&["--migrations", path_str(&dir), "migrate"])
+    db.run_with(&dir, &["migrate"])
         .expect(0)
         .mentions("1 applied, 5 up to date");
-    db.run(&["--migrations", path_str(&dir), "status", "--check"])
-        .expect(0);
+    db.run_with(&dir, &["status", "--check"]).expect(0);
     assert_eq!(at_seven(&db), (6, 6));
 }
 
@@ -110,21 +95,7 @@ fn two_processes_at_once_never_collide() {
     let db = TestDb::new("twoproc");
     create_tenants(&db, 20);
     let dir = db.migrations_with("v7", &[V7]);
-    let spawn = || {
-        db.cmd()
-            .args([
-                "--migrations",
-                path_str(&dir),
-                "migrate",
-                "--concurrency",
-                "4",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let (a, b) = (spawn(), spawn());
+    let (a, b) = (spawn_migrate(&db, &dir, "4"), spawn_migrate(&db, &dir, "4"));
     for child in [a, b] {
         let out = child.wait_with_output().unwrap();
         assert!(
@@ -158,13 +129,7 @@ fn kill_dash_nine_leaves_every_tenant_whole_and_the_next_run_finishes() {
     let stuck = db.scalar("SELECT count(*) FROM public.tenants WHERE state = 'migrating'");
     assert_ne!(stuck, "0", "the killed run left tenants marked migrating");
 
-    let r = db.run(&[
-        "--migrations",
-        path_str(&dir),
-        "migrate",
-        "--concurrency",
-        "4",
-    ]);
+    let r = db.run_with(&dir, &["migrate", "--concurrency", "4"]);
     r.expect(0).mentions("recovered from an interrupted run");
     assert_eq!(at_seven(&db), (40, 40));
     assert_eq!(
@@ -182,7 +147,7 @@ fn diverged_history_is_refused_by_name() {
     let v3 = dir.join("V3__wellness_logs.sql");
     let text = std::fs::read_to_string(&v3).unwrap();
     std::fs::write(&v3, format!("{text}\n-- edited after release\n")).unwrap();
-    let r = db.run(&["--migrations", path_str(&dir), "migrate", "t000"]);
+    let r = db.run_with(&dir, &["migrate", "t000"]);
     r.expect(1)
         .mentions("t000")
         .mentions("V3__wellness_logs")
@@ -193,20 +158,14 @@ fn diverged_history_is_refused_by_name() {
         "failed"
     );
     // The dry run sees the same divergence without changing anything.
-    db.run(&[
-        "--migrations",
-        path_str(&dir),
-        "migrate",
-        "--dry-run",
-        "t001",
-    ])
-    .expect(1)
-    .mentions("V3__wellness_logs");
+    db.run_with(&dir, &["migrate", "--dry-run", "t001"])
+        .expect(1)
+        .mentions("V3__wellness_logs");
 
     // An applied file that is gone: refused by name.
     let dir = db.migrations_with("gone", &[V7]);
     std::fs::remove_file(dir.join("V2__consents.sql")).unwrap();
-    db.run(&["--migrations", path_str(&dir), "migrate", "t001"])
+    db.run_with(&dir, &["migrate", "t001"])
         .expect(1)
         .mentions("V2__consents")
         .mentions("missing");
@@ -220,15 +179,7 @@ fn a_failing_canary_leaves_the_rest_untouched() {
     db.query("ALTER TABLE tenant_t000.wellness_logs RENAME TO moved");
     let dir = db.migrations_with("v7", &[V7]);
     let before: Vec<_> = db.query("SELECT slug, state, version, updated_at FROM public.tenants WHERE slug >= 't002' ORDER BY 1");
-    let r = db.run(&[
-        "--migrations",
-        path_str(&dir),
-        "migrate",
-        "--canary",
-        "2",
-        "--format",
-        "json",
-    ]);
+    let r = db.run_with(&dir, &["migrate", "--canary", "2", "--format", "json"]);
     r.expect(1);
     let doc = r.json();
     assert_eq!(doc["summary"]["failed"], 1);
@@ -240,7 +191,7 @@ fn a_failing_canary_leaves_the_rest_untouched() {
         "tenants after the canary must not be touched"
     );
     db.query("ALTER TABLE tenant_t000.moved RENAME TO wellness_logs");
-    db.run(&["--migrations", path_str(&dir), "migrate", "--canary", "2"])
+    db.run_with(&dir, &["migrate", "--canary", "2"])
         .expect(0)
         .mentions("7 applied");
 }
@@ -254,27 +205,20 @@ fn target_dry_run_and_fail_fast() {
     let m = path_str(&dir);
 
     let before = db.snapshot();
-    let r = db.run(&["--migrations", m, "migrate", "--dry-run"]);
+    let r = db.run_with(m, &["migrate", "--dry-run"]);
     r.expect(0).mentions("V7__heart_rate").mentions("V8__more");
     assert_eq!(db.snapshot(), before, "a dry run changes nothing");
-    let r = db.run(&[
-        "--migrations",
-        m,
-        "migrate",
-        "--dry-run",
-        "--format",
-        "json",
-    ]);
+    let r = db.run_with(m, &["migrate", "--dry-run", "--format", "json"]);
     assert_eq!(
         r.json()["tenants"][0]["migrations"],
         serde_json::json!(["V7__heart_rate", "V8__more"])
     );
 
-    db.run(&["--migrations", m, "migrate", "--target", "9"])
+    db.run_with(m, &["migrate", "--target", "9"])
         .expect(2)
         .mentions("--target 9 is not a migration")
         .mentions("latest is 8");
-    db.run(&["--migrations", m, "migrate", "--target", "7", "t000"])
+    db.run_with(m, &["migrate", "--target", "7", "t000"])
         .expect(0);
     assert_eq!(
         db.scalar("SELECT version FROM public.tenants WHERE slug = 't000'"),
@@ -287,16 +231,17 @@ fn target_dry_run_and_fail_fast() {
 
     // --fail-fast with one at a time: the first failure stops the run.
     db.query("ALTER TABLE tenant_t001.wellness_logs RENAME TO moved");
-    let r = db.run(&[
-        "--migrations",
+    let r = db.run_with(
         m,
-        "migrate",
-        "--fail-fast",
-        "--concurrency",
-        "1",
-        "--format",
-        "json",
-    ]);
+        &[
+            "migrate",
+            "--fail-fast",
+            "--concurrency",
+            "1",
+            "--format",
+            "json",
+        ],
+    );
     r.expect(1);
     let doc = r.json();
     let outcome = |slug: &str| {
@@ -318,7 +263,7 @@ fn target_dry_run_and_fail_fast() {
         db.scalar("SELECT version FROM public.tenants WHERE slug = 't003'"),
         "6"
     );
-    db.run(&["--migrations", m, "migrate", "nobody"])
+    db.run_with(m, &["migrate", "nobody"])
         .expect(2)
         .mentions("unknown tenant nobody");
 }
@@ -332,15 +277,9 @@ fn session_state_set_by_a_migration_does_not_leak_to_the_next_tenant() {
     // search_path would point at public.
     let leaky = ("V7__leaky.sql", "CREATE TABLE leak_probe (id int);\nSET default_transaction_read_only = on;\nSET search_path = public;");
     let dir = db.migrations_with("leaky", &[leaky]);
-    db.run(&[
-        "--migrations",
-        path_str(&dir),
-        "migrate",
-        "--concurrency",
-        "1",
-    ])
-    .expect(0)
-    .mentions("5 applied");
+    db.run_with(&dir, &["migrate", "--concurrency", "1"])
+        .expect(0)
+        .mentions("5 applied");
     assert_eq!(db.scalar("SELECT count(*) FROM pg_class WHERE relname = 'leak_probe' AND relnamespace = 'public'::regnamespace"), "0");
 }
 
@@ -350,7 +289,7 @@ fn a_registered_tenant_without_a_schema_is_reported_not_a_crash() {
     create_tenants(&db, 3);
     db.query("DROP SCHEMA tenant_t001 CASCADE");
     let dir = db.migrations_with("v7", &[V7]);
-    let r = db.run(&["--migrations", path_str(&dir), "migrate"]);
+    let r = db.run_with(&dir, &["migrate"]);
     r.expect(1)
         .mentions("schema tenant_t001 is missing")
         .mentions("2 applied");

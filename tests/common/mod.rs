@@ -101,6 +101,13 @@ impl TestDb {
         Run::from(self.cmd().args(args).output().expect("tenantctl runs"))
     }
 
+    /// Runs tenantctl with `--migrations dir` before `args`.
+    pub fn run_with(&self, migrations: impl AsRef<Path>, args: &[&str]) -> Run {
+        let mut c = self.cmd();
+        c.arg("--migrations").arg(migrations.as_ref()).args(args);
+        Run::from(c.output().expect("tenantctl runs"))
+    }
+
     pub fn query(&self, sql: &str) -> Vec<Vec<Option<String>>> {
         query(&self.url, sql)
     }
