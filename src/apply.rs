@@ -94,7 +94,7 @@ pub fn history_table(schema: &str) -> String {
 
 /// Waits for the tenant's lock and points search_path at its schema (and nothing else) for
 /// this transaction only. Returns whether the schema exists.
-pub async fn enter_tenant(
+async fn enter_tenant(
     tx: &Transaction<'_>,
     schema: &str,
 ) -> Result<bool, tokio_postgres::Error> {
@@ -109,6 +109,23 @@ pub async fn enter_tenant(
         .query_one(&stmt, &[&LOCK_CLASS, &schema, &quote_ident(schema)])
         .await?;
     Ok(row.get(2))
+}
+
+/// A new transaction on `conn` that already holds the tenant's lock (see `enter_tenant`),
+/// and whether the schema exists. For work on one tenant that must not overlap a migration
+/// of it: backup, drop, restore.
+pub async fn locked_transaction<'a>(
+    conn: &'a mut Object,
+    schema: &str,
+) -> anyhow::Result<(Transaction<'a>, bool)> {
+    let tx = conn
+        .transaction()
+        .await
+        .pg_context("cannot start a transaction")?;
+    let exists = enter_tenant(&tx, schema)
+        .await
+        .with_pg_context(|| format!("cannot lock tenant schema {schema}"))?;
+    Ok((tx, exists))
 }
 
 /// Applies every migration above the tenant's version up to `target`, within `tx`.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde_json::json;
 
-use crate::apply::enter_tenant;
+use crate::apply::locked_transaction;
 use crate::cli::BackupArgs;
 use crate::dump::{self, Metadata};
 use crate::exit::bad_input;
@@ -70,29 +70,28 @@ pub async fn backup_tenant(
     let pg_dump = dump::find_tool("pg_dump")?;
     dump::check_not_older(&pg_dump, "pg_dump", server_major)
         .map_err(|e| bad_input(format!("{e:#}")))?;
-    let tx = conn
-        .transaction()
-        .await
-        .pg_context("cannot start the backup")?;
-    let Some(t) = registry::some(&tx, &[slug.to_string()]).await?.pop() else {
+    let Some(schema) = registry::some(&*conn, &[slug.to_string()])
+        .await?
+        .pop()
+        .map(|t| t.schema)
+    else {
         return Err(bad_input(format!(
             "unknown tenant {slug} (see tenantctl list)"
         )));
     };
-    if !enter_tenant(&tx, &t.schema)
-        .await
-        .pg_context("cannot lock the tenant")?
-    {
+    let (tx, exists) = locked_transaction(conn, &schema).await?;
+    if !exists {
         anyhow::bail!(
-            "the schema {} of tenant {slug} is missing; there is nothing to back up",
-            t.schema
+            "the schema {schema} of tenant {slug} is missing; there is nothing to back up"
         );
     }
-    // Read again under the lock: a migration that committed while we waited changed it.
+    // The row as of the lock: a migration that committed while we waited changed it.
     let t = registry::some(&tx, &[slug.to_string()])
         .await?
         .pop()
-        .unwrap_or(t);
+        .ok_or_else(|| {
+            anyhow::anyhow!("tenant {slug} was dropped while the backup waited for it")
+        })?;
     let dbname = s.target.config.get_dbname().unwrap_or_default().to_string();
     let mut cmd = dump::command(&pg_dump, &s.target, &dbname);
     // The pattern is quoted by the one quoting function: an exact, case-sensitive name.

@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use crate::apply::enter_tenant;
+use crate::apply::locked_transaction;
 use crate::cli::DropArgs;
 use crate::commands::backup;
 use crate::exit::bad_input;
@@ -107,25 +107,13 @@ async fn drop_one(
 ) -> Result<()> {
     // Marked under the tenant's lock: a migration in flight finishes first, and none starts
     // after (migrate leaves `dropping` tenants alone).
-    let tx = conn
-        .transaction()
-        .await
-        .pg_context("cannot start the drop")?;
-    enter_tenant(&tx, &t.schema)
-        .await
-        .with_pg_context(|| format!("cannot lock tenant {}", t.slug))?;
+    let (tx, _) = locked_transaction(conn, &t.schema).await?;
     registry::set_state(&tx, &t.slug, "dropping").await?;
     tx.commit()
         .await
         .with_pg_context(|| format!("cannot mark tenant {} dropping", t.slug))?;
     while drop_table_batch(conn, t).await? {}
-    let tx = conn
-        .transaction()
-        .await
-        .pg_context("cannot start the drop")?;
-    let existed = enter_tenant(&tx, &t.schema)
-        .await
-        .with_pg_context(|| format!("cannot lock tenant {}", t.slug))?;
+    let (tx, existed) = locked_transaction(conn, &t.schema).await?;
     tx.batch_execute(&format!(
         "DROP SCHEMA IF EXISTS {} CASCADE",
         quote_ident(&t.schema)
@@ -145,13 +133,7 @@ async fn drop_one(
 /// Drops up to TABLES_PER_BATCH tables of a schema that has more than that, in a committed
 /// transaction of its own. Returns whether it dropped anything.
 async fn drop_table_batch(conn: &mut deadpool_postgres::Object, t: &Tenant) -> Result<bool> {
-    let tx = conn
-        .transaction()
-        .await
-        .pg_context("cannot start the drop")?;
-    enter_tenant(&tx, &t.schema)
-        .await
-        .with_pg_context(|| format!("cannot lock tenant {}", t.slug))?;
+    let (tx, _) = locked_transaction(conn, &t.schema).await?;
     let rows = tx
         .query(
             "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \

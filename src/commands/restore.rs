@@ -12,7 +12,7 @@ use std::path::Path;
 use anyhow::Result;
 use serde_json::json;
 
-use crate::apply::enter_tenant;
+use crate::apply::locked_transaction;
 use crate::cli::RestoreArgs;
 use crate::connect;
 use crate::dump::{self, Metadata, Tool};
@@ -303,13 +303,7 @@ async fn swap(
     m: &Metadata,
     major: i32,
 ) -> Result<()> {
-    let tx = conn
-        .transaction()
-        .await
-        .pg_context("cannot start the restore")?;
-    enter_tenant(&tx, &plan.schema)
-        .await
-        .pg_context("cannot lock the tenant")?;
+    let (tx, _) = locked_transaction(conn, &plan.schema).await?;
     let mut sql = String::new();
     if plan.existing.is_some() {
         sql.push_str(&format!(
