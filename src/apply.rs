@@ -94,10 +94,7 @@ pub fn history_table(schema: &str) -> String {
 
 /// Waits for the tenant's lock and points search_path at its schema (and nothing else) for
 /// this transaction only. Returns whether the schema exists.
-async fn enter_tenant(
-    tx: &Transaction<'_>,
-    schema: &str,
-) -> Result<bool, tokio_postgres::Error> {
+async fn enter_tenant(tx: &Transaction<'_>, schema: &str) -> Result<bool, tokio_postgres::Error> {
     let stmt = tx
         .prepare_cached(
             "SELECT pg_advisory_xact_lock($1, hashtext($2))::text, \
