@@ -11,7 +11,10 @@ use refinery::{Runner, Target};
 use crate::connect::{describe_pg_error, PgContext};
 use crate::migration_set::{AppliedMigration, MigrationSet};
 use crate::names::quote_ident;
-use crate::refinery_tx::InTransaction;
+use crate::pipeline::Params;
+use crate::refinery_tx::Queued;
+use crate::txn::{Step, StepError, Tx, RESET_SESSION};
+use tokio_postgres::error::SqlState;
 
 /// The first key of tenantctl's two-key advisory locks ("tntc"); the second is
 /// `hashtext(schema)`. A hash collision only makes two tenants wait for each other.
@@ -80,6 +83,12 @@ impl ApplyError {
     }
 }
 
+impl From<StepError> for ApplyError {
+    fn from(e: StepError) -> Self {
+        step_error(&e)
+    }
+}
+
 impl From<tokio_postgres::Error> for ApplyError {
     fn from(e: tokio_postgres::Error) -> Self {
         ApplyError::Database(describe_pg_error(&e))
@@ -92,16 +101,23 @@ pub fn history_table(schema: &str) -> String {
     format!("{}.{HISTORY_TABLE}", quote_ident(schema))
 }
 
-/// Waits for the tenant's lock and points search_path at its schema (and nothing else) for
-/// this transaction only. Returns whether the schema exists.
+/// Waits for the tenant's lock (`$1`, `$2`) and points search_path at its schema (`$3`,
+/// quoted) and nothing else, for this transaction only; says whether the schema exists.
+const ENTER_TENANT: &str = "SELECT pg_advisory_xact_lock($1, hashtext($2))::text, \
+        set_config('search_path', $3, true), \
+        EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $2)";
+
+fn enter_params(schema: &str) -> Params {
+    vec![
+        Box::new(LOCK_CLASS),
+        Box::new(schema.to_string()),
+        Box::new(quote_ident(schema)),
+    ]
+}
+
+/// Takes the tenant's lock (see `ENTER_TENANT`). Returns whether the schema exists.
 async fn enter_tenant(tx: &Transaction<'_>, schema: &str) -> Result<bool, tokio_postgres::Error> {
-    let stmt = tx
-        .prepare_cached(
-            "SELECT pg_advisory_xact_lock($1, hashtext($2))::text, \
-                    set_config('search_path', $3, true), \
-                    EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $2)",
-        )
-        .await?;
+    let stmt = tx.prepare_cached(ENTER_TENANT).await?;
     let row = tx
         .query_one(&stmt, &[&LOCK_CLASS, &schema, &quote_ident(schema)])
         .await?;
@@ -125,23 +141,27 @@ pub async fn locked_transaction<'a>(
     Ok((tx, exists))
 }
 
-/// Applies every migration above the tenant's version up to `target`, within `tx`.
+/// Plans every migration above the tenant's version up to `target` and queues them on `tx`,
+/// followed by `RESET_SESSION`, to be sent with `commit`. Before that, one flight sends what
+/// `tx` holds so far, the tenant's lock and search_path, and the history read. On an error
+/// `tx` is rolled back.
 pub async fn apply_pending(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     schema: &str,
     set: &MigrationSet,
     target: i64,
     lock_timeout_ms: Option<u64>,
 ) -> Result<Applied, ApplyError> {
-    if !enter_tenant(tx, schema).await? {
-        return Err(ApplyError::SchemaMissing);
-    }
-    // Only after the tenant's own lock is held: a second tenantctl waiting for that lock must
-    // wait, not time out; the timeout is for the application's locks on the tenant's tables.
+    tx.queue_prepared(Step::Lock, ENTER_TENANT, enter_params(schema))
+        .await?;
+    // Only after the tenant's own lock is held (the server runs the flight in order): a
+    // second tenantctl waiting for that lock must wait, not time out; the timeout is for the
+    // application's locks on the tenant's tables.
     if let Some(ms) = lock_timeout_ms {
-        tx.execute(
+        tx.queue_prepared(
+            Step::LockTimeout,
             "SELECT set_config('lock_timeout', $1, true)",
-            &[&format!("{ms}ms")],
+            vec![Box::new(format!("{ms}ms"))],
         )
         .await?;
     }
@@ -152,10 +172,16 @@ pub async fn apply_pending(
         Target::Version(target as i32)
     });
     runner.set_migration_table_name(&table);
-    let mut adapter = InTransaction::new(tx);
+    let mut adapter = Queued::new(tx);
     let result = runner.run_async(&mut adapter).await;
-    let report = result.map_err(|e| refinery_error(e, set))?;
-    adapter.flush().await?;
+    let latest_applied = adapter.latest_applied();
+    let report = match result {
+        Ok(report) => report,
+        Err(e) => {
+            tx.rollback().await;
+            return Err(refinery_error(e, set));
+        }
+    };
     let migrations: Vec<AppliedMigration> = report
         .applied_migrations()
         .iter()
@@ -165,26 +191,39 @@ pub async fn apply_pending(
             checksum: m.checksum(),
         })
         .collect();
-    let version = match migrations.last() {
-        Some(m) => m.version,
-        None => current_version(tx, schema).await?,
-    };
+    let version = migrations.last().map_or(latest_applied, |m| m.version);
+    if !migrations.is_empty() {
+        tx.queue(Step::Reset, RESET_SESSION);
+    }
     Ok(Applied {
         migrations,
         version,
     })
 }
 
-/// The highest version in the tenant's history table (0 when there is none).
-pub async fn current_version(
-    tx: &Transaction<'_>,
-    schema: &str,
-) -> Result<i64, tokio_postgres::Error> {
-    let sql = format!(
-        "SELECT coalesce(max(version), 0)::bigint FROM {}",
-        history_table(schema)
-    );
-    Ok(tx.query_one(&sql, &[]).await?.get(0))
+/// Sends the queued migrations (and whatever the caller queued after them) with `COMMIT`.
+/// A failure names the migration that failed; nothing is committed then.
+pub async fn commit(tx: &mut Tx<'_>, applied: &Applied) -> Result<(), ApplyError> {
+    tx.commit().await.map_err(|e| match e.step {
+        Step::Migration(n) => match applied.migrations.get(n) {
+            Some(m) => ApplyError::MigrationFailed {
+                version: m.version,
+                name: m.name.clone(),
+                checksum: m.checksum,
+                error: e.cause(),
+            },
+            None => step_error(&e),
+        },
+        _ => step_error(&e),
+    })
+}
+
+/// A failure outside the migrations' own SQL; a missing schema says so.
+fn step_error(e: &StepError) -> ApplyError {
+    if e.step == Step::History && e.code() == Some(&SqlState::UNDEFINED_SCHEMA) {
+        return ApplyError::SchemaMissing;
+    }
+    ApplyError::Database(e.to_string())
 }
 
 /// The tenant's applied history, read without creating anything.
@@ -257,6 +296,9 @@ fn refinery_error(e: refinery::Error, set: &MigrationSet) -> ApplyError {
         Kind::MissingVersion(m) => ApplyError::Diverged(format!(
             "migration {m} was never applied but a later version already is"
         )),
+        Kind::Connection(_, src) if src.downcast_ref::<StepError>().is_some() => {
+            step_error(src.downcast_ref::<StepError>().expect("checked"))
+        }
         Kind::Connection(msg, src) => {
             let cause = match src.downcast_ref::<tokio_postgres::Error>() {
                 Some(pe) => describe_pg_error(pe),

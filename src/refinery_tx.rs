@@ -1,35 +1,47 @@
-//! refinery's driver traits, implemented for a transaction that tenantctl already opened.
+//! refinery's driver traits, implemented over a transaction that tenantctl already opened.
 //!
 //! refinery's own tokio-postgres driver commits after every migration (or, grouped, hides
 //! which migration failed). Running its ungrouped runner through this adapter gives both:
-//! every statement lands in the caller's single transaction, and a failure still names
-//! the migration. Commit or rollback stays with the caller.
+//! every statement lands in the caller's single transaction, and a failure still names the
+//! migration. It also saves round trips: refinery's statements are queued on the `Tx`
+//! rather than sent one by one. The history read goes out with whatever the caller queued
+//! before it (BEGIN, the tenant's lock); the migrations wait for the caller's `commit`, and
+//! a failure among them is reported by its `Step::Migration(n)`. Commit or rollback stays
+//! with the caller.
 
-use deadpool_postgres::Transaction;
 use refinery::Migration;
 use refinery_core::traits::r#async::{AsyncMigrate, AsyncQuery, AsyncTransaction};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio_postgres::SimpleQueryMessage;
 
-pub struct InTransaction<'a, 'b> {
-    tx: &'a mut Transaction<'b>,
+use crate::pipeline::Reply;
+use crate::txn::{Step, StepError, Tx};
+
+pub struct Queued<'t, 'c> {
+    tx: &'t mut Tx<'c>,
     /// refinery's `CREATE TABLE IF NOT EXISTS <history>`, held back to travel with the
-    /// history read that always follows it: one round trip instead of two per tenant.
+    /// history read that always follows it.
     deferred: Option<String>,
+    /// Migrations queued so far.
+    queued: usize,
+    /// The highest version in the history, as read.
+    latest_applied: i64,
 }
 
-impl<'a, 'b> InTransaction<'a, 'b> {
-    pub fn new(tx: &'a mut Transaction<'b>) -> Self {
-        InTransaction { tx, deferred: None }
+impl<'t, 'c> Queued<'t, 'c> {
+    pub fn new(tx: &'t mut Tx<'c>) -> Self {
+        Queued {
+            tx,
+            deferred: None,
+            queued: 0,
+            latest_applied: 0,
+        }
     }
 
-    /// Sends anything still held back. Call after refinery's run, before commit.
-    pub async fn flush(&mut self) -> Result<(), tokio_postgres::Error> {
-        match self.deferred.take() {
-            Some(sql) => self.tx.batch_execute(&sql).await,
-            None => Ok(()),
-        }
+    /// The highest version the history held before this run (0 for none).
+    pub fn latest_applied(&self) -> i64 {
+        self.latest_applied
     }
 
     fn with_deferred(&mut self, sql: &str) -> String {
@@ -40,15 +52,13 @@ impl<'a, 'b> InTransaction<'a, 'b> {
     }
 }
 
-impl AsyncTransaction for InTransaction<'_, '_> {
-    type Error = tokio_postgres::Error;
+impl AsyncTransaction for Queued<'_, '_> {
+    type Error = StepError;
 
     async fn execute<'a, T: Iterator<Item = &'a str> + Send + 'a>(
         &mut self,
         queries: T,
     ) -> Result<usize, Self::Error> {
-        // refinery passes a migration and its history INSERT; both go in one simple-query
-        // round trip. The newline keeps a trailing `--` comment from swallowing the `;`.
         let queries: Vec<&str> = queries.collect();
         if let [only] = queries.as_slice() {
             if self.deferred.is_none()
@@ -58,20 +68,31 @@ impl AsyncTransaction for InTransaction<'_, '_> {
                 return Ok(1);
             }
         }
+        // A migration and its history INSERT, as one simple query. The newline keeps a
+        // trailing `--` comment from swallowing the `;`.
         let sql = self.with_deferred(&queries.join("\n;\n"));
-        self.tx.batch_execute(&sql).await?;
+        self.tx.queue(Step::Migration(self.queued), sql);
+        self.queued += 1;
         Ok(queries.len())
     }
 }
 
-impl AsyncQuery<Vec<Migration>> for InTransaction<'_, '_> {
-    /// The history read, as one simple query (no prepare round trip). Values arrive as text;
-    /// a hand-edited row must not crash the run, so unparsable fields become values that
-    /// fail refinery's verification instead (version -1, checksum 0).
+impl AsyncQuery<Vec<Migration>> for Queued<'_, '_> {
+    /// The history read, as one simple query sent with everything queued before it. Values
+    /// arrive as text; a hand-edited row must not crash the run, so unparsable fields become
+    /// values that fail refinery's verification instead (version -1, checksum 0).
     async fn query(&mut self, query: &str) -> Result<Vec<Migration>, Self::Error> {
         let sql = self.with_deferred(query);
-        let messages = self.tx.simple_query(&sql).await?;
-        Ok(messages
+        self.tx.queue_query(Step::History, sql);
+        let replies = self.tx.flush().await?;
+        let rows = replies
+            .into_iter()
+            .find_map(|(step, reply)| match (step, reply) {
+                (Step::History, Reply::Rows(rows)) => Some(rows),
+                _ => None,
+            });
+        let migrations: Vec<Migration> = rows
+            .unwrap_or_default()
             .iter()
             .filter_map(|m| match m {
                 SimpleQueryMessage::Row(row) => Some(row),
@@ -86,8 +107,14 @@ impl AsyncQuery<Vec<Migration>> for InTransaction<'_, '_> {
                     field(3).parse().unwrap_or(0),
                 )
             })
-            .collect())
+            .collect();
+        self.latest_applied = migrations
+            .iter()
+            .map(|m| i64::from(m.version()))
+            .max()
+            .unwrap_or(0);
+        Ok(migrations)
     }
 }
 
-impl AsyncMigrate for InTransaction<'_, '_> {}
+impl AsyncMigrate for Queued<'_, '_> {}

@@ -13,7 +13,8 @@ use tokio_postgres::Row;
 use crate::apply::LOCK_CLASS;
 use crate::migration_set::AppliedMigration;
 use crate::names::quote_ident;
-use crate::refinery_tx::InTransaction;
+use crate::refinery_tx::Queued;
+use crate::txn::{Sql, Step, Tx};
 
 const HISTORY: &str = "public.tenantctl_registry_history";
 
@@ -91,28 +92,22 @@ pub async fn ensure(client: &mut Object) -> Result<(i64, i64)> {
     if before == expected {
         return Ok((before, before));
     }
-    let mut tx = client
-        .transaction()
-        .await
-        .pg_context("cannot start the registry upgrade")?;
-    tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&LOCK_CLASS])
-        .await
-        .pg_context("cannot lock the registry for its upgrade")?;
+    // The lock is taken first in the flight; the history read waits for it on the server.
+    let mut tx = Tx::begin(client);
+    tx.queue(
+        Step::Sql("cannot lock the registry for its upgrade"),
+        format!("SELECT pg_advisory_xact_lock({LOCK_CLASS}, 0)"),
+    );
     let mut runner = Runner::new(&registry_migrations());
     runner.set_migration_table_name(HISTORY);
-    let mut adapter = InTransaction::new(&mut tx);
     runner
-        .run_async(&mut adapter)
+        .run_async(&mut Queued::new(&mut tx))
         .await
         .map_err(|e| anyhow::anyhow!("{}", crate::apply::describe_refinery(&e)))
         .context("cannot install the tenant registry")?;
-    adapter
-        .flush()
-        .await
-        .pg_context("cannot install the tenant registry")?;
     tx.commit()
         .await
-        .pg_context("cannot commit the registry upgrade")?;
+        .context("cannot install the tenant registry")?;
     Ok((before, expected))
 }
 
@@ -238,52 +233,56 @@ pub async fn role_exists(client: &impl GenericClient, role: &str) -> Result<bool
         .get(0))
 }
 
-/// Registers a tenant being created, in the creating transaction. False when the slug
-/// (or schema) is already registered.
-pub async fn insert_provisioning(
-    tx: &Transaction<'_>,
+/// Registers a tenant being created, in the creating transaction. Affects no row when the
+/// slug (or schema) is already registered.
+pub fn insert_provisioning(
     slug: &str,
     schema: &str,
     display: Option<&str>,
     role: Option<&str>,
-) -> Result<bool> {
-    let n = exec(
-        tx,
-        "INSERT INTO public.tenants (slug, schema_name, display_name, state, role_name) \
-             VALUES ($1, $2, $3, 'provisioning', $4) ON CONFLICT DO NOTHING",
-        &[&slug, &schema, &display, &role],
-    )
-    .await
-    .pg_context("cannot register the tenant")?;
-    Ok(n == 1)
+) -> Sql {
+    Sql {
+        what: "cannot register the tenant",
+        text: "INSERT INTO public.tenants (slug, schema_name, display_name, state, role_name) \
+               VALUES ($1, $2, $3, 'provisioning', $4) ON CONFLICT DO NOTHING",
+        params: vec![
+            Box::new(slug.to_string()),
+            Box::new(schema.to_string()),
+            Box::new(display.map(str::to_string)),
+            Box::new(role.map(str::to_string)),
+        ],
+    }
 }
 
 /// Marks the tenant active at `version` and records each applied migration, in the same
 /// transaction as the migrations themselves.
-pub async fn record_success(
-    tx: &Transaction<'_>,
+pub fn record_success(
     slug: &str,
     version: i64,
     digest: Option<&str>,
     applied: &[AppliedMigration],
-) -> Result<()> {
+) -> Sql {
     let versions: Vec<i64> = applied.iter().map(|m| m.version).collect();
-    let names: Vec<&str> = applied.iter().map(|m| m.name.as_str()).collect();
+    let names: Vec<String> = applied.iter().map(|m| m.name.clone()).collect();
     let checksums: Vec<String> = applied.iter().map(|m| m.checksum.to_string()).collect();
-    exec(
-        tx,
-        "WITH t AS (UPDATE public.tenants SET state = 'active', version = $2, migrations_digest = $3, \
+    Sql {
+        what: "cannot record the migration in the registry",
+        text: "WITH t AS (UPDATE public.tenants SET state = 'active', version = $2, migrations_digest = $3, \
                     last_error = NULL, updated_at = now(), \
                     migrated_at = CASE WHEN cardinality($4::bigint[]) > 0 THEN now() ELSE migrated_at END \
                     WHERE slug = $1 AND state <> 'dropping') \
          INSERT INTO public.tenant_migrations (slug, version, name, checksum, outcome, started_at, finished_at) \
          SELECT $1, v, n, c, 'applied', now(), clock_timestamp() \
            FROM unnest($4::bigint[], $5::text[], $6::text[]) AS a(v, n, c)",
-        &[&slug, &version, &digest, &versions, &names, &checksums],
-    )
-    .await
-    .pg_context("cannot record the migration in the registry")?;
-    Ok(())
+        params: vec![
+            Box::new(slug.to_string()),
+            Box::new(version),
+            Box::new(digest.map(str::to_string)),
+            Box::new(versions),
+            Box::new(names),
+            Box::new(checksums),
+        ],
+    }
 }
 
 /// The migration a failure is attributed to, for the status table.

@@ -284,6 +284,70 @@ fn session_state_set_by_a_migration_does_not_leak_to_the_next_tenant() {
 }
 
 #[test]
+fn a_failure_among_several_pending_migrations_names_the_first_and_applies_none() {
+    // A tenant's pending migrations go to the server together, so the ones after a failing
+    // migration are sent too (and fail as "transaction is aborted"); the report must name
+    // the one that really failed, and nothing of any of them may stay.
+    let db = TestDb::new("midfail");
+    create_tenants(&db, 3);
+    let dir = db.migrations_with(
+        "mid",
+        &[
+            ("V7__fine.sql", "CREATE TABLE fine_one (id int);"),
+            (
+                "V8__broken.sql",
+                "ALTER TABLE no_such_table ADD COLUMN x int;",
+            ),
+            ("V9__after.sql", "CREATE TABLE fine_two (id int);"),
+        ],
+    );
+    let r = db.run_with(&dir, &["migrate", "--format", "json"]);
+    r.expect(1);
+    let doc = r.json();
+    let tenants = doc["tenants"].as_array().expect("tenants");
+    assert_eq!(tenants.len(), 3);
+    for t in tenants {
+        assert_eq!(t["outcome"], "failed", "{t}");
+        let error = t["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("V8__broken") && error.contains("\"no_such_table\" does not exist"),
+            "the first failure is named: {error}"
+        );
+        assert!(
+            !error.contains("aborted"),
+            "not the follow-on error: {error}"
+        );
+    }
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM pg_class WHERE relname IN ('fine_one', 'fine_two')"),
+        "0",
+        "V7 rolled back with V8, V9 never applied"
+    );
+    assert_eq!(
+        db.scalar(
+            "SELECT string_agg(DISTINCT version || ':' || outcome, ',') FROM public.tenant_migrations WHERE version > 6"
+        ),
+        "8:failed"
+    );
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM public.tenants WHERE state = 'failed' AND version = 6"),
+        "3"
+    );
+    // Fixing the file lets the next run apply all three.
+    let fixed = db.migrations_with(
+        "fixed",
+        &[
+            ("V7__fine.sql", "CREATE TABLE fine_one (id int);"),
+            ("V8__broken.sql", "CREATE TABLE fixed_now (id int);"),
+            ("V9__after.sql", "CREATE TABLE fine_two (id int);"),
+        ],
+    );
+    db.run_with(&fixed, &["migrate"])
+        .expect(0)
+        .mentions("3 applied");
+}
+
+#[test]
 fn a_registered_tenant_without_a_schema_is_reported_not_a_crash() {
     let db = TestDb::new("noschema");
     create_tenants(&db, 3);

@@ -7,9 +7,8 @@ use std::time::Instant;
 use anyhow::Result;
 use deadpool_postgres::Pool;
 
-use crate::apply::{apply_pending, ApplyError};
+use crate::apply::{self, apply_pending, ApplyError};
 use crate::cli::CreateArgs;
-use crate::connect::describe_pg_error;
 use crate::exit::bad_input;
 use crate::fleet::{self, Interrupt, Job};
 use crate::grants;
@@ -19,6 +18,7 @@ use crate::outcome::{Outcome, TenantOutcome};
 use crate::progress::Progress;
 use crate::registry;
 use crate::session::{dedup, now_epoch, Session};
+use crate::txn::{Step, Tx};
 
 use super::report;
 
@@ -171,13 +171,13 @@ async fn check_tenant_roles(
 async fn create_one(shared: &Shared, job: NewTenant) -> TenantOutcome {
     let started = Instant::now();
     let epoch = now_epoch();
-    let mut client = match shared.pool.get().await {
+    let client = match shared.pool.get().await {
         Ok(c) => c,
         Err(e) => {
             return TenantOutcome::failed(&job.slug, &job.schema, 0, format!("no connection: {e}"))
         }
     };
-    match provision(&mut client, shared, &job).await {
+    match provision(&client, shared, &job).await {
         Ok(Some(version)) => {
             let mut o = TenantOutcome::new(&job.slug, &job.schema, Outcome::Applied, 0, version);
             o.migrations = shared
@@ -196,47 +196,22 @@ async fn create_one(shared: &Shared, job: NewTenant) -> TenantOutcome {
         ),
         Err(e) => {
             let msg = format!("{e}; nothing was created");
-            if let CreateError::Apply(apply) = &e {
-                if let Some(m) = apply.failed_migration() {
-                    let _ =
-                        registry::record_failed_attempt(&client, &job.slug, &msg, &m, epoch).await;
-                }
+            if let Some(m) = e.failed_migration() {
+                let _ = registry::record_failed_attempt(&client, &job.slug, &msg, &m, epoch).await;
             }
             TenantOutcome::failed(&job.slug, &job.schema, 0, msg).took(started.elapsed())
         }
     }
 }
 
-#[derive(Debug)]
-enum CreateError {
-    Apply(ApplyError),
-    Other(String),
-}
-
-impl std::fmt::Display for CreateError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CreateError::Apply(e) => e.fmt(f),
-            CreateError::Other(s) => f.write_str(s),
-        }
-    }
-}
-
-fn other(what: &str) -> impl Fn(tokio_postgres::Error) -> CreateError + '_ {
-    move |e| CreateError::Other(format!("{what}: {}", describe_pg_error(&e)))
-}
-
-/// The tenant's whole creation, in one transaction. `None` when the slug was registered
-/// by someone else in the meantime.
+/// The tenant's whole creation, in one transaction sent in three flights: the registry
+/// row; the schema, grants, lock and history read; the migrations, grants, registry update
+/// and COMMIT. `None` when the slug was registered by someone else in the meantime.
 async fn provision(
-    client: &mut deadpool_postgres::Object,
+    client: &deadpool_postgres::Object,
     shared: &Shared,
     job: &NewTenant,
-) -> Result<Option<i64>, CreateError> {
-    let mut tx = client
-        .transaction()
-        .await
-        .map_err(other("cannot start a transaction"))?;
+) -> Result<Option<i64>, ApplyError> {
     // The role that gets the tenant's data privileges, and the DDL creating it if it is new.
     let (data_role, role_ddl, tenant_role) = match (&shared.app_role, shared.tenant_roles) {
         (Some(app), Some(major)) => (
@@ -246,51 +221,46 @@ async fn provision(
         ),
         (app, _) => (app.as_deref(), String::new(), None),
     };
-    let inserted = registry::insert_provisioning(
-        &tx,
-        &job.slug,
-        &job.schema,
-        job.display.as_deref(),
-        tenant_role,
-    )
-    .await
-    .map_err(|e| CreateError::Other(format!("{e:#}")))?;
-    if !inserted {
+    let mut tx = Tx::begin(client);
+    let inserted = tx
+        .count(registry::insert_provisioning(
+            &job.slug,
+            &job.schema,
+            job.display.as_deref(),
+            tenant_role,
+        ))
+        .await?;
+    if inserted == 0 {
+        tx.rollback().await;
         return if shared.if_not_exists {
             Ok(None)
         } else {
-            Err(CreateError::Other(
+            Err(ApplyError::Database(
                 "already exists (created concurrently)".into(),
             ))
         };
     }
-    let ddl = format!(
-        "{role_ddl}CREATE SCHEMA {};\n{}",
-        quote_ident(&job.schema),
-        grants::before_migrations(&job.schema, data_role)
+    tx.queue(
+        Step::Sql("cannot create the schema"),
+        format!(
+            "{role_ddl}CREATE SCHEMA {};\n{}",
+            quote_ident(&job.schema),
+            grants::before_migrations(&job.schema, data_role)
+        ),
     );
-    tx.batch_execute(&ddl)
-        .await
-        .map_err(other("cannot create the schema"))?;
     let latest = shared.set.latest();
-    let applied = apply_pending(&mut tx, &job.schema, &shared.set, latest, None)
-        .await
-        .map_err(CreateError::Apply)?;
+    let applied = apply_pending(&mut tx, &job.schema, &shared.set, latest, None).await?;
     let after = grants::after_migrations(&job.schema, data_role);
     if !after.is_empty() {
-        tx.batch_execute(&after)
-            .await
-            .map_err(other("cannot apply the grants"))?;
+        tx.queue(Step::Sql("cannot apply the grants"), after);
     }
-    registry::record_success(
-        &tx,
+    tx.queue_sql(registry::record_success(
         &job.slug,
         applied.version,
         shared.set.digest_at(applied.version),
         &applied.migrations,
-    )
-    .await
-    .map_err(|e| CreateError::Other(format!("{e:#}")))?;
-    tx.commit().await.map_err(other("cannot commit"))?;
+    ))
+    .await?;
+    apply::commit(&mut tx, &applied).await?;
     Ok(Some(applied.version))
 }

@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use deadpool_postgres::Pool;
 
-use crate::apply::{apply_pending, read_histories, ApplyError};
+use crate::apply::{self, apply_pending, read_histories, ApplyError};
 use crate::cli::MigrateArgs;
 use crate::fleet::{self, Interrupt, Job};
 use crate::migration_set::{MigrationSet, Plan};
@@ -19,6 +19,7 @@ use crate::outcome::{Outcome, TenantOutcome};
 use crate::progress::Progress;
 use crate::registry::{self, Tenant};
 use crate::session::{now_epoch, select_tenants, Session};
+use crate::txn::Tx;
 
 use super::report;
 
@@ -203,7 +204,7 @@ async fn migrate_job(shared: Arc<Shared>, job: Visit) -> TenantOutcome {
     let t = job.0;
     let started = Instant::now();
     let epoch = now_epoch();
-    let mut client = match shared.pool.get().await {
+    let client = match shared.pool.get().await {
         Ok(c) => c,
         Err(e) => {
             return TenantOutcome::failed(
@@ -217,7 +218,7 @@ async fn migrate_job(shared: Arc<Shared>, job: Visit) -> TenantOutcome {
     // Left `migrating` by a run that was killed: its transaction rolled back, so the
     // tenant is simply migrated again.
     let interrupted = t.state == "migrating";
-    match migrate_tenant(&mut client, &shared, &t).await {
+    match migrate_tenant(&client, &shared, &t).await {
         Ok((version, applied)) => {
             let kind = if applied.is_empty() {
                 Outcome::UpToDate
@@ -240,13 +241,14 @@ async fn migrate_job(shared: Arc<Shared>, job: Visit) -> TenantOutcome {
     }
 }
 
-/// One tenant's migration and registry update, committed together.
+/// One tenant's migration and registry update, committed together, in two flights: the
+/// lock with the history read, then the migrations with the registry update and COMMIT.
 async fn migrate_tenant(
-    client: &mut deadpool_postgres::Object,
+    client: &deadpool_postgres::Object,
     shared: &Shared,
     t: &Tenant,
 ) -> Result<(i64, Vec<String>), ApplyError> {
-    let mut tx = client.transaction().await?;
+    let mut tx = Tx::begin(client);
     let applied = apply_pending(
         &mut tx,
         &t.schema,
@@ -256,10 +258,14 @@ async fn migrate_tenant(
     )
     .await?;
     let digest = shared.set.digest_at(applied.version);
-    registry::record_success(&tx, &t.slug, applied.version, digest, &applied.migrations)
-        .await
-        .map_err(|e| ApplyError::Database(format!("{e:#}")))?;
-    tx.commit().await?;
+    tx.queue_sql(registry::record_success(
+        &t.slug,
+        applied.version,
+        digest,
+        &applied.migrations,
+    ))
+    .await?;
+    apply::commit(&mut tx, &applied).await?;
     Ok((
         applied.version,
         applied.migrations.iter().map(ToString::to_string).collect(),
