@@ -12,6 +12,10 @@
 # divided by TRACE_HIGH - TRACE_LOW, i.e. per tenant without the fixed per-run cost
 # (connecting, the registry install). CPU times, unlike wall-clock times, hold up on a
 # machine that is busy with other work. Autovacuum is off during the trace.
+# "requests" counts what the server received (simple queries, and execute messages of
+# prepared statements). For psql every request is a round trip; tenantctl pipelines a
+# tenant's requests into flights (see src/txn.rs): migrate waits twice per tenant and
+# create three times, whatever the request count.
 # Needs with-postgres.sh's server log and data folder (TENANTCTL_TEST_PG_DATA).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -142,13 +146,13 @@ def load(name, n):
     return kinds, shapes, cpu, client
 span = high - low
 print(f"per tenant, from N={low} to N={high}, concurrency as in the bench")
-print(f"{'':14} {'simple':>6} {'parse':>5} {'bind':>5} {'exec':>5} {'~trips':>6} "
+print(f"{'':14} {'simple':>6} {'parse':>5} {'bind':>5} {'exec':>5} {'requests':>8} "
       f"{'server CPU ms':>13} {'client CPU ms':>13}")
 for name in ["tool-create", "floor-create", "tool-migrate", "floor-migrate"]:
     (k1, s1, c1, u1), (k2, s2, c2, u2) = load(name, low), load(name, high)
     d = {k: (k2[k] - k1[k]) / span for k in ["statement", "parse", "bind", "execute"]}
     print(f"{name:14} {d['statement']:6.1f} {d['parse']:5.1f} {d['bind']:5.1f} {d['execute']:5.1f} "
-          f"{d['statement'] + d['parse'] + d['execute']:6.1f} {(c2 - c1) / span * 1000:13.2f} "
+          f"{d['statement'] + d['parse'] + d['execute']:8.1f} {(c2 - c1) / span * 1000:13.2f} "
           f"{(u2 - u1) / span * 1000:13.2f}")
     if name.startswith("tool"):
         for key, c in sorted(s2.items(), key=lambda x: (x[0][1], x[0][0])):

@@ -12,7 +12,9 @@
 # bench_floor_<N>, so DATABASE_URL's role needs CREATEDB):
 #   DATABASE_URL=postgres://user:pw@host/postgres BENCH_N=100 scripts/bench.sh
 #
-# For each N, each in a fresh database:
+# For each N and round, each side (tenantctl, then the floor; the floor first in even
+# rounds) runs these steps in a fresh database of its own, dropped before the other side
+# starts, so that both start from the same server state:
 #   create           tenantctl create --concurrency C t00001 ... (migrations/ = V1..V6)
 #                    floor: C psql sessions, one transaction per tenant:
 #                    BEGIN; CREATE SCHEMA; SET LOCAL search_path; V1..V6; COMMIT;
@@ -219,6 +221,34 @@ floor_migrate() {
   keep "migrate,$n" floor "$floor_s"
 }
 
+tool_after() {
+  echo "bench: $r migrate (no-op): tenantctl" >&2
+  run_tool "$tool_url" "migrate (no-op)" --format json --migrations "$work/m-migrate" \
+    migrate --concurrency "$conc"
+  check_eq "tenantctl migrate (no-op): active tenants at version 7" \
+    "$(count "$tool_url" "$at_version 7")" "$n"
+  keep "migrate (no-op),$n" tool "$tool_s" "$tool_rss_kib"
+
+  echo "bench: $r status: tenantctl" >&2
+  run_tool "$tool_url" status --format json --migrations "$work/m-migrate" status
+  python3 - "$work/tool.out" "$n" <<'EOF' || fail "tenantctl status did not list $n tenants active at version 7"
+import json, sys
+doc = json.load(open(sys.argv[1]))
+ok = [t for t in doc["tenants"] if t["version"] == 7 and t["state"] == "active"]
+sys.exit(0 if len(ok) == int(sys.argv[2]) else 1)
+EOF
+  keep "status,$n" tool "$tool_s" "$tool_rss_kib"
+}
+floor_after() {
+  echo "bench: $r status: floor" >&2
+  local t0 t1
+  checkpoint
+  t0=$(now)
+  psql -X -q -At "$floor_url" -c "select nspname from pg_namespace where nspname like '${prefix}%'" >/dev/null
+  t1=$(now)
+  keep "status,$n" floor "$(elapsed "$t0" "$t1")"
+}
+
 pg_version=$(psql_admin -c "SHOW server_version")
 tool_version=$("$bin" --version)
 ncpu=$(nproc)
@@ -252,44 +282,27 @@ for n in $bench_n; do
     [ "$rounds" -eq 1 ] || r="$r round $round/$rounds"
     tool_db=bench_tool_$n
     floor_db=bench_floor_$n
-    dbs_to_drop=("$tool_db" "$floor_db")
-    for db in "$tool_db" "$floor_db"; do
-      drop_db "$db"
-      psql_admin -c "CREATE DATABASE $db" >/dev/null
-    done
     tool_url=$(db_url "$tool_db")
     floor_url=$(db_url "$floor_db")
 
-    # Odd rounds run tenantctl first, even rounds the floor, so that neither side always
-    # pays for what the server or the disk is still doing after the previous step.
+    # Each side runs its whole sequence in a database of its own, created before and dropped
+    # after, so that neither side's objects crowd the other's out of shared_buffers (a
+    # thousand tenants' catalogs and empty indexes are larger than the cache). Odd rounds
+    # run tenantctl first, even rounds the floor, so that neither side always pays for what
+    # the server or the disk is still doing after the other.
     if [ $((round % 2)) -eq 1 ]; then sides="tool floor"; else sides="floor tool"; fi
-    for side in $sides; do "${side}_create"; done
-    for side in $sides; do "${side}_migrate"; done
-
-    echo "bench: $r migrate (no-op): tenantctl" >&2
-    run_tool "$tool_url" "migrate (no-op)" --format json --migrations "$work/m-migrate" \
-      migrate --concurrency "$conc"
-    check_eq "tenantctl migrate (no-op): active tenants at version 7" \
-      "$(count "$tool_url" "$at_version 7")" "$n"
-    keep "migrate (no-op),$n" tool "$tool_s" "$tool_rss_kib"
-
-    echo "bench: $r status" >&2
-    run_tool "$tool_url" status --format json --migrations "$work/m-migrate" status
-    python3 - "$work/tool.out" "$n" <<'EOF' || fail "tenantctl status did not list $n tenants active at version 7"
-import json, sys
-doc = json.load(open(sys.argv[1]))
-ok = [t for t in doc["tenants"] if t["version"] == 7 and t["state"] == "active"]
-sys.exit(0 if len(ok) == int(sys.argv[2]) else 1)
-EOF
-    keep "status,$n" tool "$tool_s" "$tool_rss_kib"
-    checkpoint
-    t0=$(now)
-    psql -X -q -At "$floor_url" -c "select nspname from pg_namespace where nspname like '${prefix}%'" >/dev/null
-    t1=$(now)
-    keep "status,$n" floor "$(elapsed "$t0" "$t1")"
-
-    for db in "$tool_db" "$floor_db"; do drop_db "$db"; done
-    dbs_to_drop=()
+    for side in $sides; do
+      db=${side}_db
+      db=${!db}
+      dbs_to_drop=("$db")
+      drop_db "$db"
+      psql_admin -c "CREATE DATABASE $db" >/dev/null
+      "${side}_create"
+      "${side}_migrate"
+      "${side}_after"
+      drop_db "$db"
+      dbs_to_drop=()
+    done
   done
   for op in create migrate "migrate (no-op)" status; do
     row "$op" "$n" "${best_tool[$op,$n]}" "${best_floor[$op,$n]:--}" "${peak_rss[$op,$n]}"
