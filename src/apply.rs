@@ -12,7 +12,7 @@ use crate::connect::{describe_pg_error, PgContext};
 use crate::migration_set::{AppliedMigration, MigrationSet};
 use crate::names::quote_ident;
 use crate::pipeline::Params;
-use crate::refinery_tx::Queued;
+use crate::refinery_tx::{Known, Queued};
 use crate::txn::{Step, StepError, Tx, RESET_SESSION};
 use tokio_postgres::error::SqlState;
 
@@ -28,6 +28,8 @@ pub struct Applied {
     pub migrations: Vec<AppliedMigration>,
     /// The tenant's version after the run.
     pub version: i64,
+    /// Whether the history came from the registry rather than the table (`History::Registry`).
+    from_registry: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -42,6 +44,12 @@ pub enum ApplyError {
         checksum: u64,
         error: String,
     },
+    /// The registry no longer says what the run read, or the history holds a version the
+    /// registry did not know: the tenant must be decided again from its history table
+    /// (`History::Read`). Never reported to the user as such.
+    Stale,
+    /// The tenant's registry row already exists (`create` racing another `create`).
+    AlreadyRegistered,
     /// Anything else (connection lost, lock trouble): the message says what.
     Database(String),
 }
@@ -59,6 +67,8 @@ impl std::fmt::Display for ApplyError {
             } => {
                 write!(f, "migration V{version}__{name} failed: {error}")
             }
+            ApplyError::Stale => f.write_str("the tenant changed during the run"),
+            ApplyError::AlreadyRegistered => f.write_str("already exists (created concurrently)"),
             ApplyError::Database(why) => f.write_str(why),
         }
     }
@@ -107,13 +117,12 @@ const ENTER_TENANT: &str = "SELECT pg_advisory_xact_lock($1, hashtext($2))::text
         set_config('search_path', $3, true), \
         EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $2)";
 
-fn enter_params(schema: &str) -> Params {
-    vec![
-        Box::new(LOCK_CLASS),
-        Box::new(schema.to_string()),
-        Box::new(quote_ident(schema)),
-    ]
-}
+/// The tenant's lock alone (`$1`, `$2`), and then, as a statement of its own, its
+/// search_path (`$1`): a migration's transaction checks the registry in between, and a
+/// statement planned under the default search_path keeps its cached plan (PostgreSQL
+/// replans a cached statement whenever the search_path differs from when it was planned).
+const LOCK_TENANT: &str = "SELECT pg_advisory_xact_lock($1, hashtext($2))::text";
+const SEARCH_PATH: &str = "SELECT set_config('search_path', $1, true)";
 
 /// Takes the tenant's lock (see `ENTER_TENANT`). Returns whether the schema exists.
 async fn enter_tenant(tx: &Transaction<'_>, schema: &str) -> Result<bool, tokio_postgres::Error> {
@@ -141,18 +150,69 @@ pub async fn locked_transaction<'a>(
     Ok((tx, exists))
 }
 
+/// Where a tenant's applied history comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum History<'a> {
+    /// Read from the tenant's history table and verified by refinery against the files:
+    /// a round trip before the migrations can be sent.
+    Read,
+    /// A schema created in this transaction: no history yet, and no table for it.
+    New,
+    /// What the registry says: the tenant is at `version`, and `digest` (which the caller
+    /// has compared with the files) proves the applied files are these up to `version`.
+    /// The registry and the history table are only ever changed together, in the tenant's
+    /// transaction, so no read is needed; `public.tenantctl_expect_version` re-checks the
+    /// row under the tenant's lock, and if another process moved the tenant meanwhile the
+    /// transaction fails with `ApplyError::Stale` before anything is applied.
+    Registry {
+        slug: &'a str,
+        version: i64,
+        digest: &'a str,
+    },
+}
+
+impl<'a> History<'a> {
+    /// `Registry` when the registry's fingerprint matches the files at its version (and a
+    /// migration was applied, so the history table exists); otherwise `Read`.
+    pub fn for_tenant(t: &'a crate::registry::Tenant, set: &MigrationSet) -> History<'a> {
+        match (t.digest.as_deref(), set.digest_at(t.version)) {
+            (Some(digest), Some(files)) if t.version > 0 && digest == files => History::Registry {
+                slug: &t.slug,
+                version: t.version,
+                digest,
+            },
+            _ => History::Read,
+        }
+    }
+}
+
 /// Plans every migration above the tenant's version up to `target` and queues them on `tx`,
-/// followed by `RESET_SESSION`, to be sent with `commit`. Before that, one flight sends what
-/// `tx` holds so far, the tenant's lock and search_path, and the history read. On an error
-/// `tx` is rolled back.
+/// followed by `RESET_SESSION`, to be sent with `commit`. With `History::Read`, one flight
+/// first sends what `tx` holds so far, the tenant's lock and search_path, and the history
+/// read; otherwise nothing is sent before `commit`. On an error `tx` is rolled back.
 pub async fn apply_pending(
     tx: &mut Tx<'_>,
     schema: &str,
     set: &MigrationSet,
     target: i64,
     lock_timeout_ms: Option<u64>,
+    history: History<'_>,
 ) -> Result<Applied, ApplyError> {
-    tx.queue_prepared(Step::Lock, ENTER_TENANT, enter_params(schema))
+    let lock: Params = vec![Box::new(LOCK_CLASS), Box::new(schema.to_string())];
+    tx.queue_prepared(Step::Lock, LOCK_TENANT, lock).await?;
+    if let History::Registry {
+        slug,
+        version,
+        digest,
+    } = history
+    {
+        tx.queue_sql(crate::registry::expect_version(
+            slug, schema, version, digest,
+        ))
+        .await?;
+    }
+    let path: Params = vec![Box::new(quote_ident(schema))];
+    tx.queue_prepared(Step::SearchPath, SEARCH_PATH, path)
         .await?;
     // Only after the tenant's own lock is held (the server runs the flight in order): a
     // second tenantctl waiting for that lock must wait, not time out; the timeout is for the
@@ -172,9 +232,26 @@ pub async fn apply_pending(
         Target::Version(target as i32)
     });
     runner.set_migration_table_name(&table);
-    let mut adapter = Queued::new(tx);
+    let mut adapter = match history {
+        History::Read => Queued::new(tx),
+        History::New => Queued::known(
+            tx,
+            Known {
+                applied: Vec::new(),
+                table_exists: false,
+            },
+        ),
+        History::Registry { version, .. } => Queued::known(
+            tx,
+            Known {
+                applied: set.applied_up_to(version),
+                table_exists: true,
+            },
+        ),
+    };
     let result = runner.run_async(&mut adapter).await;
     let latest_applied = adapter.latest_applied();
+    let unsent_ddl = adapter.unsent_history_ddl();
     let report = match result {
         Ok(report) => report,
         Err(e) => {
@@ -192,12 +269,17 @@ pub async fn apply_pending(
         })
         .collect();
     let version = migrations.last().map_or(latest_applied, |m| m.version);
+    if let Some(ddl) = unsent_ddl {
+        // A new schema with nothing to apply still gets its (empty) history table.
+        tx.queue(Step::History, ddl);
+    }
     if !migrations.is_empty() {
         tx.queue(Step::Reset, RESET_SESSION);
     }
     Ok(Applied {
         migrations,
         version,
+        from_registry: matches!(history, History::Registry { .. }),
     })
 }
 
@@ -205,6 +287,7 @@ pub async fn apply_pending(
 /// A failure names the migration that failed; nothing is committed then.
 pub async fn commit(tx: &mut Tx<'_>, applied: &Applied) -> Result<(), ApplyError> {
     tx.commit().await.map_err(|e| match e.step {
+        Step::Migration(_) if applied.from_registry && history_collision(&e) => ApplyError::Stale,
         Step::Migration(n) => match applied.migrations.get(n) {
             Some(m) => ApplyError::MigrationFailed {
                 version: m.version,
@@ -220,10 +303,22 @@ pub async fn commit(tx: &mut Tx<'_>, applied: &Applied) -> Result<(), ApplyError
 
 /// A failure outside the migrations' own SQL; a missing schema says so.
 fn step_error(e: &StepError) -> ApplyError {
-    if e.step == Step::History && e.code() == Some(&SqlState::UNDEFINED_SCHEMA) {
-        return ApplyError::SchemaMissing;
+    match (e.step, e.code()) {
+        (Step::History, Some(&SqlState::UNDEFINED_SCHEMA)) => ApplyError::SchemaMissing,
+        (Step::Guard, Some(code)) if code.code() == crate::registry::EXPECT_FAILED => {
+            ApplyError::Stale
+        }
+        (Step::Register, Some(&SqlState::UNIQUE_VIOLATION)) => ApplyError::AlreadyRegistered,
+        _ => ApplyError::Database(e.to_string()),
     }
-    ApplyError::Database(e.to_string())
+}
+
+/// A history insert that collides with an existing row: the history holds a version the
+/// registry did not know of (only possible when they were edited behind tenantctl's back).
+fn history_collision(e: &StepError) -> bool {
+    let db = e.source.as_db_error();
+    e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+        && db.and_then(|d| d.table()) == Some(HISTORY_TABLE)
 }
 
 /// The tenant's applied history, read without creating anything.

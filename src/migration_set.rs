@@ -137,6 +137,23 @@ impl MigrationSet {
             .count()
     }
 
+    /// The history a tenant at `version` has when it was migrated from these files: each
+    /// migration up to `version`, as refinery reads it back from a history table.
+    pub fn applied_up_to(&self, version: i64) -> Vec<Migration> {
+        self.migrations
+            .iter()
+            .filter(|m| m.version() as i64 <= version)
+            .map(|m| {
+                Migration::applied(
+                    m.version(),
+                    m.name().to_string(),
+                    time::OffsetDateTime::UNIX_EPOCH,
+                    m.checksum(),
+                )
+            })
+            .collect()
+    }
+
     pub fn find(&self, version: i64) -> Option<&Migration> {
         self.migrations
             .iter()

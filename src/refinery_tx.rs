@@ -7,7 +7,8 @@
 //! rather than sent one by one. The history read goes out with whatever the caller queued
 //! before it (BEGIN, the tenant's lock); the migrations wait for the caller's `commit`, and
 //! a failure among them is reported by its `Step::Migration(n)`. Commit or rollback stays
-//! with the caller.
+//! with the caller. When the caller already knows the history (`Queued::known`), nothing is
+//! read at all, and the whole transaction can leave in one flight.
 
 use refinery::Migration;
 use refinery_core::traits::r#async::{AsyncMigrate, AsyncQuery, AsyncTransaction};
@@ -27,6 +28,16 @@ pub struct Queued<'t, 'c> {
     queued: usize,
     /// The highest version in the history, as read.
     latest_applied: i64,
+    /// The history, when the caller knows it (see `Queued::known`).
+    known: Option<Known>,
+}
+
+/// A history the caller vouches for, handed to refinery instead of reading the table.
+pub struct Known {
+    pub applied: Vec<Migration>,
+    /// Whether the history table already exists. When it does not (a schema created in this
+    /// transaction), refinery's `CREATE TABLE` goes out with the first migration.
+    pub table_exists: bool,
 }
 
 impl<'t, 'c> Queued<'t, 'c> {
@@ -36,7 +47,21 @@ impl<'t, 'c> Queued<'t, 'c> {
             deferred: None,
             queued: 0,
             latest_applied: 0,
+            known: None,
         }
+    }
+
+    /// Like `new`, but refinery is given `known` as the history instead of the table's rows.
+    pub fn known(tx: &'t mut Tx<'c>, known: Known) -> Self {
+        let mut q = Queued::new(tx);
+        q.known = Some(known);
+        q
+    }
+
+    /// refinery's `CREATE TABLE IF NOT EXISTS <history>` when nothing has sent it yet (a
+    /// known history with no migration to apply). The caller decides whether it is needed.
+    pub fn unsent_history_ddl(&mut self) -> Option<String> {
+        self.deferred.take()
     }
 
     /// The highest version the history held before this run (0 for none).
@@ -82,6 +107,13 @@ impl AsyncQuery<Vec<Migration>> for Queued<'_, '_> {
     /// arrive as text; a hand-edited row must not crash the run, so unparsable fields become
     /// values that fail refinery's verification instead (version -1, checksum 0).
     async fn query(&mut self, query: &str) -> Result<Vec<Migration>, Self::Error> {
+        if let Some(known) = self.known.take() {
+            if known.table_exists {
+                self.deferred = None;
+            }
+            self.latest_applied = latest(&known.applied);
+            return Ok(known.applied);
+        }
         let sql = self.with_deferred(query);
         self.tx.queue_query(Step::History, sql);
         let replies = self.tx.flush().await?;
@@ -108,13 +140,17 @@ impl AsyncQuery<Vec<Migration>> for Queued<'_, '_> {
                 )
             })
             .collect();
-        self.latest_applied = migrations
-            .iter()
-            .map(|m| i64::from(m.version()))
-            .max()
-            .unwrap_or(0);
+        self.latest_applied = latest(&migrations);
         Ok(migrations)
     }
+}
+
+fn latest(migrations: &[Migration]) -> i64 {
+    migrations
+        .iter()
+        .map(|m| i64::from(m.version()))
+        .max()
+        .unwrap_or(0)
 }
 
 impl AsyncMigrate for Queued<'_, '_> {}

@@ -32,6 +32,10 @@ const REGISTRY_MIGRATIONS: &[(&str, &str)] = &[
         "V3__drop_archives",
         include_str!("registry_sql/V3__drop_archives.sql"),
     ),
+    (
+        "V4__fast_path",
+        include_str!("registry_sql/V4__fast_path.sql"),
+    ),
 ];
 
 fn registry_migrations() -> Vec<Migration> {
@@ -233,8 +237,28 @@ pub async fn role_exists(client: &impl GenericClient, role: &str) -> Result<bool
         .get(0))
 }
 
-/// Registers a tenant being created, in the creating transaction. Affects no row when the
-/// slug (or schema) is already registered.
+/// The SQLSTATE `public.tenantctl_expect_version` raises (registry V4).
+pub const EXPECT_FAILED: &str = "TC001";
+
+/// Fails the transaction (`EXPECT_FAILED`) unless the tenant's row still says `version`
+/// with `digest` and is not being dropped, and its schema exists. Sent after the tenant's
+/// lock, so that what it checks cannot change before the commit.
+pub fn expect_version(slug: &str, schema: &str, version: i64, digest: &str) -> Sql {
+    Sql {
+        step: Step::Guard,
+        text: "SELECT public.tenantctl_expect_version($1, $2, $3, $4)",
+        params: vec![
+            Box::new(slug.to_string()),
+            Box::new(schema.to_string()),
+            Box::new(version),
+            Box::new(digest.to_string()),
+        ],
+    }
+}
+
+/// Registers a tenant being created, in the creating transaction. Fails with a unique
+/// violation when the slug (or schema) is already registered, waiting first for a
+/// concurrent creator of the same tenant to finish.
 pub fn insert_provisioning(
     slug: &str,
     schema: &str,
@@ -242,9 +266,9 @@ pub fn insert_provisioning(
     role: Option<&str>,
 ) -> Sql {
     Sql {
-        what: "cannot register the tenant",
+        step: Step::Register,
         text: "INSERT INTO public.tenants (slug, schema_name, display_name, state, role_name) \
-               VALUES ($1, $2, $3, 'provisioning', $4) ON CONFLICT DO NOTHING",
+               VALUES ($1, $2, $3, 'provisioning', $4)",
         params: vec![
             Box::new(slug.to_string()),
             Box::new(schema.to_string()),
@@ -266,7 +290,7 @@ pub fn record_success(
     let names: Vec<String> = applied.iter().map(|m| m.name.clone()).collect();
     let checksums: Vec<String> = applied.iter().map(|m| m.checksum.to_string()).collect();
     Sql {
-        what: "cannot record the migration in the registry",
+        step: Step::Sql("cannot record the migration in the registry"),
         text: "WITH t AS (UPDATE public.tenants SET state = 'active', version = $2, migrations_digest = $3, \
                     last_error = NULL, updated_at = now(), \
                     migrated_at = CASE WHEN cardinality($4::bigint[]) > 0 THEN now() ELSE migrated_at END \

@@ -21,8 +21,15 @@ pub enum Step {
     /// A statement queued by the caller; the text says what it does, for the error message
     /// ("cannot create the schema").
     Sql(&'static str),
+    /// The tenant's registry row, inserted by `create`.
+    Register,
     /// The tenant's advisory lock and search_path.
     Lock,
+    /// The transaction-local search_path: the tenant's schema only.
+    SearchPath,
+    /// The check, under the lock, that the registry still says what the run read
+    /// (`public.tenantctl_expect_version`).
+    Guard,
     LockTimeout,
     /// The migration history table (created if missing) and its rows.
     History,
@@ -65,7 +72,10 @@ impl std::fmt::Display for StepError {
         let what = match self.step {
             Step::Begin => "cannot start a transaction",
             Step::Sql(what) => what,
+            Step::Register => "cannot register the tenant",
             Step::Lock => "cannot lock the tenant schema",
+            Step::SearchPath => "cannot set the search_path to the tenant schema",
+            Step::Guard => "the tenant changed during the run",
             Step::LockTimeout => "cannot set lock_timeout",
             Step::History => "cannot read the migration history",
             Step::Migration(_) => "a migration failed",
@@ -83,9 +93,9 @@ impl std::error::Error for StepError {
 }
 
 /// A statement for the connection's prepared-statement cache, with its bind parameters and
-/// what it does (for the error message).
+/// the step it is (which names it in an error message).
 pub struct Sql {
-    pub what: &'static str,
+    pub step: Step,
     pub text: &'static str,
     pub params: Params,
 }
@@ -148,20 +158,9 @@ impl<'c> Tx<'c> {
         }
     }
 
-    /// Queues a statement from `Sql`, labelled with what it does.
+    /// Queues a statement from `Sql`, labelled with its step.
     pub async fn queue_sql(&mut self, sql: Sql) -> Result<(), StepError> {
-        self.queue_prepared(Step::Sql(sql.what), sql.text, sql.params)
-            .await
-    }
-
-    /// Queues `sql`, sends everything queued, and returns the rows `sql` affected.
-    pub async fn count(&mut self, sql: Sql) -> Result<u64, StepError> {
-        self.queue_sql(sql).await?;
-        let replies = self.flush().await?;
-        Ok(match replies.last() {
-            Some((_, Reply::Count(n))) => *n,
-            _ => 0,
-        })
+        self.queue_prepared(sql.step, sql.text, sql.params).await
     }
 
     /// Sends everything queued and returns the replies. On the first failure the

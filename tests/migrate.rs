@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -395,4 +397,112 @@ fn json_status_agrees_with_the_registry() {
         (Some("applied"), Some(0), Some(6))
     );
     assert!(t["duration_ms"].is_u64());
+}
+
+/// Waits until `n` sessions wait for an advisory lock (tenantctl blocked on a tenant's lock).
+fn wait_for_lock_waiters(db: &TestDb, n: usize) {
+    for _ in 0..200 {
+        let waiting: usize = db
+            .scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            .parse()
+            .unwrap();
+        if waiting >= n {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{n} sessions never waited for the tenant's lock");
+}
+
+#[test]
+fn a_tenant_migrated_by_another_process_meanwhile_is_decided_again_from_its_history() {
+    // Both runs read the registry (t000 at version 6) before either can take t000's lock,
+    // so the second one to get the lock finds the registry moved under it. It must read the
+    // history then, find nothing pending, and succeed without applying V7 a second time.
+    let db = TestDb::new("stale");
+    create_tenants(&db, 1);
+    let dir = db.migrations_with("v7", &[V7]);
+    let mut holder = Command::new("psql")
+        .args([db.url.as_str(), "-X", "-q", "-v", "ON_ERROR_STOP=1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdin = holder.stdin.as_mut().unwrap();
+    stdin
+        .write_all(b"SELECT pg_advisory_lock(1953395811, hashtext('tenant_t000'));\n")
+        .unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let json = |child: std::process::Child| Run::from(child.wait_with_output().unwrap());
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        runs.push(
+            db.cmd()
+                .args([
+                    "--format",
+                    "json",
+                    "--migrations",
+                    path_str(&dir),
+                    "migrate",
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    wait_for_lock_waiters(&db, 2);
+    stdin
+        .write_all(b"SELECT pg_advisory_unlock_all();\n\\q\n")
+        .unwrap();
+    holder.wait().unwrap();
+    let mut outcomes: Vec<String> = runs
+        .into_iter()
+        .map(|c| {
+            let r = json(c);
+            r.expect(0);
+            r.json()["tenants"][0]["outcome"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    outcomes.sort();
+    assert_eq!(outcomes, ["applied", "up_to_date"]);
+    assert_eq!(at_seven(&db), (1, 1));
+    assert_eq!(db.scalar("SELECT count(*) FROM public.tenant_migrations WHERE version = 7 AND outcome = 'applied'"), "1");
+}
+
+#[test]
+fn a_registry_behind_its_history_is_caught_up_from_the_history() {
+    // The registry says version 6 (with the fingerprint of V1..V6) but the history already
+    // holds V7, as after a hand edit. V7 here can run twice without error, so the only thing
+    // that stops a second application is the history's primary key; the run must then read
+    // the history, find nothing pending and put the registry right.
+    let db = TestDb::new("behind");
+    create_tenants(&db, 1);
+    let digest6 = db.scalar("SELECT migrations_digest FROM public.tenants WHERE slug = 't000'");
+    let again = (
+        "V7__again.sql",
+        "CREATE TABLE IF NOT EXISTS notes (id int);",
+    );
+    let dir = db.migrations_with("again", &[again]);
+    db.run_with(&dir, &["migrate"])
+        .expect(0)
+        .mentions("1 applied");
+    db.query(&format!(
+        "UPDATE public.tenants SET version = 6, migrations_digest = '{digest6}' WHERE slug = 't000'"
+    ));
+    let r = db.run_with(&dir, &["migrate", "--format", "json"]);
+    r.expect(0);
+    assert_eq!(r.json()["tenants"][0]["outcome"], "up_to_date");
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM tenant_t000.refinery_schema_history WHERE version = 7"),
+        "1"
+    );
+    assert_eq!(
+        db.scalar("SELECT state || ':' || version FROM public.tenants WHERE slug = 't000'"),
+        "active:7"
+    );
 }

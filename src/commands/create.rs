@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Result;
 use deadpool_postgres::Pool;
 
-use crate::apply::{self, apply_pending, ApplyError};
+use crate::apply::{self, apply_pending, ApplyError, History};
 use crate::cli::CreateArgs;
 use crate::exit::bad_input;
 use crate::fleet::{self, Interrupt, Job};
@@ -204,9 +204,10 @@ async fn create_one(shared: &Shared, job: NewTenant) -> TenantOutcome {
     }
 }
 
-/// The tenant's whole creation, in one transaction sent in three flights: the registry
-/// row; the schema, grants, lock and history read; the migrations, grants, registry update
-/// and COMMIT. `None` when the slug was registered by someone else in the meantime.
+/// The tenant's whole creation, in one transaction sent in one flight: the registry row,
+/// the schema, grants, lock, the migrations (the new schema has no history to read), grants,
+/// registry update and COMMIT. `None` when the slug was registered by someone else in the
+/// meantime (the registry insert waits for that creator's commit, then fails).
 async fn provision(
     client: &deadpool_postgres::Object,
     shared: &Shared,
@@ -222,24 +223,13 @@ async fn provision(
         (app, _) => (app.as_deref(), String::new(), None),
     };
     let mut tx = Tx::begin(client);
-    let inserted = tx
-        .count(registry::insert_provisioning(
-            &job.slug,
-            &job.schema,
-            job.display.as_deref(),
-            tenant_role,
-        ))
-        .await?;
-    if inserted == 0 {
-        tx.rollback().await;
-        return if shared.if_not_exists {
-            Ok(None)
-        } else {
-            Err(ApplyError::Database(
-                "already exists (created concurrently)".into(),
-            ))
-        };
-    }
+    tx.queue_sql(registry::insert_provisioning(
+        &job.slug,
+        &job.schema,
+        job.display.as_deref(),
+        tenant_role,
+    ))
+    .await?;
     tx.queue(
         Step::Sql("cannot create the schema"),
         format!(
@@ -249,7 +239,15 @@ async fn provision(
         ),
     );
     let latest = shared.set.latest();
-    let applied = apply_pending(&mut tx, &job.schema, &shared.set, latest, None).await?;
+    let applied = apply_pending(
+        &mut tx,
+        &job.schema,
+        &shared.set,
+        latest,
+        None,
+        History::New,
+    )
+    .await?;
     let after = grants::after_migrations(&job.schema, data_role);
     if !after.is_empty() {
         tx.queue(Step::Sql("cannot apply the grants"), after);
@@ -261,6 +259,9 @@ async fn provision(
         &applied.migrations,
     ))
     .await?;
-    apply::commit(&mut tx, &applied).await?;
-    Ok(Some(applied.version))
+    match apply::commit(&mut tx, &applied).await {
+        Ok(()) => Ok(Some(applied.version)),
+        Err(ApplyError::AlreadyRegistered) if shared.if_not_exists => Ok(None),
+        Err(e) => Err(e),
+    }
 }

@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use deadpool_postgres::Pool;
 
-use crate::apply::{self, apply_pending, read_histories, ApplyError};
+use crate::apply::{self, apply_pending, read_histories, ApplyError, History};
 use crate::cli::MigrateArgs;
 use crate::fleet::{self, Interrupt, Job};
 use crate::migration_set::{MigrationSet, Plan};
@@ -241,12 +241,26 @@ async fn migrate_job(shared: Arc<Shared>, job: Visit) -> TenantOutcome {
     }
 }
 
-/// One tenant's migration and registry update, committed together, in two flights: the
-/// lock with the history read, then the migrations with the registry update and COMMIT.
+/// One tenant's migration and registry update, committed together. When the registry
+/// vouches for the tenant's history, that is one flight (lock, check, migrations, registry
+/// update, COMMIT); when it does not, or the tenant changed since the registry was read
+/// (another tenantctl migrated it), the history is read first, in a flight of its own.
 async fn migrate_tenant(
     client: &deadpool_postgres::Object,
     shared: &Shared,
     t: &Tenant,
+) -> Result<(i64, Vec<String>), ApplyError> {
+    match attempt(client, shared, t, History::for_tenant(t, &shared.set)).await {
+        Err(ApplyError::Stale) => attempt(client, shared, t, History::Read).await,
+        other => other,
+    }
+}
+
+async fn attempt(
+    client: &deadpool_postgres::Object,
+    shared: &Shared,
+    t: &Tenant,
+    history: History<'_>,
 ) -> Result<(i64, Vec<String>), ApplyError> {
     let mut tx = Tx::begin(client);
     let applied = apply_pending(
@@ -255,6 +269,7 @@ async fn migrate_tenant(
         &shared.set,
         shared.target,
         shared.lock_timeout_ms,
+        history,
     )
     .await?;
     let digest = shared.set.digest_at(applied.version);
