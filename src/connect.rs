@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
-use postgres_native_tls::MakeTlsConnector;
 use tokio_postgres::config::{Host, SslMode as PgSslMode};
 use tokio_postgres::Config;
 
 use crate::exit::bad_input;
 use crate::settings::Settings;
+use crate::tls::MakeTls;
 
 /// libpq's sslmode values. tokio-postgres knows only disable/prefer/require and always
 /// verifies certificates, so the verification part is done by the TLS connector here.
@@ -244,37 +244,9 @@ fn default_socket_dir() -> String {
         .to_string()
 }
 
-/// Builds the TLS connector for the sslmode: `prefer`/`require` encrypt without checking
-/// the certificate (libpq semantics), `verify-ca` checks the chain, `verify-full` the
-/// chain and the host name.
-pub fn tls_connector(target: &Target) -> Result<MakeTlsConnector> {
-    let mut b = native_tls::TlsConnector::builder();
-    if let Some(path) = &target.ssl_root_cert {
-        let pem = std::fs::read(path)
-            .map_err(|e| bad_input(format!("cannot read sslrootcert {}: {e}", path.display())))?;
-        let cert = native_tls::Certificate::from_pem(&pem).map_err(|e| {
-            bad_input(format!(
-                "sslrootcert {} is not a PEM certificate: {e}",
-                path.display()
-            ))
-        })?;
-        b.add_root_certificate(cert);
-        // libpq trusts only sslrootcert then; the system store would let any publicly
-        // trusted certificate through verify-ca.
-        b.disable_built_in_roots(true);
-    }
-    match target.ssl_mode {
-        SslMode::Disable | SslMode::Prefer | SslMode::Require => {
-            b.danger_accept_invalid_certs(true)
-                .danger_accept_invalid_hostnames(true);
-        }
-        SslMode::VerifyCa => {
-            b.danger_accept_invalid_hostnames(true);
-        }
-        SslMode::VerifyFull => {}
-    }
-    let connector = b.build().context("cannot set up TLS")?;
-    Ok(MakeTlsConnector::new(connector))
+/// The TLS connector for the target's sslmode (see `tls`).
+pub fn tls_connector(target: &Target) -> Result<MakeTls> {
+    crate::tls::connector(target.ssl_mode, target.ssl_root_cert.as_deref())
 }
 
 /// A pool of `size` connections, handed out again without a round trip (only a closed

@@ -19,4 +19,5 @@ pub mod refinery_tx;
 pub mod registry;
 pub mod session;
 pub mod settings;
+pub mod tls;
 pub mod txn;

@@ -99,3 +99,32 @@ fn sslmodes_follow_libpq() {
         .expect(2)
         .mentions("invalid sslmode 'bogus'");
 }
+
+#[test]
+fn scram_channel_binding_works_over_our_tls() {
+    // The test server authenticates TCP connections with SCRAM; with channel binding
+    // required, the login only succeeds when the TLS stream hands tokio-postgres the hash
+    // of the server's certificate (tls-server-end-point).
+    use tenantctl::connect::SslMode;
+    let mut cfg: tokio_postgres::Config = admin_url().parse().unwrap();
+    cfg.ssl_mode(tokio_postgres::config::SslMode::Require)
+        .channel_binding(tokio_postgres::config::ChannelBinding::Require);
+    let tls = tenantctl::tls::connector(SslMode::Require, None).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ssl = rt.block_on(async {
+        let (client, conn) = cfg.connect(tls).await.expect("SCRAM-SHA-256-PLUS login");
+        tokio::spawn(conn);
+        let row = client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap();
+        row.get::<_, bool>(0)
+    });
+    assert!(ssl);
+}
