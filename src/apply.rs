@@ -117,12 +117,13 @@ const ENTER_TENANT: &str = "SELECT pg_advisory_xact_lock($1, hashtext($2))::text
         set_config('search_path', $3, true), \
         EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $2)";
 
-/// The tenant's lock alone (`$1`, `$2`), and then, as a statement of its own, its
-/// search_path (`$1`): a migration's transaction checks the registry in between, and a
-/// statement planned under the default search_path keeps its cached plan (PostgreSQL
-/// replans a cached statement whenever the search_path differs from when it was planned).
-const LOCK_TENANT: &str = "SELECT pg_advisory_xact_lock($1, hashtext($2))::text";
-const SEARCH_PATH: &str = "SELECT set_config('search_path', $1, true)";
+fn enter_params(schema: &str) -> Params {
+    vec![
+        Box::new(LOCK_CLASS),
+        Box::new(schema.to_string()),
+        Box::new(quote_ident(schema)),
+    ]
+}
 
 /// Takes the tenant's lock (see `ENTER_TENANT`). Returns whether the schema exists.
 async fn enter_tenant(tx: &Transaction<'_>, schema: &str) -> Result<bool, tokio_postgres::Error> {
@@ -161,8 +162,8 @@ pub enum History<'a> {
     /// What the registry says: the tenant is at `version`, and `digest` (which the caller
     /// has compared with the files) proves the applied files are these up to `version`.
     /// The registry and the history table are only ever changed together, in the tenant's
-    /// transaction, so no read is needed; `public.tenantctl_expect_version` re-checks the
-    /// row under the tenant's lock, and if another process moved the tenant meanwhile the
+    /// transaction, so no read is needed; `registry::enter_unchanged` re-checks the row as
+    /// it takes the tenant's lock, and if another process moved the tenant meanwhile the
     /// transaction fails with `ApplyError::Stale` before anything is applied.
     Registry {
         slug: &'a str,
@@ -198,22 +199,20 @@ pub async fn apply_pending(
     lock_timeout_ms: Option<u64>,
     history: History<'_>,
 ) -> Result<Applied, ApplyError> {
-    let lock: Params = vec![Box::new(LOCK_CLASS), Box::new(schema.to_string())];
-    tx.queue_prepared(Step::Lock, LOCK_TENANT, lock).await?;
-    if let History::Registry {
-        slug,
-        version,
-        digest,
-    } = history
-    {
-        tx.queue_sql(crate::registry::expect_version(
-            slug, schema, version, digest,
-        ))
-        .await?;
+    match history {
+        History::Registry {
+            slug,
+            version,
+            digest,
+        } => {
+            let enter = crate::registry::enter_unchanged(slug, schema, version, digest);
+            tx.queue_sql(enter).await?;
+        }
+        History::Read | History::New => {
+            tx.queue_prepared(Step::Lock, ENTER_TENANT, enter_params(schema))
+                .await?
+        }
     }
-    let path: Params = vec![Box::new(quote_ident(schema))];
-    tx.queue_prepared(Step::SearchPath, SEARCH_PATH, path)
-        .await?;
     // Only after the tenant's own lock is held (the server runs the flight in order): a
     // second tenantctl waiting for that lock must wait, not time out; the timeout is for the
     // application's locks on the tenant's tables.

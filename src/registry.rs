@@ -237,21 +237,24 @@ pub async fn role_exists(client: &impl GenericClient, role: &str) -> Result<bool
         .get(0))
 }
 
-/// The SQLSTATE `public.tenantctl_expect_version` raises (registry V4).
+/// The SQLSTATE `public.tenantctl_enter` raises (registry V4).
 pub const EXPECT_FAILED: &str = "TC001";
 
-/// Fails the transaction (`EXPECT_FAILED`) unless the tenant's row still says `version`
-/// with `digest` and is not being dropped, and its schema exists. Sent after the tenant's
-/// lock, so that what it checks cannot change before the commit.
-pub fn expect_version(slug: &str, schema: &str, version: i64, digest: &str) -> Sql {
+/// Takes the tenant's lock, then fails the transaction (`EXPECT_FAILED`) unless the
+/// tenant's row still says `version` with `digest` and is not being dropped, and its schema
+/// exists; then sets the transaction's search_path to the schema. What it checks cannot
+/// change before the commit, since every writer of it holds the same lock.
+pub fn enter_unchanged(slug: &str, schema: &str, version: i64, digest: &str) -> Sql {
     Sql {
         step: Step::Guard,
-        text: "SELECT public.tenantctl_expect_version($1, $2, $3, $4)",
+        text: "SELECT public.tenantctl_enter($1, $2, $3, $4, $5, $6)",
         params: vec![
+            Box::new(LOCK_CLASS),
             Box::new(slug.to_string()),
             Box::new(schema.to_string()),
             Box::new(version),
             Box::new(digest.to_string()),
+            Box::new(quote_ident(schema)),
         ],
     }
 }

@@ -25,10 +25,8 @@ pub enum Step {
     Register,
     /// The tenant's advisory lock and search_path.
     Lock,
-    /// The transaction-local search_path: the tenant's schema only.
-    SearchPath,
-    /// The check, under the lock, that the registry still says what the run read
-    /// (`public.tenantctl_expect_version`).
+    /// The tenant's lock with the check that the registry still says what the run read,
+    /// and its search_path (`public.tenantctl_enter`).
     Guard,
     LockTimeout,
     /// The migration history table (created if missing) and its rows.
@@ -74,7 +72,6 @@ impl std::fmt::Display for StepError {
             Step::Sql(what) => what,
             Step::Register => "cannot register the tenant",
             Step::Lock => "cannot lock the tenant schema",
-            Step::SearchPath => "cannot set the search_path to the tenant schema",
             Step::Guard => "the tenant changed during the run",
             Step::LockTimeout => "cannot set lock_timeout",
             Step::History => "cannot read the migration history",
