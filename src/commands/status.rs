@@ -2,7 +2,7 @@
 //! many tenants), with pending counts from the migrations folder.
 
 use anyhow::Result;
-use serde_json::json;
+use serde::Serialize;
 
 use crate::cli::StatusArgs;
 use crate::exit::{FAILED, OK};
@@ -18,22 +18,23 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
     let tenants = select_tenants(&conn, &args.slugs, "nothing was shown").await?;
     let behind = |t: &Tenant| t.state != "active" || t.version != latest || !t.schema_exists;
     if s.json() {
-        let rows: Vec<_> = tenants
+        let tenants = tenants
             .iter()
-            .map(|t| {
-                json!({
-                    "slug": t.slug,
-                    "schema": t.schema,
-                    "state": t.state,
-                    "version": t.version,
-                    "pending": set.pending_count(t.version, latest),
-                    "last_error": t.last_error,
-                    "migrated_at": t.migrated_at,
-                    "schema_exists": t.schema_exists,
-                })
+            .map(|t| Row {
+                slug: &t.slug,
+                schema: &t.schema,
+                state: &t.state,
+                version: t.version,
+                pending: set.pending_count(t.version, latest),
+                last_error: t.last_error.as_deref(),
+                migrated_at: t.migrated_at.as_deref(),
+                schema_exists: t.schema_exists,
             })
             .collect();
-        println!("{}", json!({ "latest_version": latest, "tenants": rows }));
+        super::report::print_json(&Document {
+            latest_version: latest,
+            tenants,
+        });
     } else {
         print_table(&tenants, &set, latest);
         let n = tenants.iter().filter(|t| behind(t)).count();
@@ -47,6 +48,25 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
     } else {
         OK
     })
+}
+
+#[derive(Serialize)]
+struct Document<'a> {
+    latest_version: i64,
+    tenants: Vec<Row<'a>>,
+}
+
+/// One tenant of `status --format json`, in the contract's order.
+#[derive(Serialize)]
+struct Row<'a> {
+    slug: &'a str,
+    schema: &'a str,
+    state: &'a str,
+    version: i64,
+    pending: usize,
+    last_error: Option<&'a str>,
+    migrated_at: Option<&'a str>,
+    schema_exists: bool,
 }
 
 fn print_table(tenants: &[Tenant], set: &MigrationSet, latest: i64) {
