@@ -171,6 +171,7 @@ declare -A best_tool best_floor peak_rss
 # keep KEY tool SECONDS RSS_KIB | keep KEY floor SECONDS: the fastest round, the highest RSS.
 keep() {
   local key=$1 side=$2 s=$3
+  echo "bench:   ${key%,*} $side: $s s" >&2
   if [ "$side" = tool ]; then
     if [ -z "${best_tool[$key]:-}" ] || awk -v a="$s" -v b="${best_tool[$key]}" 'BEGIN { exit !(a < b) }'; then
       best_tool[$key]=$s
