@@ -14,8 +14,9 @@
 # machine that is busy with other work. Autovacuum is off during the trace.
 # "requests" counts what the server received (simple queries, and execute messages of
 # prepared statements). For psql every request is a round trip; tenantctl pipelines a
-# tenant's requests into flights (see src/txn.rs): migrate waits twice per tenant and
-# create three times, whatever the request count.
+# tenant's requests into one flight (see src/txn.rs): migrate and create wait for the
+# server once per tenant (migrate twice when a tenant's history must be read first),
+# whatever the request count.
 # Needs with-postgres.sh's server log and data folder (TENANTCTL_TEST_PG_DATA).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
