@@ -45,7 +45,11 @@ fail() { echo "bench: FAIL: $*" >&2; exit 1; }
 [ -n "${DATABASE_URL:-}" ] || die "DATABASE_URL is not set; run make bench (it starts a throwaway server)"
 command -v psql >/dev/null || die "psql not found"
 command -v python3 >/dev/null || die "python3 not found"
-[ -x /usr/bin/time ] || die "/usr/bin/time (GNU time) not found; apt-get install time"
+if [ ! -x /usr/bin/time ] && [ "$(id -u)" -eq 0 ]; then
+  echo "bench: /usr/bin/time not found; installing Debian's time package" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >&2 || true
+fi
+[ -x /usr/bin/time ] || die "/usr/bin/time (GNU time, for peak RSS) not found; apt-get install time"
 
 bench_n=${BENCH_N:-100 1000}
 conc=${BENCH_CONCURRENCY:-4}

@@ -88,12 +88,7 @@ fn a_long_transaction_fails_only_its_tenant_with_lock_timeout() {
     let db = TestDb::new("locktimeout");
     create_tenants(&db, 4);
     // The application holds a read lock on one tenant's table in an open transaction.
-    let mut holder = Command::new("psql")
-        .args([db.url.as_str(), "-X", "-q", "-v", "ON_ERROR_STOP=1"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut holder = psql_session(&db);
     holder
         .stdin
         .as_mut()

@@ -3,7 +3,7 @@
 mod common;
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
@@ -422,12 +422,7 @@ fn a_tenant_migrated_by_another_process_meanwhile_is_decided_again_from_its_hist
     let db = TestDb::new("stale");
     create_tenants(&db, 1);
     let dir = db.migrations_with("v7", &[V7]);
-    let mut holder = Command::new("psql")
-        .args([db.url.as_str(), "-X", "-q", "-v", "ON_ERROR_STOP=1"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut holder = psql_session(&db);
     let stdin = holder.stdin.as_mut().unwrap();
     stdin
         .write_all(b"SELECT pg_advisory_lock(1953395811, hashtext('tenant_t000'));\n")

@@ -310,6 +310,17 @@ pub fn at_seven(db: &TestDb) -> (usize, usize) {
     (history, column)
 }
 
+/// A psql session on the test's database that runs what the test writes to its stdin, for
+/// holding locks or transactions open while tenantctl runs.
+pub fn psql_session(db: &TestDb) -> Child {
+    Command::new("psql")
+        .args([db.url.as_str(), "-X", "-q", "-v", "ON_ERROR_STOP=1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("psql starts (make test puts it on PATH)")
+}
+
 /// `tenantctl migrate` started in the background, its output captured.
 pub fn spawn_migrate(db: &TestDb, migrations: &Path, concurrency: &str) -> Child {
     db.cmd()
