@@ -2,9 +2,10 @@
 //!
 //! The server still runs them one after another, in the order queued; the client simply
 //! does not wait for each reply before sending the next request, so a tenant's whole
-//! transaction costs two or three round trips instead of one per statement. A request that
-//! fails does not stop the ones after it from being sent: inside a transaction they fail
-//! too ("current transaction is aborted"), and the first failure is the one that counts.
+//! transaction costs one round trip (two when its history is read first) instead of one per
+//! statement. A request that fails does not stop the ones after it from being sent: inside
+//! a transaction they fail too ("current transaction is aborted"), and the first failure is
+//! the one that counts.
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
