@@ -185,6 +185,21 @@ impl<'a> History<'a> {
             _ => History::Read,
         }
     }
+
+    /// The history handed to refinery instead of a read of the table (`None`: read it).
+    fn known(&self, set: &MigrationSet) -> Option<Known> {
+        match *self {
+            History::Read => None,
+            History::New => Some(Known {
+                applied: Vec::new(),
+                table_exists: false,
+            }),
+            History::Registry { version, .. } => Some(Known {
+                applied: set.applied_up_to(version),
+                table_exists: true,
+            }),
+        }
+    }
 }
 
 /// Plans every migration above the tenant's version up to `target` and queues them on `tx`,
@@ -231,23 +246,7 @@ pub async fn apply_pending(
         Target::Version(target as i32)
     });
     runner.set_migration_table_name(&table);
-    let mut adapter = match history {
-        History::Read => Queued::new(tx),
-        History::New => Queued::known(
-            tx,
-            Known {
-                applied: Vec::new(),
-                table_exists: false,
-            },
-        ),
-        History::Registry { version, .. } => Queued::known(
-            tx,
-            Known {
-                applied: set.applied_up_to(version),
-                table_exists: true,
-            },
-        ),
-    };
+    let mut adapter = Queued::with_history(tx, history.known(set));
     let result = runner.run_async(&mut adapter).await;
     let latest_applied = adapter.latest_applied();
     let unsent_ddl = adapter.unsent_history_ddl();

@@ -16,8 +16,8 @@ use crate::exit::bad_input;
 use crate::settings::Settings;
 use crate::tls::MakeTls;
 
-/// libpq's sslmode values. tokio-postgres knows only disable/prefer/require and always
-/// verifies certificates, so the verification part is done by the TLS connector here.
+/// libpq's sslmode values. tokio-postgres knows only disable/prefer/require, so what each
+/// mode checks is decided by tenantctl's TLS connector (`tls::connector`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SslMode {
     Disable,

@@ -7,7 +7,7 @@
 //! rather than sent one by one. The history read goes out with whatever the caller queued
 //! before it (BEGIN, the tenant's lock); the migrations wait for the caller's `commit`, and
 //! a failure among them is reported by its `Step::Migration(n)`. Commit or rollback stays
-//! with the caller. When the caller already knows the history (`Queued::known`), nothing is
+//! with the caller. When the caller already knows the history (`Queued::with_history`), nothing is
 //! read at all, and the whole transaction can leave in one flight.
 
 use refinery::Migration;
@@ -28,7 +28,7 @@ pub struct Queued<'t, 'c> {
     queued: usize,
     /// The highest version in the history, as read.
     latest_applied: i64,
-    /// The history, when the caller knows it (see `Queued::known`).
+    /// The history, when the caller knows it (see `Queued::with_history`).
     known: Option<Known>,
 }
 
@@ -51,11 +51,13 @@ impl<'t, 'c> Queued<'t, 'c> {
         }
     }
 
-    /// Like `new`, but refinery is given `known` as the history instead of the table's rows.
-    pub fn known(tx: &'t mut Tx<'c>, known: Known) -> Self {
-        let mut q = Queued::new(tx);
-        q.known = Some(known);
-        q
+    /// Like `new`, but with `Some(known)` refinery is given that history instead of the
+    /// table's rows.
+    pub fn with_history(tx: &'t mut Tx<'c>, known: Option<Known>) -> Self {
+        Queued {
+            known,
+            ..Queued::new(tx)
+        }
     }
 
     /// refinery's `CREATE TABLE IF NOT EXISTS <history>` when nothing has sent it yet (a

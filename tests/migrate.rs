@@ -3,7 +3,6 @@
 mod common;
 
 use std::io::Write;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
@@ -425,28 +424,24 @@ fn a_tenant_migrated_by_another_process_meanwhile_is_decided_again_from_its_hist
     let mut holder = psql_session(&db);
     let stdin = holder.stdin.as_mut().unwrap();
     stdin
-        .write_all(b"SELECT pg_advisory_lock(1953395811, hashtext('tenant_t000'));\n")
+        .write_all(
+            format!(
+                "SELECT pg_advisory_lock({}, hashtext('tenant_t000'));\n",
+                tenantctl::apply::LOCK_CLASS
+            )
+            .as_bytes(),
+        )
         .unwrap();
     stdin.flush().unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let json = |child: std::process::Child| Run::from(child.wait_with_output().unwrap());
-    let mut runs = Vec::new();
-    for _ in 0..2 {
-        runs.push(
-            db.cmd()
-                .args([
-                    "--format",
-                    "json",
-                    "--migrations",
-                    path_str(&dir),
-                    "migrate",
-                ])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
-        );
-    }
+    let args = [
+        "--format",
+        "json",
+        "--migrations",
+        path_str(&dir),
+        "migrate",
+    ];
+    let runs = [spawn_tenantctl(&db, &args), spawn_tenantctl(&db, &args)];
     wait_for_lock_waiters(&db, 2);
     stdin
         .write_all(b"SELECT pg_advisory_unlock_all();\n\\q\n")
@@ -455,7 +450,7 @@ fn a_tenant_migrated_by_another_process_meanwhile_is_decided_again_from_its_hist
     let mut outcomes: Vec<String> = runs
         .into_iter()
         .map(|c| {
-            let r = json(c);
+            let r = Run::from(c.wait_with_output().unwrap());
             r.expect(0);
             r.json()["tenants"][0]["outcome"]
                 .as_str()

@@ -321,18 +321,21 @@ pub fn psql_session(db: &TestDb) -> Child {
         .expect("psql starts (make test puts it on PATH)")
 }
 
-/// `tenantctl migrate` started in the background, its output captured.
-pub fn spawn_migrate(db: &TestDb, migrations: &Path, concurrency: &str) -> Child {
+/// tenantctl started in the background with `args`, its output captured.
+pub fn spawn_tenantctl(db: &TestDb, args: &[&str]) -> Child {
     db.cmd()
-        .args([
-            "--migrations",
-            path_str(migrations),
-            "migrate",
-            "--concurrency",
-            concurrency,
-        ])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("tenantctl starts")
+}
+
+/// `tenantctl migrate` started in the background, its output captured.
+pub fn spawn_migrate(db: &TestDb, migrations: &Path, concurrency: &str) -> Child {
+    let dir = path_str(migrations);
+    spawn_tenantctl(
+        db,
+        &["--migrations", dir, "migrate", "--concurrency", concurrency],
+    )
 }
