@@ -1,5 +1,5 @@
 //! Output: a closed pipe ends a command quietly, untrusted text is escaped, counts agree
-//! with their nouns.
+//! with their nouns, and the README's tour runs as written.
 
 mod common;
 
@@ -309,4 +309,74 @@ fn counts_agree_with_their_nouns() {
     db.run(&["status", "nobody"])
         .expect(2)
         .mentions("unknown tenant nobody;");
+}
+
+/// Every `tenantctl create` line of the README's tour runs as written.
+#[test]
+fn the_readme_tour_creates_run_as_written() {
+    let db = TestDb::new("tour");
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let tour = readme
+        .split("## A short tour")
+        .nth(1)
+        .and_then(|s| s.split("```sh").nth(1))
+        .and_then(|s| s.split("```").next())
+        .expect("README has a tour");
+    let creates: Vec<Vec<String>> = tour
+        .lines()
+        .filter_map(|l| l.strip_prefix("tenantctl create "))
+        .map(|l| shell_words(l.split(" #").next().unwrap()))
+        .collect();
+    assert!(!creates.is_empty(), "the tour creates no tenant");
+    let before = db.snapshot();
+    for words in &creates {
+        let mut args = vec!["create"];
+        args.extend(words.iter().map(String::as_str));
+        db.run(&args).expect(0);
+    }
+    assert_ne!(db.snapshot(), before);
+    // A display name given in the tour is the one stored (the tour names the slug first).
+    for words in &creates {
+        if let Some(i) = words.iter().position(|w| w == "--name") {
+            let stored = db.scalar(&format!(
+                "SELECT display_name FROM public.tenants WHERE slug = '{}'",
+                words[0]
+            ));
+            assert_eq!(stored, words[i + 1]);
+        }
+    }
+}
+
+#[test]
+fn name_with_several_slugs_is_refused_and_changes_nothing() {
+    let db = TestDb::new("namemany");
+    db.run(&["init"]).expect(0);
+    let before = db.snapshot();
+    db.run(&["create", "acme", "globex", "--name", "Acme"])
+        .expect(2)
+        .mentions("--name applies to a single tenant, and 2 were given; nothing was created")
+        .mentions("tenantctl create SLUG --name NAME");
+    assert_eq!(db.snapshot(), before);
+}
+
+/// Words of a command line as a shell splits them: blanks separate, double or single
+/// quotes group (enough for the README's examples).
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut quote: Option<char> = None;
+    for c in line.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => word.get_or_insert_with(String::new).push(c),
+            (None, '"' | '\'') => {
+                quote = Some(c);
+                word.get_or_insert_with(String::new);
+            }
+            (None, c) if c.is_whitespace() => words.extend(word.take()),
+            (None, c) => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    words.extend(word);
+    words
 }

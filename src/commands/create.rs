@@ -53,9 +53,13 @@ struct Shared {
 pub async fn run(s: &Session, args: &CreateArgs) -> Result<u8> {
     let slugs = dedup(&args.slugs);
     if args.name.is_some() && slugs.len() > 1 {
-        return Err(bad_input(
-            "--name applies to a single tenant; create tenants with different names one at a time",
-        ));
+        // One display name for several tenants is surely a mistake, and pairing several
+        // --name flags with slugs by position would be one waiting to happen.
+        return Err(bad_input(format!(
+            "--name applies to a single tenant, and {} were given; nothing was created \
+             (create each named tenant on its own: tenantctl create SLUG --name NAME)",
+            slugs.len()
+        )));
     }
     let schemas = s.schemas_for(&slugs)?;
     let set = MigrationSet::load(&s.settings.migrations_dir)?;
