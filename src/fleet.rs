@@ -26,7 +26,7 @@ impl Interrupt {
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
                 f.0.store(true, Ordering::SeqCst);
-                eprintln!("interrupted: finishing the tenants in flight, starting no new one");
+                crate::errln!("interrupted: finishing the tenants in flight, starting no new one");
             }
         });
         flag

@@ -13,6 +13,7 @@ pub mod grants;
 pub mod migration_set;
 pub mod names;
 pub mod outcome;
+pub mod output;
 pub mod pipeline;
 pub mod progress;
 pub mod refinery_tx;

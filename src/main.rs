@@ -4,7 +4,7 @@ use clap::error::ErrorKind;
 use clap::Parser;
 
 use tenantctl::cli::{Cli, Format};
-use tenantctl::exit;
+use tenantctl::{errln, exit, output};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -22,23 +22,35 @@ fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln!("error: cannot start the async runtime: {e}");
             return ExitCode::from(exit::FAILED);
         }
     };
-    match runtime.block_on(tenantctl::commands::run(cli)) {
-        Ok(code) => ExitCode::from(code),
+    let code = match runtime.block_on(tenantctl::commands::run(cli)) {
+        Ok(code) => code,
         Err(e) => {
             let code = exit::code_for(&e);
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "error": format!("{e:#}"), "exit_code": code })
+                output::print_json(
+                    &serde_json::json!({ "error": format!("{e:#}"), "exit_code": code }),
                 );
             }
-            ExitCode::from(code)
+            code
         }
+    };
+    ExitCode::from(output_finished(code))
+}
+
+/// A reader that closed stdout early (`| head`) ended the output normally; any other write
+/// error means the output is incomplete, which is a failure even when the work succeeded.
+fn output_finished(code: u8) -> u8 {
+    match output::finish() {
+        Some(e) => {
+            errln!("error: cannot write the output to stdout: {e}");
+            code.max(exit::FAILED)
+        }
+        None => code,
     }
 }
 
@@ -54,15 +66,12 @@ fn usage_error(e: clap::Error) -> ExitCode {
         e.exit()
     }
     let rendered = e.render().to_string();
-    eprint!("{rendered}");
+    tenantctl::errprint!("{rendered}");
     let first = rendered
         .lines()
         .next()
         .unwrap_or_default()
         .trim_start_matches("error: ");
-    println!(
-        "{}",
-        serde_json::json!({ "error": first, "exit_code": exit::BAD_INPUT })
-    );
-    ExitCode::from(exit::BAD_INPUT)
+    output::print_json(&serde_json::json!({ "error": first, "exit_code": exit::BAD_INPUT }));
+    ExitCode::from(output_finished(exit::BAD_INPUT))
 }

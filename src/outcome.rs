@@ -1,10 +1,10 @@
 //! What happened to each tenant in a create or migrate run, and how it is shown.
 
-use std::io::IsTerminal;
 use std::time::Duration;
 
-use comfy_table::{presets, ContentArrangement, Table};
 use serde::Serialize;
+
+use crate::output::{count, escape_line, table};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -73,9 +73,9 @@ impl TenantOutcome {
         self
     }
 
-    /// One line for logs: `acme: applied 6 -> 7 (12 ms)`.
+    /// One line for logs: `acme: applied 6 -> 7 (12 ms)`. Escaped: errors quote the server.
     pub fn line(&self) -> String {
-        match self.outcome {
+        let line = match self.outcome {
             Outcome::Applied => format!(
                 "{}: applied {} -> {} ({} ms){}",
                 self.slug,
@@ -98,7 +98,8 @@ impl TenantOutcome {
                 self.slug,
                 self.error.as_deref().unwrap_or("")
             ),
-        }
+        };
+        escape_line(&line).into_owned()
     }
 }
 
@@ -124,19 +125,6 @@ impl Summary {
         }
         s
     }
-}
-
-/// A table in the style of the terminal: box drawing on a TTY, plain ASCII otherwise.
-pub fn table(header: Vec<&str>) -> Table {
-    let mut t = Table::new();
-    if std::io::stdout().is_terminal() {
-        t.load_style(presets::UTF8_FULL_CONDENSED);
-        t.set_content_arrangement(ContentArrangement::Dynamic);
-    } else {
-        t.load_style(presets::ASCII_BORDERS_ONLY_CONDENSED);
-    }
-    t.set_header(header);
-    t
 }
 
 /// Tables longer than this show only the tenants that need attention.
@@ -172,17 +160,17 @@ pub fn print_text(verb: &str, outcomes: &[TenantOutcome]) {
                     .unwrap_or_default(),
             ]);
         }
-        println!("{t}");
+        crate::outln!("{t}");
     }
-    println!(
-        "{verb}: {} tenants: {} applied, {} up to date, {} failed, {} skipped",
-        outcomes.len(),
+    crate::outln!(
+        "{verb}: {}: {} applied, {} up to date, {} failed, {} skipped",
+        count(outcomes.len(), "tenant"),
         summary.applied,
         summary.up_to_date,
         summary.failed,
         summary.skipped
     );
     for o in outcomes.iter().filter(|o| o.outcome == Outcome::Failed) {
-        println!("failed: {}", o.line());
+        crate::outln!("failed: {}", o.line());
     }
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 use crate::outcome::{Outcome, TenantOutcome};
+use crate::output::count;
 
 /// Runs up to this size print a line per tenant when there is no terminal.
 const LINE_PER_TENANT_LIMIT: usize = 100;
@@ -76,13 +77,13 @@ impl Progress {
             Some(pb) => {
                 if o.outcome == Outcome::Failed {
                     // suspend() prints above the bar; ProgressBar::println is dropped when hidden.
-                    pb.suspend(|| eprintln!("{}", o.line()));
+                    pb.suspend(|| crate::errln!("{}", o.line()));
                 }
                 pb.set_message(format!("{failed} failed"));
                 pb.inc(1);
             }
             None if self.per_tenant_lines || o.outcome == Outcome::Failed => {
-                eprintln!("{}", o.line())
+                crate::errln!("{}", o.line())
             }
             None => self.maybe_count(done, failed),
         }
@@ -92,10 +93,10 @@ impl Progress {
         let mut last = self.last_count.lock().expect("progress lock");
         if last.elapsed() >= COUNT_EVERY {
             *last = Instant::now();
-            eprintln!(
-                "{}: {done}/{} tenants done, {failed} failed, {:.0}s elapsed",
+            crate::errln!(
+                "{}: {done}/{} done, {failed} failed, {:.0}s elapsed",
                 self.verb,
-                self.total,
+                count(self.total, "tenant"),
                 self.started.elapsed().as_secs_f64()
             );
         }
@@ -104,8 +105,8 @@ impl Progress {
     /// Prints a note above the bar (or as a line without one).
     pub fn note(&self, msg: &str) {
         match &self.bar {
-            Some(pb) => pb.suspend(|| eprintln!("{msg}")),
-            None => eprintln!("{msg}"),
+            Some(pb) => pb.suspend(|| crate::errln!("{msg}")),
+            None => crate::errln!("{msg}"),
         }
     }
 

@@ -8,6 +8,7 @@ use crate::cli::{Format, Global};
 use crate::connect::{self, Target};
 use crate::exit::bad_input;
 use crate::names;
+use crate::output::{count, listed, plural};
 use crate::registry::{self, Tenant};
 use crate::settings::{self, Overrides, Settings};
 
@@ -98,9 +99,11 @@ impl Session {
         }
         let fit = wanted.min(room as usize);
         if fit < wanted {
-            eprintln!(
-                "note: the server has room for {fit} more connections, so tenantctl runs {fit} \
-                 tenants at a time instead of {wanted}"
+            crate::errln!(
+                "note: the server has room for {fit} more {}, so tenantctl runs {} at a time \
+                 instead of {wanted}",
+                plural(fit, "connection"),
+                count(fit, "tenant")
             );
         }
         Ok(fit)
@@ -142,8 +145,8 @@ pub async fn select_tenants(conn: &Object, slugs: &[String], nothing: &str) -> R
     let (found, unknown) = lookup(conn, slugs).await?;
     if !unknown.is_empty() {
         return Err(bad_input(format!(
-            "unknown tenant {}; {nothing} (see tenantctl list)",
-            unknown.join(", ")
+            "unknown {}; {nothing} (see tenantctl list)",
+            listed("tenant", &unknown)
         )));
     }
     Ok(found)
@@ -176,14 +179,13 @@ pub async fn check_app_role_noinherit(conn: &Object, app: &str) -> Result<i32> {
 
 /// Asks the operator to type `slug` before something destructive; refuses without a terminal.
 pub fn confirm_by_typing(slug: &str, what: &str) -> Result<()> {
-    use std::io::{BufRead, IsTerminal, Write};
+    use std::io::{BufRead, IsTerminal};
     if !std::io::stdin().is_terminal() {
         return Err(bad_input(format!(
             "refusing to {what} without --yes: stdin is not a terminal, so nobody can confirm; nothing was changed"
         )));
     }
-    eprint!("This will {what}. Type the slug '{slug}' to confirm: ");
-    std::io::stderr().flush().ok();
+    crate::errprint!("This will {what}. Type the slug '{slug}' to confirm: ");
     let mut answer = String::new();
     std::io::stdin()
         .lock()

@@ -615,7 +615,7 @@ fn verify_finds_isolation_breaches_and_drift() {
     db.run(&["--config", cfg, "verify", "initech"])
         .expect(1)
         .mentions("schema_missing")
-        .mentions("1 tenants checked");
+        .mentions("1 tenant checked");
     db.run(&["--config", cfg, "verify", "nobody"]).expect(2);
 }
 

@@ -17,13 +17,16 @@ fn candidates() -> impl Strategy<Value = String> {
     ]
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+const CASES: u32 = 48;
 
-    /// Through the real binary: exit 2 and nothing created, or exactly `tenant_<slug>`.
-    #[test]
-    fn create_either_refuses_or_makes_exactly_the_expected_schema(s in candidates()) {
-        let db = shared_db();
+/// Through the real binary: exit 2 and nothing created, or exactly `tenant_<slug>`.
+#[test]
+fn create_either_refuses_or_makes_exactly_the_expected_schema() {
+    // One database for every case (they run one after another), owned by this test so
+    // that it is dropped when the test ends, passed or failed.
+    let db = TestDb::new("hostile");
+    db.run(&["init"]).expect(0);
+    proptest!(ProptestConfig::with_cases(CASES), |(s in candidates())| {
         let before = db.scalar("SELECT count(*) FROM pg_namespace");
         // A NUL cannot be passed in argv; the rules reject it anyway (unit-tested).
         prop_assume!(!s.contains('\0'));
@@ -44,14 +47,17 @@ proptest! {
                 prop_assert_eq!(registered, schema);
             }
         }
-    }
+    });
+    assert_dropped_when_done(db);
+}
 
-    /// The one quoting function, on any identifier PostgreSQL can hold: the schema's name
-    /// read back is exactly the input, so no input can escape the quotes.
-    #[test]
-    fn quote_ident_round_trips_any_identifier(s in "[^\u{0}]{1,20}") {
+/// The one quoting function, on any identifier PostgreSQL can hold: the schema's name
+/// read back is exactly the input, so no input can escape the quotes.
+#[test]
+fn quote_ident_round_trips_any_identifier() {
+    let db = TestDb::new("quoting");
+    proptest!(ProptestConfig::with_cases(CASES), |(s in "[^\u{0}]{1,20}")| {
         prop_assume!(s.len() <= 63);
-        let db = quoting_db();
         let created = try_query(&db.url, &format!("CREATE SCHEMA {}", quote_ident(&s)));
         prop_assert!(created.is_ok(), "{:?}: {:?}", s, created);
         let count = db.scalar(&format!(
@@ -59,21 +65,18 @@ proptest! {
             postgres_protocol::escape::escape_literal(&s)));
         prop_assert_eq!(count, "1", "{:?} was not created under its exact name", s);
         query(&db.url, &format!("DROP SCHEMA {}", quote_ident(&s)));
-    }
+    });
+    assert_dropped_when_done(db);
 }
 
-/// One database for all cases of the create property (its cases run one after another).
-fn shared_db() -> &'static TestDb {
-    static DB: std::sync::OnceLock<TestDb> = std::sync::OnceLock::new();
-    DB.get_or_init(|| {
-        let db = TestDb::new("hostile");
-        db.run(&["init"]).expect(0);
-        db
-    })
-}
-
-/// A separate database for the quoting property, which runs in parallel with the other.
-fn quoting_db() -> &'static TestDb {
-    static DB: std::sync::OnceLock<TestDb> = std::sync::OnceLock::new();
-    DB.get_or_init(|| TestDb::new("quoting"))
+/// Drops the test's database and checks it is gone from the server: a property test's
+/// database must not outlive its run (statics, whose Drop never runs, left them behind).
+fn assert_dropped_when_done(db: TestDb) {
+    let name = db.name.clone();
+    drop(db);
+    let left = scalar(
+        &admin_url(),
+        &format!("SELECT count(*) FROM pg_database WHERE datname = '{name}'"),
+    );
+    assert_eq!(left, "0", "database {name} was left behind");
 }

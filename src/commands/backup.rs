@@ -23,9 +23,9 @@ pub async fn run(s: &Session, args: &BackupArgs) -> Result<u8> {
         .unwrap_or_else(|| default_file(Path::new("."), &args.slug));
     let m = backup_tenant(s, &mut conn, &args.slug, &file).await?;
     if s.json() {
-        println!("{}", json!(m));
+        crate::output::print_json(&json!(m));
     } else {
-        println!(
+        crate::outln!(
             "backup of {} (schema {}, version {}) written to {}\nmetadata: {}\nsha256: {}",
             m.slug,
             m.schema,

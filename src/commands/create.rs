@@ -15,6 +15,7 @@ use crate::grants;
 use crate::migration_set::MigrationSet;
 use crate::names::quote_ident;
 use crate::outcome::{Outcome, TenantOutcome};
+use crate::output::listed;
 use crate::progress::Progress;
 use crate::registry;
 use crate::session::{dedup, now_epoch, Session};
@@ -52,9 +53,13 @@ struct Shared {
 pub async fn run(s: &Session, args: &CreateArgs) -> Result<u8> {
     let slugs = dedup(&args.slugs);
     if args.name.is_some() && slugs.len() > 1 {
-        return Err(bad_input(
-            "--name applies to a single tenant; create tenants with different names one at a time",
-        ));
+        // One display name for several tenants is surely a mistake, and pairing several
+        // --name flags with slugs by position would be one waiting to happen.
+        return Err(bad_input(format!(
+            "--name applies to a single tenant, and {} were given; nothing was created \
+             (create each named tenant on its own: tenantctl create SLUG --name NAME)",
+            slugs.len()
+        )));
     }
     let schemas = s.schemas_for(&slugs)?;
     let set = MigrationSet::load(&s.settings.migrations_dir)?;
@@ -117,9 +122,14 @@ async fn precheck(
         .map(|t| t.slug)
         .collect();
     if !registered.is_empty() && !if_not_exists {
+        let exist = if registered.len() == 1 {
+            "exists"
+        } else {
+            "exist"
+        };
         return Err(bad_input(format!(
-            "tenant {} already exists; nothing was created (use --if-not-exists to skip existing tenants)",
-            registered.join(", ")
+            "{} already {exist}; nothing was created (use --if-not-exists to skip existing tenants)",
+            listed("tenant", &registered),
         )));
     }
     let orphans: Vec<String> = registry::existing_schemas(conn, schemas)
@@ -134,10 +144,15 @@ async fn precheck(
         })
         .collect();
     if !orphans.is_empty() {
+        let (exist, them) = if orphans.len() == 1 {
+            ("exists", "it")
+        } else {
+            ("exist", "them")
+        };
         return Err(bad_input(format!(
-            "schema {} already exists but no tenant is registered for it; nothing was created \
-             (drop or rename that schema first)",
-            orphans.join(", ")
+            "{} already {exist} but no tenant is registered for {them}; nothing was created \
+             (drop or rename {them} first)",
+            listed("schema", &orphans),
         )));
     }
     Ok(registered)

@@ -28,8 +28,8 @@ pub async fn run(s: &Session, args: &DropArgs) -> Result<u8> {
     let (found, unknown) = lookup(&conn, &slugs).await?;
     if !unknown.is_empty() && !args.if_exists {
         return Err(bad_input(format!(
-            "unknown tenant {}; nothing was dropped (see tenantctl list, or pass --if-exists)",
-            unknown.join(", ")
+            "unknown {}; nothing was dropped (see tenantctl list, or pass --if-exists)",
+            crate::output::listed("tenant", &unknown)
         )));
     }
     if !args.yes {
@@ -56,7 +56,7 @@ pub async fn run(s: &Session, args: &DropArgs) -> Result<u8> {
                     format!("cannot archive tenant {}; nothing was dropped", t.slug)
                 })?;
             if !s.json() {
-                println!(
+                crate::outln!(
                     "archived {} to {} (sha256 {})",
                     t.slug,
                     file.display(),
@@ -77,15 +77,15 @@ pub async fn run(s: &Session, args: &DropArgs) -> Result<u8> {
         )
         .await?;
         if !s.json() {
-            println!("dropped {} (schema {})", t.slug, t.schema);
+            crate::outln!("dropped {} (schema {})", t.slug, t.schema);
         }
         dropped.push(t.slug.as_str());
     }
     if s.json() {
-        println!("{}", json!({ "dropped": dropped, "not_found": unknown }));
+        crate::output::print_json(&json!({ "dropped": dropped, "not_found": unknown }));
     } else {
         for u in &unknown {
-            println!("{u}: not registered, nothing to drop");
+            crate::outln!("{u}: not registered, nothing to drop");
         }
     }
     Ok(0)

@@ -15,22 +15,21 @@ pub async fn run(s: &Session) -> Result<u8> {
         registry::grant_read(&conn, role).await?;
     }
     if s.json() {
-        println!(
-            "{}",
-            json!({"registry_version_before": before, "registry_version": after})
+        crate::output::print_json(
+            &json!({"registry_version_before": before, "registry_version": after}),
         );
     } else if before == after {
-        println!(
+        crate::outln!(
             "registry is current (version {after}) in {}",
             s.target.describe()
         );
     } else if before == 0 {
-        println!(
+        crate::outln!(
             "registry installed (version {after}) in {}",
             s.target.describe()
         );
     } else {
-        println!(
+        crate::outln!(
             "registry upgraded from version {before} to {after} in {}",
             s.target.describe()
         );

@@ -3,6 +3,7 @@
 use anyhow::Result;
 use serde::Serialize;
 
+use crate::output::{escape_line, print_json};
 use crate::registry;
 use crate::session::Session;
 
@@ -18,10 +19,16 @@ pub async fn run(s: &Session) -> Result<u8> {
                 state: &t.state,
             })
             .collect();
-        super::report::print_json(&Document { tenants });
+        print_json(&Document { tenants });
     } else {
+        // Fields come from the registry: escaped, so a tab or newline cannot shift columns.
         for t in &tenants {
-            println!("{}\t{}\t{}", t.slug, t.schema, t.state);
+            crate::outln!(
+                "{}\t{}\t{}",
+                escape_line(&t.slug),
+                escape_line(&t.schema),
+                escape_line(&t.state)
+            );
         }
     }
     Ok(0)

@@ -87,7 +87,10 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
             )
         };
         if canary > 0 {
-            progress.note(&format!("migrate: canary: {canary} tenants first"));
+            progress.note(&format!(
+                "migrate: canary: {} first",
+                crate::output::count(canary, "tenant")
+            ));
             ran = phase(visits).await;
         }
         let canary_failed = ran.iter().any(|o| o.outcome == Outcome::Failed);

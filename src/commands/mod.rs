@@ -30,16 +30,12 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Restore(a) => restore::run(&Session::new(g, None)?, a).await,
         Command::Verify(a) => verify::run(&Session::new(g, None)?, a).await,
         Command::Completions { shell } => {
-            clap_complete::generate(
-                *shell,
-                &mut Cli::command(),
-                "tenantctl",
-                &mut std::io::stdout(),
-            );
+            let mut out = crate::output::Stdout;
+            clap_complete::generate(*shell, &mut Cli::command(), "tenantctl", &mut out);
             Ok(0)
         }
         Command::Man => {
-            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            clap_mangen::Man::new(Cli::command()).render(&mut crate::output::Stdout)?;
             Ok(0)
         }
     }

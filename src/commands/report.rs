@@ -1,12 +1,11 @@
 //! Printing the result of a create or migrate run, as text or as one JSON document.
 
-use std::io::Write;
-
 use serde::Serialize;
 
 use crate::exit::{FAILED, INTERRUPTED, OK};
 use crate::fleet::Interrupt;
 use crate::outcome::{self, Outcome, Summary, TenantOutcome};
+use crate::output::print_json;
 use crate::session::Session;
 
 #[derive(Serialize)]
@@ -39,16 +38,4 @@ pub fn exit_code(outcomes: &[TenantOutcome], interrupt: &Interrupt) -> u8 {
     } else {
         OK
     }
-}
-
-/// Writes `doc` to stdout as one line of JSON, straight from the values: a document about
-/// 10,000 tenants is never built in memory a second time (as a `serde_json::Value` tree
-/// and then a string, it took about 2 KiB per tenant).
-pub fn print_json(doc: &impl Serialize) {
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    // A closed stdout (`| head`) is the reader's choice, not an error of the run.
-    let _ = serde_json::to_writer(&mut out, doc)
-        .map_err(std::io::Error::from)
-        .and_then(|()| writeln!(out))
-        .and_then(|()| out.flush());
 }

@@ -93,12 +93,11 @@ pub async fn run(s: &Session, args: &RestoreArgs) -> Result<u8> {
     }
     let latest = MigrationSet::load(&s.settings.migrations_dir)?.latest();
     if s.json() {
-        println!(
-            "{}",
-            json!({"slug": plan.slug, "schema": plan.schema, "version": m.version, "from": args.file, "latest_version": latest})
+        crate::output::print_json(
+            &json!({"slug": plan.slug, "schema": plan.schema, "version": m.version, "from": args.file, "latest_version": latest}),
         );
     } else {
-        println!(
+        crate::outln!(
             "restored tenant {} (schema {}) to version {} from {}{}",
             plan.slug,
             plan.schema,

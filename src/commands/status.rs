@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::cli::StatusArgs;
 use crate::exit::{FAILED, OK};
 use crate::migration_set::MigrationSet;
-use crate::outcome::table;
+use crate::output::{count, print_json, table};
 use crate::registry::Tenant;
 use crate::session::{select_tenants, Session};
 
@@ -31,16 +31,16 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
                 schema_exists: t.schema_exists,
             })
             .collect();
-        super::report::print_json(&Document {
+        print_json(&Document {
             latest_version: latest,
             tenants,
         });
     } else {
         print_table(&tenants, &set, latest);
         let n = tenants.iter().filter(|t| behind(t)).count();
-        println!(
-            "{} tenants, latest version {latest}, {n} not active at the latest version",
-            tenants.len()
+        crate::outln!(
+            "{}, latest version {latest}, {n} not active at the latest version",
+            count(tenants.len(), "tenant")
         );
     }
     Ok(if args.check && tenants.iter().any(behind) {
@@ -98,5 +98,5 @@ fn print_table(tenants: &[Tenant], set: &MigrationSet, latest: i64) {
             x.last_error.clone().unwrap_or_default(),
         ]);
     }
-    println!("{t}");
+    crate::outln!("{t}");
 }

@@ -8,7 +8,7 @@ use crate::audit::{self, Finding};
 use crate::cli::VerifyArgs;
 use crate::exit::{FAILED, OK};
 use crate::migration_set::{MigrationSet, Plan};
-use crate::outcome::table;
+use crate::output::{count, print_json, table};
 use crate::registry::{self, Tenant};
 use crate::session::{select_tenants, Session};
 
@@ -165,10 +165,7 @@ async fn history_drift(
 
 fn print(s: &Session, checked: usize, findings: &[Finding]) {
     if s.json() {
-        println!(
-            "{}",
-            json!({ "tenants_checked": checked, "findings": findings })
-        );
+        print_json(&json!({ "tenants_checked": checked, "findings": findings }));
         return;
     }
     if !findings.is_empty() {
@@ -181,10 +178,11 @@ fn print(s: &Session, checked: usize, findings: &[Finding]) {
                 f.detail.clone(),
             ]);
         }
-        println!("{t}");
+        crate::outln!("{t}");
     }
-    println!(
-        "verify: {checked} tenants checked, {} findings",
-        findings.len()
+    crate::outln!(
+        "verify: {} checked, {}",
+        count(checked, "tenant"),
+        count(findings.len(), "finding")
     );
 }

@@ -1,0 +1,294 @@
+//! Everything tenantctl prints goes through here: stdout through `outln!`, [`Stdout`] and
+//! [`print_json`], stderr through `errln!`.
+//!
+//! Two rules live in this one place:
+//! - **A closed pipe is a normal end.** Rust ignores SIGPIPE, so a write to a pipe whose
+//!   reader has gone (`tenantctl list | head -1`) returns EPIPE, and `println!` panics on it.
+//!   Here EPIPE marks the stream closed and later writes are dropped silently, as ripgrep
+//!   does. The command itself goes on: a `drop` or `migrate` must not stop half way because
+//!   nobody reads its report, and its exit code still says whether the work succeeded. Any
+//!   other write error (a full disk behind `> file`) is kept and reported by [`finish`].
+//! - **Untrusted text never reaches a terminal raw.** Server messages, `last_error` and names
+//!   read from the database can carry escape sequences (a unique-violation detail quoting
+//!   `ESC ]0;...BEL` retitles the terminal). [`escape`] and [`escape_line`] make every C0/C1
+//!   control character visible (`\x1b`); text on stderr is always escaped, text on stdout
+//!   where it is printed ([`TextTable`] cells, per-tenant lines, `list`), and JSON escapes
+//!   what serde_json leaves raw (DEL and C1) as `\u00XX`.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::io::{self, IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use comfy_table::{presets, ContentArrangement, Table};
+use serde::Serialize;
+
+/// One of our two output streams: closed after EPIPE (or any write error), and the first
+/// error that was not EPIPE, for [`finish`].
+struct Sink {
+    closed: AtomicBool,
+    failure: Mutex<Option<io::Error>>,
+}
+
+impl Sink {
+    const fn new() -> Sink {
+        Sink {
+            closed: AtomicBool::new(false),
+            failure: Mutex::new(None),
+        }
+    }
+
+    /// Runs `write` unless the stream is closed; an error closes it.
+    fn attempt(&self, write: impl FnOnce() -> io::Result<()>) {
+        if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Err(e) = write() {
+            self.closed.store(true, Ordering::Relaxed);
+            if e.kind() != io::ErrorKind::BrokenPipe {
+                let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+                failure.get_or_insert(e);
+            }
+        }
+    }
+}
+
+static STDOUT: Sink = Sink::new();
+static STDERR: Sink = Sink::new();
+
+/// Standard output as an `io::Write` that never fails (see the module's rules), for code
+/// that writes through a writer: serde_json, clap_complete, clap_mangen.
+pub struct Stdout;
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        STDOUT.attempt(|| io::stdout().lock().write_all(buf));
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        STDOUT.attempt(|| io::stdout().lock().flush());
+        Ok(())
+    }
+}
+
+/// Writes `text` to stdout as it is: the caller escapes untrusted parts.
+pub fn write_stdout(text: &str) {
+    let _ = Stdout.write_all(text.as_bytes());
+}
+
+/// Writes `text` to stderr with every control character but newline escaped: stderr carries
+/// error messages quoting the server, so nothing there is trusted.
+pub fn write_stderr(text: &str) {
+    let text = escape(text);
+    STDERR.attempt(|| {
+        let mut err = io::stderr().lock();
+        err.write_all(text.as_bytes())?;
+        err.flush()
+    });
+}
+
+/// `println!` for stdout that ends quietly on a closed pipe.
+#[macro_export]
+macro_rules! outln {
+    () => { $crate::output::write_stdout("\n") };
+    ($($arg:tt)*) => { $crate::output::write_stdout(&format!("{}\n", format_args!($($arg)*))) };
+}
+
+/// `eprintln!` that ends quietly on a closed pipe and escapes control characters.
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => { $crate::output::write_stderr(&format!("{}\n", format_args!($($arg)*))) };
+}
+
+/// `eprint!` (no newline, e.g. a prompt), with `errln!`'s rules.
+#[macro_export]
+macro_rules! errprint {
+    ($($arg:tt)*) => { $crate::output::write_stderr(&format!($($arg)*)) };
+}
+
+/// Flushes stdout; returns the write error other than a closed pipe, if any happened (the
+/// output is then incomplete, and the run should not claim success).
+pub fn finish() -> Option<io::Error> {
+    let _ = Stdout.flush();
+    STDOUT
+        .failure
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+}
+
+/// Untrusted text for a multi-line place (an error message on stderr): every C0 and C1
+/// control character except newline becomes a visible escape.
+pub fn escape(text: &str) -> Cow<'_, str> {
+    escape_controls(text, true)
+}
+
+/// Untrusted text for a single-line place (a table cell, a per-tenant line, a `list`
+/// field): like [`escape`], and newline too.
+pub fn escape_line(text: &str) -> Cow<'_, str> {
+    escape_controls(text, false)
+}
+
+/// The one escaping function: `\n`, `\r`, `\t` by their usual names, other C0 characters
+/// and DEL as `\x1b`, C1 characters (which some terminals obey as well) as `\u{9b}`.
+/// Backslashes are left as they are, so ordinary text reads unchanged.
+fn escape_controls(text: &str, keep_newline: bool) -> Cow<'_, str> {
+    let needs = |c: char| c.is_control() && !(keep_newline && c == '\n');
+    if !text.chars().any(needs) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            c if !needs(c) => out.push(c),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x80 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A count with its noun: `1 tenant`, `3 tenants` (regular nouns only).
+pub fn count(n: usize, noun: &str) -> String {
+    format!("{n} {}", plural(n, noun))
+}
+
+/// The noun for `n` things: `tenant`, `tenants` (regular nouns only).
+pub fn plural(n: usize, noun: &str) -> Cow<'_, str> {
+    if n == 1 {
+        Cow::Borrowed(noun)
+    } else {
+        Cow::Owned(format!("{noun}s"))
+    }
+}
+
+/// A noun and the names it stands for: `tenant acme`, `tenants acme, globex`.
+pub fn listed(noun: &str, names: &[impl AsRef<str>]) -> String {
+    let names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
+    format!("{} {}", plural(names.len(), noun), names.join(", "))
+}
+
+/// A text table whose cells are escaped as they are added: tables show server errors and
+/// names read from the database.
+pub struct TextTable(Table);
+
+/// A table in the style of the terminal: box drawing on a TTY, plain ASCII otherwise.
+pub fn table(header: Vec<&str>) -> TextTable {
+    let mut t = Table::new();
+    if io::stdout().is_terminal() {
+        t.load_style(presets::UTF8_FULL_CONDENSED);
+        t.set_content_arrangement(ContentArrangement::Dynamic);
+    } else {
+        t.load_style(presets::ASCII_BORDERS_ONLY_CONDENSED);
+    }
+    t.set_header(header);
+    TextTable(t)
+}
+
+impl TextTable {
+    pub fn add_row(&mut self, cells: Vec<String>) {
+        self.0
+            .add_row(cells.iter().map(|c| escape_line(c).into_owned()));
+    }
+}
+
+impl fmt::Display for TextTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Writes `doc` to stdout as one line of JSON, straight from the values: a document about
+/// 10,000 tenants is never built in memory a second time (as a `serde_json::Value` tree
+/// and then a string, it took about 2 KiB per tenant).
+pub fn print_json(doc: &impl Serialize) {
+    let mut out = io::BufWriter::new(Stdout);
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, TerminalSafe);
+    // Writing cannot fail (Stdout swallows errors for finish()); our documents always
+    // serialize (no maps with non-string keys).
+    let _ = doc.serialize(&mut ser);
+    let _ = writeln!(out);
+    let _ = out.flush();
+}
+
+/// serde_json's compact format, with DEL and C1 control characters escaped too (serde_json
+/// escapes only C0): the document means the same to a parser, and `cat`ting it is safe.
+struct TerminalSafe;
+
+impl serde_json::ser::Formatter for TerminalSafe {
+    fn write_string_fragment<W>(&mut self, writer: &mut W, fragment: &str) -> io::Result<()>
+    where
+        W: ?Sized + io::Write,
+    {
+        let mut rest = fragment;
+        while let Some((i, c)) = rest.char_indices().find(|(_, c)| c.is_control()) {
+            writer.write_all(&rest.as_bytes()[..i])?;
+            write!(writer, "\\u{:04x}", c as u32)?;
+            rest = &rest[i + c.len_utf8()..];
+        }
+        writer.write_all(rest.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_makes_every_control_character_visible() {
+        let hostile = "a\x1b]0;pwned\x07b\u{9b}31m\x7f\r\tc\nd";
+        assert_eq!(
+            escape_line(hostile),
+            "a\\x1b]0;pwned\\x07b\\u{9b}31m\\x7f\\r\\tc\\nd"
+        );
+        assert_eq!(
+            escape(hostile),
+            "a\\x1b]0;pwned\\x07b\\u{9b}31m\\x7f\\r\\tc\nd"
+        );
+        assert!(!escape_line(hostile).chars().any(char::is_control));
+    }
+
+    #[test]
+    fn ordinary_text_is_borrowed_unchanged() {
+        let text = "duplicate key value (name)=(St Mary's \\ Clinic) — é ✓";
+        assert!(matches!(escape_line(text), Cow::Borrowed(t) if t == text));
+        assert!(matches!(escape("two\nlines"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn escaping_twice_changes_nothing_more() {
+        let once = escape_line("x\x1by\u{85}").into_owned();
+        assert_eq!(escape_line(&once), once);
+    }
+
+    #[test]
+    fn counts_agree_with_their_noun() {
+        assert_eq!(count(0, "tenant"), "0 tenants");
+        assert_eq!(count(1, "tenant"), "1 tenant");
+        assert_eq!(count(2, "finding"), "2 findings");
+        assert_eq!(plural(1, "schema"), "schema");
+        assert_eq!(listed("tenant", &["acme"]), "tenant acme");
+        assert_eq!(
+            listed("tenant", &["acme", "globex"]),
+            "tenants acme, globex"
+        );
+    }
+
+    #[test]
+    fn json_escapes_del_and_c1_and_still_parses_to_the_same_text() {
+        let value = serde_json::json!({ "k\u{9b}": "a\x1b]0;x\x07\u{7f}\u{9b}31m\u{a0}é" });
+        let mut buf = Vec::new();
+        let mut ser = serde_json::Serializer::with_formatter(&mut buf, TerminalSafe);
+        value.serialize(&mut ser).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+        assert!(text.contains("\\u001b") && text.contains("\\u009b") && text.contains("\\u007f"));
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, value);
+    }
+}
