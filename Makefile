@@ -1,6 +1,7 @@
 # tenantctl: `make demo` and `make test` work on a fresh Debian machine. Without a
 # DATABASE_URL they start a throwaway PostgreSQL 15 under .tmp/ (installing Debian's
-# postgresql package when initdb is missing) and stop it afterwards.
+# postgresql package when initdb is missing) and stop it afterwards. `make test` also installs
+# Debian's pgbouncer when it is missing.
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -23,7 +24,9 @@ demo: release
 	@if [ -n "$$DATABASE_URL" ]; then scripts/demo.sh; else scripts/with-postgres.sh demo scripts/demo.sh; fi
 
 # Formatting, lints, unit tests, and integration tests against a real server started here.
+# tests/routing.rs runs PgBouncer in front of the test server: installed here when missing.
 test: lint
+	scripts/need-pgbouncer.sh >/dev/null
 	scripts/with-postgres.sh test $(CARGO) test --all-targets
 
 lint:

@@ -96,6 +96,16 @@ pub enum Command {
     /// the schemas' history, changed migration files. Exit 1 on any finding.
     Verify(VerifyArgs),
 
+    /// Where an application reaches a tenant: its state, server, database, schema and role,
+    /// and the statements that enter it per transaction.
+    ///
+    /// The pattern behind those statements is docs/application-routing.md. Reads only.
+    /// Exit 0 when requests may be routed to it (active, or migrating: each tenant's
+    /// migration is one transaction); 1 when it is registered but must not be served
+    /// (provisioning, failed, dropping, or any later state), with its route and state still
+    /// printed; 2 when no such tenant is registered.
+    Route(RouteArgs),
+
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -251,6 +261,13 @@ pub struct DropArgs {
     /// if a backup fails. The drop record keeps the archive's file name and SHA-256.
     #[arg(long, value_name = "DIR")]
     pub archive: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RouteArgs {
+    /// The tenant to route to.
+    #[arg(value_name = "SLUG", value_parser = slug)]
+    pub slug: String,
 }
 
 #[cfg(test)]

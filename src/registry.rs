@@ -117,17 +117,21 @@ pub async fn ensure(client: &mut Object) -> Result<(i64, i64)> {
 
 /// Lets the application role read the tenant list (to route requests to a schema): the
 /// routing columns only, not `last_error`, whose PostgreSQL details can quote another
-/// tenant's rows. Nothing else of the registry.
+/// tenant's rows. `updated_at` lets a routing cache notice a change (docs/application-routing.md).
+/// Nothing else of the registry.
 pub async fn grant_read(client: &impl GenericClient, app_role: &str) -> Result<()> {
     let role = quote_ident(app_role);
     client
         .batch_execute(&format!(
             "GRANT USAGE ON SCHEMA public TO {role}; \
              REVOKE SELECT ON public.tenants FROM {role}; \
-             GRANT SELECT (slug, schema_name, display_name, state, role_name) ON public.tenants TO {role};"
+             GRANT SELECT (slug, schema_name, display_name, state, role_name, updated_at) \
+             ON public.tenants TO {role};"
         ))
         .await
-        .with_pg_context(|| format!("cannot grant read access on public.tenants to role {app_role}"))
+        .with_pg_context(|| {
+            format!("cannot grant read access on public.tenants to role {app_role}")
+        })
 }
 
 /// One registry row, with whether its schema exists.
@@ -449,4 +453,54 @@ pub async fn record_drop(
     .await
     .pg_context("cannot record the drop in the registry")?;
     Ok(())
+}
+
+/// Where an application reaches one tenant: what `tenantctl route` prints.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub slug: String,
+    pub state: String,
+    /// The server the tenant lives on; the home server (the registry's own) until
+    /// placements exist, which will answer this from the tenant's row.
+    pub server: String,
+    /// The database on that server; today the one holding the registry.
+    pub database: String,
+    pub schema: String,
+    /// The tenant's own role (per_tenant_roles), which the application must SET LOCAL ROLE to.
+    pub role: Option<String>,
+}
+
+/// The route to tenant `slug`, or None when no tenant of that slug is registered. The
+/// server and database are the registry's own, the one place that decides them today.
+pub async fn route(client: &impl GenericClient, slug: &str) -> Result<Option<Route>> {
+    let row = client
+        .query_opt(
+            "SELECT t.slug, t.state, 'home'::text, current_database()::text, t.schema_name, \
+                    t.role_name \
+               FROM public.tenants t WHERE t.slug = $1",
+            &[&slug],
+        )
+        .await
+        .with_pg_context(|| format!("cannot read tenant {slug} from the registry"))?;
+    Ok(row.map(|r| Route {
+        slug: r.get(0),
+        state: r.get(1),
+        server: r.get(2),
+        database: r.get(3),
+        schema: r.get(4),
+        role: r.get(5),
+    }))
+}
+
+/// When the last tenant of this slug was dropped (UTC, ISO 8601), if one ever was.
+pub async fn last_dropped_at(client: &impl GenericClient, slug: &str) -> Result<Option<String>> {
+    Ok(client
+        .query_one(
+            "SELECT to_char(max(dropped_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
+               FROM public.tenant_drops WHERE slug = $1",
+            &[&slug],
+        )
+        .await
+        .with_pg_context(|| format!("cannot read the drop record of tenant {slug}"))?
+        .get(0))
 }

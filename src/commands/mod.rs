@@ -8,6 +8,7 @@ mod list;
 mod migrate;
 mod report;
 mod restore;
+mod route;
 mod status;
 mod verify;
 
@@ -29,6 +30,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Backup(a) => backup::run(&Session::new(g, None)?, a).await,
         Command::Restore(a) => restore::run(&Session::new(g, None)?, a).await,
         Command::Verify(a) => verify::run(&Session::new(g, None)?, a).await,
+        Command::Route(a) => route::run(&Session::new(g, None)?, a).await,
         Command::Completions { shell } => {
             let mut out = crate::output::Stdout;
             clap_complete::generate(*shell, &mut Cli::command(), "tenantctl", &mut out);

@@ -2,6 +2,8 @@
 //! (scripts/with-postgres.sh exports its DATABASE_URL), and the real tenantctl binary.
 #![allow(dead_code)]
 
+pub mod pgbouncer;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
