@@ -365,6 +365,54 @@ fn a_registered_tenant_without_a_schema_is_reported_not_a_crash() {
 }
 
 #[test]
+fn a_folder_behind_the_fleet_is_refused_whole_and_status_says_ahead() {
+    // A rolled-back deploy runs migrate with the previous release's folder (V1..V6) while
+    // the fleet is at V7: every tenant is healthy, none may be touched or marked failed.
+    let db = TestDb::new("ahead");
+    create_tenants(&db, 7);
+    let dir = db.migrations_with("v7", &[V7]);
+    db.run_with(&dir, &["migrate"]).expect(0);
+    let before = db.snapshot();
+    let r = db.run(&["migrate"]);
+    r.expect(2)
+        .mentions("7 tenants are ahead of this migrations folder: V7 is missing from")
+        .mentions("(its latest is V6)")
+        .mentions("t000, t001, t002, t003, t004 and 2 more")
+        .mentions("nothing was changed");
+    assert_eq!(db.snapshot(), before);
+    let r = db.run(&["migrate", "t003", "--dry-run", "--format", "json"]);
+    r.expect(2);
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("1 tenant is ahead of this migrations folder: V7 is missing"));
+    let empty = db.dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    db.run_with(&empty, &["migrate"])
+        .expect(2)
+        .mentions("(it has no migrations)");
+    assert_eq!(db.snapshot(), before);
+
+    // status says so, in text and JSON, and --check fails: the fleet is not at this
+    // folder's latest version.
+    let r = db.run(&["status", "t000"]);
+    r.expect(0)
+        .mentions("ahead")
+        .mentions("1 ahead of the migrations folder");
+    let doc = db.run(&["status", "--format", "json"]).json();
+    assert!(doc["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["ahead"] == true && t["state"] == "active" && t["pending"] == 0));
+    db.run(&["status", "--check"]).expect(1);
+    let doc = db.run_with(&dir, &["status", "--format", "json"]).json();
+    assert_eq!(doc["tenants"][0]["ahead"], false);
+    db.run_with(&dir, &["status", "--check"]).expect(0);
+    assert_eq!(db.snapshot(), before);
+}
+
+#[test]
 fn json_status_agrees_with_the_registry() {
     let db = TestDb::new("json");
     create_tenants(&db, 3);
