@@ -222,7 +222,9 @@ pub async fn locked_transaction<'a>(
                 .await
                 .pg_context("cannot look up who holds the tenant's lock")?;
             Err(anyhow::anyhow!(locks::tenant_locked_message(
-                slug, &holders, deadline
+                slug,
+                &holders,
+                Some(deadline)
             )))
         }
         Err(e) => Err(e).with_pg_context(|| format!("cannot lock tenant schema {schema}")),

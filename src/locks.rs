@@ -167,22 +167,26 @@ pub fn describe_holders(holders: &[Holder]) -> String {
     s
 }
 
-/// Why a tenant could not be locked within `deadline`, naming the holder and what to do.
-pub fn tenant_locked_message(slug: &str, holders: &[Holder], deadline: Duration) -> String {
-    let waited = describe_duration(deadline);
+/// Why a tenant could not be locked within `deadline` (`None`: the server's own
+/// `lock_timeout` setting ended the wait), naming the holder and what to do.
+pub fn tenant_locked_message(slug: &str, holders: &[Holder], deadline: Option<Duration>) -> String {
+    let waited = match deadline {
+        Some(d) => format!("{} (--lock-timeout)", describe_duration(d)),
+        None => "as long as the server's lock_timeout setting allows".to_string(),
+    };
     match holders.first() {
         None => format!(
-            "tenant {slug} stayed locked longer than {waited} (--lock-timeout), and its holder \
-             has let go since; try again"
+            "tenant {slug} stayed locked: waited {waited}, and its holder has let go since; \
+             try again"
         ),
         Some(h) if h.tenantctl => format!(
-            "tenant {slug} is locked by another tenantctl, {}; waited {waited} \
-             (--lock-timeout); try again when it finishes",
+            "tenant {slug} is locked by another tenantctl, {}; waited {waited}; try again \
+             when it finishes",
             describe_holders(holders)
         ),
         Some(h) => format!(
-            "tenant {slug} is locked by {}; waited {waited} (--lock-timeout); wait for it or end \
-             it with pg_terminate_backend({})",
+            "tenant {slug} is locked by {}; waited {waited}; wait for it or end it with \
+             pg_terminate_backend({})",
             describe_holders(holders),
             h.pid
         ),
@@ -242,7 +246,11 @@ mod tests {
             tenantctl: false,
         };
         assert_eq!(
-            tenant_locked_message("beta", std::slice::from_ref(&h), Duration::from_secs(2)),
+            tenant_locked_message(
+                "beta",
+                std::slice::from_ref(&h),
+                Some(Duration::from_secs(2))
+            ),
             "tenant beta is locked by pid 4242 (role app, application 'psql', for 12 s); \
              waited 2 s (--lock-timeout); wait for it or end it with pg_terminate_backend(4242)"
         );
@@ -253,7 +261,10 @@ mod tests {
             ..h
         };
         assert_eq!(hidden.to_string(), "pid 4242");
-        assert!(tenant_locked_message("beta", &[], Duration::from_millis(500)).contains("500 ms"));
+        assert!(
+            tenant_locked_message("beta", &[], Some(Duration::from_millis(500)))
+                .contains("waited 500 ms (--lock-timeout)")
+        );
     }
 
     #[test]

@@ -448,9 +448,10 @@ async fn migrate_tenant(
                         return Err(ApplyError::TenantLocked(e));
                     }
                 } else if holders.iter().all(|h| !h.tenantctl) {
-                    let deadline = shared.lock_timeout.unwrap_or_default();
                     return Err(ApplyError::Locked(locks::tenant_locked_message(
-                        &t.slug, &holders, deadline,
+                        &t.slug,
+                        &holders,
+                        shared.lock_timeout,
                     )));
                 }
             }
