@@ -4,11 +4,15 @@
 //! search_path and every pending migration, so a tenant moves from its old version to its
 //! new one in a single commit, or not at all (error, kill -9, server restart).
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use deadpool_postgres::{Object, Transaction};
 use refinery::error::Kind;
 use refinery::{Runner, Target};
 
 use crate::connect::{describe_pg_error, PgContext};
+use crate::locks;
 use crate::migration_set::{AppliedMigration, MigrationSet};
 use crate::names::quote_ident;
 use crate::pipeline::Params;
@@ -50,8 +54,42 @@ pub enum ApplyError {
     Stale,
     /// The tenant's registry row already exists (`create` racing another `create`).
     AlreadyRegistered,
-    /// Anything else (connection lost, lock trouble): the message says what.
-    Database(String),
+    /// The tenant's own lock was not granted before the deadline (`lock_timeout`); the
+    /// caller looks up who holds it (`locks::tenant_lock_holders`).
+    TenantLocked(PgFailure),
+    /// The tenant's lock is held by another session: the message names it.
+    Locked(String),
+    /// The server or the connection went away (`outage::is_server_gone`): nothing of the
+    /// transaction was committed, and the tenant can be tried again once the server is back.
+    ServerGone(PgFailure),
+    /// Any other PostgreSQL error outside the migrations' own SQL.
+    Database(PgFailure),
+    /// refinery refused the run for a reason of its own.
+    Refinery(String),
+}
+
+/// A PostgreSQL error with what was being done, kept typed (its SQLSTATE, whether the
+/// connection closed) rather than turned into a string.
+#[derive(Debug, Clone)]
+pub struct PgFailure {
+    /// What was being done ("cannot lock the tenant schema"); may be empty.
+    pub what: String,
+    pub source: Arc<tokio_postgres::Error>,
+}
+
+impl std::fmt::Display for PgFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.what.is_empty() {
+            write!(f, "{}: ", self.what)?;
+        }
+        f.write_str(&describe_pg_error(&self.source))
+    }
+}
+
+impl std::error::Error for PgFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
 }
 
 impl std::fmt::Display for ApplyError {
@@ -69,7 +107,10 @@ impl std::fmt::Display for ApplyError {
             }
             ApplyError::Stale => f.write_str("the tenant changed during the run"),
             ApplyError::AlreadyRegistered => f.write_str("already exists (created concurrently)"),
-            ApplyError::Database(why) => f.write_str(why),
+            ApplyError::Locked(why) | ApplyError::Refinery(why) => f.write_str(why),
+            ApplyError::TenantLocked(e) | ApplyError::ServerGone(e) | ApplyError::Database(e) => {
+                write!(f, "{e}")
+            }
         }
     }
 }
@@ -101,7 +142,15 @@ impl From<StepError> for ApplyError {
 
 impl From<tokio_postgres::Error> for ApplyError {
     fn from(e: tokio_postgres::Error) -> Self {
-        ApplyError::Database(describe_pg_error(&e))
+        let failure = PgFailure {
+            what: String::new(),
+            source: Arc::new(e),
+        };
+        if crate::outage::is_server_gone(&failure.source) {
+            ApplyError::ServerGone(failure)
+        } else {
+            ApplyError::Database(failure)
+        }
     }
 }
 
@@ -125,8 +174,18 @@ fn enter_params(schema: &str) -> Params {
     ]
 }
 
-/// Takes the tenant's lock (see `ENTER_TENANT`). Returns whether the schema exists.
-async fn enter_tenant(tx: &Transaction<'_>, schema: &str) -> Result<bool, tokio_postgres::Error> {
+/// Takes the tenant's lock (see `ENTER_TENANT`), marked as tenantctl's and waiting at most
+/// `deadline` (which then holds for every lock wait of the transaction). Returns whether
+/// the schema exists.
+async fn enter_tenant(
+    tx: &Transaction<'_>,
+    schema: &str,
+    deadline: Duration,
+) -> Result<bool, tokio_postgres::Error> {
+    let (mark, params) = locks::mark(Some(deadline));
+    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+        params.iter().map(|p| &**p as _).collect();
+    tx.execute(mark, &refs).await?;
     let stmt = tx.prepare_cached(ENTER_TENANT).await?;
     let row = tx
         .query_one(&stmt, &[&LOCK_CLASS, &schema, &quote_ident(schema)])
@@ -134,21 +193,42 @@ async fn enter_tenant(tx: &Transaction<'_>, schema: &str) -> Result<bool, tokio_
     Ok(row.get(2))
 }
 
-/// A new transaction on `conn` that already holds the tenant's lock (see `enter_tenant`),
+/// A new transaction on `conn` that already holds tenant `slug`'s lock (see `enter_tenant`),
 /// and whether the schema exists. For work on one tenant that must not overlap a migration
-/// of it: backup, drop, restore.
+/// of it: backup, drop, restore. Every lock wait in it ends after `deadline`; when the
+/// tenant's own lock is not granted by then, the error names who holds it.
 pub async fn locked_transaction<'a>(
     conn: &'a mut Object,
+    slug: &str,
     schema: &str,
+    deadline: Duration,
 ) -> anyhow::Result<(Transaction<'a>, bool)> {
     let tx = conn
         .transaction()
         .await
         .pg_context("cannot start a transaction")?;
-    let exists = enter_tenant(&tx, schema)
+    // A savepoint, so that after a lock timeout the same transaction can still ask who
+    // holds the lock.
+    tx.batch_execute("SAVEPOINT tenantctl_lock")
         .await
-        .with_pg_context(|| format!("cannot lock tenant schema {schema}"))?;
-    Ok((tx, exists))
+        .pg_context("cannot start a transaction")?;
+    match enter_tenant(&tx, schema, deadline).await {
+        Ok(exists) => Ok((tx, exists)),
+        Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+            tx.batch_execute("ROLLBACK TO SAVEPOINT tenantctl_lock")
+                .await
+                .pg_context("cannot roll back to before the tenant's lock")?;
+            let holders = locks::tenant_lock_holders(&tx, schema)
+                .await
+                .pg_context("cannot look up who holds the tenant's lock")?;
+            Err(anyhow::anyhow!(locks::tenant_locked_message(
+                slug,
+                &holders,
+                Some(deadline)
+            )))
+        }
+        Err(e) => Err(e).with_pg_context(|| format!("cannot lock tenant schema {schema}")),
+    }
 }
 
 /// Where a tenant's applied history comes from.
@@ -211,9 +291,14 @@ pub async fn apply_pending(
     schema: &str,
     set: &MigrationSet,
     target: i64,
-    lock_timeout_ms: Option<u64>,
+    lock_timeout: Option<Duration>,
     history: History<'_>,
 ) -> Result<Applied, ApplyError> {
+    // Marks the transaction as tenantctl's, and sets its deadline before the tenant's lock:
+    // a wait for that lock ends too (`ApplyError::TenantLocked`), and the caller decides
+    // from its holder whether to wait again (another tenantctl) or give up (anyone else).
+    let (mark, params) = locks::mark(lock_timeout);
+    tx.queue_prepared(Step::LockTimeout, mark, params).await?;
     match history {
         History::Registry {
             slug,
@@ -227,17 +312,6 @@ pub async fn apply_pending(
             tx.queue_prepared(Step::Lock, ENTER_TENANT, enter_params(schema))
                 .await?
         }
-    }
-    // Only after the tenant's own lock is held (the server runs the flight in order): a
-    // second tenantctl waiting for that lock must wait, not time out; the timeout is for the
-    // application's locks on the tenant's tables.
-    if let Some(ms) = lock_timeout_ms {
-        tx.queue_prepared(
-            Step::LockTimeout,
-            "SELECT set_config('lock_timeout', $1, true)",
-            vec![Box::new(format!("{ms}ms"))],
-        )
-        .await?;
     }
     let table = history_table(schema);
     let mut runner = Runner::new(&set.migrations).set_target(if target >= set.latest() {
@@ -285,6 +359,8 @@ pub async fn apply_pending(
 /// A failure names the migration that failed; nothing is committed then.
 pub async fn commit(tx: &mut Tx<'_>, applied: &Applied) -> Result<(), ApplyError> {
     tx.commit().await.map_err(|e| match e.step {
+        // The server went away mid-flight: not this migration's fault.
+        _ if crate::outage::is_server_gone(&e.source) => step_error(&e),
         Step::Migration(_) if applied.from_registry && history_collision(&e) => ApplyError::Stale,
         Step::Migration(n) => match applied.migrations.get(n) {
             Some(m) => ApplyError::MigrationFailed {
@@ -299,15 +375,30 @@ pub async fn commit(tx: &mut Tx<'_>, applied: &Applied) -> Result<(), ApplyError
     })
 }
 
-/// A failure outside the migrations' own SQL; a missing schema says so.
+/// A failure outside the migrations' own SQL, by its type: the server gone, the tenant's
+/// lock not granted in time, a missing schema, or anything else.
 fn step_error(e: &StepError) -> ApplyError {
+    if crate::outage::is_server_gone(&e.source) {
+        // Whichever step it cut, the cause is all there is to say.
+        return ApplyError::ServerGone(PgFailure {
+            what: String::new(),
+            source: e.source.clone(),
+        });
+    }
+    let failure = PgFailure {
+        what: e.what().to_string(),
+        source: e.source.clone(),
+    };
     match (e.step, e.code()) {
         (Step::History, Some(&SqlState::UNDEFINED_SCHEMA)) => ApplyError::SchemaMissing,
         (Step::Guard, Some(code)) if code.code() == crate::registry::EXPECT_FAILED => {
             ApplyError::Stale
         }
+        (Step::Guard | Step::Lock, Some(&SqlState::LOCK_NOT_AVAILABLE)) => {
+            ApplyError::TenantLocked(failure)
+        }
         (Step::Register, Some(&SqlState::UNIQUE_VIOLATION)) => ApplyError::AlreadyRegistered,
-        _ => ApplyError::Database(e.to_string()),
+        _ => ApplyError::Database(failure),
     }
 }
 
@@ -389,40 +480,21 @@ fn refinery_error(e: refinery::Error, set: &MigrationSet) -> ApplyError {
         Kind::MissingVersion(m) => ApplyError::Diverged(format!(
             "migration {m} was never applied but a later version already is"
         )),
-        Kind::Connection(_, src) if src.downcast_ref::<StepError>().is_some() => {
-            step_error(src.downcast_ref::<StepError>().expect("checked"))
-        }
-        Kind::Connection(msg, src) => {
-            let cause = match src.downcast_ref::<tokio_postgres::Error>() {
-                Some(pe) => describe_pg_error(pe),
-                None => src.to_string(),
-            };
-            match msg
-                .strip_prefix("error applying migration ")
-                .and_then(|n| find_by_display(set, n))
-            {
-                Some(m) => ApplyError::MigrationFailed {
-                    version: m.version() as i64,
-                    name: m.name().to_string(),
-                    checksum: m.checksum(),
-                    error: cause,
-                },
-                None => ApplyError::Database(format!("{msg}: {cause}")),
-            }
-        }
-        other => ApplyError::Database(other.to_string()),
+        // Every error of `Queued` is a `StepError` (its history read; queuing a migration
+        // cannot fail): a migration's own failure surfaces at `commit`, by its step.
+        Kind::Connection(msg, src) => match src.downcast_ref::<StepError>() {
+            Some(e) => step_error(e),
+            None => ApplyError::Refinery(format!("{msg}: {src}")),
+        },
+        other => ApplyError::Refinery(other.to_string()),
     }
-}
-
-fn find_by_display<'a>(set: &'a MigrationSet, shown: &str) -> Option<&'a refinery::Migration> {
-    set.migrations.iter().find(|m| m.to_string() == shown)
 }
 
 /// A refinery error as one line, with the server's message rather than "db error".
 pub fn describe_refinery(e: &refinery::Error) -> String {
     match e.kind() {
-        Kind::Connection(msg, src) => match src.downcast_ref::<tokio_postgres::Error>() {
-            Some(pe) => format!("{msg}: {}", describe_pg_error(pe)),
+        Kind::Connection(msg, src) => match src.downcast_ref::<StepError>() {
+            Some(se) => se.to_string(),
             None => format!("{msg}: {src}"),
         },
         other => other.to_string(),

@@ -50,9 +50,19 @@ pub struct Global {
     #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 
-    /// Seconds to keep trying to reach the server before giving up (default 5).
+    /// Seconds to keep trying to reach the server before giving up (default 5); also how
+    /// long migrate waits for a server that went away mid-run before it stops.
     #[arg(long, global = true, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub connect_timeout: Option<u64>,
+
+    /// How long to wait for a lock before giving up, e.g. 500ms, 5s, 1m; the error names
+    /// the session holding it. For backup, drop, restore and registry upgrades (the
+    /// implicit init of every command): a tenant's lock, its tables, the registry's tables;
+    /// default 1m. For migrate: a tenant's lock held by anything but another tenantctl
+    /// (which it waits for) and the application's locks on the tenant's tables; that
+    /// tenant fails and the fleet goes on; default: wait.
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration_ms)]
+    pub lock_timeout: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -166,12 +176,6 @@ pub struct MigrateArgs {
     /// Tenants migrated at once (default: [migrations] concurrency, else 4).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=512))]
     pub concurrency: Option<u16>,
-
-    /// Give up on a tenant whose tables stay locked (by the application) longer than this,
-    /// e.g. 500ms, 5s, 1m: that tenant fails with a clear error and the fleet goes on,
-    /// instead of the run hanging behind a long transaction. Default: wait.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
-    pub lock_timeout: Option<u64>,
 }
 
 /// `250ms`, `5s`, `2m` or a bare number of milliseconds, as milliseconds.

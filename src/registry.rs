@@ -4,8 +4,10 @@
 //! The registry's own layout is versioned by embedded migrations (run by refinery into
 //! `public.tenantctl_registry_history`), so changing it is itself a migration.
 
+use std::time::{Duration, Instant};
+
 use crate::connect::PgContext;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use deadpool_postgres::{GenericClient, Object, Transaction};
 use refinery::{Migration, Runner};
 use tokio_postgres::Row;
@@ -14,7 +16,7 @@ use crate::apply::LOCK_CLASS;
 use crate::migration_set::AppliedMigration;
 use crate::names::quote_ident;
 use crate::refinery_tx::Queued;
-use crate::txn::{Sql, Step, Tx};
+use crate::txn::{Sql, Step, StepError, Tx};
 
 const HISTORY: &str = "public.tenantctl_registry_history";
 
@@ -83,8 +85,9 @@ pub async fn installed_version(client: &impl GenericClient) -> Result<i64> {
 
 /// Installs or upgrades the registry when it is behind; a no-op otherwise. Safe when
 /// several tenantctl processes start at once (they queue on an advisory lock).
-/// Returns the versions (before, after).
-pub async fn ensure(client: &mut Object) -> Result<(i64, i64)> {
+/// Gives up after `deadline` when the registry stays locked (by an application transaction
+/// on `public.tenants`, say), naming who holds it. Returns the versions (before, after).
+pub async fn ensure(client: &mut Object, deadline: Duration) -> Result<(i64, i64)> {
     let before = installed_version(&*client).await?;
     let expected = expected_version();
     if before > expected {
@@ -96,23 +99,96 @@ pub async fn ensure(client: &mut Object) -> Result<(i64, i64)> {
     if before == expected {
         return Ok((before, before));
     }
+    let started = Instant::now();
+    loop {
+        let left = deadline.saturating_sub(started.elapsed());
+        match upgrade(client, left.min(UPGRADE_TRY)).await {
+            Ok(()) => return Ok((before, expected)),
+            Err(Upgrade::Failed(e)) => return Err(e),
+            Err(Upgrade::Locked) if deadline.saturating_sub(started.elapsed()) > UPGRADE_PAUSE => {
+                tokio::time::sleep(UPGRADE_PAUSE).await;
+            }
+            Err(Upgrade::Locked) => return Err(upgrade_locked(client, before, deadline).await),
+        }
+    }
+}
+
+/// The longest one attempt of a registry upgrade waits for a lock. A DDL statement waiting
+/// for a lock on `public.tenants` makes every later query on it (the application routing
+/// requests) queue behind it, so it waits in short attempts with pauses between them,
+/// until the deadline.
+const UPGRADE_TRY: Duration = Duration::from_secs(1);
+const UPGRADE_PAUSE: Duration = Duration::from_millis(500);
+
+enum Upgrade {
+    /// A lock was not granted within the attempt's lock_timeout; nothing was changed.
+    Locked,
+    Failed(anyhow::Error),
+}
+
+/// One attempt at the upgrade, in one transaction whose lock waits end after `try_for`.
+async fn upgrade(client: &mut Object, try_for: Duration) -> Result<(), Upgrade> {
     // The lock is taken first in the flight; the history read waits for it on the server.
     let mut tx = Tx::begin(client);
     tx.queue(
         Step::Sql("cannot lock the registry for its upgrade"),
-        format!("SELECT pg_advisory_xact_lock({LOCK_CLASS}, 0)"),
+        format!(
+            "SELECT set_config('lock_timeout', '{}', true); \
+             SELECT pg_advisory_xact_lock({LOCK_CLASS}, 0)",
+            crate::locks::lock_timeout_value(try_for)
+        ),
     );
     let mut runner = Runner::new(&registry_migrations());
     runner.set_migration_table_name(HISTORY);
-    runner
-        .run_async(&mut Queued::new(&mut tx))
-        .await
-        .map_err(|e| anyhow::anyhow!("{}", crate::apply::describe_refinery(&e)))
-        .context("cannot install the tenant registry")?;
-    tx.commit()
-        .await
-        .context("cannot install the tenant registry")?;
-    Ok((before, expected))
+    if let Err(e) = runner.run_async(&mut Queued::new(&mut tx)).await {
+        let step = match e.kind() {
+            refinery::error::Kind::Connection(_, src) => src.downcast_ref::<StepError>(),
+            _ => None,
+        };
+        return Err(match step {
+            Some(se) if is_lock_timeout(se) => Upgrade::Locked,
+            _ => Upgrade::Failed(
+                anyhow::anyhow!("{}", crate::apply::describe_refinery(&e))
+                    .context("cannot install the tenant registry"),
+            ),
+        });
+    }
+    tx.commit().await.map_err(|e| {
+        if is_lock_timeout(&e) {
+            Upgrade::Locked
+        } else {
+            Upgrade::Failed(anyhow::Error::new(e).context("cannot install the tenant registry"))
+        }
+    })
+}
+
+fn is_lock_timeout(e: &StepError) -> bool {
+    e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
+}
+
+/// The error for an upgrade that found the registry locked until the deadline.
+async fn upgrade_locked(client: &Object, before: i64, deadline: Duration) -> anyhow::Error {
+    let what = if before == 0 {
+        "cannot install the tenant registry".to_string()
+    } else {
+        format!(
+            "cannot upgrade the tenant registry from version {before} to {}",
+            expected_version()
+        )
+    };
+    let waited = crate::locks::describe_duration(deadline);
+    match crate::locks::registry_lock_holders(client).await {
+        Ok(holders) if !holders.is_empty() => anyhow::anyhow!(
+            "{what}: its tables stayed locked for {waited} (--lock-timeout) by {}; end that \
+             transaction (pg_terminate_backend({})) or try again later; the registry was not changed",
+            crate::locks::describe_holders(&holders),
+            holders[0].pid
+        ),
+        _ => anyhow::anyhow!(
+            "{what}: its tables stayed locked for {waited} (--lock-timeout); try again later; \
+             the registry was not changed"
+        ),
+    }
 }
 
 /// Lets the application role read the tenant list (to route requests to a schema): the

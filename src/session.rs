@@ -1,6 +1,8 @@
 //! What every database command starts with: merged settings, a connection pool, and a
 //! registry that is installed and current.
 
+use std::time::Duration;
+
 use anyhow::{Context, Result};
 use deadpool_postgres::{Object, Pool};
 
@@ -16,6 +18,8 @@ pub struct Session {
     pub settings: Settings,
     pub target: Target,
     pub format: Format,
+    /// `--lock-timeout`, when given.
+    pub lock_timeout: Option<Duration>,
 }
 
 fn non_empty(s: Option<String>) -> Option<String> {
@@ -41,7 +45,19 @@ impl Session {
             settings,
             target,
             format: global.format,
+            lock_timeout: global.lock_timeout.map(Duration::from_millis),
         })
+    }
+
+    /// How long backup, drop, restore and registry upgrades wait for a lock: `--lock-timeout`,
+    /// else `locks::DEFAULT_DEADLINE`.
+    pub fn lock_deadline(&self) -> Duration {
+        self.lock_timeout.unwrap_or(crate::locks::DEFAULT_DEADLINE)
+    }
+
+    /// How long migrate waits for a server that went away mid-run: the connect timeout.
+    pub fn connect_budget(&self) -> Duration {
+        Duration::from_secs(self.settings.connect_timeout_secs.max(1))
     }
 
     pub fn json(&self) -> bool {
@@ -80,16 +96,24 @@ impl Session {
     pub async fn connect(&self, size: usize) -> Result<(Pool, Object)> {
         let pool = connect::pool(&self.target, size)?;
         let mut conn = connect::first_connection(&pool, &self.target).await?;
-        registry::ensure(&mut conn).await?;
+        registry::ensure(&mut conn, self.lock_deadline()).await?;
         Ok((pool, conn))
     }
 
     /// The concurrency the server can take: `wanted`, or fewer when the server lacks free
-    /// connections (two are left for everyone else). Says so on stderr when it cuts.
-    pub async fn fit_concurrency(&self, conn: &Object, wanted: usize) -> Result<usize> {
+    /// connections (two are left for everyone else). `keeps_conn`: the command keeps `conn`
+    /// for itself during the run instead of handing it to a worker (migrate's run mark).
+    /// Says so on stderr when it cuts.
+    pub async fn fit_concurrency(
+        &self,
+        conn: &Object,
+        wanted: usize,
+        keeps_conn: bool,
+    ) -> Result<usize> {
         const LEAVE_FREE: i64 = 2;
-        // Our own connection is already counted as used, and will be reused by the run.
-        let room = connect::free_connection_slots(conn).await? + 1 - LEAVE_FREE;
+        // Our own connection is already counted as used; unless kept, a worker reuses it.
+        let reused = if keeps_conn { 0 } else { 1 };
+        let room = connect::free_connection_slots(conn).await? + reused - LEAVE_FREE;
         if room < 1 {
             anyhow::bail!(
                 "the server at {} has no free connections (max_connections is reached); \

@@ -7,6 +7,7 @@
 //! aborted", and `COMMIT` then rolls back).
 
 use std::future::Future;
+use std::sync::Arc;
 use std::task::{Context, Waker};
 
 use deadpool_postgres::ClientWrapper;
@@ -28,6 +29,8 @@ pub enum Step {
     /// The tenant's lock with the check that the registry still says what the run read,
     /// and its search_path (`public.tenantctl_enter`).
     Guard,
+    /// tenantctl's mark on the transaction and, with a deadline, its lock_timeout; sent
+    /// before the tenant's lock (`locks::mark`).
     LockTimeout,
     /// The migration history table (created if missing) and its rows.
     History,
@@ -47,11 +50,12 @@ pub enum Step {
 pub const RESET_SESSION: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
     UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES";
 
-/// A failed request: which step, and the server's error.
-#[derive(Debug)]
+/// A failed request: which step, and the server's error (shared, so that errors built
+/// from it keep the typed source: its SQLSTATE, whether the connection closed).
+#[derive(Debug, Clone)]
 pub struct StepError {
     pub step: Step,
-    pub source: tokio_postgres::Error,
+    pub source: Arc<tokio_postgres::Error>,
 }
 
 impl StepError {
@@ -63,29 +67,33 @@ impl StepError {
     pub fn code(&self) -> Option<&tokio_postgres::error::SqlState> {
         self.source.code()
     }
-}
 
-impl std::fmt::Display for StepError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let what = match self.step {
+    /// What the failed step was doing, as the start of a sentence.
+    pub fn what(&self) -> &'static str {
+        match self.step {
             Step::Begin => "cannot start a transaction",
             Step::Sql(what) => what,
             Step::Register => "cannot register the tenant",
             Step::Lock => "cannot lock the tenant schema",
             Step::Guard => "the tenant changed during the run",
-            Step::LockTimeout => "cannot set lock_timeout",
+            Step::LockTimeout => "cannot set the tenant's lock deadline",
             Step::History => "cannot read the migration history",
             Step::Migration(_) => "a migration failed",
             Step::Reset => "cannot reset the session after the migrations",
             Step::Commit => "cannot commit",
-        };
-        write!(f, "{what}: {}", self.cause())
+        }
+    }
+}
+
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.what(), self.cause())
     }
 }
 
 impl std::error::Error for StepError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
+        Some(&*self.source)
     }
 }
 
@@ -151,7 +159,10 @@ impl<'c> Tx<'c> {
                 self.pipeline.execute(step, stmt, params);
                 Ok(())
             }
-            Err(source) => Err(self.fail(StepError { step, source }).await),
+            Err(source) => {
+                let source = Arc::new(source);
+                Err(self.fail(StepError { step, source }).await)
+            }
         }
     }
 
@@ -224,8 +235,10 @@ fn first_failure(
     replies
         .into_iter()
         .map(|(step, r)| {
-            r.map(|reply| (step, reply))
-                .map_err(|source| StepError { step, source })
+            r.map(|reply| (step, reply)).map_err(|source| StepError {
+                step,
+                source: Arc::new(source),
+            })
         })
         .collect()
 }

@@ -1,6 +1,7 @@
-//! Faults against a real server: restart mid-run, a long transaction holding a lock, Ctrl-C,
-//! too few connections, and a drop bigger than the lock table. These tests restart the
-//! shared server, so they run one at a time (cargo runs test binaries one after another).
+//! Faults against a real server: restart mid-run, a server that stays away, a long
+//! transaction holding a lock, Ctrl-C, too few connections, and a drop bigger than the lock
+//! table. These tests restart or stop the shared server, so they run one at a time (and
+//! cargo runs test binaries one after another).
 
 mod common;
 
@@ -38,6 +39,10 @@ fn as_server_user(program: &str) -> Command {
 }
 
 fn restart_server() {
+    pg_ctl(&["restart", "-m", "fast"]);
+}
+
+fn pg_ctl(args: &[&str]) {
     let bin = std::env::var("TENANTCTL_TEST_PG_BIN").expect("run through make test");
     let data = std::env::var("TENANTCTL_TEST_PG_DATA").unwrap();
     let log = std::path::Path::new(&data)
@@ -45,37 +50,136 @@ fn restart_server() {
         .unwrap()
         .join("server.log");
     let status = as_server_user(&format!("{bin}/pg_ctl"))
-        .args([
-            "restart",
-            "-m",
-            "fast",
-            "-w",
-            "-D",
-            &data,
-            "-l",
-            log.to_str().unwrap(),
-        ])
+        .args(args)
+        .args(["-w", "-D", &data, "-l", log.to_str().unwrap()])
         .stdout(Stdio::null())
         .status()
         .unwrap();
-    assert!(status.success(), "pg_ctl restart failed");
+    assert!(status.success(), "pg_ctl {args:?} failed");
+}
+
+/// The shared server, stopped until this is dropped (even when the test fails).
+struct StoppedServer;
+
+impl StoppedServer {
+    fn stop() -> StoppedServer {
+        pg_ctl(&["stop", "-m", "fast"]);
+        StoppedServer
+    }
+}
+
+impl Drop for StoppedServer {
+    fn drop(&mut self) {
+        pg_ctl(&["start"]);
+    }
+}
+
+/// Waits until `n` tenants are at version 7: the run is under way.
+fn wait_for_progress(db: &TestDb, n: usize) {
+    for _ in 0..400 {
+        let done: usize = db
+            .scalar("SELECT count(*) FROM public.tenants WHERE version = 7")
+            .parse()
+            .unwrap();
+        if done >= n {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("the run never got going");
+}
+
+/// migrate in the background with the slow V7, two tenants at a time, JSON on stdout.
+fn spawn_slow_migrate(
+    db: &TestDb,
+    dir: &std::path::Path,
+    connect_timeout: &str,
+) -> std::process::Child {
+    spawn_tenantctl(
+        db,
+        &[
+            "--format",
+            "json",
+            "--migrations",
+            path_str(dir),
+            "--connect-timeout",
+            connect_timeout,
+            "migrate",
+            "--concurrency",
+            "2",
+        ],
+    )
 }
 
 #[test]
-fn server_restart_mid_run_exits_1_and_a_rerun_completes() {
+fn a_server_restart_mid_run_is_waited_for_and_the_run_completes() {
     let _g = serial();
     let db = TestDb::new("restart");
     create_tenants(&db, 40);
     let dir = db.migrations_with("slow", &[SLOW_V7]);
-    let child = spawn_migrate(&db, &dir, "2");
-    std::thread::sleep(Duration::from_millis(700));
+    let child = spawn_slow_migrate(&db, &dir, "60");
+    wait_for_progress(&db, 2);
     restart_server();
-    let out = Run::from(child.wait_with_output().unwrap());
-    out.expect(1).mentions("failed");
-    let done = at_seven(&db).0;
-    assert!(done < 40, "the restart should land mid-run");
+    let out = finish_within(child, Duration::from_secs(120));
+    out.expect(0)
+        .mentions("the server went away")
+        .mentions("the server is back");
+    let summary = &out.json()["summary"];
+    assert_eq!(
+        (summary["failed"].as_u64(), summary["skipped"].as_u64()),
+        (Some(0), Some(0)),
+        "{}",
+        out.all()
+    );
+    assert_eq!(at_seven(&db), (40, 40));
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM public.tenants WHERE state <> 'active' OR version <> 7"),
+        "0"
+    );
+}
+
+#[test]
+fn a_server_that_stays_away_ends_the_run_by_the_connect_timeout() {
+    let _g = serial();
+    let db = TestDb::new("gone");
+    create_tenants(&db, 40);
+    let dir = db.migrations_with("slow", &[SLOW_V7]);
+    let child = spawn_slow_migrate(&db, &dir, "2");
+    wait_for_progress(&db, 2);
+    let server = StoppedServer::stop();
+    let stopped = Instant::now();
+    let out = finish_within(child, Duration::from_secs(60));
+    let took = stopped.elapsed();
+    out.expect(1)
+        .mentions("did not come back within 2 s (--connect-timeout)");
+    assert!(
+        took < Duration::from_secs(20),
+        "the run took {took:?} to give up"
+    );
+    let doc = out.json();
+    let tenants = doc["tenants"].as_array().unwrap();
+    let (mut applied, mut skipped, mut cut) = (0, 0, 0);
+    for t in tenants {
+        match t["outcome"].as_str().unwrap() {
+            "applied" => applied += 1,
+            "skipped" => {
+                assert_eq!(t["error"], "not started: the server went away");
+                skipped += 1
+            }
+            "failed" => {
+                let e = t["error"].as_str().unwrap();
+                assert!(e.contains("rolled back, nothing was applied"), "{e}");
+                cut += 1
+            }
+            other => panic!("{other}: {t}"),
+        }
+    }
+    assert!(skipped > 0 && applied + skipped + cut == 40, "{doc}");
+    drop(server);
+    // Nothing half-applied; the next run finishes what this one could not.
+    assert_eq!(at_seven(&db).0, applied);
     db.run_with(&dir, &["migrate"]).expect(0);
-    assert_eq!(at_seven(&db).0, 40);
+    assert_eq!(at_seven(&db), (40, 40));
     assert_eq!(
         db.scalar("SELECT count(*) FROM public.tenants WHERE state <> 'active'"),
         "0"

@@ -121,7 +121,14 @@ fn kill_dash_nine_leaves_every_tenant_whole_and_the_next_run_finishes() {
     );
     let dir = db.migrations_with("slow", &[slow]);
     let mut child = spawn_migrate(&db, &dir, "2");
-    std::thread::sleep(Duration::from_millis(700));
+    // Once a tenant is done the run has marked the others: kill it then, however slow the
+    // machine is today.
+    for _ in 0..400 {
+        if db.scalar("SELECT count(*) FROM public.tenants WHERE version = 7") != "0" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     std::thread::sleep(Duration::from_millis(300));
@@ -362,6 +369,54 @@ fn a_registered_tenant_without_a_schema_is_reported_not_a_crash() {
         db.scalar("SELECT state FROM public.tenants WHERE slug = 't001'"),
         "failed"
     );
+}
+
+#[test]
+fn a_folder_behind_the_fleet_is_refused_whole_and_status_says_ahead() {
+    // A rolled-back deploy runs migrate with the previous release's folder (V1..V6) while
+    // the fleet is at V7: every tenant is healthy, none may be touched or marked failed.
+    let db = TestDb::new("ahead");
+    create_tenants(&db, 7);
+    let dir = db.migrations_with("v7", &[V7]);
+    db.run_with(&dir, &["migrate"]).expect(0);
+    let before = db.snapshot();
+    let r = db.run(&["migrate"]);
+    r.expect(2)
+        .mentions("7 tenants are ahead of this migrations folder: V7 is missing from")
+        .mentions("(its latest is V6)")
+        .mentions("t000, t001, t002, t003, t004 and 2 more")
+        .mentions("nothing was changed");
+    assert_eq!(db.snapshot(), before);
+    let r = db.run(&["migrate", "t003", "--dry-run", "--format", "json"]);
+    r.expect(2);
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("1 tenant is ahead of this migrations folder: V7 is missing"));
+    let empty = db.dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    db.run_with(&empty, &["migrate"])
+        .expect(2)
+        .mentions("(it has no migrations)");
+    assert_eq!(db.snapshot(), before);
+
+    // status says so, in text and JSON, and --check fails: the fleet is not at this
+    // folder's latest version.
+    let r = db.run(&["status", "t000"]);
+    r.expect(0)
+        .mentions("ahead")
+        .mentions("1 ahead of the migrations folder");
+    let doc = db.run(&["status", "--format", "json"]).json();
+    assert!(doc["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["ahead"] == true && t["state"] == "active" && t["pending"] == 0));
+    db.run(&["status", "--check"]).expect(1);
+    let doc = db.run_with(&dir, &["status", "--format", "json"]).json();
+    assert_eq!(doc["tenants"][0]["ahead"], false);
+    db.run_with(&dir, &["status", "--check"]).expect(0);
+    assert_eq!(db.snapshot(), before);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use crate::connect::PgContext;
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::json;
 
 use crate::apply::locked_transaction;
@@ -79,7 +79,9 @@ pub async fn backup_tenant(
             "unknown tenant {slug} (see tenantctl list)"
         )));
     };
-    let (tx, exists) = locked_transaction(conn, &schema).await?;
+    let (tx, exists) = locked_transaction(conn, slug, &schema, s.lock_deadline())
+        .await
+        .with_context(|| format!("no backup of tenant {slug} was written"))?;
     if !exists {
         anyhow::bail!(
             "the schema {schema} of tenant {slug} is missing; there is nothing to back up"

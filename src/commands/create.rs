@@ -65,7 +65,7 @@ pub async fn run(s: &Session, args: &CreateArgs) -> Result<u8> {
     let set = MigrationSet::load(&s.settings.migrations_dir)?;
     let concurrency = s.concurrency().min(slugs.len().max(1));
     let (pool, conn) = s.connect(concurrency + 1).await?;
-    let concurrency = s.fit_concurrency(&conn, concurrency).await?;
+    let concurrency = s.fit_concurrency(&conn, concurrency, false).await?;
     let app_role = s.check_app_role(&conn).await?;
     let registered = precheck(&conn, &slugs, &schemas, args.if_not_exists).await?;
     let tenant_roles = check_tenant_roles(s, &conn, &schemas, &registered, &slugs).await?;

@@ -3,6 +3,7 @@
 
 use crate::connect::PgContext;
 use std::io::IsTerminal;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde_json::json;
@@ -74,6 +75,7 @@ pub async fn run(s: &Session, args: &DropArgs) -> Result<u8> {
             &mut conn,
             t,
             archive.as_ref().map(|(f, h)| (f.as_str(), h.as_str())),
+            s.lock_deadline(),
         )
         .await?;
         if !s.json() {
@@ -104,16 +106,21 @@ async fn drop_one(
     conn: &mut deadpool_postgres::Object,
     t: &Tenant,
     archive: Option<(&str, &str)>,
+    deadline: Duration,
 ) -> Result<()> {
     // Marked under the tenant's lock: a migration in flight finishes first, and none starts
     // after (migrate leaves `dropping` tenants alone).
-    let (tx, _) = locked_transaction(conn, &t.schema).await?;
+    let (tx, _) = locked_transaction(conn, &t.slug, &t.schema, deadline)
+        .await
+        .with_context(|| format!("cannot drop tenant {}; it was not changed", t.slug))?;
     registry::set_state(&tx, &t.slug, "dropping").await?;
     tx.commit()
         .await
         .with_pg_context(|| format!("cannot mark tenant {} dropping", t.slug))?;
-    while drop_table_batch(conn, t).await? {}
-    let (tx, existed) = locked_transaction(conn, &t.schema).await?;
+    while drop_table_batch(conn, t, deadline).await? {}
+    let (tx, existed) = locked_transaction(conn, &t.slug, &t.schema, deadline)
+        .await
+        .with_context(|| rerun_hint(t))?;
     tx.batch_execute(&format!(
         "DROP SCHEMA IF EXISTS {} CASCADE",
         quote_ident(&t.schema)
@@ -132,8 +139,14 @@ async fn drop_one(
 
 /// Drops up to TABLES_PER_BATCH tables of a schema that has more than that, in a committed
 /// transaction of its own. Returns whether it dropped anything.
-async fn drop_table_batch(conn: &mut deadpool_postgres::Object, t: &Tenant) -> Result<bool> {
-    let (tx, _) = locked_transaction(conn, &t.schema).await?;
+async fn drop_table_batch(
+    conn: &mut deadpool_postgres::Object,
+    t: &Tenant,
+    deadline: Duration,
+) -> Result<bool> {
+    let (tx, _) = locked_transaction(conn, &t.slug, &t.schema, deadline)
+        .await
+        .with_context(|| rerun_hint(t))?;
     let rows = tx
         .query(
             "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \

@@ -9,7 +9,7 @@ use crate::session::Session;
 pub async fn run(s: &Session) -> Result<u8> {
     let pool = crate::connect::pool(&s.target, 1)?;
     let mut conn = crate::connect::first_connection(&pool, &s.target).await?;
-    let (before, after) = registry::ensure(&mut conn).await?;
+    let (before, after) = registry::ensure(&mut conn, s.lock_deadline()).await?;
     let app_role = s.check_app_role(&conn).await?;
     if let Some(role) = &app_role {
         registry::grant_read(&conn, role).await?;

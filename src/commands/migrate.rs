@@ -6,15 +6,19 @@
 //! transaction holding its advisory lock (see `apply`).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use deadpool_postgres::Pool;
 
 use crate::apply::{self, apply_pending, read_histories, ApplyError, History};
 use crate::cli::MigrateArgs;
+use crate::connect::PgContext;
+use crate::exit::{bad_input, FAILED, OK};
 use crate::fleet::{self, Interrupt, Job};
+use crate::locks;
 use crate::migration_set::{MigrationSet, Plan};
+use crate::outage::{self, Outage};
 use crate::outcome::{Outcome, TenantOutcome};
 use crate::progress::Progress;
 use crate::registry::{self, Tenant};
@@ -41,7 +45,23 @@ struct Shared {
     pool: Pool,
     set: MigrationSet,
     target: i64,
-    lock_timeout_ms: Option<u64>,
+    lock_timeout: Option<Duration>,
+    /// Whether another `migrate` run was live when this one read the registry: a tenant
+    /// it marked `migrating` is then not one left by an interrupted run.
+    other_runs: bool,
+    outage: Outage,
+    progress: Arc<Progress>,
+}
+
+impl Shared {
+    /// Waits for the server after an attempt that began at `epoch` found it gone.
+    async fn wait_for_server(&self, epoch: u64, why: &str) -> bool {
+        self.outage
+            .wait(&self.pool, epoch, why, |msg| {
+                self.progress.note(&format!("migrate: {msg}"))
+            })
+            .await
+    }
 }
 
 pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
@@ -49,9 +69,10 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
     let target = set.resolve_target(args.target)?;
     let concurrency = s.concurrency();
     let (pool, conn) = s.connect(concurrency + 1).await?;
-    let concurrency = s.fit_concurrency(&conn, concurrency).await?;
+    // The first connection is kept for the run's mark (see `locks::RUN_MARK`).
+    let concurrency = s.fit_concurrency(&conn, concurrency, !args.dry_run).await?;
     let tenants = select_tenants(&conn, &args.slugs, "nothing was migrated").await?;
-    drop(conn);
+    refuse_ahead(&tenants, &set)?;
 
     let mut outcomes = Vec::new();
     let mut visits = Vec::new();
@@ -61,18 +82,54 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
             None => visits.push(Visit(t)),
         }
     }
+    // A run that will mark tenants says so first (its connection holds the mark until the
+    // run ends), then looks for other live runs: read after the registry, so a tenant seen
+    // `migrating` was marked by one of them, or by a run that is gone.
+    let other_runs = if args.dry_run || visits.is_empty() {
+        Vec::new()
+    } else {
+        locks::mark_run(&conn)
+            .await
+            .pg_context("cannot mark this run as live")?;
+        if visits.iter().any(|v| v.0.state == "migrating") {
+            locks::other_runs(&conn)
+                .await
+                .pg_context("cannot look for other migrate runs")?
+        } else {
+            Vec::new()
+        }
+    };
+    let run_mark = (!args.dry_run).then_some(conn);
+    let progress = Arc::new(Progress::new(
+        "migrate",
+        if args.dry_run { 0 } else { visits.len() },
+        s.json(),
+    ));
+    if !other_runs.is_empty() {
+        progress.note(&format!(
+            "migrate: another tenantctl migrate is running (backend pid {}); tenants it marked \
+             migrating are taken by whichever run reaches them first",
+            other_runs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     let shared = Arc::new(Shared {
         pool,
         set,
         target,
-        lock_timeout_ms: args.lock_timeout,
+        lock_timeout: s.lock_timeout,
+        other_runs: !other_runs.is_empty(),
+        outage: Outage::new(s.connect_budget()),
+        progress: progress.clone(),
     });
     if args.dry_run {
         outcomes.extend(dry_run(&shared, visits).await?);
     } else {
         record_missing_schemas(&shared.pool, &outcomes).await;
         let interrupt = Interrupt::listen();
-        let progress = Progress::new("migrate", visits.len(), s.json());
         let canary = args.canary.map_or(0, |n| n as usize).min(visits.len());
         let rest = visits.split_off(canary);
         let mut ran = Vec::new();
@@ -94,11 +151,13 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
             ran = phase(visits).await;
         }
         let canary_failed = ran.iter().any(|o| o.outcome == Outcome::Failed);
-        if canary_failed || interrupt.is_set() {
+        if canary_failed || interrupt.is_set() || shared.outage.gone() {
             let why = if canary_failed {
                 "not started: a canary tenant failed"
-            } else {
+            } else if interrupt.is_set() {
                 "not started: interrupted"
+            } else {
+                NOT_STARTED_GONE
             };
             ran.extend(
                 rest.iter()
@@ -108,14 +167,91 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
             ran.extend(phase(rest).await);
         }
         progress.finish();
+        drop(run_mark);
         outcomes.extend(ran);
         outcomes.sort_by(|a, b| a.slug.cmp(&b.slug));
         report::print("migrate", s, &outcomes, target);
-        return Ok(report::exit_code(&outcomes, &interrupt));
+        let code = report::exit_code(&outcomes, &interrupt);
+        if shared.outage.gone() {
+            crate::errln!("{}", gone_summary(s, &shared.outage, &outcomes));
+            return Ok(if code == OK { FAILED } else { code });
+        }
+        return Ok(code);
     }
     outcomes.sort_by(|a, b| a.slug.cmp(&b.slug));
     report::print("migrate --dry-run", s, &outcomes, target);
     Ok(report::exit_code(&outcomes, &Interrupt::default()))
+}
+
+/// Why a tenant was not started once the server stayed away for the whole connect timeout.
+const NOT_STARTED_GONE: &str = "not started: the server went away";
+
+/// The closing line of a run the server left: what was not done, and what to do.
+fn gone_summary(s: &Session, outage: &Outage, outcomes: &[TenantOutcome]) -> String {
+    let unfinished = outcomes
+        .iter()
+        .filter(|o| matches!(o.outcome, Outcome::Failed | Outcome::Skipped))
+        .count();
+    format!(
+        "error: the server at {} went away and did not come back within {} s (--connect-timeout); \
+         {unfinished} tenants were not migrated (nothing of theirs was applied). Those the \
+         registry still shows as migrating are taken up by the next run: run tenantctl migrate \
+         again once the server is back",
+        s.target.describe(),
+        outage.budget().as_secs()
+    )
+}
+
+/// Refuses the run (exit 2, before anything changes) when tenants are at a version the
+/// folder does not have: the folder of an older release (a rolled-back deploy), or an
+/// empty one. Those tenants are healthy; visiting them would only fail them one by one.
+/// The registry knows every tenant's version, so this takes no visit.
+fn refuse_ahead(tenants: &[Tenant], set: &MigrationSet) -> Result<()> {
+    let latest = set.latest();
+    let ahead: Vec<&Tenant> = tenants
+        .iter()
+        .filter(|t| t.state != "dropping" && t.version > latest)
+        .collect();
+    if ahead.is_empty() {
+        return Ok(());
+    }
+    let mut versions: Vec<i64> = ahead.iter().map(|t| t.version).collect();
+    versions.sort_unstable();
+    versions.dedup();
+    let missing = match versions.as_slice() {
+        [v] => format!("V{v} is missing"),
+        many => format!(
+            "{} are missing",
+            and_list(many.iter().map(|v| format!("V{v}")))
+        ),
+    };
+    let folder = if latest == 0 {
+        format!("{} (it has no migrations)", set.dir.display())
+    } else {
+        format!("{} (its latest is V{latest})", set.dir.display())
+    };
+    let n = ahead.len();
+    Err(bad_input(format!(
+        "{n} tenant{} ahead of this migrations folder: {missing} from {folder}; ahead: {}. \
+         Is this an older release's folder? Migrate with the folder of the release that \
+         applied {}; nothing was changed",
+        if n == 1 { " is" } else { "s are" },
+        and_list(ahead.iter().map(|t| t.slug.clone())),
+        if n == 1 { "it" } else { "them" },
+    )))
+}
+
+/// "a, b, c and 4 more" (at most 5 named).
+fn and_list(items: impl ExactSizeIterator<Item = String>) -> String {
+    const SHOWN: usize = 5;
+    let n = items.len();
+    let shown: Vec<String> = items.take(SHOWN).collect();
+    match n {
+        0 => String::new(),
+        1 => shown[0].clone(),
+        _ if n <= SHOWN => format!("{} and {}", shown[..n - 1].join(", "), shown[n - 1]),
+        _ => format!("{} and {} more", shown.join(", "), n - SHOWN),
+    }
 }
 
 /// Decides from the registry alone when a tenant needs no visit.
@@ -203,59 +339,127 @@ async fn run_phase(
     outcomes
 }
 
+/// How many times one tenant waits for the server before it gives up (a server that keeps
+/// going away and coming back).
+const MAX_SERVER_WAITS: u32 = 3;
+
 async fn migrate_job(shared: Arc<Shared>, job: Visit) -> TenantOutcome {
     let t = job.0;
     let started = Instant::now();
     let epoch = now_epoch();
-    let client = match shared.pool.get().await {
-        Ok(c) => c,
-        Err(e) => {
-            return TenantOutcome::failed(
-                &t.slug,
-                &t.schema,
-                t.version,
-                format!("no connection: {e}"),
-            )
-        }
-    };
-    // Left `migrating` by a run that was killed: its transaction rolled back, so the
-    // tenant is simply migrated again.
-    let interrupted = t.state == "migrating";
-    match migrate_tenant(&client, &shared, &t).await {
-        Ok((version, applied)) => {
-            let kind = if applied.is_empty() {
-                Outcome::UpToDate
-            } else {
-                Outcome::Applied
-            };
-            let mut o = TenantOutcome::new(&t.slug, &t.schema, kind, t.version, version);
-            o.migrations = applied;
-            if interrupted {
-                o.note = Some("recovered from an interrupted run".into());
+    // Left `migrating` by a run that is gone (none other is live): its transaction rolled
+    // back, so the tenant is simply migrated again.
+    let interrupted = t.state == "migrating" && !shared.other_runs;
+    // Whether a transaction of this tenant was cut by the server going away: it rolled
+    // back, and the tenant is tried once more when the server is back.
+    let mut cut: Option<String> = None;
+    let mut waits = 0;
+    loop {
+        if shared.outage.gone() {
+            return match cut {
+                Some(why) => cut_outcome(&t, &why),
+                None => TenantOutcome::skipped(&t.slug, &t.schema, t.version, NOT_STARTED_GONE),
             }
-            o.took(started.elapsed())
+            .took(started.elapsed());
         }
-        Err(e) => {
-            let failed = e.failed_migration();
-            let msg = e.to_string();
-            let _ = registry::record_failure(&client, &t.slug, &msg, failed, epoch).await;
-            TenantOutcome::failed(&t.slug, &t.schema, t.version, msg).took(started.elapsed())
+        let seen = shared.outage.epoch();
+        let client = match shared.pool.get().await {
+            Ok(c) => c,
+            Err(e) if outage::is_pool_error_server_gone(&e) && waits < MAX_SERVER_WAITS => {
+                waits += 1;
+                shared
+                    .wait_for_server(seen, &outage::describe_pool_error(&e))
+                    .await;
+                continue;
+            }
+            Err(e) => {
+                let msg = format!("no connection: {}", outage::describe_pool_error(&e));
+                return TenantOutcome::failed(&t.slug, &t.schema, t.version, msg);
+            }
+        };
+        match migrate_tenant(&client, &shared, &t).await {
+            Ok((version, applied)) => {
+                let kind = if applied.is_empty() {
+                    Outcome::UpToDate
+                } else {
+                    Outcome::Applied
+                };
+                let mut o = TenantOutcome::new(&t.slug, &t.schema, kind, t.version, version);
+                o.migrations = applied;
+                if cut.is_some() {
+                    o.note = Some("tried again after the server came back".into());
+                } else if interrupted {
+                    o.note = Some("recovered from an interrupted run".into());
+                }
+                return o.took(started.elapsed());
+            }
+            Err(ApplyError::ServerGone(f)) => {
+                drop(client);
+                let why = f.to_string();
+                if cut.is_some() || waits >= MAX_SERVER_WAITS {
+                    return cut_outcome(&t, &why).took(started.elapsed());
+                }
+                waits += 1;
+                cut = Some(why.clone());
+                shared.wait_for_server(seen, &why).await;
+            }
+            Err(e) => {
+                let failed = e.failed_migration();
+                let msg = e.to_string();
+                let _ = registry::record_failure(&client, &t.slug, &msg, failed, epoch).await;
+                return TenantOutcome::failed(&t.slug, &t.schema, t.version, msg)
+                    .took(started.elapsed());
+            }
         }
     }
+}
+
+/// A tenant whose transaction the server cut, and that could not be tried again.
+fn cut_outcome(t: &Tenant, why: &str) -> TenantOutcome {
+    TenantOutcome::failed(
+        &t.slug,
+        &t.schema,
+        t.version,
+        format!("the server went away during its transaction ({why}); it rolled back, nothing was applied"),
+    )
 }
 
 /// One tenant's migration and registry update, committed together. When the registry
 /// vouches for the tenant's history, that is one flight (lock, check, migrations, registry
 /// update, COMMIT); when it does not, or the tenant changed since the registry was read
 /// (another tenantctl migrated it), the history is read first, in a flight of its own.
+/// With `--lock-timeout`, a wait for the tenant's lock ends then: behind another tenantctl
+/// it starts again (two runs queue, they never fail because of each other), behind any
+/// other session the tenant fails with that session named.
 async fn migrate_tenant(
     client: &deadpool_postgres::Object,
     shared: &Shared,
     t: &Tenant,
 ) -> Result<(i64, Vec<String>), ApplyError> {
-    match attempt(client, shared, t, History::for_tenant(t, &shared.set)).await {
-        Err(ApplyError::Stale) => attempt(client, shared, t, History::Read).await,
-        other => other,
+    let mut history = History::for_tenant(t, &shared.set);
+    // Deadlines passed with nobody holding the tenant's lock any more: something else it
+    // needed stayed locked (the registry row, say); give up after a few.
+    let mut unheld = 0;
+    loop {
+        match attempt(client, shared, t, history).await {
+            Err(ApplyError::Stale) if !matches!(history, History::Read) => history = History::Read,
+            Err(ApplyError::TenantLocked(e)) => {
+                let holders = locks::tenant_lock_holders(client, &t.schema).await?;
+                if holders.is_empty() {
+                    unheld += 1;
+                    if unheld >= 3 {
+                        return Err(ApplyError::TenantLocked(e));
+                    }
+                } else if holders.iter().all(|h| !h.tenantctl) {
+                    return Err(ApplyError::Locked(locks::tenant_locked_message(
+                        &t.slug,
+                        &holders,
+                        shared.lock_timeout,
+                    )));
+                }
+            }
+            other => return other,
+        }
     }
 }
 
@@ -271,7 +475,7 @@ async fn attempt(
         &t.schema,
         &shared.set,
         shared.target,
-        shared.lock_timeout_ms,
+        shared.lock_timeout,
         history,
     )
     .await?;
@@ -322,4 +526,74 @@ async fn dry_run(shared: &Shared, visits: Vec<Visit>) -> Result<Vec<TenantOutcom
             },
         )
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(slug: &str, state: &str, version: i64) -> Tenant {
+        Tenant {
+            slug: slug.into(),
+            schema: format!("tenant_{slug}"),
+            display_name: None,
+            state: state.into(),
+            version,
+            digest: None,
+            last_error: None,
+            migrated_at: None,
+            schema_exists: true,
+            role: None,
+        }
+    }
+
+    fn folder(latest: i32) -> MigrationSet {
+        let ms = (1..=latest)
+            .map(|v| refinery::Migration::unapplied(&format!("V{v}__m{v}"), "SELECT 1").unwrap())
+            .collect();
+        MigrationSet::from_migrations("m".into(), ms)
+    }
+
+    #[test]
+    fn a_folder_behind_any_tenant_refuses_the_run_naming_versions_and_slugs() {
+        let at = |v| tenant("a", "active", v);
+        assert!(refuse_ahead(&[at(6)], &folder(6)).is_ok());
+        assert!(refuse_ahead(&[tenant("gone", "dropping", 9)], &folder(6)).is_ok());
+        let fleet = [
+            tenant("a", "active", 7),
+            tenant("b", "failed", 8),
+            tenant("c", "active", 6),
+        ];
+        let e = refuse_ahead(&fleet, &folder(6)).unwrap_err();
+        assert_eq!(crate::exit::code_for(&e), crate::exit::BAD_INPUT);
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with(
+                "2 tenants are ahead of this migrations folder: V7 and V8 are missing from m \
+                 (its latest is V6); ahead: a and b."
+            ),
+            "{msg}"
+        );
+        let msg = refuse_ahead(&fleet, &folder(0)).unwrap_err().to_string();
+        assert!(
+            msg.contains("3 tenants") && msg.contains("(it has no migrations)"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn lists_name_five_at_most() {
+        let l = |n: usize| {
+            and_list(
+                (0..n)
+                    .map(|i| format!("t{i}"))
+                    .collect::<Vec<_>>()
+                    .into_iter(),
+            )
+        };
+        assert_eq!(l(1), "t0");
+        assert_eq!(l(2), "t0 and t1");
+        assert_eq!(l(5), "t0, t1, t2, t3 and t4");
+        assert_eq!(l(7), "t0, t1, t2, t3, t4 and 2 more");
+    }
 }

@@ -79,7 +79,7 @@ pub async fn run(s: &Session, args: &RestoreArgs) -> Result<u8> {
             plan.slug
         )));
     }
-    if let Err(e) = swap(&mut conn, &plan, &m, major).await {
+    if let Err(e) = swap(&mut conn, &plan, &m, major, s.lock_deadline()).await {
         // The swap rolled back; the staged copy is not registered and must not linger.
         let drop_staged = format!(
             "DROP SCHEMA IF EXISTS {} CASCADE",
@@ -301,8 +301,9 @@ async fn swap(
     plan: &Plan,
     m: &Metadata,
     major: i32,
+    deadline: std::time::Duration,
 ) -> Result<()> {
-    let (tx, _) = locked_transaction(conn, &plan.schema).await?;
+    let (tx, _) = locked_transaction(conn, &plan.slug, &plan.schema, deadline).await?;
     let mut sql = String::new();
     if plan.existing.is_some() {
         sql.push_str(&format!(

@@ -16,6 +16,8 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
     let latest = set.latest();
     let (_pool, conn) = s.connect(1).await?;
     let tenants = select_tenants(&conn, &args.slugs, "nothing was shown").await?;
+    // Not at the folder's latest version: behind it, or ahead of it (the folder lacks
+    // migrations the tenant has: an older release's folder). Either fails --check.
     let behind = |t: &Tenant| t.state != "active" || t.version != latest || !t.schema_exists;
     if s.json() {
         let tenants = tenants
@@ -29,6 +31,7 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
                 last_error: t.last_error.as_deref(),
                 migrated_at: t.migrated_at.as_deref(),
                 schema_exists: t.schema_exists,
+                ahead: ahead(t, latest),
             })
             .collect();
         print_json(&Document {
@@ -38,8 +41,18 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
     } else {
         print_table(&tenants, &set, latest);
         let n = tenants.iter().filter(|t| behind(t)).count();
+        let n_ahead = tenants.iter().filter(|t| ahead(t, latest)).count();
+        let ahead_note = if n_ahead > 0 {
+            format!(
+                " ({n_ahead} ahead of the migrations folder {}: it lacks their versions; \
+                 is it an older release's folder?)",
+                set.dir.display()
+            )
+        } else {
+            String::new()
+        };
         crate::outln!(
-            "{}, latest version {latest}, {n} not active at the latest version",
+            "{}, latest version {latest}, {n} not active at the latest version{ahead_note}",
             count(tenants.len(), "tenant")
         );
     }
@@ -67,6 +80,13 @@ struct Row<'a> {
     last_error: Option<&'a str>,
     migrated_at: Option<&'a str>,
     schema_exists: bool,
+    /// At a version above the folder's latest (the folder lacks what the tenant has).
+    ahead: bool,
+}
+
+/// Whether the tenant is at a version the migrations folder does not reach.
+fn ahead(t: &Tenant, latest: i64) -> bool {
+    t.version > latest
 }
 
 fn print_table(tenants: &[Tenant], set: &MigrationSet, latest: i64) {
@@ -88,12 +108,17 @@ fn print_table(tenants: &[Tenant], set: &MigrationSet, latest: i64) {
         } else {
             format!("{} (schema missing)", x.state)
         };
+        let pending = if ahead(x, latest) {
+            "ahead".to_string()
+        } else {
+            set.pending_count(x.version, latest).to_string()
+        };
         t.add_row(vec![
             x.slug.clone(),
             x.schema.clone(),
             state,
             x.version.to_string(),
-            set.pending_count(x.version, latest).to_string(),
+            pending,
             x.migrated_at.clone().unwrap_or_default(),
             x.last_error.clone().unwrap_or_default(),
         ]);

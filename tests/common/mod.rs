@@ -341,3 +341,43 @@ pub fn spawn_migrate(db: &TestDb, migrations: &Path, concurrency: &str) -> Child
         &["--migrations", dir, "migrate", "--concurrency", concurrency],
     )
 }
+
+/// Waits for a tenantctl started in the background, at most `limit`: a run that hangs is
+/// killed and the test fails, instead of hanging the suite.
+pub fn finish_within(mut child: Child, limit: std::time::Duration) -> Run {
+    let started = std::time::Instant::now();
+    while child
+        .try_wait()
+        .expect("tenantctl can be waited for")
+        .is_none()
+    {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let out = Run::from(child.wait_with_output().unwrap());
+            panic!(
+                "tenantctl did not finish within {limit:?}\n--- stdout\n{}\n--- stderr\n{}",
+                out.stdout, out.stderr
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Run::from(child.wait_with_output().unwrap())
+}
+
+/// Waits until a session other than tenantctl's holds tenant `schema`'s advisory lock, and
+/// returns that session's pid.
+pub fn wait_for_tenant_lock_holder(db: &TestDb, schema: &str) -> String {
+    for _ in 0..200 {
+        let pid = db.scalar(&format!(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 \
+               AND classid = {}::bigint::oid \
+               AND objid = (hashtext('{schema}')::bigint & 4294967295)::oid",
+            tenantctl::apply::LOCK_CLASS
+        ));
+        if !pid.is_empty() {
+            return pid;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("nobody took the lock of {schema}");
+}
