@@ -135,6 +135,14 @@ fn parse_url(rest: &str) -> Result<Params, String> {
 
 /// Hosts and ports as libpq keeps them: comma-separated lists in step (`h1,h2` and `,5433`).
 fn parse_netloc(netloc: &str) -> Result<(String, String), String> {
+    // Only an unencoded '@' in the password gets here; the rest of that password would
+    // otherwise become a host name and show up in messages (libpq's among them).
+    if netloc.contains('@') {
+        return Err(
+            "the URL has more than one \"@\" (write an \"@\" in a user name or password as %40)"
+                .into(),
+        );
+    }
     let mut hosts = Vec::new();
     let mut ports = Vec::new();
     for chunk in netloc.split(',') {
@@ -374,6 +382,8 @@ mod tests {
             "postgres://u:hunter2%zz@h/d",
             "postgres://u:hunter2%00@h/d",
             "postgres://u:hunter2@[::1/d",
+            "postgres://u:pw@hunter2@h/d",
+            "postgres://u:x@y:hunter2@h/d",
             "hunter2",
             "password='hunter2",
             "mysql://u:hunter2@h/d",
