@@ -6,6 +6,9 @@
 # outcome. COMMAND sees:
 #   DATABASE_URL       postgres://postgres:<password>@127.0.0.1:<port>/postgres
 #   TENANTCTL_TEST_PG_BIN, TENANTCTL_TEST_PG_DATA   for tests that restart the server
+#   TENANTCTL_TEST_PG_SOCKET, TENANTCTL_TEST_PG_PORT   its Unix socket folder (local logins
+#                      are trusted there) and port
+#   TENANTCTL_TEST_CA  the CA of its TLS certificate (for the name "localhost")
 #
 # PostgreSQL refuses to run as root, so when we are root the server runs as the
 # unprivileged `postgres` user (created by Debian's package). The binaries come from

@@ -31,8 +31,9 @@ pub struct Global {
 
     /// PostgreSQL connection string (postgres://user@host:port/db or 'host=... dbname=...').
     /// Without it: [database] url from tenants.toml, then libpq's PGHOST, PGPORT, PGUSER,
-    /// PGPASSWORD, PGDATABASE, PGSSLMODE and their defaults. Prefer the environment over the
-    /// flag for passwords: command lines are visible to other users.
+    /// PGPASSWORD, PGDATABASE, PGSSLMODE, ~/.pgpass and libpq's defaults (the local socket).
+    /// Prefer the environment or ~/.pgpass over the flag for passwords: command lines are
+    /// visible to other users.
     #[arg(
         long,
         global = true,

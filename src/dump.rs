@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio_postgres::config::Host;
 
-use crate::connect::{SslMode, Target};
+use crate::connect::Target;
 use crate::exit::bad_input;
 
 pub const FORMAT: &str = "tenantctl-backup/1";
@@ -182,16 +182,13 @@ pub fn command(tool: &Tool, target: &Target, dbname: &str) -> Command {
         Some(pw) => cmd.env("PGPASSWORD", String::from_utf8_lossy(pw).into_owned()),
         None => cmd.env_remove("PGPASSWORD"),
     };
+    // Without a password, libpq in the tool reads the same password file tenantctl read.
+    if let Some(file) = &target.passfile {
+        cmd.env("PGPASSFILE", &file.path);
+    }
     cmd.env("PGDATABASE", dbname);
     cmd.env("PGAPPNAME", "tenantctl");
-    let mode = match target.ssl_mode {
-        SslMode::Disable => "disable",
-        SslMode::Prefer => "prefer",
-        SslMode::Require => "require",
-        SslMode::VerifyCa => "verify-ca",
-        SslMode::VerifyFull => "verify-full",
-    };
-    cmd.env("PGSSLMODE", mode);
+    cmd.env("PGSSLMODE", target.ssl_mode.as_str());
     match &target.ssl_root_cert {
         Some(p) => cmd.env("PGSSLROOTCERT", p),
         None => cmd.env_remove("PGSSLROOTCERT"),

@@ -11,37 +11,20 @@ use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Pool, PoolError};
 
-use crate::connect::describe_pg_error;
+use crate::connect::{describe_pg_error, Failure};
 
 /// Whether `e` means the server (or the way to it) is gone, rather than that a statement
 /// failed: the connection closed, an I/O error on the socket, or a SQLSTATE of class 08
 /// (connection exception) or 57P01-57P03 (admin or crash shutdown, cannot connect now).
+/// The same decision `connect` makes when it retries a connection: one classification.
 pub fn is_server_gone(e: &tokio_postgres::Error) -> bool {
-    if e.is_closed() {
-        return true;
-    }
-    if let Some(db) = e.as_db_error() {
-        let code = db.code().code();
-        return code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03");
-    }
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if s.is::<std::io::Error>() {
-            return true;
-        }
-        source = s.source();
-    }
-    false
+    Failure::of(e) == Failure::Unreachable
 }
 
 /// The same for a connection the pool could not hand out: the server refused or did not
 /// answer. Authentication and TLS failures are not outages; they fail at once.
 pub fn is_pool_error_server_gone(e: &PoolError) -> bool {
-    match e {
-        PoolError::Backend(pe) => is_server_gone(pe),
-        PoolError::Timeout(_) => true,
-        _ => false,
-    }
+    Failure::of_pool(e) == Failure::Unreachable
 }
 
 /// A pool error as one line, with the server's message rather than "db error".

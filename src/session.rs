@@ -40,7 +40,7 @@ impl Session {
             connect_timeout: global.connect_timeout,
         };
         let settings = settings::load(overrides)?;
-        let target = connect::resolve(&settings, &settings::pg_env(), &connect::os_user())?;
+        let target = connect::resolve(&settings, &settings::pg_env(), &connect::Local::current())?;
         Ok(Session {
             settings,
             target,

@@ -166,12 +166,15 @@ pub fn merge(
     })
 }
 
-/// The libpq variables tenantctl honours (tokio-postgres reads none of them itself).
-pub const PG_VARS: [&str; 8] = [
+/// The libpq variables tenantctl honours (tokio-postgres reads none of them itself);
+/// `connect::ENV_FOR` says which keyword each fills.
+pub const PG_VARS: [&str; 10] = [
     "PGHOST",
+    "PGHOSTADDR",
     "PGPORT",
     "PGUSER",
     "PGPASSWORD",
+    "PGPASSFILE",
     "PGDATABASE",
     "PGSSLMODE",
     "PGSSLROOTCERT",

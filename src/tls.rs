@@ -3,15 +3,20 @@
 //! tokio-postgres brings no TLS of its own. The ready-made connectors (postgres-native-tls,
 //! postgres-openssl) always load the system's trusted CAs, even when no certificate is
 //! checked; OpenSSL 3 takes about 50 ms of CPU for that, several times the rest of a
-//! `tenantctl status`. Here the OpenSSL context loads only what the mode needs:
-//! - `prefer`, `require`: encrypt, check nothing, load no CA at all;
-//! - `verify-ca`: check the chain against `sslrootcert`, or the system's CAs without one;
-//! - `verify-full`: also check that the certificate names the host (or IP address).
+//! `tenantctl status`. Here the OpenSSL context loads only what libpq would (`roots_for`):
+//! - a root certificate file (`sslrootcert`, else `~/.postgresql/root.crt` when it exists):
+//!   the chain is checked against it in every mode, so `require` then checks as `verify-ca`;
+//! - `sslrootcert=system`: the system's trusted CAs (libpq 16; only with `verify-full`);
+//! - no root file: `allow`, `prefer`, `require` encrypt and check nothing (no CA is loaded),
+//!   `verify-ca` and `verify-full` are refused before any connection;
+//! - `verify-full` also checks that the certificate names the host (or IP address).
+//!
+//! TLS is never used on a Unix socket (libpq does not either); see `connect`.
 
 use std::future::Future;
 use std::io;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -37,29 +42,79 @@ pub struct MakeTls {
     verify_host: bool,
 }
 
-/// The OpenSSL context for `mode`: TLS 1.2 or later (as libpq), and the trust `mode` needs.
-/// An `sslrootcert` that cannot be read or holds no PEM certificate is bad input.
-pub fn connector(mode: SslMode, root_cert: Option<&Path>) -> Result<MakeTls> {
+/// Which certificates a TLS connection trusts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Roots {
+    /// No root certificate file: the server's certificate is not checked.
+    Unchecked,
+    /// The CAs in a PEM file: `sslrootcert`, or `~/.postgresql/root.crt`.
+    File(PathBuf),
+    /// The system's trusted CAs (`sslrootcert=system`).
+    System,
+}
+
+/// libpq's choice of roots (initialize_SSL): `sslrootcert=system` means the system's CAs;
+/// else `explicit` or `default` (`~/.postgresql/root.crt`) when that file exists, checked in
+/// every mode; without one, `verify-ca` and `verify-full` are refused with libpq's advice.
+/// Unlike libpq, an `sslrootcert` that names a missing file is refused in every mode (libpq
+/// ignores it below verify-ca, which hides a typo behind an unchecked connection).
+pub fn roots_for(mode: SslMode, explicit: Option<&Path>, default: Option<&Path>) -> Result<Roots> {
+    if explicit == Some(Path::new("system")) {
+        return Ok(Roots::System);
+    }
+    let Some(file) = explicit.or(default) else {
+        return match mode.verifies() {
+            true => Err(bad_input(format!(
+                "sslmode={} needs a root certificate, and the home directory that would hold \
+                 ~/.postgresql/root.crt is unknown; provide the file with sslrootcert, use the \
+                 system's trusted roots with sslrootcert=system, or change sslmode",
+                mode.as_str()
+            ))),
+            false => Ok(Roots::Unchecked),
+        };
+    };
+    if file.exists() {
+        return Ok(Roots::File(file.to_path_buf()));
+    }
+    if mode.verifies() || explicit.is_some() {
+        return Err(bad_input(format!(
+            "root certificate file \"{}\" does not exist; either provide the file, use the \
+             system's trusted roots with sslrootcert=system, or change sslmode (sslmode={} \
+             needs it to check the server's certificate)",
+            file.display(),
+            mode.as_str()
+        )));
+    }
+    Ok(Roots::Unchecked)
+}
+
+/// The OpenSSL context: TLS 1.2 or later (as libpq), the trust `roots` gives, and for
+/// `verify-full` a check of the host name. A root file that cannot be read or holds no PEM
+/// certificate is bad input.
+pub fn connector(mode: SslMode, roots: &Roots) -> Result<MakeTls> {
     let mut b = SslContextBuilder::new(SslMethod::tls_client())?;
     b.set_min_proto_version(Some(SslVersion::TLS1_2))?;
-    let roots = root_cert.map(read_roots).transpose()?;
-    let verify = matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull);
-    if verify {
-        b.set_verify(SslVerifyMode::PEER);
-        match roots {
-            // libpq trusts only sslrootcert then; the system's CAs would let any publicly
-            // trusted certificate through verify-ca.
-            Some(certs) => {
-                let mut store = X509StoreBuilder::new()?;
-                for cert in certs {
-                    store.add_cert(cert)?;
-                }
-                b.set_cert_store(store.build());
-            }
-            None => b.set_default_verify_paths()?,
+    match roots {
+        Roots::Unchecked if mode.verifies() => {
+            return Err(bad_input(format!(
+                "sslmode={} needs a root certificate",
+                mode.as_str()
+            )))
         }
-    } else {
-        b.set_verify(SslVerifyMode::NONE);
+        Roots::Unchecked => b.set_verify(SslVerifyMode::NONE),
+        // Only these CAs: the system's would let any publicly trusted certificate through.
+        Roots::File(path) => {
+            let mut store = X509StoreBuilder::new()?;
+            for cert in read_roots(path)? {
+                store.add_cert(cert)?;
+            }
+            b.set_cert_store(store.build());
+            b.set_verify(SslVerifyMode::PEER);
+        }
+        Roots::System => {
+            b.set_default_verify_paths()?;
+            b.set_verify(SslVerifyMode::PEER);
+        }
     }
     Ok(MakeTls {
         ctx: b.build(),
@@ -68,16 +123,20 @@ pub fn connector(mode: SslMode, root_cert: Option<&Path>) -> Result<MakeTls> {
 }
 
 fn read_roots(path: &Path) -> Result<Vec<X509>> {
-    let pem = std::fs::read(path)
-        .map_err(|e| bad_input(format!("cannot read sslrootcert {}: {e}", path.display())))?;
+    let pem = std::fs::read(path).map_err(|e| {
+        bad_input(format!(
+            "cannot read root certificate file {}: {e}",
+            path.display()
+        ))
+    })?;
     match X509::stack_from_pem(&pem) {
         Ok(certs) if !certs.is_empty() => Ok(certs),
         Ok(_) => Err(bad_input(format!(
-            "sslrootcert {} is not a PEM certificate: it holds none",
+            "root certificate file {} holds no PEM certificate",
             path.display()
         ))),
         Err(e) => Err(bad_input(format!(
-            "sslrootcert {} is not a PEM certificate: {e}",
+            "root certificate file {} is not a PEM certificate: {e}",
             path.display()
         ))),
     }
@@ -94,7 +153,9 @@ where
     fn make_tls_connect(&mut self, host: &str) -> Result<Connect, Self::Error> {
         let mut ssl = Ssl::new(&self.ctx)?;
         let ip = host.parse::<IpAddr>().ok();
-        if ip.is_none() {
+        // tokio-postgres asks with "" for a Unix socket (where `connect` never uses TLS);
+        // OpenSSL refuses an empty server name.
+        if ip.is_none() && !host.is_empty() {
             // Server name indication, which RFC 6066 allows for host names only.
             ssl.set_hostname(host)?;
         }
