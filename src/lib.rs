@@ -19,5 +19,6 @@ pub mod refinery_tx;
 pub mod registry;
 pub mod session;
 pub mod settings;
+pub mod sql_split;
 pub mod tls;
 pub mod txn;
