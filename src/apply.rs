@@ -4,7 +4,7 @@
 //! search_path and every pending migration, so a tenant moves from its old version to its
 //! new one in a single commit, or not at all (error, kill -9, server restart).
 
-use deadpool_postgres::{Object, Transaction};
+use deadpool_postgres::{GenericClient, Object, Transaction};
 use refinery::error::Kind;
 use refinery::{Runner, Target};
 
@@ -266,6 +266,16 @@ pub async fn apply_pending(
             checksum: m.checksum(),
         })
         .collect();
+    if let Some(m) = migrations.iter().find(|m| set.is_no_transaction(m.version)) {
+        // Never inside a transaction: the caller plans around such files (see
+        // `no_transaction`), so this only happens when the tenant moved back meanwhile.
+        tx.rollback().await;
+        return Err(ApplyError::Database(format!(
+            "migration {m} must run alone, outside a transaction (its first line is \
+             `-- no-transaction`), but came up inside this tenant's transaction because the \
+             tenant changed during the run; nothing was applied: run the command again"
+        )));
+    }
     let version = migrations.last().map_or(latest_applied, |m| m.version);
     if let Some(ddl) = unsent_ddl {
         // A new schema with nothing to apply still gets its (empty) history table.
@@ -320,8 +330,8 @@ fn history_collision(e: &StepError) -> bool {
 }
 
 /// The tenant's applied history, read without creating anything.
-async fn read_history(
-    tx: &Transaction<'_>,
+pub(crate) async fn read_history(
+    tx: &impl GenericClient,
     schema: &str,
 ) -> Result<Option<Vec<AppliedMigration>>, tokio_postgres::Error> {
     let table = history_table(schema);

@@ -12,6 +12,7 @@ pub mod fleet;
 pub mod grants;
 pub mod migration_set;
 pub mod names;
+pub mod no_transaction;
 pub mod outcome;
 pub mod pipeline;
 pub mod progress;

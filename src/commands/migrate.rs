@@ -15,6 +15,7 @@ use crate::apply::{self, apply_pending, read_histories, ApplyError, History};
 use crate::cli::MigrateArgs;
 use crate::fleet::{self, Interrupt, Job};
 use crate::migration_set::{MigrationSet, Plan};
+use crate::no_transaction;
 use crate::outcome::{Outcome, TenantOutcome};
 use crate::progress::Progress;
 use crate::registry::{self, Tenant};
@@ -215,6 +216,16 @@ async fn migrate_job(shared: Arc<Shared>, job: Visit) -> TenantOutcome {
             )
         }
     };
+    if let Some(start) = no_transaction::needed(&t, &shared.set, shared.target) {
+        let run = no_transaction::TenantRun {
+            slug: &t.slug,
+            schema: &t.schema,
+            set: &shared.set,
+            target: shared.target,
+            lock_timeout_ms: shared.lock_timeout_ms,
+        };
+        return no_transaction::migrate_tenant(&client, &run, &t, start, started, epoch).await;
+    }
     // Left `migrating` by a run that was killed: its transaction rolled back, so the
     // tenant is simply migrated again.
     let interrupted = t.state == "migrating";
@@ -307,7 +318,9 @@ async fn dry_run(shared: &Shared, visits: Vec<Visit>) -> Result<Vec<TenantOutcom
                 }
                 Plan::Apply(p) => {
                     let names: Vec<String> = p.iter().map(|(v, n)| format!("V{v}__{n}")).collect();
-                    let why = format!("dry run: would apply {}", names.join(", "));
+                    let shown: Vec<String> =
+                        p.iter().map(|(v, n)| shared.set.describe(*v, n)).collect();
+                    let why = format!("dry run: would apply {}", shown.join(", "));
                     let mut o = TenantOutcome::skipped(&t.slug, &t.schema, t.version, why);
                     o.to_version = p.last().map_or(t.version, |(v, _)| *v);
                     o.migrations = names;
