@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{Object, Transaction};
+use deadpool_postgres::{GenericClient, Object, Transaction};
 use refinery::error::Kind;
 use refinery::{Runner, Target};
 
@@ -66,6 +66,9 @@ pub enum ApplyError {
     Database(PgFailure),
     /// refinery refused the run for a reason of its own.
     Refinery(String),
+    /// tenantctl stopped this tenant for a reason the message states (the tenant was
+    /// dropped or changed during the run).
+    Refused(String),
 }
 
 /// A PostgreSQL error with what was being done, kept typed (its SQLSTATE, whether the
@@ -107,7 +110,9 @@ impl std::fmt::Display for ApplyError {
             }
             ApplyError::Stale => f.write_str("the tenant changed during the run"),
             ApplyError::AlreadyRegistered => f.write_str("already exists (created concurrently)"),
-            ApplyError::Locked(why) | ApplyError::Refinery(why) => f.write_str(why),
+            ApplyError::Locked(why) | ApplyError::Refinery(why) | ApplyError::Refused(why) => {
+                f.write_str(why)
+            }
             ApplyError::TenantLocked(e) | ApplyError::ServerGone(e) | ApplyError::Database(e) => {
                 write!(f, "{e}")
             }
@@ -142,8 +147,16 @@ impl From<StepError> for ApplyError {
 
 impl From<tokio_postgres::Error> for ApplyError {
     fn from(e: tokio_postgres::Error) -> Self {
+        ApplyError::pg("", e)
+    }
+}
+
+impl ApplyError {
+    /// A PostgreSQL error while doing `what`: `ServerGone` when the server went away,
+    /// `Database` otherwise.
+    pub fn pg(what: &str, e: tokio_postgres::Error) -> Self {
         let failure = PgFailure {
-            what: String::new(),
+            what: what.to_string(),
             source: Arc::new(e),
         };
         if crate::outage::is_server_gone(&failure.source) {
@@ -340,6 +353,16 @@ pub async fn apply_pending(
             checksum: m.checksum(),
         })
         .collect();
+    if let Some(m) = migrations.iter().find(|m| set.is_no_transaction(m.version)) {
+        // Never inside a transaction: the caller plans around such files (see
+        // `no_transaction`), so this only happens when the tenant moved back meanwhile.
+        tx.rollback().await;
+        return Err(ApplyError::Refused(format!(
+            "migration {m} must run alone, outside a transaction (its first line is \
+             `-- no-transaction`), but came up inside this tenant's transaction because the \
+             tenant changed during the run; nothing was applied: run the command again"
+        )));
+    }
     let version = migrations.last().map_or(latest_applied, |m| m.version);
     if let Some(ddl) = unsent_ddl {
         // A new schema with nothing to apply still gets its (empty) history table.
@@ -411,8 +434,8 @@ fn history_collision(e: &StepError) -> bool {
 }
 
 /// The tenant's applied history, read without creating anything.
-async fn read_history(
-    tx: &Transaction<'_>,
+pub(crate) async fn read_history(
+    tx: &impl GenericClient,
     schema: &str,
 ) -> Result<Option<Vec<AppliedMigration>>, tokio_postgres::Error> {
     let table = history_table(schema);

@@ -3,13 +3,18 @@
 //! refinery parses names and computes checksums, but silently skips files whose names do
 //! not match and accepts duplicate versions, so the folder is listed and checked here first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use refinery::Migration;
 
 use crate::exit::bad_input;
+use crate::sql_split::{self, Finding, Rule};
+
+/// The first line that makes a migration run on its own, outside a transaction (sqlx's
+/// convention).
+pub const NO_TRANSACTION: &str = "-- no-transaction";
 
 /// The migrations of one run, sorted by version, with the fingerprint of each prefix.
 #[derive(Debug, Clone)]
@@ -18,6 +23,8 @@ pub struct MigrationSet {
     pub migrations: Vec<Migration>,
     /// digests[i] is the fingerprint of migrations[..=i].
     digests: Vec<String>,
+    /// The versions whose file starts with `NO_TRANSACTION`.
+    no_transaction: BTreeSet<i64>,
 }
 
 /// One applied migration as the tenant's history table records it.
@@ -65,6 +72,7 @@ impl MigrationSet {
                     path.display()
                 ))
             })?;
+            check_contents(&sql).map_err(|why| bad_input(format!("{} {why}", path.display())))?;
             let m = Migration::unapplied(stem, &sql)
                 .map_err(|e| bad_input(format!("migration file {}: {e}", path.display())))?;
             if let Some(other) = seen.insert(m.version() as i64, path.clone()) {
@@ -90,10 +98,49 @@ impl MigrationSet {
                 acc.hex()
             })
             .collect();
+        let no_transaction = migrations
+            .iter()
+            .filter(|m| m.sql().is_some_and(is_no_transaction))
+            .map(|m| m.version() as i64)
+            .collect();
         MigrationSet {
             dir,
             migrations,
             digests,
+            no_transaction,
+        }
+    }
+
+    /// Whether the migration `version` runs on its own, outside a transaction.
+    pub fn is_no_transaction(&self, version: i64) -> bool {
+        self.no_transaction.contains(&version)
+    }
+
+    /// The first migration above `version`, up to `target`, that runs outside a transaction.
+    pub fn next_no_transaction(&self, version: i64, target: i64) -> Option<&Migration> {
+        if version >= target {
+            return None;
+        }
+        let v = *self.no_transaction.range(version + 1..=target).next()?;
+        self.find(v)
+    }
+
+    /// The highest migration version below `version` (0 when there is none).
+    pub fn version_before(&self, version: i64) -> i64 {
+        self.migrations
+            .iter()
+            .map(|m| m.version() as i64)
+            .filter(|v| *v < version)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// `V<version>__<name>`, marked when it runs outside a transaction (for plans).
+    pub fn describe(&self, version: i64, name: &str) -> String {
+        if self.is_no_transaction(version) {
+            format!("V{version}__{name} (alone, without a transaction)")
+        } else {
+            format!("V{version}__{name}")
         }
     }
 
@@ -210,10 +257,18 @@ fn check_file_name(name: &str) -> std::result::Result<&str, String> {
     if version.is_empty() || !version.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("{rule}; the version must be a whole number"));
     }
-    if version.parse::<i32>().is_err() {
-        return Err(format!(
-            "{rule}; version {version} is larger than 2147483647"
-        ));
+    match version.parse::<i32>() {
+        Err(_) => {
+            return Err(format!(
+                "{rule}; version {version} is larger than 2147483647"
+            ))
+        }
+        Ok(0) => {
+            return Err(format!(
+                "{rule}; versions start at 1 (version 0 is a tenant with no migration applied)"
+            ))
+        }
+        Ok(_) => {}
     }
     if label.is_empty()
         || !label
@@ -223,6 +278,123 @@ fn check_file_name(name: &str) -> std::result::Result<&str, String> {
         return Err(rule.to_string());
     }
     Ok(stem)
+}
+
+/// Whether a migration's text starts with the `-- no-transaction` line.
+pub fn is_no_transaction(sql: &str) -> bool {
+    sql.lines().next().map(str::trim_end) == Some(NO_TRANSACTION)
+}
+
+/// Checks what a migration file holds, before any tenant is touched: at least one
+/// statement; no transaction control and no change of search_path or role anywhere; and,
+/// unless the file runs on its own (`-- no-transaction`), nothing PostgreSQL refuses inside
+/// a transaction block. The error starts with the line it is about.
+fn check_contents(sql: &str) -> std::result::Result<(), String> {
+    let alone = is_no_transaction(sql);
+    if !alone {
+        check_marker_lookalike(sql)?;
+    }
+    let statements = sql_split::split(sql).map_err(|e| {
+        format!(
+            "line {}: {}; PostgreSQL could not read this file either",
+            e.line, e.message
+        )
+    })?;
+    if statements.is_empty() {
+        return Err(
+            "holds no SQL statement (only comments or whitespace); write the migration, or \
+             delete the file if it is not needed"
+                .to_string(),
+        );
+    }
+    let refused = statements
+        .iter()
+        .flat_map(|s| s.findings())
+        .find(|f| refused_in(f, alone));
+    match refused {
+        Some(f) => Err(format!("line {}: {}", f.line, refusal(&f, sql))),
+        None => Ok(()),
+    }
+}
+
+/// Transaction control and session changes are refused in every file; what cannot run in
+/// a transaction block only where it would (not in a `-- no-transaction` file).
+fn refused_in(f: &Finding, alone: bool) -> bool {
+    match f.rule {
+        Rule::TransactionControl | Rule::SessionState => true,
+        Rule::NoTransactionBlock | Rule::ProcedureTransactionControl => !alone,
+    }
+}
+
+/// Why a finding is refused, and what to do instead.
+fn refusal(f: &Finding, sql: &str) -> String {
+    let what = &f.what;
+    let each_commits = format!(
+        "each tenant's pending migrations run in one transaction, and in a file whose first \
+         line is `{NO_TRANSACTION}` each statement commits on its own"
+    );
+    match f.rule {
+        Rule::TransactionControl if what.starts_with("BEGIN") || what.starts_with("START") => {
+            format!(
+                "{what} opens a transaction inside tenantctl's per-tenant transaction; remove it \
+                 ({each_commits})"
+            )
+        }
+        Rule::TransactionControl => format!(
+            "{what} ends or changes tenantctl's per-tenant transaction half way, releasing the \
+             tenant's lock and search_path; remove it ({each_commits})"
+        ),
+        Rule::SessionState if moves_search_path(what) => format!(
+            "{what} would move the statements after it out of the tenant's schema (unqualified \
+             names would land elsewhere); remove it: tenantctl points search_path at the \
+             tenant's schema itself"
+        ),
+        Rule::SessionState => format!(
+            "{what} would run the statements after it as another role; remove it (migrations \
+             run as the role tenantctl connects as, which owns the tenant schemas)"
+        ),
+        Rule::NoTransactionBlock | Rule::ProcedureTransactionControl => {
+            let misplaced = sql.lines().skip(1).any(|l| l.trim_end() == NO_TRANSACTION);
+            let hint = if misplaced {
+                format!(" (the `{NO_TRANSACTION}` line of this file counts only as its first line)")
+            } else {
+                String::new()
+            };
+            format!(
+                "{what} cannot run inside a transaction block, and each tenant's pending \
+                 migrations run in one; put it in a file of its own whose first line is \
+                 `{NO_TRANSACTION}` (it then runs alone, outside a transaction, under the \
+                 tenant's lock){hint}"
+            )
+        }
+    }
+}
+
+/// `SET search_path`, its RESET and set_config, `RESET ALL`, `DISCARD ALL` (as opposed to
+/// a change of role).
+fn moves_search_path(what: &str) -> bool {
+    what.contains("search_path") || what.contains(" ALL")
+}
+
+/// A first line that looks like the marker but is not it (`--no-transaction`,
+/// `-- No Transaction`): the operator meant it, and the file would run in a transaction.
+fn check_marker_lookalike(sql: &str) -> std::result::Result<(), String> {
+    let first = sql.lines().next().unwrap_or_default().trim();
+    let Some(comment) = first.strip_prefix("--") else {
+        return Ok(());
+    };
+    let squashed: String = comment
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .collect::<String>()
+        .to_lowercase();
+    if squashed == "notransaction" {
+        return Err(format!(
+            "line 1: `{first}` is not the marker `{NO_TRANSACTION}`; write it exactly so (the file \
+             then runs alone, outside a transaction), or remove the line"
+        ));
+    }
+    Ok(())
 }
 
 fn collect_sql_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
@@ -302,6 +474,8 @@ mod tests {
             "V1.5__x.sql",
             "V99999999999__x.sql",
             "V1__.sql",
+            "V0__zero.sql",
+            "V000__zero.sql",
         ] {
             assert!(check_file_name(bad).is_err(), "{bad}");
         }
@@ -357,6 +531,113 @@ mod tests {
             set(&[("V1__a", "a"), ("V2__b", "b"), ("V3__c", "c")]).digest_at(2)
         );
         assert_eq!(s.digest_at(5), None);
+    }
+
+    #[test]
+    fn the_example_migrations_pass_the_checks() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let set = MigrationSet::load(&dir).unwrap();
+        assert_eq!(set.latest(), 6);
+        assert!((1..=6).all(|v| !set.is_no_transaction(v)));
+    }
+
+    #[test]
+    fn refused_contents_name_the_line_and_the_rule() {
+        for (sql, line, needle) in [
+            (
+                "CREATE TABLE a (id int);\nCOMMIT;\nCREATE TABLE b (id int);",
+                2,
+                "COMMIT ends",
+            ),
+            ("BEGIN;\nCREATE TABLE a (id int);", 1, "BEGIN opens"),
+            (
+                "-- x\n\nSET search_path = public;",
+                3,
+                "SET search_path would move",
+            ),
+            ("SET ROLE admin;", 1, "SET ROLE would run"),
+            ("SET SESSION AUTHORIZATION bob;", 1, "another role"),
+            (
+                "CREATE INDEX CONCURRENTLY i ON t (x);",
+                1,
+                "cannot run inside a transaction block",
+            ),
+            ("SELECT 1;\nVACUUM t;", 2, "VACUUM cannot run"),
+            (
+                "DO $$ BEGIN COMMIT; END $$;",
+                1,
+                "COMMIT inside a DO block cannot run",
+            ),
+            ("SELECT 'open", 1, "unterminated quoted string"),
+        ] {
+            let why = check_contents(sql).unwrap_err();
+            assert!(why.starts_with(&format!("line {line}: ")), "{sql}: {why}");
+            assert!(why.contains(needle), "{sql}: {why}");
+        }
+        let why = check_contents("-- x\n-- no-transaction\nCREATE INDEX CONCURRENTLY i ON t (x);")
+            .unwrap_err();
+        assert!(why.contains("counts only as its first line"), "{why}");
+    }
+
+    #[test]
+    fn empty_files_and_marker_lookalikes_are_refused() {
+        for sql in [
+            "",
+            "  \n",
+            "-- only a comment\n/* and another; */\n",
+            "-- no-transaction\n",
+        ] {
+            let why = check_contents(sql).unwrap_err();
+            assert!(why.contains("holds no SQL statement"), "{sql:?}: {why}");
+        }
+        for first in ["--no-transaction", "-- No Transaction", "-- no_transaction"] {
+            let why = check_contents(&format!("{first}\nVACUUM;")).unwrap_err();
+            assert!(
+                why.starts_with("line 1: ") && why.contains("is not the marker"),
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_no_transaction_file_may_hold_what_a_transaction_cannot() {
+        let alone = "-- no-transaction\nDROP INDEX CONCURRENTLY IF EXISTS i;\n\
+                     CREATE INDEX CONCURRENTLY i ON t (x);\nVACUUM t;\n\
+                     DO $$ BEGIN COMMIT; END $$;\n";
+        assert_eq!(check_contents(alone), Ok(()));
+        assert!(is_no_transaction(alone));
+        assert!(is_no_transaction("-- no-transaction  \r\nVACUUM"));
+        // Transaction control and session changes stay refused there.
+        for bad in ["COMMIT;", "SET search_path = x;", "SET ROLE x;", "BEGIN;"] {
+            let sql = format!("-- no-transaction\nSELECT 1;\n{bad}");
+            let why = check_contents(&sql).unwrap_err();
+            assert!(why.starts_with("line 3: "), "{why}");
+        }
+        // Semicolons inside bodies, strings and comments are not statement ends.
+        let tricky = "CREATE FUNCTION f() RETURNS text LANGUAGE plpgsql AS $$\n\
+                      BEGIN RETURN 'COMMIT; BEGIN'; END $$;\n\
+                      -- COMMIT;\n/* SET ROLE x; */ SELECT E'\\'; COMMIT';";
+        assert_eq!(check_contents(tricky), Ok(()));
+    }
+
+    #[test]
+    fn no_transaction_files_split_the_plan() {
+        let s = set(&[
+            ("V1__a", "a"),
+            ("V2__b", "-- no-transaction\nb"),
+            ("V4__c", "c"),
+            ("V7__d", "-- no-transaction\nd"),
+        ]);
+        assert!(s.is_no_transaction(2) && s.is_no_transaction(7) && !s.is_no_transaction(4));
+        assert_eq!(s.next_no_transaction(0, 7).map(|m| m.version()), Some(2));
+        assert_eq!(s.next_no_transaction(2, 7).map(|m| m.version()), Some(7));
+        assert_eq!(s.next_no_transaction(2, 6).map(|m| m.version()), None);
+        assert_eq!(s.next_no_transaction(7, 7).map(|m| m.version()), None);
+        assert_eq!(s.next_no_transaction(9, 7).map(|m| m.version()), None);
+        assert_eq!(s.version_before(7), 4);
+        assert_eq!(s.version_before(1), 0);
+        assert_eq!(s.describe(2, "b"), "V2__b (alone, without a transaction)");
+        assert_eq!(s.describe(4, "c"), "V4__c");
     }
 
     #[test]

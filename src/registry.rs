@@ -369,13 +369,29 @@ pub fn record_success(
     digest: Option<&str>,
     applied: &[AppliedMigration],
 ) -> Sql {
+    record_step(slug, version, digest, applied, true)
+}
+
+/// Like `record_success`, for one step of a run that goes in several transactions (a
+/// migration that runs without one splits the run): unless it is the `last` step, the
+/// tenant keeps its state (`migrating`, or `provisioning` during a create) and its last
+/// error, so it is not shown `active` before the run is over.
+pub fn record_step(
+    slug: &str,
+    version: i64,
+    digest: Option<&str>,
+    applied: &[AppliedMigration],
+    last: bool,
+) -> Sql {
     let versions: Vec<i64> = applied.iter().map(|m| m.version).collect();
     let names: Vec<String> = applied.iter().map(|m| m.name.clone()).collect();
     let checksums: Vec<String> = applied.iter().map(|m| m.checksum.to_string()).collect();
     Sql {
         step: Step::Sql("cannot record the migration in the registry"),
-        text: "WITH t AS (UPDATE public.tenants SET state = 'active', version = $2, migrations_digest = $3, \
-                    last_error = NULL, updated_at = now(), \
+        text: "WITH t AS (UPDATE public.tenants SET \
+                    state = CASE WHEN $7 THEN 'active' ELSE state END, \
+                    version = $2, migrations_digest = $3, \
+                    last_error = CASE WHEN $7 THEN NULL ELSE last_error END, updated_at = now(), \
                     migrated_at = CASE WHEN cardinality($4::bigint[]) > 0 THEN now() ELSE migrated_at END \
                     WHERE slug = $1 AND state <> 'dropping') \
          INSERT INTO public.tenant_migrations (slug, version, name, checksum, outcome, started_at, finished_at) \
@@ -388,6 +404,7 @@ pub fn record_success(
             Box::new(versions),
             Box::new(names),
             Box::new(checksums),
+            Box::new(last),
         ],
     }
 }

@@ -14,6 +14,7 @@ use crate::fleet::{self, Interrupt, Job};
 use crate::grants;
 use crate::migration_set::MigrationSet;
 use crate::names::quote_ident;
+use crate::no_transaction;
 use crate::outcome::{Outcome, TenantOutcome};
 use crate::output::listed;
 use crate::progress::Progress;
@@ -193,6 +194,14 @@ async fn create_one(shared: &Shared, job: NewTenant) -> TenantOutcome {
         }
     };
     match provision(&client, shared, &job).await {
+        Ok(Some(version))
+            if shared
+                .set
+                .next_no_transaction(version, shared.set.latest())
+                .is_some() =>
+        {
+            finish_alone(&client, shared, &job, version, started, epoch).await
+        }
         Ok(Some(version)) => {
             let mut o = TenantOutcome::new(&job.slug, &job.schema, Outcome::Applied, 0, version);
             o.migrations = shared
@@ -215,6 +224,52 @@ async fn create_one(shared: &Shared, job: NewTenant) -> TenantOutcome {
                 let _ = registry::record_failed_attempt(&client, &job.slug, &msg, &m, epoch).await;
             }
             TenantOutcome::failed(&job.slug, &job.schema, 0, msg).took(started.elapsed())
+        }
+    }
+}
+
+/// The migrations from the first one that runs alone (`-- no-transaction`) on, after the
+/// creating transaction committed the tenant `provisioning` at `version`: as `migrate`
+/// runs them (see `no_transaction`); the last step marks the tenant `active`. A failure
+/// leaves it registered, `failed` at the version reached, with its error, for `migrate`.
+async fn finish_alone(
+    client: &deadpool_postgres::Object,
+    shared: &Shared,
+    job: &NewTenant,
+    version: i64,
+    started: Instant,
+    epoch: f64,
+) -> TenantOutcome {
+    let run = no_transaction::TenantRun {
+        slug: &job.slug,
+        schema: &job.schema,
+        set: &shared.set,
+        target: shared.set.latest(),
+        lock_timeout: None,
+    };
+    match no_transaction::run(client, &run, no_transaction::Start::Registry(version)).await {
+        Ok(reached) => {
+            let mut o =
+                TenantOutcome::new(&job.slug, &job.schema, Outcome::Applied, 0, reached.version);
+            o.migrations = shared
+                .set
+                .migrations
+                .iter()
+                .map(|m| m.to_string())
+                .collect();
+            o.took(started.elapsed())
+        }
+        Err(stopped) => {
+            let msg = format!(
+                "{stopped}; the tenant was created and left `failed` at version {}: run \
+                 `tenantctl migrate {}` once the cause is fixed",
+                stopped.reached.version, job.slug
+            );
+            let failed = stopped.error.failed_migration();
+            let _ = registry::record_failure(client, &job.slug, &msg, failed, epoch).await;
+            let mut o = TenantOutcome::failed(&job.slug, &job.schema, 0, msg);
+            o.to_version = stopped.reached.version;
+            o.took(started.elapsed())
         }
     }
 }
@@ -253,25 +308,22 @@ async fn provision(
             grants::before_migrations(&job.schema, data_role)
         ),
     );
+    // Everything, unless a migration must run alone: then what comes before it (and the
+    // tenant stays `provisioning` until `finish_alone` is done).
     let latest = shared.set.latest();
-    let applied = apply_pending(
-        &mut tx,
-        &job.schema,
-        &shared.set,
-        latest,
-        None,
-        History::New,
-    )
-    .await?;
+    let stop = no_transaction::first_stop(&shared.set, latest);
+    let applied =
+        apply_pending(&mut tx, &job.schema, &shared.set, stop, None, History::New).await?;
     let after = grants::after_migrations(&job.schema, data_role);
     if !after.is_empty() {
         tx.queue(Step::Sql("cannot apply the grants"), after);
     }
-    tx.queue_sql(registry::record_success(
+    tx.queue_sql(registry::record_step(
         &job.slug,
         applied.version,
         shared.set.digest_at(applied.version),
         &applied.migrations,
+        stop == latest,
     ))
     .await?;
     match apply::commit(&mut tx, &applied).await {

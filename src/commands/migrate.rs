@@ -18,6 +18,7 @@ use crate::exit::{bad_input, FAILED, OK};
 use crate::fleet::{self, Interrupt, Job};
 use crate::locks;
 use crate::migration_set::{MigrationSet, Plan};
+use crate::no_transaction;
 use crate::outage::{self, Outage};
 use crate::outcome::{Outcome, TenantOutcome};
 use crate::progress::Progress;
@@ -377,6 +378,16 @@ async fn migrate_job(shared: Arc<Shared>, job: Visit) -> TenantOutcome {
                 return TenantOutcome::failed(&t.slug, &t.schema, t.version, msg);
             }
         };
+        if let Some(start) = no_transaction::needed(&t, &shared.set, shared.target) {
+            let run = no_transaction::TenantRun {
+                slug: &t.slug,
+                schema: &t.schema,
+                set: &shared.set,
+                target: shared.target,
+                lock_timeout: shared.lock_timeout,
+            };
+            return no_transaction::migrate_tenant(&client, &run, &t, start, started, epoch).await;
+        }
         match migrate_tenant(&client, &shared, &t).await {
             Ok((version, applied)) => {
                 let kind = if applied.is_empty() {
@@ -514,7 +525,9 @@ async fn dry_run(shared: &Shared, visits: Vec<Visit>) -> Result<Vec<TenantOutcom
                 }
                 Plan::Apply(p) => {
                     let names: Vec<String> = p.iter().map(|(v, n)| format!("V{v}__{n}")).collect();
-                    let why = format!("dry run: would apply {}", names.join(", "));
+                    let shown: Vec<String> =
+                        p.iter().map(|(v, n)| shared.set.describe(*v, n)).collect();
+                    let why = format!("dry run: would apply {}", shown.join(", "));
                     let mut o = TenantOutcome::skipped(&t.slug, &t.schema, t.version, why);
                     o.to_version = p.last().map_or(t.version, |(v, _)| *v);
                     o.migrations = names;
