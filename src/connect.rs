@@ -229,11 +229,31 @@ pub fn resolve(settings: &Settings, env: &BTreeMap<&str, String>, os_user: &str)
         SslMode::Prefer => PgSslMode::Prefer,
         _ => PgSslMode::Require,
     });
+    pin_search_path(&mut cfg);
     Ok(Target {
         config: cfg,
         ssl_mode,
         ssl_root_cert: root.map(PathBuf::from),
     })
+}
+
+/// The search_path every tenantctl session starts with. Sent as a startup option, so it is
+/// also what `RESET ALL` returns to. `public` is not on it: where roles other than the owner
+/// may create there (PostgreSQL 14 and older, or databases upgraded from them), a function
+/// planted in `public` that matches a call better than the built-in one (`cardinality(bigint[])`
+/// against `cardinality(anyarray)`) would otherwise run with tenantctl's rights. `pg_temp`
+/// comes last so no temporary table can stand in for a catalog or registry table.
+const SESSION_SEARCH_PATH: &str = "pg_catalog, pg_temp";
+
+/// Appends `-c search_path=...` to the connection's options (after any the user gave, so it
+/// wins). Tenant transactions still point their own search_path at the tenant's schema.
+fn pin_search_path(cfg: &mut Config) {
+    let pin = format!("-c search_path={}", SESSION_SEARCH_PATH.replace(' ', ""));
+    let options = match cfg.get_options() {
+        Some(given) if !given.trim().is_empty() => format!("{given} {pin}"),
+        _ => pin,
+    };
+    cfg.options(&options);
 }
 
 fn default_socket_dir() -> String {
@@ -518,6 +538,24 @@ mod tests {
         let s = settings(Some("postgres://u@h/db?sslrootcert=%2Furl-ca.pem"), false);
         let t = resolve(&s, &env(&[("PGSSLROOTCERT", "/env-ca.pem")]), "os").unwrap();
         assert_eq!(t.ssl_root_cert, Some(PathBuf::from("/url-ca.pem")));
+    }
+
+    #[test]
+    fn every_session_starts_with_a_search_path_without_public() {
+        let s = settings(
+            Some("postgres://u@h/db?options=-c%20work_mem%3D64MB"),
+            false,
+        );
+        let t = resolve(&s, &env(&[]), "os").unwrap();
+        assert_eq!(
+            t.config.get_options(),
+            Some("-c work_mem=64MB -c search_path=pg_catalog,pg_temp")
+        );
+        let t = resolve(&settings(None, false), &env(&[]), "os").unwrap();
+        assert_eq!(
+            t.config.get_options(),
+            Some("-c search_path=pg_catalog,pg_temp")
+        );
     }
 
     #[test]
