@@ -17,8 +17,8 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-const SLOW_V7: (&str, &str) = (
-    "V7__slow.sql",
+const SLOW_V8: (&str, &str) = (
+    "V8__slow.sql",
     "SELECT pg_sleep(0.1);\nALTER TABLE wellness_logs ADD COLUMN resting_heart_rate smallint;",
 );
 
@@ -66,16 +66,16 @@ fn server_restart_mid_run_exits_1_and_a_rerun_completes() {
     let _g = serial();
     let db = TestDb::new("restart");
     create_tenants(&db, 40);
-    let dir = db.migrations_with("slow", &[SLOW_V7]);
+    let dir = db.migrations_with("slow", &[SLOW_V8]);
     let child = spawn_migrate(&db, &dir, "2");
     std::thread::sleep(Duration::from_millis(700));
     restart_server();
     let out = Run::from(child.wait_with_output().unwrap());
     out.expect(1).mentions("failed");
-    let done = at_seven(&db).0;
+    let done = at_eight(&db).0;
     assert!(done < 40, "the restart should land mid-run");
     db.run_with(&dir, &["migrate"]).expect(0);
-    assert_eq!(at_seven(&db).0, 40);
+    assert_eq!(at_eight(&db).0, 40);
     assert_eq!(
         db.scalar("SELECT count(*) FROM public.tenants WHERE state <> 'active'"),
         "0"
@@ -96,7 +96,7 @@ fn a_long_transaction_fails_only_its_tenant_with_lock_timeout() {
         .write_all(b"BEGIN; LOCK TABLE tenant_t001.wellness_logs IN ACCESS SHARE MODE; SELECT pg_sleep(60);\n")
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    let dir = db.migrations_with("v7", &[SLOW_V7]);
+    let dir = db.migrations_with("v8", &[SLOW_V8]);
     let started = Instant::now();
     let r = db.run_with(&dir, &["migrate", "--lock-timeout", "500ms"]);
     r.expect(1)
@@ -110,7 +110,7 @@ fn a_long_transaction_fails_only_its_tenant_with_lock_timeout() {
     holder.kill().unwrap();
     holder.wait().unwrap();
     db.run_with(&dir, &["migrate"]).expect(0);
-    assert_eq!(at_seven(&db).0, 4);
+    assert_eq!(at_eight(&db).0, 4);
 }
 
 #[test]
@@ -118,7 +118,7 @@ fn ctrl_c_finishes_tenants_in_flight_and_exits_130() {
     let _g = serial();
     let db = TestDb::new("sigint");
     create_tenants(&db, 30);
-    let dir = db.migrations_with("slow", &[SLOW_V7]);
+    let dir = db.migrations_with("slow", &[SLOW_V8]);
     let child = spawn_migrate(&db, &dir, "2");
     std::thread::sleep(Duration::from_millis(800));
     Command::new("kill")
@@ -129,7 +129,7 @@ fn ctrl_c_finishes_tenants_in_flight_and_exits_130() {
     out.expect(130)
         .mentions("interrupted")
         .mentions("migrate: 30 tenants");
-    let done = at_seven(&db).0;
+    let done = at_eight(&db).0;
     assert!(done > 0 && done < 30, "{done} tenants done");
     // In-flight tenants committed; nothing was left marked migrating.
     assert_eq!(
@@ -137,7 +137,7 @@ fn ctrl_c_finishes_tenants_in_flight_and_exits_130() {
         "0"
     );
     assert_eq!(
-        db.scalar("SELECT count(*) FROM public.tenants WHERE version = 7"),
+        db.scalar("SELECT count(*) FROM public.tenants WHERE version = 8"),
         done.to_string()
     );
     db.run_with(&dir, &["migrate"]).expect(0);
@@ -148,7 +148,7 @@ fn concurrency_beyond_the_servers_connections_is_limited_not_fatal() {
     let _g = serial();
     let db = TestDb::new("conns");
     create_tenants(&db, 3);
-    let dir = db.migrations_with("v7", &[SLOW_V7]);
+    let dir = db.migrations_with("v8", &[SLOW_V8]);
     db.run_with(&dir, &["migrate", "--concurrency", "500"])
         .expect(0)
         .mentions("tenants at a time instead of 500");

@@ -248,7 +248,7 @@ async fn provision(
         History::New,
     )
     .await?;
-    let after = grants::after_migrations(&job.schema, data_role);
+    let after = grants::after_create(&job.schema, data_role);
     if !after.is_empty() {
         tx.queue(Step::Sql("cannot apply the grants"), after);
     }
