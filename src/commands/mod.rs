@@ -3,6 +3,7 @@
 pub(crate) mod backup;
 mod create;
 mod drop;
+mod grant;
 mod init;
 mod list;
 mod migrate;
@@ -29,6 +30,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Backup(a) => backup::run(&Session::new(g, None)?, a).await,
         Command::Restore(a) => restore::run(&Session::new(g, None)?, a).await,
         Command::Verify(a) => verify::run(&Session::new(g, None)?, a).await,
+        Command::Grant(a) => grant::run(&Session::new(g, None)?, a).await,
         Command::Completions { shell } => {
             clap_complete::generate(
                 *shell,
