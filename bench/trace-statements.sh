@@ -50,9 +50,9 @@ logging() { # on|off
 admin -c "ALTER SYSTEM SET autovacuum = off" -c "SELECT pg_reload_conf()" >/dev/null
 : >"$work/tenants.toml"
 export TENANTCTL_CONFIG="$work/tenants.toml"
-mkdir -p "$work/m6" "$work/m7"
-cp migrations/V*.sql "$work/m6/"
-cp migrations/V*.sql bench/migrations-extra/V*.sql "$work/m7/"
+mkdir -p "$work/m-create" "$work/m-migrate"
+cp migrations/V*.sql "$work/m-create/"
+cp migrations/V*.sql bench/migrations-extra/V*.sql "$work/m-migrate/"
 
 # Pass "count": the log written between mark and slice goes to $work/NAME.log.
 # Pass "cpu": the server sessions' CPU between mark and slice goes to $work/NAME.server.
@@ -80,7 +80,7 @@ floor_files() { # KIND N
   python3 - "$1" "$2" "$conc" "$work" <<'EOF'
 import glob, os, re, sys
 kind, n, conc, work = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-d = os.path.join(work, "m6") if kind == "create" else "bench/migrations-extra"
+d = os.path.join(work, "m-create") if kind == "create" else "bench/migrations-extra"
 fs = sorted(glob.glob(os.path.join(d, "V*.sql")),
             key=lambda f: int(re.match(r"V(\d+)", os.path.basename(f)).group(1)))
 body = "".join(open(f).read().rstrip("\n") + "\n" for f in fs)
@@ -113,11 +113,11 @@ for n in "$low" "$high"; do
   floor_files create "$n"
   floor_files migrate "$n"
   m=$(mark)
-  DATABASE_URL=$tu timed "tool-create-$n" "$bin" --migrations "$work/m6" --format json \
+  DATABASE_URL=$tu timed "tool-create-$n" "$bin" --migrations "$work/m-create" --format json \
     create --concurrency "$conc" "${slugs[@]}" </dev/null >/dev/null
   slice "$m" "tool-create-$n"
   m=$(mark)
-  DATABASE_URL=$tu timed "tool-migrate-$n" "$bin" --migrations "$work/m7" --format json \
+  DATABASE_URL=$tu timed "tool-migrate-$n" "$bin" --migrations "$work/m-migrate" --format json \
     migrate --concurrency "$conc" </dev/null >/dev/null
   slice "$m" "tool-migrate-$n"
   m=$(mark); floor_run create "$fu" "$n"; slice "$m" "floor-create-$n"

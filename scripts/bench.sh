@@ -15,11 +15,11 @@
 # For each N and round, each side (tenantctl, then the floor; the floor first in even
 # rounds) runs these steps in a fresh database of its own, dropped before the other side
 # starts, so that both start from the same server state:
-#   create           tenantctl create --concurrency C t00001 ... (migrations/ = V1..V6)
+#   create           tenantctl create --concurrency C t00001 ... (migrations/ = V1..V7)
 #                    floor: C psql sessions, one transaction per tenant:
-#                    BEGIN; CREATE SCHEMA; SET LOCAL search_path; V1..V6; COMMIT;
-#   migrate          tenantctl migrate with migrations/ + bench/migrations-extra/ (V7)
-#                    floor: the same, BEGIN; SET LOCAL search_path; V7; COMMIT; per tenant
+#                    BEGIN; CREATE SCHEMA; SET LOCAL search_path; V1..V7; COMMIT;
+#   migrate          tenantctl migrate with migrations/ + bench/migrations-extra/ (V8)
+#                    floor: the same, BEGIN; SET LOCAL search_path; V8; COMMIT; per tenant
 #   migrate (no-op)  tenantctl migrate again (nothing to do; no floor)
 #   status           tenantctl status --format json; floor: one SELECT of the schema names
 # The floor is "the same DDL with nothing else in the way": no registry, no history, no
@@ -98,7 +98,7 @@ export TENANTCTL_CONFIG="$work/tenants.toml"
 unset TENANTCTL_MIGRATIONS
 prefix=tenant_ # tenantctl's default schema_prefix; the floor uses the same schema names
 
-# The migration sets: V1..V6 for create, plus bench/migrations-extra for migrate.
+# The migration sets: V1..V7 for create, plus bench/migrations-extra for migrate.
 ls migrations/V*.sql >/dev/null 2>&1 || die "no migrations in migrations/"
 ls bench/migrations-extra/V*.sql >/dev/null 2>&1 || die "no migrations in bench/migrations-extra/"
 mkdir -p "$work/m-create" "$work/m-migrate"
@@ -200,7 +200,7 @@ tool_create() {
   run_tool "$tool_url" create --format json --migrations "$work/m-create" \
     create --concurrency "$conc" "${slugs[@]}"
   check_concurrency "$n" create
-  check_eq "tenantctl create: active tenants at version 6" "$(count "$tool_url" "$at_version 6")" "$n"
+  check_eq "tenantctl create: active tenants at version 7" "$(count "$tool_url" "$at_version 7")" "$n"
   check_eq "tenantctl create: tenant schemas" "$(count "$tool_url" "$schemas")" "$n"
   keep "create,$n" tool "$tool_s" "$tool_rss_kib"
 }
@@ -215,14 +215,14 @@ tool_migrate() {
   run_tool "$tool_url" migrate --format json --migrations "$work/m-migrate" \
     migrate --concurrency "$conc"
   check_concurrency "$n" migrate
-  check_eq "tenantctl migrate: active tenants at version 7" "$(count "$tool_url" "$at_version 7")" "$n"
-  check_eq "tenantctl migrate: tenants with the V7 column" "$(count "$tool_url" "$v7_column")" "$n"
+  check_eq "tenantctl migrate: active tenants at version 8" "$(count "$tool_url" "$at_version 8")" "$n"
+  check_eq "tenantctl migrate: tenants with the V8 column" "$(count "$tool_url" "$v8_column")" "$n"
   keep "migrate,$n" tool "$tool_s" "$tool_rss_kib"
 }
 floor_migrate() {
   echo "bench: $r migrate: floor" >&2
   run_floor "$floor_url" "${floor_migrate[@]}"
-  check_eq "floor migrate: tenants with the V7 column" "$(count "$floor_url" "$v7_column")" "$n"
+  check_eq "floor migrate: tenants with the V8 column" "$(count "$floor_url" "$v8_column")" "$n"
   keep "migrate,$n" floor "$floor_s"
 }
 
@@ -230,16 +230,16 @@ tool_after() {
   echo "bench: $r migrate (no-op): tenantctl" >&2
   run_tool "$tool_url" "migrate (no-op)" --format json --migrations "$work/m-migrate" \
     migrate --concurrency "$conc"
-  check_eq "tenantctl migrate (no-op): active tenants at version 7" \
-    "$(count "$tool_url" "$at_version 7")" "$n"
+  check_eq "tenantctl migrate (no-op): active tenants at version 8" \
+    "$(count "$tool_url" "$at_version 8")" "$n"
   keep "migrate (no-op),$n" tool "$tool_s" "$tool_rss_kib"
 
   echo "bench: $r status: tenantctl" >&2
   run_tool "$tool_url" status --format json --migrations "$work/m-migrate" status
-  python3 - "$work/tool.out" "$n" <<'EOF' || fail "tenantctl status did not list $n tenants active at version 7"
+  python3 - "$work/tool.out" "$n" <<'EOF' || fail "tenantctl status did not list $n tenants active at version 8"
 import json, sys
 doc = json.load(open(sys.argv[1]))
-ok = [t for t in doc["tenants"] if t["version"] == 7 and t["state"] == "active"]
+ok = [t for t in doc["tenants"] if t["version"] == 8 and t["state"] == "active"]
 sys.exit(0 if len(ok) == int(sys.argv[2]) else 1)
 EOF
   keep "status,$n" tool "$tool_s" "$tool_rss_kib"
@@ -268,7 +268,7 @@ for n in $bench_n; do
   mapfile -t slugs < <(seq -f "t%0${width}.0f" 1 "$n")
   at_version="select count(*) from public.tenants where state = 'active' and version ="
   schemas="select count(*) from pg_namespace where nspname like '${prefix}%'"
-  v7_column="select count(*) from pg_attribute a join pg_class c on c.oid = a.attrelid \
+  v8_column="select count(*) from pg_attribute a join pg_class c on c.oid = a.attrelid \
     join pg_namespace s on s.oid = c.relnamespace \
     where s.nspname like '${prefix}%' and c.relname = 'wellness_logs' \
       and a.attname = 'resting_heart_rate' and not a.attisdropped"

@@ -14,7 +14,7 @@ use refinery::{Runner, Target};
 use crate::connect::{describe_pg_error, PgContext};
 use crate::locks;
 use crate::migration_set::{AppliedMigration, MigrationSet};
-use crate::names::quote_ident;
+use crate::names::{quote_ident, tenant_search_path};
 use crate::pipeline::Params;
 use crate::refinery_tx::{Known, Queued};
 use crate::txn::{Step, StepError, Tx, RESET_SESSION};
@@ -174,16 +174,18 @@ pub fn history_table(schema: &str) -> String {
 }
 
 /// Waits for the tenant's lock (`$1`, `$2`) and points search_path at its schema (`$3`,
-/// quoted) and nothing else, for this transaction only; says whether the schema exists.
-const ENTER_TENANT: &str = "SELECT pg_advisory_xact_lock($1, hashtext($2))::text, \
-        set_config('search_path', $3, true), \
-        EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $2)";
+/// `names::tenant_search_path`: the schema, then pg_temp), for this transaction only; says
+/// whether the schema exists.
+const ENTER_TENANT: &str =
+    "SELECT pg_catalog.pg_advisory_xact_lock($1, pg_catalog.hashtext($2))::text, \
+        pg_catalog.set_config('search_path', $3, true), \
+        EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $2)";
 
 fn enter_params(schema: &str) -> Params {
     vec![
         Box::new(LOCK_CLASS),
         Box::new(schema.to_string()),
-        Box::new(quote_ident(schema)),
+        Box::new(tenant_search_path(schema)),
     ]
 }
 
@@ -201,7 +203,7 @@ async fn enter_tenant(
     tx.execute(mark, &refs).await?;
     let stmt = tx.prepare_cached(ENTER_TENANT).await?;
     let row = tx
-        .query_one(&stmt, &[&LOCK_CLASS, &schema, &quote_ident(schema)])
+        .query_one(&stmt, &[&LOCK_CLASS, &schema, &tenant_search_path(schema)])
         .await?;
     Ok(row.get(2))
 }
@@ -440,7 +442,7 @@ pub(crate) async fn read_history(
 ) -> Result<Option<Vec<AppliedMigration>>, tokio_postgres::Error> {
     let table = history_table(schema);
     let exists: bool = tx
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+        .query_one("SELECT pg_catalog.to_regclass($1) IS NOT NULL", &[&table])
         .await?
         .get(0);
     if !exists {

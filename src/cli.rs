@@ -102,9 +102,11 @@ pub enum Command {
     /// No other tenant is touched; grants are re-applied; migrate brings it current.
     Restore(RestoreArgs),
 
-    /// Audit isolation and drift: missing or foreign-owned schemas, privileges beyond the
-    /// configured ones, unregistered tenant schemas, registry versions that disagree with
-    /// the schemas' history, changed migration files. Exit 1 on any finding.
+    /// Audit isolation and drift: missing or foreign-owned schemas and objects, privileges
+    /// beyond the configured ones (tables, columns, default privileges, role memberships, the
+    /// registry, CREATE on public), missing grants, SECURITY DEFINER functions, views reading
+    /// other schemas, unregistered tenant schemas, registry versions that disagree with the
+    /// schemas' history, changed migration files. Exit 1 on any finding.
     Verify(VerifyArgs),
 
     /// Where an application reaches a tenant: its state, server, database, schema and role,
@@ -116,6 +118,11 @@ pub enum Command {
     /// (provisioning, failed, dropping, or any later state), with its route and state still
     /// printed; 2 when no such tenant is registered.
     Route(RouteArgs),
+    /// Re-apply the configured grants ([tenants] app_role, per-tenant roles) to tenants (all
+    /// when none is named): schema USAGE, default privileges, and the data privileges on every
+    /// table and sequence the data role holds nothing on. For tenants created before app_role
+    /// was set. Adds only; one transaction per tenant, under its lock.
+    Grant(GrantArgs),
 
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
@@ -244,6 +251,13 @@ pub struct RestoreArgs {
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// Tenants to audit (default: all, plus schemas with the tenant prefix and no registry row).
+    #[arg(value_name = "SLUG", value_parser = slug)]
+    pub slugs: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GrantArgs {
+    /// Tenants to grant on (default: every registered tenant).
     #[arg(value_name = "SLUG", value_parser = slug)]
     pub slugs: Vec<String>,
 }

@@ -273,6 +273,25 @@ pub fn resolve(settings: &Settings, env: &BTreeMap<&str, String>, local: &Local)
     })
 }
 
+/// The search_path every tenantctl session starts with. Sent as a startup option, so it is
+/// also what `RESET ALL` returns to. `public` is not on it: where roles other than the owner
+/// may create there (PostgreSQL 14 and older, or databases upgraded from them), a function
+/// planted in `public` that matches a call better than the built-in one (`cardinality(bigint[])`
+/// against `cardinality(anyarray)`) would otherwise run with tenantctl's rights. `pg_temp`
+/// comes last so no temporary table can stand in for a catalog or registry table.
+const SESSION_SEARCH_PATH: &str = "pg_catalog, pg_temp";
+
+/// Appends `-c search_path=...` to the connection's options (after any the user gave, so it
+/// wins). Tenant transactions still point their own search_path at the tenant's schema.
+fn pin_search_path(cfg: &mut Config) {
+    let pin = format!("-c search_path={}", SESSION_SEARCH_PATH.replace(' ', ""));
+    let options = match cfg.get_options() {
+        Some(given) if !given.trim().is_empty() => format!("{given} {pin}"),
+        _ => pin,
+    };
+    cfg.options(&options);
+}
+
 /// Where a keyword's value comes from: the connection string, then its `PG*` variable
 /// (the other way round for tenants.toml's url). Empty values count as unset.
 struct Sources<'a> {
@@ -334,6 +353,7 @@ fn base_config(src: &Sources, settings: &Settings, local: &Local) -> Result<Conf
     );
     // --connect-timeout, not the string's connect_timeout: it is also the retry budget.
     base.connect_timeout(Duration::from_secs(settings.connect_timeout_secs.max(1)));
+    pin_search_path(&mut base);
     Ok(base)
 }
 
@@ -1135,10 +1155,27 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(t.config.get_options(), Some("-c statement_timeout=5s"));
+        assert_eq!(
+            t.config.get_options(),
+            Some("-c statement_timeout=5s -c search_path=pg_catalog,pg_temp")
+        );
         assert_eq!(
             t.config.get_target_session_attrs(),
             tokio_postgres::config::TargetSessionAttrs::ReadWrite
+        );
+    }
+
+    #[test]
+    fn every_session_starts_with_a_search_path_without_public() {
+        let t = resolve_with(Some("postgres://u@h/db?options=-c%20work_mem%3D64MB"), &[]).unwrap();
+        assert_eq!(
+            t.config.get_options(),
+            Some("-c work_mem=64MB -c search_path=pg_catalog,pg_temp")
+        );
+        let t = resolve_with(None, &[]).unwrap();
+        assert_eq!(
+            t.config.get_options(),
+            Some("-c search_path=pg_catalog,pg_temp")
         );
     }
 

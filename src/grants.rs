@@ -22,8 +22,14 @@ pub fn before_migrations(schema: &str, app_role: Option<&str>) -> String {
     sql
 }
 
-/// Statements run after the migrations: cover anything default privileges missed, and take
-/// the migration history away from the application (it must not mark migrations applied).
+/// The data privileges on tables, as granted by default privileges and `fill_in`.
+pub const TABLE_PRIVILEGES: &[&str] = &["SELECT", "INSERT", "UPDATE", "DELETE"];
+/// The data privileges on sequences.
+pub const SEQUENCE_PRIVILEGES: &[&str] = &["USAGE", "SELECT"];
+
+/// Statements run after a restore, whose tables carry no privileges at all: every table and
+/// sequence gets the data privileges, and the migration history is taken away from the
+/// application (it must not mark migrations applied).
 pub fn after_migrations(schema: &str, app_role: Option<&str>) -> String {
     let Some(role) = app_role else {
         return String::new();
@@ -38,17 +44,69 @@ pub fn after_migrations(schema: &str, app_role: Option<&str>) -> String {
     )
 }
 
+/// Statements run after a new tenant's migrations. The default privileges set before them
+/// already covered every table and sequence they created, and what a migration narrowed on
+/// purpose (the example V7 leaves the data role INSERT only on audit_log) must stay so; only
+/// the migration history, which they covered too, is taken away from the data role.
+pub fn after_create(schema: &str, data_role: Option<&str>) -> String {
+    match data_role {
+        Some(role) => revoke_history(schema, role),
+        None => String::new(),
+    }
+}
+
+/// Takes the migration history away from the data role.
+pub fn revoke_history(schema: &str, role: &str) -> String {
+    format!(
+        "REVOKE ALL ON {} FROM {};\n",
+        history_table(schema),
+        quote_ident(role)
+    )
+}
+
+/// Grants the data privileges on the named tables and sequences of `schema` (those the data
+/// role holds nothing on: `audit::ungranted`), leaving alone whatever it already holds.
+pub fn fill_in(schema: &str, role: &str, tables: &[String], sequences: &[String]) -> String {
+    let (s, r) = (quote_ident(schema), quote_ident(role));
+    let mut sql = String::new();
+    for t in tables {
+        sql.push_str(&format!(
+            "GRANT {} ON TABLE {s}.{} TO {r};\n",
+            TABLE_PRIVILEGES.join(", "),
+            quote_ident(t)
+        ));
+    }
+    for q in sequences {
+        sql.push_str(&format!(
+            "GRANT {} ON SEQUENCE {s}.{} TO {r};\n",
+            SEQUENCE_PRIVILEGES.join(", "),
+            quote_ident(q)
+        ));
+    }
+    sql
+}
+
 /// Creates the tenant's NOLOGIN role and makes the application role a member that can
-/// `SET ROLE` to it without inheriting its privileges. PostgreSQL 16 says so per grant;
-/// on 15 inheritance is an attribute of the member, so the application role must be
-/// NOINHERIT (checked before anything is created).
+/// `SET ROLE` to it without inheriting its privileges (see `membership`).
 pub fn create_tenant_role(role: &str, app_role: &str, server_major: i32) -> String {
+    format!(
+        "CREATE ROLE {} NOLOGIN;\n{}",
+        quote_ident(role),
+        membership(role, app_role, server_major)
+    )
+}
+
+/// Makes the application role a member of the tenant's role that can `SET ROLE` to it
+/// without inheriting its privileges. PostgreSQL 16 says so per grant; on 15 inheritance is
+/// an attribute of the member, so the application role must be NOINHERIT (checked before
+/// anything is granted). Granting it again changes nothing.
+pub fn membership(role: &str, app_role: &str, server_major: i32) -> String {
     let r = quote_ident(role);
     let a = quote_ident(app_role);
     if server_major >= 16 {
-        format!("CREATE ROLE {r} NOLOGIN;\nGRANT {r} TO {a} WITH INHERIT FALSE, SET TRUE;\n")
+        format!("GRANT {r} TO {a} WITH INHERIT FALSE, SET TRUE;\n")
     } else {
-        format!("CREATE ROLE {r} NOLOGIN;\nGRANT {r} TO {a};\n")
+        format!("GRANT {r} TO {a};\n")
     }
 }
 
@@ -96,5 +154,23 @@ mod tests {
             "REVOKE ALL ON SCHEMA \"t\" FROM PUBLIC;\n"
         );
         assert_eq!(after_migrations("t", None), "");
+        assert_eq!(after_create("t", None), "");
+    }
+
+    #[test]
+    fn a_new_tenant_keeps_what_its_migrations_narrowed() {
+        // Default privileges covered the tables; nothing is granted again after migrating.
+        let sql = after_create("tenant_a-b", Some("app"));
+        assert_eq!(
+            sql,
+            "REVOKE ALL ON \"tenant_a-b\".refinery_schema_history FROM \"app\";\n"
+        );
+        let sql = fill_in("t", "app", &["we\"ird".into()], &["s_id_seq".into()]);
+        assert!(
+            sql.contains(
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE \"t\".\"we\"\"ird\" TO \"app\""
+            ) && sql.contains("GRANT USAGE, SELECT ON SEQUENCE \"t\".\"s_id_seq\" TO \"app\""),
+            "{sql}"
+        );
     }
 }

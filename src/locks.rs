@@ -31,11 +31,11 @@ pub const TENANT_TX_MARK: i64 = ((LOCK_CLASS as i64) << 32) | 1;
 pub const RUN_MARK: i64 = ((LOCK_CLASS as i64) << 32) | 2;
 
 /// Marks the transaction as tenantctl's (`TENANT_TX_MARK`, never waiting for it).
-const MARK: &str = "SELECT pg_try_advisory_xact_lock_shared($1::bigint)";
+const MARK: &str = "SELECT pg_catalog.pg_try_advisory_xact_lock_shared($1::bigint)";
 /// The same, and sets the transaction's lock_timeout to `$2`: every lock wait after it,
 /// the tenant's own lock included, ends by then.
-const MARK_WITH_DEADLINE: &str = "SELECT pg_try_advisory_xact_lock_shared($1::bigint), \
-        set_config('lock_timeout', $2, true)";
+const MARK_WITH_DEADLINE: &str = "SELECT pg_catalog.pg_try_advisory_xact_lock_shared($1::bigint), \
+        pg_catalog.set_config('lock_timeout', $2, true)";
 
 /// The statement and parameters to send before taking a tenant's lock (see `MARK`).
 pub fn mark(deadline: Option<Duration>) -> (&'static str, Params) {
@@ -112,10 +112,10 @@ pub async fn tenant_lock_holders(
 ) -> Result<Vec<Holder>, tokio_postgres::Error> {
     let sql = format!(
         "SELECT {HOLDER_COLUMNS} FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
-          WHERE l.locktype = 'advisory' AND l.granted AND l.pid <> pg_backend_pid() \
-            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+          WHERE l.locktype = 'advisory' AND l.granted AND l.pid <> pg_catalog.pg_backend_pid() \
+            AND l.database = (SELECT oid FROM pg_database WHERE datname = pg_catalog.current_database()) \
             AND l.objsubid = 2 AND l.classid = $2::bigint::oid \
-            AND l.objid = (hashtext($3)::bigint & 4294967295)::oid \
+            AND l.objid = (pg_catalog.hashtext($3)::bigint & 4294967295)::oid \
           ORDER BY l.pid"
     );
     let rows = client
@@ -132,8 +132,8 @@ pub async fn registry_lock_holders(
     let sql = format!(
         "SELECT DISTINCT ON (l.pid) {HOLDER_COLUMNS} \
            FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
-          WHERE l.granted AND l.pid <> pg_backend_pid() \
-            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+          WHERE l.granted AND l.pid <> pg_catalog.pg_backend_pid() \
+            AND l.database = (SELECT oid FROM pg_database WHERE datname = pg_catalog.current_database()) \
             AND ((l.locktype = 'advisory' AND l.objsubid = 2 \
                   AND l.classid = $2::bigint::oid AND l.objid = 0) \
               OR (l.locktype = 'relation' AND l.relation IN ( \
@@ -210,7 +210,7 @@ pub fn describe_duration(d: Duration) -> String {
 pub async fn mark_run(client: &impl GenericClient) -> Result<(), tokio_postgres::Error> {
     client
         .execute(
-            "SELECT pg_try_advisory_lock_shared($1::bigint)",
+            "SELECT pg_catalog.pg_try_advisory_lock_shared($1::bigint)",
             &[&RUN_MARK],
         )
         .await
@@ -222,8 +222,8 @@ pub async fn other_runs(client: &impl GenericClient) -> Result<Vec<i32>, tokio_p
     let rows = client
         .query(
             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
-                AND pid <> pg_backend_pid() AND objsubid = 1 \
-                AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                AND pid <> pg_catalog.pg_backend_pid() AND objsubid = 1 \
+                AND database = (SELECT oid FROM pg_database WHERE datname = pg_catalog.current_database()) \
                 AND classid = ($1::bigint >> 32)::oid AND objid = ($1::bigint & 4294967295)::oid \
               ORDER BY pid",
             &[&RUN_MARK],

@@ -30,6 +30,58 @@ pub fn quote_ident(name: &str) -> String {
     postgres_protocol::escape::escape_identifier(name)
 }
 
+/// The search_path of a tenant's migration transaction: its schema, then `pg_temp`. Listed
+/// last, `pg_temp` cannot shadow the tenant's tables (unlisted, it is searched first), and a
+/// migration's `SET search_path FROM CURRENT` captures this safe form.
+pub fn tenant_search_path(schema: &str) -> String {
+    format!("{}, pg_temp", quote_ident(schema))
+}
+
+/// The names in a search_path as PostgreSQL stores it (`"tenant_a-b", public`): quoted
+/// names unquoted, unquoted ones folded to lower case as the server does.
+pub fn split_search_path(value: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut chars = value.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut name = String::new();
+        if chars.next_if_eq(&'"').is_some() {
+            while let Some(c) = chars.next() {
+                match c {
+                    '"' if chars.next_if_eq(&'"').is_some() => name.push('"'),
+                    '"' => break,
+                    c => name.push(c),
+                }
+            }
+            while chars.next_if(|c| *c != ',').is_some() {}
+        } else {
+            while let Some(c) = chars.next_if(|c| *c != ',') {
+                name.push(c.to_ascii_lowercase());
+            }
+            name = name.trim_end().to_string();
+        }
+        if !name.is_empty() {
+            names.push(name);
+        }
+        if chars.next().is_none() {
+            return names;
+        }
+    }
+}
+
+/// A function's pinned search_path for its schema's new name: each `from` becomes `to`,
+/// the rest is kept in order, and `pg_temp` is put last (when it is not listed, temporary
+/// tables are searched first and could stand in for the tenant's).
+pub fn repin_search_path(value: &str, from: &str, to: &str) -> String {
+    let mut parts: Vec<String> = split_search_path(value)
+        .into_iter()
+        .filter(|n| n != "pg_temp")
+        .map(|n| quote_ident(if n == from { to } else { &n }))
+        .collect();
+    parts.push("pg_temp".to_string());
+    parts.join(", ")
+}
+
 /// Checks a slug against the contract's rule and returns it unchanged when valid.
 pub fn validate_slug(slug: &str) -> Result<&str, NameError> {
     let mut chars = slug.chars();
@@ -178,6 +230,37 @@ mod tests {
         }
         assert!(schema_name("pg_", "x").is_err());
         assert!(schema_name("tenant_", "public").is_ok());
+    }
+
+    #[test]
+    fn search_paths_are_split_as_postgresql_stores_them() {
+        assert_eq!(
+            split_search_path("\"tenant_a-b\", Public ,pg_temp"),
+            ["tenant_a-b", "public", "pg_temp"]
+        );
+        assert_eq!(
+            split_search_path("\"we\"\"ird, x\", \"$user\""),
+            ["we\"ird, x", "$user"]
+        );
+        assert!(split_search_path("\"\"").is_empty());
+    }
+
+    #[test]
+    fn repinned_search_paths_keep_pg_temp_last() {
+        assert_eq!(
+            repin_search_path("tenant_acme", "tenant_acme", "tenant_acme-copy"),
+            "\"tenant_acme-copy\", pg_temp"
+        );
+        assert_eq!(
+            repin_search_path("pg_temp, tenant_acme, public", "tenant_acme", "t2"),
+            "\"t2\", \"public\", pg_temp"
+        );
+        // A function that names no tenant schema keeps its path.
+        assert_eq!(
+            repin_search_path("pg_catalog, pg_temp", "tenant_acme", "t2"),
+            "\"pg_catalog\", pg_temp"
+        );
+        assert_eq!(tenant_search_path("tenant_a-b"), "\"tenant_a-b\", pg_temp");
     }
 
     #[test]

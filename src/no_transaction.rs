@@ -39,21 +39,22 @@ use crate::apply::{
 };
 use crate::connect::describe_pg_error;
 use crate::migration_set::{AppliedMigration, MigrationSet, Plan};
-use crate::names::quote_ident;
+use crate::names::tenant_search_path;
 use crate::outcome::{Outcome, TenantOutcome};
 use crate::registry::{self, Tenant};
 use crate::sql_split;
 use crate::txn::{Step, Tx, RESET_SESSION};
 
-/// `txn::RESET_SESSION` without `pg_advisory_unlock_all()`: undoes what the file set for
+/// `txn::RESET_SESSION` without `pg_catalog.pg_advisory_unlock_all()`: undoes what the file set for
 /// the session (a `SET` of its own, a temp table) before the history and registry are
 /// written, while the tenant's lock is still held.
 const RESET_KEEPING_LOCK: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
     UNLISTEN *; DISCARD TEMP; DISCARD SEQUENCES";
 
-/// Takes the tenant's lock (`$1`, `hashtext($2)`) for the session when it is free: held
+/// Takes the tenant's lock (`$1`, `pg_catalog.hashtext($2)`) for the session when it is free: held
 /// across the statements of a file that commit one by one. Says whether it was taken.
-const TRY_LOCK_SESSION: &str = "SELECT pg_try_advisory_lock($1, hashtext($2))";
+const TRY_LOCK_SESSION: &str =
+    "SELECT pg_catalog.pg_try_advisory_lock($1, pg_catalog.hashtext($2))";
 
 /// How long to wait between two attempts at a tenant's lock, at first and at most.
 const POLL_FIRST: Duration = Duration::from_millis(20);
@@ -61,8 +62,8 @@ const POLL_MAX: Duration = Duration::from_millis(500);
 
 /// Points the session's search_path at the tenant's schema (`$1`, quoted) and nothing
 /// else, and sets lock_timeout to `$2` (unchanged when NULL).
-const ENTER_SESSION: &str = "SELECT set_config('search_path', $1, false), \
-    set_config('lock_timeout', coalesce($2::text, current_setting('lock_timeout')), false)";
+const ENTER_SESSION: &str = "SELECT pg_catalog.set_config('search_path', $1, false), \
+    pg_catalog.set_config('lock_timeout', coalesce($2::text, pg_catalog.current_setting('lock_timeout')), false)";
 
 /// One tenant's run.
 pub struct TenantRun<'a> {
@@ -381,7 +382,7 @@ async fn alone(
 async fn release(client: &Object) {
     if client.batch_execute(RESET_SESSION).await.is_err() && !client.is_closed() {
         let _ = client
-            .batch_execute("SELECT pg_terminate_backend(pg_backend_pid())")
+            .batch_execute("SELECT pg_catalog.pg_terminate_backend(pg_catalog.pg_backend_pid())")
             .await;
     }
 }
@@ -406,7 +407,7 @@ async fn alone_locked(
     let timeout = run.lock_timeout.map(|d| format!("{}ms", d.as_millis()));
     let enter = client.prepare_cached(ENTER_SESSION).await?;
     client
-        .execute(&enter, &[&quote_ident(run.schema), &timeout])
+        .execute(&enter, &[&tenant_search_path(run.schema), &timeout])
         .await?;
     run_statements(client, m).await?;
     client.batch_execute(RESET_KEEPING_LOCK).await?;
@@ -520,7 +521,7 @@ mod tests {
     #[test]
     fn the_reset_before_the_history_write_keeps_only_the_lock() {
         assert_eq!(
-            RESET_SESSION.replace(" SELECT pg_advisory_unlock_all();", ""),
+            RESET_SESSION.replace(" SELECT pg_catalog.pg_advisory_unlock_all();", ""),
             RESET_KEEPING_LOCK
         );
     }

@@ -3,6 +3,10 @@
 //!
 //! The registry's own layout is versioned by embedded migrations (run by refinery into
 //! `public.tenantctl_registry_history`), so changing it is itself a migration.
+//!
+//! Every function, table and view named here is schema-qualified (`pg_catalog.now()`), on
+//! top of the session's search_path (`pg_catalog, pg_temp`, see `connect`): an object
+//! planted in a schema others can create in must never be what tenantctl calls.
 
 use std::time::{Duration, Instant};
 
@@ -14,11 +18,30 @@ use tokio_postgres::Row;
 
 use crate::apply::LOCK_CLASS;
 use crate::migration_set::AppliedMigration;
-use crate::names::quote_ident;
+use crate::names::{quote_ident, tenant_search_path};
 use crate::refinery_tx::Queued;
 use crate::txn::{Sql, Step, StepError, Tx};
 
 const HISTORY: &str = "public.tenantctl_registry_history";
+
+/// The registry's tables, all in `public` (for `verify`'s audit of who may touch them).
+pub const TABLES: &[&str] = &[
+    "tenants",
+    "tenant_migrations",
+    "tenant_drops",
+    "tenantctl_registry_history",
+];
+
+/// The columns of `public.tenants` the application role may read, to route requests: not
+/// `last_error`, whose PostgreSQL details can quote another tenant's rows.
+pub const ROUTING_COLUMNS: &[&str] = &[
+    "slug",
+    "schema_name",
+    "display_name",
+    "state",
+    "role_name",
+    "updated_at",
+];
 
 /// The registry's migrations, oldest first. Append; never edit one that has shipped.
 const REGISTRY_MIGRATIONS: &[(&str, &str)] = &[
@@ -37,6 +60,10 @@ const REGISTRY_MIGRATIONS: &[(&str, &str)] = &[
     (
         "V4__fast_path",
         include_str!("registry_sql/V4__fast_path.sql"),
+    ),
+    (
+        "V5__pinned_search_path",
+        include_str!("registry_sql/V5__pinned_search_path.sql"),
     ),
 ];
 
@@ -68,14 +95,14 @@ pub fn expected_version() -> i64 {
 /// The registry version installed in the database (0 when there is no registry).
 pub async fn installed_version(client: &impl GenericClient) -> Result<i64> {
     let present: bool = client
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&HISTORY])
+        .query_one("SELECT pg_catalog.to_regclass($1) IS NOT NULL", &[&HISTORY])
         .await
         .pg_context("cannot look for the tenant registry")?
         .get(0);
     if !present {
         return Ok(0);
     }
-    let sql = format!("SELECT coalesce(max(version), 0)::bigint FROM {HISTORY}");
+    let sql = format!("SELECT coalesce(pg_catalog.max(version), 0)::bigint FROM {HISTORY}");
     Ok(client
         .query_one(&sql, &[])
         .await
@@ -192,17 +219,18 @@ async fn upgrade_locked(client: &Object, before: i64, deadline: Duration) -> any
 }
 
 /// Lets the application role read the tenant list (to route requests to a schema): the
-/// routing columns only, not `last_error`, whose PostgreSQL details can quote another
-/// tenant's rows. `updated_at` lets a routing cache notice a change (docs/application-routing.md).
-/// Nothing else of the registry.
+/// `ROUTING_COLUMNS` only, not `last_error`, whose PostgreSQL details can quote another
+/// tenant's rows. `updated_at` lets a routing cache notice a change
+/// (docs/application-routing.md). Nothing else of the registry.
 pub async fn grant_read(client: &impl GenericClient, app_role: &str) -> Result<()> {
     let role = quote_ident(app_role);
+    let columns: Vec<String> = ROUTING_COLUMNS.iter().map(|c| quote_ident(c)).collect();
     client
         .batch_execute(&format!(
             "GRANT USAGE ON SCHEMA public TO {role}; \
              REVOKE SELECT ON public.tenants FROM {role}; \
-             GRANT SELECT (slug, schema_name, display_name, state, role_name, updated_at) \
-             ON public.tenants TO {role};"
+             GRANT SELECT ({}) ON public.tenants TO {role};",
+            columns.join(", ")
         ))
         .await
         .with_pg_context(|| {
@@ -228,8 +256,8 @@ pub struct Tenant {
 
 const SELECT_TENANTS: &str = "SELECT t.slug, t.schema_name, t.display_name, t.state, t.version, \
         t.migrations_digest, t.last_error, \
-        to_char(t.migrated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
-        EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = t.schema_name), t.role_name \
+        pg_catalog.to_char(t.migrated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+        EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n WHERE n.nspname = t.schema_name), t.role_name \
     FROM public.tenants t";
 
 fn tenant(r: &Row) -> Tenant {
@@ -275,7 +303,7 @@ pub async fn existing_schemas(
 ) -> Result<Vec<String>> {
     let rows = client
         .query(
-            "SELECT nspname::text FROM pg_namespace WHERE nspname = ANY($1)",
+            "SELECT nspname::text FROM pg_catalog.pg_namespace WHERE nspname = ANY($1)",
             &[&schemas],
         )
         .await
@@ -287,7 +315,7 @@ pub async fn existing_schemas(
 pub async fn role_inherits(client: &impl GenericClient, role: &str) -> Result<bool> {
     Ok(client
         .query_one(
-            "SELECT rolinherit FROM pg_roles WHERE rolname = $1",
+            "SELECT rolinherit FROM pg_catalog.pg_roles WHERE rolname = $1",
             &[&role],
         )
         .await
@@ -298,7 +326,10 @@ pub async fn role_inherits(client: &impl GenericClient, role: &str) -> Result<bo
 /// The server's major version number (15 for 15.x).
 pub async fn server_major(client: &impl GenericClient) -> Result<i32> {
     let v: String = client
-        .query_one("SELECT current_setting('server_version_num')", &[])
+        .query_one(
+            "SELECT pg_catalog.current_setting('server_version_num')",
+            &[],
+        )
         .await
         .pg_context("cannot read the server version")?
         .get(0);
@@ -309,7 +340,7 @@ pub async fn server_major(client: &impl GenericClient) -> Result<i32> {
 pub async fn role_exists(client: &impl GenericClient, role: &str) -> Result<bool> {
     Ok(client
         .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)",
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)",
             &[&role],
         )
         .await
@@ -317,24 +348,26 @@ pub async fn role_exists(client: &impl GenericClient, role: &str) -> Result<bool
         .get(0))
 }
 
-/// The SQLSTATE `public.tenantctl_enter` raises (registry V4).
+/// The SQLSTATE `public.tenantctl_enter` raises (registry V4, V5).
 pub const EXPECT_FAILED: &str = "TC001";
 
 /// Takes the tenant's lock, then fails the transaction (`EXPECT_FAILED`) unless the
 /// tenant's row still says `version` with `digest` and is not being dropped, and its schema
-/// exists; then sets the transaction's search_path to the schema. What it checks cannot
-/// change before the commit, since every writer of it holds the same lock.
+/// exists; beside it, sets the transaction's search_path to the schema (then `pg_temp`).
+/// What it checks cannot change before the commit, since every writer of it holds the same
+/// lock. If the check fails the statement fails, so which of the two runs first is moot.
 pub fn enter_unchanged(slug: &str, schema: &str, version: i64, digest: &str) -> Sql {
     Sql {
         step: Step::Guard,
-        text: "SELECT public.tenantctl_enter($1, $2, $3, $4, $5, $6)",
+        text: "SELECT public.tenantctl_enter($1, $2, $3, $4, $5), \
+                      pg_catalog.set_config('search_path', $6, true)",
         params: vec![
             Box::new(LOCK_CLASS),
             Box::new(slug.to_string()),
             Box::new(schema.to_string()),
             Box::new(version),
             Box::new(digest.to_string()),
-            Box::new(quote_ident(schema)),
+            Box::new(tenant_search_path(schema)),
         ],
     }
 }
@@ -391,12 +424,15 @@ pub fn record_step(
         text: "WITH t AS (UPDATE public.tenants SET \
                     state = CASE WHEN $7 THEN 'active' ELSE state END, \
                     version = $2, migrations_digest = $3, \
-                    last_error = CASE WHEN $7 THEN NULL ELSE last_error END, updated_at = now(), \
-                    migrated_at = CASE WHEN cardinality($4::bigint[]) > 0 THEN now() ELSE migrated_at END \
+                    last_error = CASE WHEN $7 THEN NULL ELSE last_error END, \
+                    updated_at = pg_catalog.now(), \
+                    migrated_at = CASE WHEN pg_catalog.cardinality($4::bigint[]) > 0 \
+                                       THEN pg_catalog.now() ELSE migrated_at END \
                     WHERE slug = $1 AND state <> 'dropping') \
          INSERT INTO public.tenant_migrations (slug, version, name, checksum, outcome, started_at, finished_at) \
-         SELECT $1, v, n, c, 'applied', now(), clock_timestamp() \
-           FROM unnest($4::bigint[], $5::text[], $6::text[]) AS a(v, n, c)",
+         SELECT $1, v, n, c, 'applied', pg_catalog.now(), pg_catalog.clock_timestamp() \
+           FROM ROWS FROM (pg_catalog.unnest($4::bigint[]), pg_catalog.unnest($5::text[]), \
+                           pg_catalog.unnest($6::text[])) AS a(v, n, c)",
         params: vec![
             Box::new(slug.to_string()),
             Box::new(version),
@@ -428,7 +464,7 @@ pub async fn record_failure(
 ) -> Result<()> {
     exec(
         client,
-        "UPDATE public.tenants SET state = 'failed', last_error = $2, updated_at = now() \
+        "UPDATE public.tenants SET state = 'failed', last_error = $2, updated_at = pg_catalog.now() \
           WHERE slug = $1 AND state <> 'dropping'",
         &[&slug, &error],
     )
@@ -444,7 +480,7 @@ pub async fn record_failure(
 pub async fn mark_migrating(client: &impl GenericClient, slugs: &[String]) -> Result<()> {
     client
         .execute(
-            "UPDATE public.tenants SET state = 'migrating', updated_at = now() \
+            "UPDATE public.tenants SET state = 'migrating', updated_at = pg_catalog.now() \
              WHERE slug = ANY($1) AND state <> 'dropping'",
             &[&slugs],
         )
@@ -461,8 +497,8 @@ pub async fn restore_states(
 ) -> Result<()> {
     client
         .execute(
-            "UPDATE public.tenants t SET state = u.state, updated_at = now() \
-               FROM unnest($1::text[], $2::text[]) AS u(slug, state) \
+            "UPDATE public.tenants t SET state = u.state, updated_at = pg_catalog.now() \
+               FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::text[])) AS u(slug, state) \
               WHERE t.slug = u.slug AND t.state = 'migrating'",
             &[&slugs, &states],
         )
@@ -484,7 +520,7 @@ pub async fn record_failed_attempt(
     exec(
         client,
         "INSERT INTO public.tenant_migrations (slug, version, name, checksum, outcome, error, started_at, finished_at) \
-         VALUES ($1, $2, $3, $4, 'failed', $5, to_timestamp($6), clock_timestamp())",
+         VALUES ($1, $2, $3, $4, 'failed', $5, pg_catalog.to_timestamp($6::float8), pg_catalog.clock_timestamp())",
         &[&slug, &migration.version, &migration.name, &checksum, &error, &started_epoch],
     )
     .await
@@ -496,7 +532,7 @@ pub async fn record_failed_attempt(
 pub async fn set_state(client: &impl GenericClient, slug: &str, state: &str) -> Result<()> {
     client
         .execute(
-            "UPDATE public.tenants SET state = $2, updated_at = now() WHERE slug = $1",
+            "UPDATE public.tenants SET state = $2, updated_at = pg_catalog.now() WHERE slug = $1",
             &[&slug, &state],
         )
         .await
@@ -518,7 +554,7 @@ pub async fn record_restore(
         "INSERT INTO public.tenants (slug, schema_name, display_name, state, version, role_name) \
          VALUES ($1, $2, $3, 'active', $4, $5) \
          ON CONFLICT (slug) DO UPDATE SET state = 'active', version = EXCLUDED.version, \
-             migrations_digest = NULL, last_error = NULL, updated_at = now()",
+             migrations_digest = NULL, last_error = NULL, updated_at = pg_catalog.now()",
         &[&slug, &schema, &display, &version, &role],
     )
     .await

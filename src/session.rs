@@ -133,6 +133,12 @@ impl Session {
         Ok(fit)
     }
 
+    /// The role that holds a tenant's data privileges: its own role when it was created with
+    /// per-tenant roles, else the configured application role (none without one).
+    pub fn data_role<'a>(&'a self, t: &'a Tenant) -> Option<&'a str> {
+        t.role.as_deref().or(self.settings.app_role.as_deref())
+    }
+
     /// Fails with exit 2 when a configured application role does not exist.
     pub async fn check_app_role(&self, conn: &Object) -> Result<Option<String>> {
         let Some(role) = self.settings.app_role.clone() else {

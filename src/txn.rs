@@ -48,7 +48,7 @@ pub enum Step {
 /// statements after it run with the connection's own search_path and role. Connections
 /// therefore go back to the pool clean, and the pool does not clean them again.
 pub const RESET_SESSION: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
-    UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES";
+    UNLISTEN *; SELECT pg_catalog.pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES";
 
 /// A failed request: which step, and the server's error (shared, so that errors built
 /// from it keep the typed source: its SQLSTATE, whether the connection closed).
@@ -194,7 +194,7 @@ impl<'c> Tx<'c> {
             // advisory locks; a failure here means the connection is gone.
             let _ = self
                 .client
-                .batch_execute("SELECT pg_advisory_unlock_all()")
+                .batch_execute("SELECT pg_catalog.pg_advisory_unlock_all()")
                 .await;
         }
         result

@@ -62,13 +62,13 @@ fn restore_brings_back_one_tenant_and_leaves_the_others_untouched() {
     let backed_up = data_checksum(&db, "tenant_acme");
     let file = db.dir.join("acme.dump");
     let r = db.run(&["--config", cfg, "backup", "acme", "-o", path_str(&file)]);
-    r.expect(0).mentions("version 6").mentions(&sha256(&file));
+    r.expect(0).mentions("version 7").mentions(&sha256(&file));
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(db.dir.join("acme.dump.json")).unwrap())
             .unwrap();
     assert_eq!(
         (meta["slug"].as_str(), meta["version"].as_i64()),
-        (Some("acme"), Some(6))
+        (Some("acme"), Some(7))
     );
     assert_eq!(meta["sha256"].as_str().unwrap(), sha256(&file));
     db.run(&["--config", cfg, "backup", "acme", "-o", path_str(&file)])
@@ -104,7 +104,7 @@ fn restore_brings_back_one_tenant_and_leaves_the_others_untouched() {
     );
     assert_eq!(
         db.scalar("SELECT state || ':' || version FROM public.tenants WHERE slug = 'acme'"),
-        "active:6"
+        "active:7"
     );
     // Grants are back, and the restored tenant migrates like any other.
     assert_eq!(
@@ -113,8 +113,8 @@ fn restore_brings_back_one_tenant_and_leaves_the_others_untouched() {
     );
     db.run(&["--config", cfg, "verify"]).expect(0);
     let dir = db.migrations_with(
-        "v7",
-        &[("V7__x.sql", "ALTER TABLE employees ADD COLUMN badge text;")],
+        "v8",
+        &[("V8__x.sql", "ALTER TABLE employees ADD COLUMN badge text;")],
     );
     db.run(&[
         "--config",
@@ -133,6 +133,11 @@ fn restore_as_a_new_tenant_keeps_it_in_its_own_schema() {
     let db = TestDb::new("restoreas");
     db.run(&["create", "acme"]).expect(0);
     seed(&db, "tenant_acme", "acme");
+    // A function pinned to the tenant's schema alone (pg_temp then comes first).
+    db.query(
+        "CREATE FUNCTION tenant_acme.pinned() RETURNS int LANGUAGE sql \
+         SET search_path = tenant_acme AS 'SELECT 1'",
+    );
     let file = db.dir.join("acme.dump");
     db.run(&["backup", "acme", "-o", path_str(&file)]).expect(0);
     db.run(&["restore", "acme", path_str(&file), "--as", "acme-copy"])
@@ -143,7 +148,7 @@ fn restore_as_a_new_tenant_keeps_it_in_its_own_schema() {
     );
     assert_eq!(
         db.scalar("SELECT state || ':' || version FROM public.tenants WHERE slug = 'acme-copy'"),
-        "active:6"
+        "active:7"
     );
     // The audit trigger pins its search_path: it must write into the copy, not into acme.
     let audit = |schema: &str| {
@@ -159,6 +164,21 @@ fn restore_as_a_new_tenant_keeps_it_in_its_own_schema() {
     assert_eq!(
         audit("tenant_acme-copy").parse::<i64>().unwrap(),
         copy_before.parse::<i64>().unwrap() + 1
+    );
+    // Re-pinned to the copy with pg_temp last; a path naming no tenant schema is kept.
+    let pinned = |f: &str| {
+        db.scalar(&format!(
+            "SELECT array_to_string(proconfig, ';') FROM pg_proc \
+              WHERE oid = '\"tenant_acme-copy\".{f}()'::regprocedure"
+        ))
+    };
+    assert_eq!(
+        pinned("pinned"),
+        "search_path=\"tenant_acme-copy\", pg_temp"
+    );
+    assert_eq!(
+        pinned("audit_row_change"),
+        "search_path=pg_catalog, pg_temp"
     );
     db.run(&["restore", "acme", path_str(&file), "--as", "acme-copy"])
         .expect(2)
@@ -211,8 +231,8 @@ fn damaged_foreign_or_too_new_dumps_are_refused_and_nothing_changes() {
         .mentions("acme.dump.json");
     assert_eq!(db.snapshot(), before);
 
-    // A backup made at version 7 cannot be restored with a folder that stops at 6.
-    let dir = db.migrations_with("v7", &[("V7__x.sql", "CREATE TABLE x (id int);")]);
+    // A backup made at version 8 cannot be restored with a folder that stops at 7.
+    let dir = db.migrations_with("v8", &[("V8__x.sql", "CREATE TABLE x (id int);")]);
     db.run_with(&dir, &["migrate", "globex"]).expect(0);
     let newer = db.dir.join("globex.dump");
     db.run(&["backup", "globex", "-o", path_str(&newer)])

@@ -22,14 +22,14 @@ fn create_builds_a_complete_tenant() {
         row[0],
         vec![
             Some("active".into()),
-            Some("6".into()),
+            Some("7".into()),
             Some("St Mary's Clinic".into())
         ]
     );
     // refinery's history lives inside the tenant schema, one row per migration.
     assert_eq!(
         db.scalar("SELECT count(*) FROM \"tenant_st-marys\".refinery_schema_history"),
-        "6"
+        "7"
     );
     assert_eq!(
         db.scalar("SELECT to_regclass('\"tenant_st-marys\".employees') IS NOT NULL"),
@@ -47,7 +47,7 @@ fn create_builds_a_complete_tenant() {
             "tenants"
         ]
     );
-    assert_eq!(db.scalar("SELECT count(*) FROM public.tenant_migrations WHERE slug = 'acme' AND outcome = 'applied'"), "6");
+    assert_eq!(db.scalar("SELECT count(*) FROM public.tenant_migrations WHERE slug = 'acme' AND outcome = 'applied'"), "7");
 
     let list = db.run(&["list"]);
     list.expect(0);
@@ -67,10 +67,10 @@ fn init_is_idempotent_and_implicit() {
     );
     db.run(&["init"])
         .expect(0)
-        .mentions("registry is current (version 4)");
+        .mentions("registry is current (version 5)");
     let json = db.run(&["init", "--format", "json"]);
     json.expect(0);
-    assert_eq!(json.json()["registry_version"], 4);
+    assert_eq!(json.json()["registry_version"], 5);
     // Concurrent first use queues on the registry lock instead of failing.
     let db2 = TestDb::new("init2");
     let children: Vec<_> = (0..4)
@@ -194,14 +194,14 @@ fn a_failing_migration_leaves_nothing_behind() {
     let dir = db.migrations_with(
         "broken",
         &[(
-            "V7__broken.sql",
+            "V8__broken.sql",
             "ALTER TABLE no_such_table ADD COLUMN x int;",
         )],
     );
     let r = db.run_with(&dir, &["create", "acme"]);
     r.expect(1)
         .mentions("acme")
-        .mentions("V7__broken")
+        .mentions("V8__broken")
         .mentions("relation \"no_such_table\" does not exist");
     assert!(db.tenant_schemas().is_empty(), "no half-made schema");
     assert_eq!(
@@ -214,7 +214,7 @@ fn a_failing_migration_leaves_nothing_behind() {
         db.scalar(
             "SELECT version || ':' || outcome FROM public.tenant_migrations WHERE slug = 'acme'"
         ),
-        "7:failed"
+        "8:failed"
     );
 }
 
@@ -351,7 +351,7 @@ fn config_file_is_read_and_flags_override_it() {
     db.run(&["create", "globex"]).expect(0);
     assert_eq!(
         db.scalar("SELECT version FROM public.tenants WHERE slug = 'globex'"),
-        "6"
+        "7"
     );
 }
 
@@ -396,7 +396,7 @@ fn grants_give_the_app_role_data_access_and_nothing_more() {
         );
     }
     // A table added by a later migration is covered by the default privileges.
-    let dir = db.migrations_with("next", &[("V7__later.sql", "CREATE TABLE later (id int);")]);
+    let dir = db.migrations_with("next", &[("V8__later.sql", "CREATE TABLE later (id int);")]);
     db.run(&[
         "--config",
         path_str(&cfg),
@@ -436,11 +436,11 @@ fn status_reports_every_tenant_and_check_gates() {
     db.run(&["create", "acme", "globex"]).expect(0);
     db.run(&["status", "--check"])
         .expect(0)
-        .mentions("2 tenants, latest version 6, 0 not active");
+        .mentions("2 tenants, latest version 7, 0 not active");
     let r = db.run(&["status", "--format", "json"]);
     r.expect(0);
     let doc = r.json();
-    assert_eq!(doc["latest_version"], 6);
+    assert_eq!(doc["latest_version"], 7);
     let t = &doc["tenants"][0];
     assert_eq!(
         (
@@ -452,14 +452,14 @@ fn status_reports_every_tenant_and_check_gates() {
     );
     assert_eq!(
         (t["version"].as_i64(), t["pending"].as_i64()),
-        (Some(6), Some(0))
+        (Some(7), Some(0))
     );
     assert!(t["last_error"].is_null() && t["migrated_at"].is_string());
     db.run(&["status", "nobody"])
         .expect(2)
         .mentions("unknown tenant nobody");
     // A newer migration makes every tenant pending: --check fails the gate.
-    let dir = db.migrations_with("next", &[("V7__x.sql", "CREATE TABLE x (id int);")]);
+    let dir = db.migrations_with("next", &[("V8__x.sql", "CREATE TABLE x (id int);")]);
     let r = db.run_with(&dir, &["status", "--check", "--format", "json"]);
     r.expect(1);
     assert_eq!(r.json()["tenants"][1]["pending"], 1);
@@ -636,7 +636,7 @@ fn two_creates_of_one_tenant_at_once_leave_it_healthy() {
     // The loser must not mark the winner's tenant failed.
     assert_eq!(
         db.scalar("SELECT state || ':' || version FROM public.tenants WHERE slug = 'acme'"),
-        "active:6"
+        "active:7"
     );
     assert_eq!(db.tenant_schemas(), vec!["tenant_acme"]);
 }
@@ -658,4 +658,197 @@ fn usage_errors_are_json_documents_with_format_json() {
     db.run(&["--format", "json", "--help"])
         .expect(0)
         .mentions("Usage");
+}
+
+/// `verify --format json`'s findings as `kind:schema:detail` lines.
+fn findings(r: &Run) -> Vec<String> {
+    r.json()["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            format!(
+                "{}:{}:{}",
+                f["kind"].as_str().unwrap(),
+                f["schema"].as_str().unwrap(),
+                f["detail"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+fn assert_has(found: &[String], kind: &str, schema: &str, detail: &str) {
+    assert!(
+        found
+            .iter()
+            .any(|f| f.starts_with(&format!("{kind}:{schema}:")) && f.contains(detail)),
+        "missing {kind} on {schema} ({detail}) in {found:#?}"
+    );
+}
+
+#[test]
+fn verify_finds_breaches_of_privileges_ownership_and_reach() {
+    let db = TestDb::new("verifyreach");
+    let (app, _) = db.role("app");
+    let (other, _) = db.role("other");
+    // Created before app_role was set: the application cannot reach it.
+    db.run(&["create", "legacy"]).expect(0);
+    let cfg = db.config(&format!("[tenants]\napp_role = \"{app}\"\n"));
+    let cfg = path_str(&cfg);
+    db.run(&[
+        "--config", cfg, "create", "acme", "globex", "initech", "clean",
+    ])
+    .expect(0);
+    db.run(&[
+        "--config", cfg, "verify", "acme", "globex", "initech", "clean",
+    ])
+    .expect(0)
+    .mentions("4 tenants checked, 0 findings");
+
+    db.query(&format!(
+        "ALTER DEFAULT PRIVILEGES IN SCHEMA tenant_acme GRANT SELECT ON TABLES TO PUBLIC; \
+         GRANT SELECT (email) ON tenant_acme.employees TO \"{other}\"; \
+         ALTER TABLE tenant_globex.programs OWNER TO \"{app}\"; \
+         CREATE FUNCTION tenant_globex.peek() RETURNS bigint LANGUAGE sql SECURITY DEFINER \
+             AS 'SELECT count(*) FROM tenant_acme.employees'; \
+         CREATE VIEW tenant_initech.leak AS SELECT email FROM tenant_acme.employees; \
+         GRANT UPDATE ON public.tenants TO \"{app}\"; \
+         GRANT SELECT ON public.tenant_migrations TO \"{other}\"; \
+         ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC;"
+    ));
+    let r = db.run(&["--config", cfg, "verify", "--format", "json"]);
+    r.expect(1);
+    let found = findings(&r);
+    assert_has(
+        &found,
+        "unexpected_default_privilege",
+        "tenant_acme",
+        "give PUBLIC SELECT on tables",
+    );
+    assert_has(
+        &found,
+        "unexpected_column_privilege",
+        "tenant_acme",
+        &format!("{other} holds SELECT on column employees.email"),
+    );
+    assert_has(
+        &found,
+        "wrong_object_owner",
+        "tenant_globex",
+        &format!("table programs is owned by '{app}'"),
+    );
+    assert_has(
+        &found,
+        "security_definer",
+        "tenant_globex",
+        "tenant_globex.peek() is SECURITY DEFINER",
+    );
+    assert_has(
+        &found,
+        "cross_schema_view",
+        "tenant_initech",
+        "view leak reads tenant_acme.employees",
+    );
+    assert_has(
+        &found,
+        "registry_privilege",
+        "public",
+        &format!("{app} holds UPDATE on public.tenants"),
+    );
+    assert_has(
+        &found,
+        "registry_privilege",
+        "public",
+        &format!("{other} holds SELECT on public.tenant_migrations"),
+    );
+    // Every table the registry's owner creates, in any schema, tenant schemas included.
+    assert_has(
+        &found,
+        "unexpected_default_privilege",
+        "",
+        &format!(
+            "give PUBLIC SELECT on tables that {} creates in every schema",
+            db.scalar("SELECT current_user")
+        ),
+    );
+    assert_has(
+        &found,
+        "missing_grant",
+        "tenant_legacy",
+        "run tenantctl grant legacy",
+    );
+    assert!(
+        !found.iter().any(|f| f.contains("tenant_clean")),
+        "a clean tenant has no finding: {found:#?}"
+    );
+    assert_eq!(found.len(), 9, "{found:#?}");
+    // The kinds are the first column of the text table too.
+    db.run(&["--config", cfg, "verify", "globex"])
+        .expect(1)
+        .mentions("wrong_object_owner")
+        .mentions("security_definer");
+}
+
+#[test]
+fn verify_finds_tenant_roles_granted_to_other_roles() {
+    let db = TestDb::new("verifyroles");
+    let (app, _) = db.role("app");
+    let (other, _) = db.role("other");
+    query(&admin_url(), &format!("ALTER ROLE \"{app}\" NOINHERIT"));
+    let p = format!("{}_", db.name);
+    let cfg = db.config(&format!(
+        "[tenants]\nschema_prefix = \"{p}\"\napp_role = \"{app}\"\nper_tenant_roles = true\n"
+    ));
+    let cfg = path_str(&cfg);
+    db.run(&["--config", cfg, "create", "acme", "globex", "clean"])
+        .expect(0);
+    db.run(&["--config", cfg, "verify"])
+        .expect(0)
+        .mentions("0 findings");
+    let (acme, globex) = (format!("{p}acme"), format!("{p}globex"));
+    query(
+        &admin_url(),
+        &format!("GRANT \"{acme}\" TO \"{globex}\"; GRANT \"{acme}\" TO \"{other}\";"),
+    );
+    let r = db.run(&["--config", cfg, "verify", "--format", "json"]);
+    r.expect(1);
+    let found = findings(&r);
+    assert_has(
+        &found,
+        "unexpected_membership",
+        &acme,
+        &format!("role '{other}' is a member of tenant role '{acme}'"),
+    );
+    assert_has(
+        &found,
+        "unexpected_membership",
+        &acme,
+        &format!("role '{globex}' is a member of tenant role '{acme}'"),
+    );
+    assert_has(
+        &found,
+        "unexpected_membership",
+        &globex,
+        &format!("tenant role '{globex}' is a member of role '{acme}' (tenant acme's role)"),
+    );
+    assert_eq!(found.len(), 3, "{found:#?}");
+    // The application role losing its membership is a missing grant that `grant` restores.
+    query(
+        &admin_url(),
+        &format!(
+            "REVOKE \"{acme}\" FROM \"{globex}\", \"{other}\"; REVOKE \"{acme}\" FROM \"{app}\";"
+        ),
+    );
+    let r = db.run(&["--config", cfg, "verify", "--format", "json"]);
+    r.expect(1);
+    let found = findings(&r);
+    assert_has(&found, "missing_grant", &acme, "cannot SET ROLE to it");
+    assert_eq!(found.len(), 1, "{found:#?}");
+    db.run(&["--config", cfg, "grant", "acme"]).expect(0);
+    db.run(&["--config", cfg, "verify"])
+        .expect(0)
+        .mentions("0 findings");
+    // Roles are cluster-wide: this test's own go with it.
+    db.run(&["--config", cfg, "drop", "acme", "globex", "clean", "--yes"])
+        .expect(0);
 }

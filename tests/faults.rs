@@ -18,8 +18,8 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-const SLOW_V7: (&str, &str) = (
-    "V7__slow.sql",
+const SLOW_V8: (&str, &str) = (
+    "V9__slow.sql",
     "SELECT pg_sleep(0.1);\nALTER TABLE wellness_logs ADD COLUMN resting_heart_rate smallint;",
 );
 
@@ -78,7 +78,7 @@ impl Drop for StoppedServer {
 fn wait_for_progress(db: &TestDb, n: usize) {
     for _ in 0..400 {
         let done: usize = db
-            .scalar("SELECT count(*) FROM public.tenants WHERE version = 7")
+            .scalar("SELECT count(*) FROM public.tenants WHERE version = 8")
             .parse()
             .unwrap();
         if done >= n {
@@ -89,7 +89,7 @@ fn wait_for_progress(db: &TestDb, n: usize) {
     panic!("the run never got going");
 }
 
-/// migrate in the background with the slow V7, two tenants at a time, JSON on stdout.
+/// migrate in the background with the slow V8, two tenants at a time, JSON on stdout.
 fn spawn_slow_migrate(
     db: &TestDb,
     dir: &std::path::Path,
@@ -116,7 +116,7 @@ fn a_server_restart_mid_run_is_waited_for_and_the_run_completes() {
     let _g = serial();
     let db = TestDb::new("restart");
     create_tenants(&db, 40);
-    let dir = db.migrations_with("slow", &[SLOW_V7]);
+    let dir = db.migrations_with("slow", &[SLOW_V8]);
     let child = spawn_slow_migrate(&db, &dir, "60");
     wait_for_progress(&db, 2);
     restart_server();
@@ -131,9 +131,9 @@ fn a_server_restart_mid_run_is_waited_for_and_the_run_completes() {
         "{}",
         out.all()
     );
-    assert_eq!(at_seven(&db), (40, 40));
+    assert_eq!(at_eight(&db), (40, 40));
     assert_eq!(
-        db.scalar("SELECT count(*) FROM public.tenants WHERE state <> 'active' OR version <> 7"),
+        db.scalar("SELECT count(*) FROM public.tenants WHERE state <> 'active' OR version <> 8"),
         "0"
     );
 }
@@ -143,7 +143,7 @@ fn a_server_that_stays_away_ends_the_run_by_the_connect_timeout() {
     let _g = serial();
     let db = TestDb::new("gone");
     create_tenants(&db, 40);
-    let dir = db.migrations_with("slow", &[SLOW_V7]);
+    let dir = db.migrations_with("slow", &[SLOW_V8]);
     let child = spawn_slow_migrate(&db, &dir, "2");
     wait_for_progress(&db, 2);
     let server = StoppedServer::stop();
@@ -177,9 +177,9 @@ fn a_server_that_stays_away_ends_the_run_by_the_connect_timeout() {
     assert!(skipped > 0 && applied + skipped + cut == 40, "{doc}");
     drop(server);
     // Nothing half-applied; the next run finishes what this one could not.
-    assert_eq!(at_seven(&db).0, applied);
+    assert_eq!(at_eight(&db).0, applied);
     db.run_with(&dir, &["migrate"]).expect(0);
-    assert_eq!(at_seven(&db), (40, 40));
+    assert_eq!(at_eight(&db), (40, 40));
     assert_eq!(
         db.scalar("SELECT count(*) FROM public.tenants WHERE state <> 'active'"),
         "0"
@@ -200,7 +200,7 @@ fn a_long_transaction_fails_only_its_tenant_with_lock_timeout() {
         .write_all(b"BEGIN; LOCK TABLE tenant_t001.wellness_logs IN ACCESS SHARE MODE; SELECT pg_sleep(60);\n")
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    let dir = db.migrations_with("v7", &[SLOW_V7]);
+    let dir = db.migrations_with("v8", &[SLOW_V8]);
     let started = Instant::now();
     let r = db.run_with(&dir, &["migrate", "--lock-timeout", "500ms"]);
     r.expect(1)
@@ -214,7 +214,7 @@ fn a_long_transaction_fails_only_its_tenant_with_lock_timeout() {
     holder.kill().unwrap();
     holder.wait().unwrap();
     db.run_with(&dir, &["migrate"]).expect(0);
-    assert_eq!(at_seven(&db).0, 4);
+    assert_eq!(at_eight(&db).0, 4);
 }
 
 #[test]
@@ -222,7 +222,7 @@ fn ctrl_c_finishes_tenants_in_flight_and_exits_130() {
     let _g = serial();
     let db = TestDb::new("sigint");
     create_tenants(&db, 30);
-    let dir = db.migrations_with("slow", &[SLOW_V7]);
+    let dir = db.migrations_with("slow", &[SLOW_V8]);
     let child = spawn_migrate(&db, &dir, "2");
     std::thread::sleep(Duration::from_millis(800));
     Command::new("kill")
@@ -233,7 +233,7 @@ fn ctrl_c_finishes_tenants_in_flight_and_exits_130() {
     out.expect(130)
         .mentions("interrupted")
         .mentions("migrate: 30 tenants");
-    let done = at_seven(&db).0;
+    let done = at_eight(&db).0;
     assert!(done > 0 && done < 30, "{done} tenants done");
     // In-flight tenants committed; nothing was left marked migrating.
     assert_eq!(
@@ -241,7 +241,7 @@ fn ctrl_c_finishes_tenants_in_flight_and_exits_130() {
         "0"
     );
     assert_eq!(
-        db.scalar("SELECT count(*) FROM public.tenants WHERE version = 7"),
+        db.scalar("SELECT count(*) FROM public.tenants WHERE version = 8"),
         done.to_string()
     );
     db.run_with(&dir, &["migrate"]).expect(0);
@@ -252,7 +252,7 @@ fn concurrency_beyond_the_servers_connections_is_limited_not_fatal() {
     let _g = serial();
     let db = TestDb::new("conns");
     create_tenants(&db, 3);
-    let dir = db.migrations_with("v7", &[SLOW_V7]);
+    let dir = db.migrations_with("v8", &[SLOW_V8]);
     db.run_with(&dir, &["migrate", "--concurrency", "500"])
         .expect(0)
         .mentions("tenants at a time instead of 500");

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const V7: (&str, &str) = (
-    "V7__heart_rate.sql",
+const V8: (&str, &str) = (
+    "V8__heart_rate.sql",
     "ALTER TABLE wellness_logs ADD COLUMN resting_heart_rate smallint;",
 );
 
@@ -81,7 +81,7 @@ fn a_tenant_lock_held_by_another_session_ends_each_command_by_its_deadline() {
     assert!(!not_written.exists());
 
     // migrate: the locked tenant fails with its holder named, the rest of the fleet goes on.
-    let dir = db.migrations_with("v7", &[V7]);
+    let dir = db.migrations_with("v7", &[V8]);
     let migrate = ["--migrations", path_str(&dir), "migrate"];
     let mut args = migrate.to_vec();
     args.extend(["--lock-timeout", "2s"]);
@@ -92,7 +92,7 @@ fn a_tenant_lock_held_by_another_session_ends_each_command_by_its_deadline() {
     names_the_holder(&r, &pid);
     assert_eq!(
         db.scalar("SELECT version FROM public.tenants WHERE slug = 'beta'"),
-        "6"
+        "7"
     );
     assert_eq!(
         db.scalar(
@@ -115,7 +115,7 @@ fn a_run_with_a_lock_timeout_still_waits_for_another_tenantctl() {
     let db = TestDb::new("queue");
     create_tenants(&db, 1);
     let slow = (
-        "V7__slow.sql",
+        "V8__slow.sql",
         "SELECT pg_sleep(3);\nALTER TABLE wellness_logs ADD COLUMN resting_heart_rate smallint;",
     );
     let dir = db.migrations_with("slow", &[slow]);
@@ -144,7 +144,7 @@ fn a_run_with_a_lock_timeout_still_waits_for_another_tenantctl() {
         .collect();
     outcomes.sort();
     assert_eq!(outcomes, ["applied", "up_to_date"]);
-    assert_eq!(at_seven(&db), (1, 1));
+    assert_eq!(at_eight(&db), (1, 1));
 }
 
 #[test]
@@ -152,7 +152,7 @@ fn a_run_waiting_behind_a_live_run_does_not_call_its_tenants_interrupted() {
     let db = TestDb::new("liverun");
     create_tenants(&db, 1);
     let slow = (
-        "V7__slow.sql",
+        "V8__slow.sql",
         "SELECT pg_sleep(2);\nALTER TABLE wellness_logs ADD COLUMN resting_heart_rate smallint;",
     );
     let dir = db.migrations_with("slow", &[slow]);
@@ -175,7 +175,7 @@ fn a_run_waiting_behind_a_live_run_does_not_call_its_tenants_interrupted() {
         );
     }
     second.mentions("another tenantctl migrate is running");
-    assert_eq!(at_seven(&db), (1, 1));
+    assert_eq!(at_eight(&db), (1, 1));
 }
 
 #[test]

@@ -7,25 +7,25 @@ use std::time::Duration;
 
 use common::*;
 
-const V7: (&str, &str) = (
-    "V7__heart_rate.sql",
+const V8: (&str, &str) = (
+    "V8__heart_rate.sql",
     "ALTER TABLE wellness_logs ADD COLUMN resting_heart_rate smallint;\n\
      CREATE INDEX wellness_logs_heart_rate_idx ON wellness_logs (resting_heart_rate);",
 );
 
 #[test]
-fn fifty_tenants_move_from_six_to_seven() {
+fn fifty_tenants_move_from_seven_to_eight() {
     let db = TestDb::new("fifty");
     create_tenants(&db, 50);
-    let dir = db.migrations_with("v7", &[V7]);
+    let dir = db.migrations_with("v8", &[V8]);
     let r = db.run_with(&dir, &["migrate", "--concurrency", "4"]);
     r.expect(0).mentions("50 applied");
-    assert_eq!(at_seven(&db), (50, 50));
+    assert_eq!(at_eight(&db), (50, 50));
     assert_eq!(
-        db.scalar("SELECT count(*) FROM public.tenants WHERE state = 'active' AND version = 7"),
+        db.scalar("SELECT count(*) FROM public.tenants WHERE state = 'active' AND version = 8"),
         "50"
     );
-    assert_eq!(db.scalar("SELECT count(*) FROM public.tenant_migrations WHERE version = 7 AND outcome = 'applied'"), "50");
+    assert_eq!(db.scalar("SELECT count(*) FROM public.tenant_migrations WHERE version = 8 AND outcome = 'applied'"), "50");
     // Nothing pending: nothing changes, exit 0, and no schema is visited.
     let before = db.snapshot();
     let r = db.run_with(&dir, &["migrate", "--format", "json"]);
@@ -41,11 +41,11 @@ fn one_sabotaged_tenant_fails_alone_and_recovers() {
     let db = TestDb::new("sabotage");
     create_tenants(&db, 6);
     db.query("ALTER TABLE tenant_t002.wellness_logs RENAME TO wellness_logs_moved");
-    let dir = db.migrations_with("v7", &[V7]);
+    let dir = db.migrations_with("v8", &[V8]);
     let r = db.run_with(&dir, &["migrate"]);
     r.expect(1)
         .mentions("t002")
-        .mentions("V7__heart_rate")
+        .mentions("V8__heart_rate")
         .mentions("relation \"wellness_logs\" does not exist")
         .mentions("5 applied, 0 up to date, 1 failed");
     assert!(
@@ -53,16 +53,16 @@ fn one_sabotaged_tenant_fails_alone_and_recovers() {
         "no escape characters without a TTY"
     );
     assert_eq!(
-        db.scalar("SELECT count(*) FROM public.tenants WHERE version = 7"),
+        db.scalar("SELECT count(*) FROM public.tenants WHERE version = 8"),
         "5"
     );
     let row = db.query("SELECT state, version, last_error FROM public.tenants WHERE slug = 't002'");
     assert_eq!(row[0][0].as_deref(), Some("failed"));
-    assert_eq!(row[0][1].as_deref(), Some("6"));
-    assert!(row[0][2].as_deref().unwrap().contains("V7__heart_rate"));
+    assert_eq!(row[0][1].as_deref(), Some("7"));
+    assert!(row[0][2].as_deref().unwrap().contains("V8__heart_rate"));
     assert_eq!(
-        db.scalar("SELECT outcome || ':' || version FROM public.tenant_migrations WHERE slug = 't002' AND version = 7"),
-        "failed:7"
+        db.scalar("SELECT outcome || ':' || version FROM public.tenant_migrations WHERE slug = 't002' AND version = 8"),
+        "failed:8"
     );
     let status = db.run_with(&dir, &["status", "--format", "json"]);
     let doc = status.json();
@@ -88,14 +88,14 @@ fn one_sabotaged_tenant_fails_alone_and_recovers() {
         .expect(0)
         .mentions("1 applied, 5 up to date");
     db.run_with(&dir, &["status", "--check"]).expect(0);
-    assert_eq!(at_seven(&db), (6, 6));
+    assert_eq!(at_eight(&db), (6, 6));
 }
 
 #[test]
 fn two_processes_at_once_never_collide() {
     let db = TestDb::new("twoproc");
     create_tenants(&db, 20);
-    let dir = db.migrations_with("v7", &[V7]);
+    let dir = db.migrations_with("v8", &[V8]);
     let (a, b) = (spawn_migrate(&db, &dir, "4"), spawn_migrate(&db, &dir, "4"));
     for child in [a, b] {
         let out = child.wait_with_output().unwrap();
@@ -106,8 +106,8 @@ fn two_processes_at_once_never_collide() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    assert_eq!(at_seven(&db), (20, 20));
-    assert_eq!(db.scalar("SELECT count(*) FROM public.tenant_migrations WHERE version = 7 AND outcome = 'applied'"), "20");
+    assert_eq!(at_eight(&db), (20, 20));
+    assert_eq!(db.scalar("SELECT count(*) FROM public.tenant_migrations WHERE version = 8 AND outcome = 'applied'"), "20");
 }
 
 #[test]
@@ -116,7 +116,7 @@ fn kill_dash_nine_leaves_every_tenant_whole_and_the_next_run_finishes() {
     create_tenants(&db, 40);
     // A slow migration so the kill lands mid-run.
     let slow = (
-        "V7__slow.sql",
+        "V8__slow.sql",
         "SELECT pg_sleep(0.1);\nALTER TABLE wellness_logs ADD COLUMN resting_heart_rate smallint;",
     );
     let dir = db.migrations_with("slow", &[slow]);
@@ -132,16 +132,16 @@ fn kill_dash_nine_leaves_every_tenant_whole_and_the_next_run_finishes() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let (done, _) = at_seven(&db); // asserts: no schema is half-migrated
+    let (done, _) = at_eight(&db); // asserts: no schema is half-migrated
     assert!(done < 40, "the kill should land mid-run ({done} done)");
     let stuck = db.scalar("SELECT count(*) FROM public.tenants WHERE state = 'migrating'");
     assert_ne!(stuck, "0", "the killed run left tenants marked migrating");
 
     let r = db.run_with(&dir, &["migrate", "--concurrency", "4"]);
     r.expect(0).mentions("recovered from an interrupted run");
-    assert_eq!(at_seven(&db), (40, 40));
+    assert_eq!(at_eight(&db), (40, 40));
     assert_eq!(
-        db.scalar("SELECT count(*) FROM public.tenants WHERE state <> 'active' OR version <> 7"),
+        db.scalar("SELECT count(*) FROM public.tenants WHERE state <> 'active' OR version <> 8"),
         "0"
     );
 }
@@ -150,8 +150,8 @@ fn kill_dash_nine_leaves_every_tenant_whole_and_the_next_run_finishes() {
 fn diverged_history_is_refused_by_name() {
     let db = TestDb::new("diverge");
     create_tenants(&db, 2);
-    // V3 edited after it was applied: refused, and V7 is not applied either.
-    let dir = db.migrations_with("edited", &[V7]);
+    // V3 edited after it was applied: refused, and V8 is not applied either.
+    let dir = db.migrations_with("edited", &[V8]);
     let v3 = dir.join("V3__wellness_logs.sql");
     let text = std::fs::read_to_string(&v3).unwrap();
     std::fs::write(&v3, format!("{text}\n-- edited after release\n")).unwrap();
@@ -160,7 +160,7 @@ fn diverged_history_is_refused_by_name() {
         .mentions("t000")
         .mentions("V3__wellness_logs")
         .mentions("checksum");
-    assert_eq!(at_seven(&db), (0, 0));
+    assert_eq!(at_eight(&db), (0, 0));
     assert_eq!(
         db.scalar("SELECT state FROM public.tenants WHERE slug = 't000'"),
         "failed"
@@ -171,13 +171,13 @@ fn diverged_history_is_refused_by_name() {
         .mentions("V3__wellness_logs");
 
     // An applied file that is gone: refused by name.
-    let dir = db.migrations_with("gone", &[V7]);
+    let dir = db.migrations_with("gone", &[V8]);
     std::fs::remove_file(dir.join("V2__consents.sql")).unwrap();
     db.run_with(&dir, &["migrate", "t001"])
         .expect(1)
         .mentions("V2__consents")
         .mentions("missing");
-    assert_eq!(at_seven(&db), (0, 0));
+    assert_eq!(at_eight(&db), (0, 0));
 }
 
 #[test]
@@ -185,7 +185,7 @@ fn a_failing_canary_leaves_the_rest_untouched() {
     let db = TestDb::new("canary");
     create_tenants(&db, 8);
     db.query("ALTER TABLE tenant_t000.wellness_logs RENAME TO moved");
-    let dir = db.migrations_with("v7", &[V7]);
+    let dir = db.migrations_with("v8", &[V8]);
     let before: Vec<_> = db.query("SELECT slug, state, version, updated_at FROM public.tenants WHERE slug >= 't002' ORDER BY 1");
     let r = db.run_with(&dir, &["migrate", "--canary", "2", "--format", "json"]);
     r.expect(1);
@@ -208,29 +208,29 @@ fn a_failing_canary_leaves_the_rest_untouched() {
 fn target_dry_run_and_fail_fast() {
     let db = TestDb::new("flags");
     create_tenants(&db, 4);
-    let v8 = ("V8__more.sql", "CREATE TABLE more_things (id int);");
-    let dir = db.migrations_with("v8", &[V7, v8]);
+    let v9 = ("V9__more.sql", "CREATE TABLE more_things (id int);");
+    let dir = db.migrations_with("v9", &[V8, v9]);
     let m = path_str(&dir);
 
     let before = db.snapshot();
     let r = db.run_with(m, &["migrate", "--dry-run"]);
-    r.expect(0).mentions("V7__heart_rate").mentions("V8__more");
+    r.expect(0).mentions("V8__heart_rate").mentions("V9__more");
     assert_eq!(db.snapshot(), before, "a dry run changes nothing");
     let r = db.run_with(m, &["migrate", "--dry-run", "--format", "json"]);
     assert_eq!(
         r.json()["tenants"][0]["migrations"],
-        serde_json::json!(["V7__heart_rate", "V8__more"])
+        serde_json::json!(["V8__heart_rate", "V9__more"])
     );
 
-    db.run_with(m, &["migrate", "--target", "9"])
+    db.run_with(m, &["migrate", "--target", "10"])
         .expect(2)
-        .mentions("--target 9 is not a migration")
-        .mentions("latest is 8");
-    db.run_with(m, &["migrate", "--target", "7", "t000"])
+        .mentions("--target 10 is not a migration")
+        .mentions("latest is 9");
+    db.run_with(m, &["migrate", "--target", "8", "t000"])
         .expect(0);
     assert_eq!(
         db.scalar("SELECT version FROM public.tenants WHERE slug = 't000'"),
-        "7"
+        "8"
     );
     assert_eq!(
         db.scalar("SELECT to_regclass('tenant_t000.more_things') IS NULL"),
@@ -269,7 +269,7 @@ fn target_dry_run_and_fail_fast() {
     assert_eq!(outcome("t003"), "skipped");
     assert_eq!(
         db.scalar("SELECT version FROM public.tenants WHERE slug = 't003'"),
-        "6"
+        "7"
     );
     db.run_with(m, &["migrate", "nobody"])
         .expect(2)
@@ -284,7 +284,7 @@ fn session_state_set_by_a_migration_does_not_leak_to_the_next_tenant() {
     // the next tenant's registry update would fail in a read-only transaction. (A SET of
     // search_path or role is refused before any tenant is touched: tests/migration_files.rs.)
     let leaky = (
-        "V7__leaky.sql",
+        "V8__leaky.sql",
         "CREATE TABLE leak_probe (id int);\nSET default_transaction_read_only = on;",
     );
     let dir = db.migrations_with("leaky", &[leaky]);
@@ -304,12 +304,12 @@ fn a_failure_among_several_pending_migrations_names_the_first_and_applies_none()
     let dir = db.migrations_with(
         "mid",
         &[
-            ("V7__fine.sql", "CREATE TABLE fine_one (id int);"),
+            ("V8__fine.sql", "CREATE TABLE fine_one (id int);"),
             (
-                "V8__broken.sql",
+                "V9__broken.sql",
                 "ALTER TABLE no_such_table ADD COLUMN x int;",
             ),
-            ("V9__after.sql", "CREATE TABLE fine_two (id int);"),
+            ("V10__after.sql", "CREATE TABLE fine_two (id int);"),
         ],
     );
     let r = db.run_with(&dir, &["migrate", "--format", "json"]);
@@ -321,7 +321,7 @@ fn a_failure_among_several_pending_migrations_names_the_first_and_applies_none()
         assert_eq!(t["outcome"], "failed", "{t}");
         let error = t["error"].as_str().unwrap_or_default();
         assert!(
-            error.contains("V8__broken") && error.contains("\"no_such_table\" does not exist"),
+            error.contains("V9__broken") && error.contains("\"no_such_table\" does not exist"),
             "the first failure is named: {error}"
         );
         assert!(
@@ -332,25 +332,25 @@ fn a_failure_among_several_pending_migrations_names_the_first_and_applies_none()
     assert_eq!(
         db.scalar("SELECT count(*) FROM pg_class WHERE relname IN ('fine_one', 'fine_two')"),
         "0",
-        "V7 rolled back with V8, V9 never applied"
+        "V8 rolled back with V9, V10 never applied"
     );
     assert_eq!(
         db.scalar(
-            "SELECT string_agg(DISTINCT version || ':' || outcome, ',') FROM public.tenant_migrations WHERE version > 6"
+            "SELECT string_agg(DISTINCT version || ':' || outcome, ',') FROM public.tenant_migrations WHERE version > 7"
         ),
-        "8:failed"
+        "9:failed"
     );
     assert_eq!(
-        db.scalar("SELECT count(*) FROM public.tenants WHERE state = 'failed' AND version = 6"),
+        db.scalar("SELECT count(*) FROM public.tenants WHERE state = 'failed' AND version = 7"),
         "3"
     );
     // Fixing the file lets the next run apply all three.
     let fixed = db.migrations_with(
         "fixed",
         &[
-            ("V7__fine.sql", "CREATE TABLE fine_one (id int);"),
-            ("V8__broken.sql", "CREATE TABLE fixed_now (id int);"),
-            ("V9__after.sql", "CREATE TABLE fine_two (id int);"),
+            ("V8__fine.sql", "CREATE TABLE fine_one (id int);"),
+            ("V9__broken.sql", "CREATE TABLE fixed_now (id int);"),
+            ("V10__after.sql", "CREATE TABLE fine_two (id int);"),
         ],
     );
     db.run_with(&fixed, &["migrate"])
@@ -363,7 +363,7 @@ fn a_registered_tenant_without_a_schema_is_reported_not_a_crash() {
     let db = TestDb::new("noschema");
     create_tenants(&db, 3);
     db.query("DROP SCHEMA tenant_t001 CASCADE");
-    let dir = db.migrations_with("v7", &[V7]);
+    let dir = db.migrations_with("v8", &[V8]);
     let r = db.run_with(&dir, &["migrate"]);
     r.expect(1)
         .mentions("schema tenant_t001 is missing")
@@ -376,17 +376,17 @@ fn a_registered_tenant_without_a_schema_is_reported_not_a_crash() {
 
 #[test]
 fn a_folder_behind_the_fleet_is_refused_whole_and_status_says_ahead() {
-    // A rolled-back deploy runs migrate with the previous release's folder (V1..V6) while
-    // the fleet is at V7: every tenant is healthy, none may be touched or marked failed.
+    // A rolled-back deploy runs migrate with the previous release's folder (V1..V7) while
+    // the fleet is at V8: every tenant is healthy, none may be touched or marked failed.
     let db = TestDb::new("ahead");
     create_tenants(&db, 7);
-    let dir = db.migrations_with("v7", &[V7]);
+    let dir = db.migrations_with("v8", &[V8]);
     db.run_with(&dir, &["migrate"]).expect(0);
     let before = db.snapshot();
     let r = db.run(&["migrate"]);
     r.expect(2)
-        .mentions("7 tenants are ahead of this migrations folder: V7 is missing from")
-        .mentions("(its latest is V6)")
+        .mentions("7 tenants are ahead of this migrations folder: V8 is missing from")
+        .mentions("(its latest is V7)")
         .mentions("t000, t001, t002, t003, t004 and 2 more")
         .mentions("nothing was changed");
     assert_eq!(db.snapshot(), before);
@@ -395,7 +395,7 @@ fn a_folder_behind_the_fleet_is_refused_whole_and_status_says_ahead() {
     assert!(r.json()["error"]
         .as_str()
         .unwrap()
-        .starts_with("1 tenant is ahead of this migrations folder: V7 is missing"));
+        .starts_with("1 tenant is ahead of this migrations folder: V8 is missing"));
     let empty = db.dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     db.run_with(&empty, &["migrate"])
@@ -451,7 +451,7 @@ fn json_status_agrees_with_the_registry() {
             t["from_version"].as_i64(),
             t["to_version"].as_i64()
         ),
-        (Some("applied"), Some(0), Some(6))
+        (Some("applied"), Some(0), Some(7))
     );
     assert!(t["duration_ms"].is_u64());
 }
@@ -473,12 +473,12 @@ fn wait_for_lock_waiters(db: &TestDb, n: usize) {
 
 #[test]
 fn a_tenant_migrated_by_another_process_meanwhile_is_decided_again_from_its_history() {
-    // Both runs read the registry (t000 at version 6) before either can take t000's lock,
+    // Both runs read the registry (t000 at version 7) before either can take t000's lock,
     // so the second one to get the lock finds the registry moved under it. It must read the
-    // history then, find nothing pending, and succeed without applying V7 a second time.
+    // history then, find nothing pending, and succeed without applying V8 a second time.
     let db = TestDb::new("stale");
     create_tenants(&db, 1);
-    let dir = db.migrations_with("v7", &[V7]);
+    let dir = db.migrations_with("v8", &[V8]);
     let mut holder = psql_session(&db);
     let stdin = holder.stdin.as_mut().unwrap();
     stdin
@@ -518,21 +518,21 @@ fn a_tenant_migrated_by_another_process_meanwhile_is_decided_again_from_its_hist
         .collect();
     outcomes.sort();
     assert_eq!(outcomes, ["applied", "up_to_date"]);
-    assert_eq!(at_seven(&db), (1, 1));
-    assert_eq!(db.scalar("SELECT count(*) FROM public.tenant_migrations WHERE version = 7 AND outcome = 'applied'"), "1");
+    assert_eq!(at_eight(&db), (1, 1));
+    assert_eq!(db.scalar("SELECT count(*) FROM public.tenant_migrations WHERE version = 8 AND outcome = 'applied'"), "1");
 }
 
 #[test]
 fn a_registry_behind_its_history_is_caught_up_from_the_history() {
-    // The registry says version 6 (with the fingerprint of V1..V6) but the history already
-    // holds V7, as after a hand edit. V7 here can run twice without error, so the only thing
+    // The registry says version 7 (with the fingerprint of V1..V7) but the history already
+    // holds V8, as after a hand edit. V8 here can run twice without error, so the only thing
     // that stops a second application is the history's primary key; the run must then read
     // the history, find nothing pending and put the registry right.
     let db = TestDb::new("behind");
     create_tenants(&db, 1);
-    let digest6 = db.scalar("SELECT migrations_digest FROM public.tenants WHERE slug = 't000'");
+    let digest7 = db.scalar("SELECT migrations_digest FROM public.tenants WHERE slug = 't000'");
     let again = (
-        "V7__again.sql",
+        "V8__again.sql",
         "CREATE TABLE IF NOT EXISTS notes (id int);",
     );
     let dir = db.migrations_with("again", &[again]);
@@ -540,17 +540,17 @@ fn a_registry_behind_its_history_is_caught_up_from_the_history() {
         .expect(0)
         .mentions("1 applied");
     db.query(&format!(
-        "UPDATE public.tenants SET version = 6, migrations_digest = '{digest6}' WHERE slug = 't000'"
+        "UPDATE public.tenants SET version = 7, migrations_digest = '{digest7}' WHERE slug = 't000'"
     ));
     let r = db.run_with(&dir, &["migrate", "--format", "json"]);
     r.expect(0);
     assert_eq!(r.json()["tenants"][0]["outcome"], "up_to_date");
     assert_eq!(
-        db.scalar("SELECT count(*) FROM tenant_t000.refinery_schema_history WHERE version = 7"),
+        db.scalar("SELECT count(*) FROM tenant_t000.refinery_schema_history WHERE version = 8"),
         "1"
     );
     assert_eq!(
         db.scalar("SELECT state || ':' || version FROM public.tenants WHERE slug = 't000'"),
-        "active:7"
+        "active:8"
     );
 }

@@ -43,49 +43,49 @@ fn files_with_forbidden_statements_are_refused_before_any_tenant_is_touched() {
     let before = everything(&db);
     let cases: &[(&str, &str, &str)] = &[
         (
-            "V7__commits.sql",
+            "V8__commits.sql",
             "CREATE TABLE a (id int);\nCOMMIT;\nCREATE TABLE b (id int);\n",
             "line 2: COMMIT ends",
         ),
         (
-            "V7__begins.sql",
+            "V8__begins.sql",
             "-- a header\nBEGIN;\nCREATE TABLE a (id int);\nCOMMIT;\n",
             "line 2: BEGIN opens",
         ),
         (
-            "V7__path.sql",
+            "V8__path.sql",
             "CREATE TABLE a (id int);\n\nSET search_path = public;\nCREATE TABLE b (id int);\n",
             "line 3: SET search_path",
         ),
         (
-            "V7__role.sql",
+            "V8__role.sql",
             "SET ROLE postgres;\nCREATE TABLE a (id int);\n",
             "line 1: SET ROLE",
         ),
         (
-            "V7__auth.sql",
+            "V8__auth.sql",
             "CREATE TABLE a (id int);\nset session authorization default;\n",
             "line 2: SET SESSION AUTHORIZATION",
         ),
         (
-            "V7__cic.sql",
+            "V8__cic.sql",
             "ALTER TABLE wellness_logs ADD COLUMN pulse int;\n\
              CREATE INDEX CONCURRENTLY wellness_logs_pulse_idx ON wellness_logs (pulse);\n",
             "line 2: CREATE INDEX CONCURRENTLY cannot run inside a transaction block",
         ),
-        ("V7__vacuum.sql", "VACUUM ANALYZE wellness_logs;\n", "line 1: VACUUM"),
+        ("V8__vacuum.sql", "VACUUM ANALYZE wellness_logs;\n", "line 1: VACUUM"),
         (
-            "V7__do_commit.sql",
+            "V8__do_commit.sql",
             "DO $$\nBEGIN\n  CREATE TABLE a (id int);\n  COMMIT;\nEND\n$$;\n",
             "line 4: COMMIT inside a DO block",
         ),
         (
-            "V7__alone_path.sql",
+            "V8__alone_path.sql",
             "-- no-transaction\nCREATE INDEX CONCURRENTLY i ON wellness_logs (steps);\nSET search_path = public;\n",
             "line 3: SET search_path",
         ),
         (
-            "V7__empty.sql",
+            "V8__empty.sql",
             "-- nothing yet\n/* to do; */\n\n",
             "holds no SQL statement",
         ),
@@ -112,8 +112,8 @@ fn files_with_forbidden_statements_are_refused_before_any_tenant_is_touched() {
 
 #[test]
 fn semicolons_inside_bodies_strings_and_comments_are_not_statement_ends() {
-    // The same text runs once inside a transaction (V7) and once statement by statement
-    // (V8, alone): a `;` cut in the wrong place would fail the second.
+    // The same text runs once inside a transaction (V8) and once statement by statement
+    // (V9, alone): a `;` cut in the wrong place would fail the second.
     let body = "CREATE FUNCTION note_{n}(t text) RETURNS text LANGUAGE plpgsql AS $fn$\n\
                 BEGIN\n  -- COMMIT; here is a comment\n  RETURN 'BEGIN; ' || t || E' \\'; COMMIT;';\nEND\n$fn$;\n\
                 /* SET search_path = public; ROLLBACK; */\n\
@@ -130,8 +130,8 @@ fn semicolons_inside_bodies_strings_and_comments_are_not_statement_ends() {
     let dir = db.migrations_with(
         "tricky",
         &[
-            ("V7__tricky.sql", v7.as_str()),
-            ("V8__tricky_alone.sql", v8.as_str()),
+            ("V8__tricky.sql", v7.as_str()),
+            ("V9__tricky_alone.sql", v8.as_str()),
         ],
     );
     db.run_with(&dir, &["migrate"])
@@ -160,22 +160,22 @@ fn a_no_transaction_file_builds_an_index_concurrently_in_every_tenant() {
         "alone",
         &[
             (
-                "V7__pulse.sql",
+                "V8__pulse.sql",
                 "ALTER TABLE wellness_logs ADD COLUMN pulse smallint;",
             ),
             (
-                "V8__pulse_idx.sql",
+                "V9__pulse_idx.sql",
                 "-- no-transaction\n\
                  DROP INDEX CONCURRENTLY IF EXISTS wellness_logs_pulse_idx;\n\
                  CREATE INDEX CONCURRENTLY wellness_logs_pulse_idx ON wellness_logs (pulse);\n",
             ),
-            ("V9__after.sql", "CREATE TABLE after_alone (id int);"),
+            ("V10__after.sql", "CREATE TABLE after_alone (id int);"),
         ],
     );
     let before = everything(&db);
     db.run_with(&dir, &["migrate", "--dry-run"])
         .expect(0)
-        .mentions("V7__pulse, V8__pulse_idx (alone, without a transaction), V9__after");
+        .mentions("V8__pulse, V9__pulse_idx (alone, without a transaction), V10__after");
     assert_eq!(everything(&db), before, "a dry run changes nothing");
 
     let r = db.run_with(&dir, &["migrate", "--concurrency", "2", "--format", "json"]);
@@ -185,16 +185,16 @@ fn a_no_transaction_file_builds_an_index_concurrently_in_every_tenant() {
     for t in doc["tenants"].as_array().unwrap() {
         assert_eq!(
             (t["from_version"].as_i64(), t["to_version"].as_i64()),
-            (Some(6), Some(9))
+            (Some(7), Some(10))
         );
         assert_eq!(
             t["migrations"],
-            serde_json::json!(["V7__pulse", "V8__pulse_idx", "V9__after"])
+            serde_json::json!(["V8__pulse", "V9__pulse_idx", "V10__after"])
         );
     }
     for schema in db.tenant_schemas() {
         assert_eq!(index(&db, &schema, "wellness_logs_pulse_idx"), Some(true));
-        assert_eq!(history_versions(&db, &schema), "1,2,3,4,5,6,7,8,9");
+        assert_eq!(history_versions(&db, &schema), "1,2,3,4,5,6,7,8,9,10");
     }
     assert_eq!(
         db.scalar("SELECT count(*) FROM pg_class WHERE relname = 'wellness_logs_pulse_idx' AND relnamespace = 'public'::regnamespace"),
@@ -204,9 +204,9 @@ fn a_no_transaction_file_builds_an_index_concurrently_in_every_tenant() {
         db.scalar(
             "SELECT string_agg(version || ':' || n, ',' ORDER BY version) FROM \
              (SELECT version, count(*) AS n FROM public.tenant_migrations \
-               WHERE version > 6 AND outcome = 'applied' GROUP BY version) x"
+               WHERE version > 7 AND outcome = 'applied' GROUP BY version) x"
         ),
-        "7:4,8:4,9:4",
+        "8:4,9:4,10:4",
         "recorded once per tenant"
     );
     assert_eq!(
@@ -235,7 +235,7 @@ fn a_no_transaction_file_that_fails_in_one_tenant_leaves_it_at_its_previous_vers
     let dir = db.migrations_with(
         "unique",
         &[(
-            "V7__unique_names.sql",
+            "V8__unique_names.sql",
             "-- no-transaction\n\
              DROP INDEX CONCURRENTLY IF EXISTS employees_full_name_key;\n\
              CREATE UNIQUE INDEX CONCURRENTLY employees_full_name_key ON employees (full_name);\n",
@@ -244,19 +244,19 @@ fn a_no_transaction_file_that_fails_in_one_tenant_leaves_it_at_its_previous_vers
     let r = db.run_with(&dir, &["migrate", "--concurrency", "1"]);
     r.expect(1)
         .mentions("t001")
-        .mentions("V7__unique_names")
+        .mentions("V8__unique_names")
         .mentions("line 3")
         .mentions("could not create unique index")
         .mentions("INVALID index")
         .mentions("3 applied, 0 up to date, 1 failed");
     let row = db.query("SELECT state, version, last_error FROM public.tenants WHERE slug = 't001'");
     assert_eq!(row[0][0].as_deref(), Some("failed"));
-    assert_eq!(row[0][1].as_deref(), Some("6"));
-    assert!(row[0][2].as_deref().unwrap().contains("V7__unique_names"));
-    assert_eq!(history_versions(&db, "tenant_t001"), "1,2,3,4,5,6");
+    assert_eq!(row[0][1].as_deref(), Some("7"));
+    assert!(row[0][2].as_deref().unwrap().contains("V8__unique_names"));
+    assert_eq!(history_versions(&db, "tenant_t001"), "1,2,3,4,5,6,7");
     assert_eq!(
         db.scalar(
-            "SELECT outcome FROM public.tenant_migrations WHERE slug = 't001' AND version = 7"
+            "SELECT outcome FROM public.tenant_migrations WHERE slug = 't001' AND version = 8"
         ),
         "failed"
     );
@@ -266,11 +266,11 @@ fn a_no_transaction_file_that_fails_in_one_tenant_leaves_it_at_its_previous_vers
         Some(false)
     );
     for t in ["tenant_t000", "tenant_t002", "tenant_t003"] {
-        assert_eq!(history_versions(&db, t), "1,2,3,4,5,6,7");
+        assert_eq!(history_versions(&db, t), "1,2,3,4,5,6,7,8");
         assert_eq!(index(&db, t, "employees_full_name_key"), Some(true));
     }
     assert_eq!(
-        db.scalar("SELECT count(*) FROM public.tenants WHERE state = 'active' AND version = 7"),
+        db.scalar("SELECT count(*) FROM public.tenants WHERE state = 'active' AND version = 8"),
         "3"
     );
     // The lock and the session were released: another run gets to t001 at once.
@@ -278,7 +278,7 @@ fn a_no_transaction_file_that_fails_in_one_tenant_leaves_it_at_its_previous_vers
     db.run_with(&dir, &["migrate"])
         .expect(0)
         .mentions("1 applied, 3 up to date");
-    assert_eq!(history_versions(&db, "tenant_t001"), "1,2,3,4,5,6,7");
+    assert_eq!(history_versions(&db, "tenant_t001"), "1,2,3,4,5,6,7,8");
     assert_eq!(
         index(&db, "tenant_t001", "employees_full_name_key"),
         Some(true)
@@ -296,18 +296,18 @@ fn session_settings_of_a_no_transaction_file_reach_neither_its_record_nor_the_ne
         "leaky",
         &[
             (
-                "V7__leaky.sql",
+                "V8__leaky.sql",
                 "-- no-transaction\nCREATE INDEX CONCURRENTLY steps_idx ON wellness_logs (steps);\n\
                  SET default_transaction_read_only = on;\n",
             ),
-            ("V8__after.sql", "CREATE TABLE after_leak (id int);"),
+            ("V9__after.sql", "CREATE TABLE after_leak (id int);"),
         ],
     );
     db.run_with(&dir, &["migrate", "--concurrency", "1"])
         .expect(0)
         .mentions("3 applied");
     for schema in db.tenant_schemas() {
-        assert_eq!(history_versions(&db, &schema), "1,2,3,4,5,6,7,8");
+        assert_eq!(history_versions(&db, &schema), "1,2,3,4,5,6,7,8,9");
     }
 }
 
@@ -319,10 +319,10 @@ fn two_runs_at_once_never_apply_a_no_transaction_file_twice() {
         "two",
         &[
             (
-                "V7__idx.sql",
+                "V8__idx.sql",
                 "-- no-transaction\nCREATE INDEX CONCURRENTLY steps_idx ON wellness_logs (steps);\n",
             ),
-            ("V8__after.sql", "CREATE TABLE after_two (id int);"),
+            ("V9__after.sql", "CREATE TABLE after_two (id int);"),
         ],
     );
     let runs = [spawn_migrate(&db, &dir, "3"), spawn_migrate(&db, &dir, "3")];
@@ -331,12 +331,12 @@ fn two_runs_at_once_never_apply_a_no_transaction_file_twice() {
     }
     assert_eq!(
         db.scalar(
-            "SELECT count(*) FROM public.tenant_migrations WHERE version = 7 AND outcome = 'applied'"
+            "SELECT count(*) FROM public.tenant_migrations WHERE version = 8 AND outcome = 'applied'"
         ),
         "12"
     );
     for schema in db.tenant_schemas() {
-        assert_eq!(history_versions(&db, &schema), "1,2,3,4,5,6,7,8");
+        assert_eq!(history_versions(&db, &schema), "1,2,3,4,5,6,7,8,9");
         assert_eq!(index(&db, &schema, "steps_idx"), Some(true));
     }
 }
@@ -348,10 +348,10 @@ fn create_runs_a_no_transaction_file_after_its_transaction() {
         "create",
         &[
             (
-                "V7__idx.sql",
+                "V8__idx.sql",
                 "-- no-transaction\nCREATE INDEX CONCURRENTLY steps_idx ON wellness_logs (steps);\n",
             ),
-            ("V8__after.sql", "CREATE TABLE after_create (id int);"),
+            ("V9__after.sql", "CREATE TABLE after_create (id int);"),
         ],
     );
     let r = db.run_with(&dir, &["create", "acme", "--format", "json"]);
@@ -361,7 +361,7 @@ fn create_runs_a_no_transaction_file_after_its_transaction() {
         db.scalar("SELECT state || ':' || version FROM public.tenants WHERE slug = 'acme'"),
         "active:8"
     );
-    assert_eq!(history_versions(&db, "tenant_acme"), "1,2,3,4,5,6,7,8");
+    assert_eq!(history_versions(&db, "tenant_acme"), "1,2,3,4,5,6,7,8,9");
     assert_eq!(index(&db, "tenant_acme", "steps_idx"), Some(true));
     assert_eq!(
         db.scalar("SELECT count(*) FROM public.tenant_migrations WHERE slug = 'acme' AND outcome = 'applied'"),
@@ -373,25 +373,25 @@ fn create_runs_a_no_transaction_file_after_its_transaction() {
     let broken = db.migrations_with(
         "broken",
         &[(
-            "V7__idx.sql",
+            "V8__idx.sql",
             "-- no-transaction\nCREATE INDEX CONCURRENTLY steps_idx ON no_such_table (steps);\n",
         )],
     );
     let r = db.run_with(&broken, &["create", "globex"]);
     r.expect(1)
         .mentions("globex")
-        .mentions("V7__idx")
+        .mentions("V8__idx")
         .mentions("\"no_such_table\" does not exist")
         .mentions("tenantctl migrate globex");
     assert_eq!(
         db.scalar("SELECT state || ':' || version FROM public.tenants WHERE slug = 'globex'"),
-        "failed:6"
+        "failed:7"
     );
-    assert_eq!(history_versions(&db, "tenant_globex"), "1,2,3,4,5,6");
+    assert_eq!(history_versions(&db, "tenant_globex"), "1,2,3,4,5,6,7");
     let fixed = db.migrations_with(
         "fixed",
         &[(
-            "V7__idx.sql",
+            "V8__idx.sql",
             "-- no-transaction\nCREATE INDEX CONCURRENTLY steps_idx ON wellness_logs (steps);\n",
         )],
     );

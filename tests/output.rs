@@ -58,7 +58,7 @@ fn register_many(db: &TestDb, n: usize) {
     db.run(&["init"]).expect(0);
     db.query(&format!(
         "INSERT INTO public.tenants (slug, schema_name, state, version) \
-         SELECT 'bulk-' || lpad(i::text, 5, '0'), 'tenant_bulk-' || lpad(i::text, 5, '0'), 'active', 6 \
+         SELECT 'bulk-' || lpad(i::text, 5, '0'), 'tenant_bulk-' || lpad(i::text, 5, '0'), 'active', 7 \
            FROM generate_series(1, {n}) i"
     ));
 }
@@ -133,7 +133,7 @@ fn every_command_ends_quietly_when_nobody_reads_its_output() {
 fn a_migration_run_with_stdout_and_stderr_closed_finishes_every_tenant() {
     let db = TestDb::new("epipe2");
     create_tenants(&db, 6);
-    let next = db.migrations_with("next", &[("V7__x.sql", "CREATE TABLE x (id int);")]);
+    let next = db.migrations_with("next", &[("V8__x.sql", "CREATE TABLE x (id int);")]);
     // `migrate 2>&1 | head -1`: the per-tenant progress lines on stderr meet a closed pipe.
     let mut child = db
         .cmd()
@@ -149,7 +149,7 @@ fn a_migration_run_with_stdout_and_stderr_closed_finishes_every_tenant() {
     let status = child.wait().expect("tenantctl ends");
     assert_eq!(status.code(), Some(0));
     assert_eq!(
-        db.scalar("SELECT count(*) FROM public.tenants WHERE version = 7 AND state = 'active'"),
+        db.scalar("SELECT count(*) FROM public.tenants WHERE version = 8 AND state = 'active'"),
         "6"
     );
 }
@@ -200,7 +200,7 @@ fn server_messages_quoting_escape_sequences_are_shown_escaped() {
     let dup = db.migrations_with(
         "dup",
         &[(
-            "V7__dup.sql",
+            "V8__dup.sql",
             &format!(
                 "CREATE TABLE u (name text UNIQUE);\nINSERT INTO u VALUES ({HOSTILE_SQL}), ({HOSTILE_SQL});\n"
             ),
@@ -230,7 +230,7 @@ fn server_messages_quoting_escape_sequences_are_shown_escaped() {
     let raise = db.migrations_with(
         "raise",
         &[(
-            "V7__raise.sql",
+            "V8__raise.sql",
             &format!("DO $$ BEGIN RAISE EXCEPTION '%', {HOSTILE_SQL}; END $$;\n"),
         )],
     );
@@ -273,13 +273,13 @@ fn counts_agree_with_their_nouns() {
     let db = TestDb::new("plurals");
     db.run(&["status"])
         .expect(0)
-        .mentions("0 tenants, latest version 6");
+        .mentions("0 tenants, latest version 7");
     db.run(&["create", "acme"])
         .expect(0)
         .mentions("create: 1 tenant: 1 applied, 0 up to date, 0 failed, 0 skipped");
     db.run(&["status"])
         .expect(0)
-        .mentions("1 tenant, latest version 6, 0 not active");
+        .mentions("1 tenant, latest version 7, 0 not active");
     db.run(&["verify"])
         .expect(0)
         .mentions("verify: 1 tenant checked, 0 findings");
@@ -296,7 +296,7 @@ fn counts_agree_with_their_nouns() {
     db.run(&["migrate"])
         .expect(0)
         .mentions("migrate: 2 tenants: 0 applied, 2 up to date");
-    let next = db.migrations_with("next", &[("V7__x.sql", "CREATE TABLE x (id int);")]);
+    let next = db.migrations_with("next", &[("V8__x.sql", "CREATE TABLE x (id int);")]);
     db.run_with(&next, &["migrate", "--canary", "1"])
         .expect(0)
         .mentions("migrate: canary: 1 tenant first");

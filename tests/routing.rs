@@ -59,7 +59,7 @@ fn fleet(label: &str, tenants: usize, per_tenant_roles: bool) -> Fleet {
         cfg.push_str("per_tenant_roles = true\n");
     }
     let config = db.config(&cfg);
-    let migrations = db.migrations_with("probe", &[("V7__probe.sql", PROBE)]);
+    let migrations = db.migrations_with("probe", &[("V8__probe.sql", PROBE)]);
     let slugs: Vec<String> = (0..tenants).map(|i| format!("t{i:03}")).collect();
     let mut args = vec![
         "--config",

@@ -314,7 +314,7 @@ async fn provision(
     let stop = no_transaction::first_stop(&shared.set, latest);
     let applied =
         apply_pending(&mut tx, &job.schema, &shared.set, stop, None, History::New).await?;
-    let after = grants::after_migrations(&job.schema, data_role);
+    let after = grants::after_create(&job.schema, data_role);
     if !after.is_empty() {
         tx.queue(Step::Sql("cannot apply the grants"), after);
     }

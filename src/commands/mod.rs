@@ -3,6 +3,7 @@
 pub(crate) mod backup;
 mod create;
 mod drop;
+mod grant;
 mod init;
 mod list;
 mod migrate;
@@ -31,6 +32,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Restore(a) => restore::run(&Session::new(g, None)?, a).await,
         Command::Verify(a) => verify::run(&Session::new(g, None)?, a).await,
         Command::Route(a) => route::run(&Session::new(g, None)?, a).await,
+        Command::Grant(a) => grant::run(&Session::new(g, None)?, a).await,
         Command::Completions { shell } => {
             let mut out = crate::output::Stdout;
             clap_complete::generate(*shell, &mut Cli::command(), "tenantctl", &mut out);

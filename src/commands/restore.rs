@@ -19,7 +19,7 @@ use crate::dump::{self, Metadata, Tool};
 use crate::exit::bad_input;
 use crate::grants;
 use crate::migration_set::MigrationSet;
-use crate::names::quote_ident;
+use crate::names::{self, quote_ident};
 use crate::registry::{self, Tenant};
 use crate::session::{confirm_by_typing, Session};
 
@@ -259,7 +259,9 @@ async fn restore_into(pg_restore: &Tool, s: &Session, db: &str, file: &Path) -> 
 
 /// Renames the schema in the scratch database and points every function that pins a
 /// search_path at the tenant's final schema (else a tenant restored under a new slug would
-/// keep writing into the schema it was copied from).
+/// keep writing into the schema it was copied from). Only the old schema's name is replaced
+/// in each path, and `pg_temp` is kept last (`names::repin_search_path`), so a function
+/// pinned safely (`pg_catalog, pg_temp`) stays so.
 async fn rename_in(s: &Session, db: &str, from: &str, to: &str, final_schema: &str) -> Result<()> {
     let client = connect::connect_db(&s.target, db).await?;
     if from != to {
@@ -274,9 +276,11 @@ async fn rename_in(s: &Session, db: &str, from: &str, to: &str, final_schema: &s
     }
     let pinned = client
         .query(
-            "SELECT DISTINCT p.oid::regprocedure::text FROM pg_proc p \
-               JOIN pg_namespace n ON n.oid = p.pronamespace, unnest(p.proconfig) AS cfg \
-              WHERE n.nspname = $1 AND cfg LIKE 'search\\_path=%'",
+            "SELECT p.oid::pg_catalog.regprocedure::text, pg_catalog.substr(cfg, 13) \
+               FROM pg_catalog.pg_proc p \
+               JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace, \
+                    pg_catalog.unnest(p.proconfig) AS cfg \
+              WHERE n.nspname = $1 AND pg_catalog.starts_with(cfg, 'search_path=')",
             &[&to],
         )
         .await
@@ -284,10 +288,10 @@ async fn rename_in(s: &Session, db: &str, from: &str, to: &str, final_schema: &s
     for row in pinned {
         // regprocedure's text is PostgreSQL's own quoted, schema-qualified signature.
         let function: String = row.get(0);
+        let path = names::repin_search_path(row.get(1), from, final_schema);
         client
             .batch_execute(&format!(
-                "ALTER FUNCTION {function} SET search_path = {}",
-                quote_ident(final_schema)
+                "ALTER FUNCTION {function} SET search_path = {path}"
             ))
             .await
             .with_pg_context(|| format!("cannot re-pin the search_path of {function}"))?;

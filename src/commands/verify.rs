@@ -1,13 +1,15 @@
 //! `tenantctl verify`: an isolation and drift audit. Exit 1 on any finding.
 
 use anyhow::Result;
+use deadpool_postgres::Object;
 use serde_json::json;
 
-use crate::apply::read_histories;
+use crate::apply::{read_histories, HISTORY_TABLE};
 use crate::audit::{self, Finding};
 use crate::cli::VerifyArgs;
 use crate::exit::{FAILED, OK};
 use crate::migration_set::{MigrationSet, Plan};
+use crate::names::quote_ident;
 use crate::output::{count, print_json, table};
 use crate::registry::{self, Tenant};
 use crate::session::{select_tenants, Session};
@@ -20,8 +22,15 @@ pub async fn run(s: &Session, args: &VerifyArgs) -> Result<u8> {
     if args.slugs.is_empty() {
         findings.extend(unregistered_schemas(s, &conn, &tenants).await?);
     }
+    let owner = audit::registry_owner(&conn).await?;
     findings.extend(app_role_inheritance(s, &conn).await?);
-    findings.extend(ownership_and_privileges(s, &conn, &tenants).await?);
+    findings.extend(public_create(&conn).await?);
+    findings.extend(registry_access(s, &conn).await?);
+    findings.extend(ownership_and_privileges(s, &conn, &owner, &tenants).await?);
+    findings.extend(column_and_default_privileges(s, &conn, &owner, &tenants).await?);
+    findings.extend(objects(&conn, &owner, &tenants).await?);
+    findings.extend(tenant_role_memberships(s, &conn, &tenants).await?);
+    findings.extend(missing_grants(s, &conn, &owner, &tenants).await?);
     findings.extend(history_drift(&mut conn, &tenants, &set).await?);
     findings.sort_by(|a, b| (&a.schema, a.kind).cmp(&(&b.schema, b.kind)));
     print(s, tenants.len(), &findings);
@@ -35,6 +44,36 @@ fn finding(t: &Tenant, kind: &'static str, detail: String) -> Finding {
         kind,
         detail,
     }
+}
+
+/// A finding about the database as a whole (`schema` is "" or the registry's).
+fn global(schema: &str, kind: &'static str, detail: String) -> Finding {
+    Finding {
+        slug: None,
+        schema: schema.to_string(),
+        kind,
+        detail,
+    }
+}
+
+/// The registered tenant a schema belongs to.
+fn tenant_of<'a>(tenants: &'a [Tenant], schema: &str) -> Option<&'a Tenant> {
+    tenants.iter().find(|t| t.schema == schema)
+}
+
+/// Up to five names, then how many more.
+fn some_names(names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut s = names
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        s.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    s
 }
 
 /// Schemas carrying the tenant prefix that no registry row accounts for.
@@ -87,10 +126,10 @@ async fn app_role_inheritance(
 async fn ownership_and_privileges(
     s: &Session,
     conn: &deadpool_postgres::Object,
+    owner: &str,
     tenants: &[Tenant],
 ) -> Result<Vec<Finding>> {
     let mut out = Vec::new();
-    let owner = audit::registry_owner(conn).await?;
     let schemas: Vec<String> = tenants.iter().map(|t| t.schema.clone()).collect();
     let owners = audit::owners(conn, &schemas).await?;
     let grants = audit::grants(conn, &schemas).await?;
@@ -103,18 +142,14 @@ async fn ownership_and_privileges(
             ));
             continue;
         };
-        if actual != &owner {
+        if actual != owner {
             out.push(finding(
                 t,
                 "wrong_owner",
                 format!("owned by '{actual}', expected '{owner}' (the registry's owner)"),
             ));
         }
-        // The tenant's own role when it has one; otherwise the application role.
-        let data_role =
-            t.role
-                .as_deref()
-                .or(s.settings.app_role.as_deref().filter(|_| t.role.is_none()));
+        let data_role = s.data_role(t);
         for g in grants
             .iter()
             .filter(|g| g.schema == t.schema && !audit::is_expected(g, data_role))
@@ -128,6 +163,333 @@ async fn ownership_and_privileges(
                 t,
                 "unexpected_privilege",
                 format!("{} holds {} on {what}", g.grantee, g.privilege),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Roles other than the owners that may CREATE in `public`, where the registry lives.
+async fn public_create(conn: &Object) -> Result<Vec<Finding>> {
+    Ok(audit::public_creators(conn)
+        .await?
+        .into_iter()
+        .map(|(schema, grantee)| {
+            let revoke_from = if grantee == "PUBLIC" {
+                grantee.clone()
+            } else {
+                quote_ident(&grantee)
+            };
+            global(
+                &schema,
+                "public_create",
+                format!(
+                    "{grantee} holds CREATE on schema {schema}, where the registry lives: it can \
+                     plant functions and tables there that other roles' unqualified SQL would run \
+                     (REVOKE CREATE ON SCHEMA {schema} FROM {revoke_from})"
+                ),
+            )
+        })
+        .collect())
+}
+
+/// Privileges on the registry beyond the application role's read of the routing columns,
+/// and that read, when it is missing.
+async fn registry_access(s: &Session, conn: &Object) -> Result<Vec<Finding>> {
+    let app = s.settings.app_role.as_deref();
+    let grants = audit::registry_grants(conn).await?;
+    let mut out: Vec<Finding> = grants
+        .iter()
+        .filter(|g| !audit::is_expected_registry(g, app))
+        .map(|g| {
+            let object = if g.object.contains('(') {
+                g.object.clone()
+            } else {
+                format!("public.{}", g.object)
+            };
+            let on = match &g.column {
+                Some(c) => format!("column {c} of {object}"),
+                None => object,
+            };
+            global(
+                "public",
+                "registry_privilege",
+                format!(
+                    "{} holds {} on {on}; only tenantctl's role may change the registry, and the \
+                     application role may read the routing columns of public.tenants",
+                    g.grantee, g.privilege
+                ),
+            )
+        })
+        .collect();
+    let Some(app) = app else {
+        return Ok(out);
+    };
+    let readable = |c: &&str| {
+        grants.iter().any(|g| {
+            g.grantee == app
+                && g.object == "tenants"
+                && g.privilege == "SELECT"
+                && g.column.as_deref().is_none_or(|col| col == *c)
+        })
+    };
+    let unreadable: Vec<String> = registry::ROUTING_COLUMNS
+        .iter()
+        .filter(|c| !readable(c))
+        .map(|c| c.to_string())
+        .collect();
+    if !unreadable.is_empty() {
+        out.push(global(
+            "public",
+            "missing_grant",
+            format!(
+                "application role '{app}' cannot read {} of public.tenants to route requests; \
+                 run tenantctl grant",
+                unreadable.join(", ")
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+/// Column privileges (tenantctl grants none beyond what table privileges give the data
+/// role), and default privileges other than the ones tenantctl sets.
+async fn column_and_default_privileges(
+    s: &Session,
+    conn: &Object,
+    owner: &str,
+    tenants: &[Tenant],
+) -> Result<Vec<Finding>> {
+    let schemas: Vec<String> = tenants.iter().map(|t| t.schema.clone()).collect();
+    let mut out = Vec::new();
+    for g in audit::column_grants(conn, &schemas).await? {
+        let Some(t) = tenant_of(tenants, &g.schema) else {
+            continue;
+        };
+        let expected = s.data_role(t) == Some(g.grantee.as_str())
+            && g.table != HISTORY_TABLE
+            && matches!(g.privilege.as_str(), "SELECT" | "INSERT" | "UPDATE");
+        if !expected {
+            out.push(finding(
+                t,
+                "unexpected_column_privilege",
+                format!(
+                    "{} holds {} on column {}.{}",
+                    g.grantee, g.privilege, g.table, g.column
+                ),
+            ));
+        }
+    }
+    for g in audit::default_grants(conn, &schemas, owner).await? {
+        let what = match g.objtype.as_str() {
+            "r" => "tables",
+            "S" => "sequences",
+            "f" => "functions",
+            "T" => "types",
+            "n" => "schemas",
+            _ => "objects",
+        };
+        if g.schema.is_empty() {
+            out.push(global(
+                "",
+                "unexpected_default_privilege",
+                format!(
+                    "default privileges give {} {} on {what} that {} creates in every schema, \
+                     tenant schemas included",
+                    g.grantee, g.privilege, g.creator
+                ),
+            ));
+            continue;
+        }
+        let Some(t) = tenant_of(tenants, &g.schema) else {
+            continue;
+        };
+        if !audit::is_expected_default(&g, owner, s.data_role(t)) {
+            out.push(finding(
+                t,
+                "unexpected_default_privilege",
+                format!(
+                    "default privileges give {} {} on {what} that {} creates in this schema",
+                    g.grantee, g.privilege, g.creator
+                ),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Objects owned by another role, SECURITY DEFINER functions, and views that read other
+/// schemas.
+async fn objects(conn: &Object, owner: &str, tenants: &[Tenant]) -> Result<Vec<Finding>> {
+    let schemas: Vec<String> = tenants.iter().map(|t| t.schema.clone()).collect();
+    let mut out = Vec::new();
+    for o in audit::foreign_owned(conn, &schemas, owner).await? {
+        if let Some(t) = tenant_of(tenants, &o.schema) {
+            out.push(finding(
+                t,
+                "wrong_object_owner",
+                format!(
+                    "{} {} is owned by '{}', not '{owner}' (the registry's owner): that role can \
+                     alter, drop or re-grant it, and a migration that changes it will fail",
+                    o.kind, o.name, o.owner
+                ),
+            ));
+        }
+    }
+    for (schema, function, fowner) in audit::security_definers(conn, &schemas).await? {
+        if let Some(t) = tenant_of(tenants, &schema) {
+            out.push(finding(
+                t,
+                "security_definer",
+                format!(
+                    "function {function} is SECURITY DEFINER: it runs with the rights of its \
+                     owner '{fowner}' whoever calls it"
+                ),
+            ));
+        }
+    }
+    for (schema, view, reads) in audit::cross_schema_views(conn, &schemas).await? {
+        if let Some(t) = tenant_of(tenants, &schema) {
+            out.push(finding(
+                t,
+                "cross_schema_view",
+                format!(
+                    "view {view} reads {reads}, outside this schema: a view runs with its owner's \
+                     rights, so whoever can read it reads that too"
+                ),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// A tenant's own role must be held by the application role alone (SET ROLE only, no
+/// ADMIN), and hold no other role itself.
+async fn tenant_role_memberships(
+    s: &Session,
+    conn: &Object,
+    tenants: &[Tenant],
+) -> Result<Vec<Finding>> {
+    let roles: Vec<String> = tenants.iter().filter_map(|t| t.role.clone()).collect();
+    if roles.is_empty() {
+        return Ok(Vec::new());
+    }
+    let major = registry::server_major(conn).await?;
+    let app = s.settings.app_role.as_deref();
+    let mut out = Vec::new();
+    for m in audit::memberships(conn, &roles, major).await? {
+        let Some(t) = tenants
+            .iter()
+            .find(|t| t.role.as_deref() == Some(m.tenant_role.as_str()))
+        else {
+            continue;
+        };
+        let (r, o) = (&m.tenant_role, &m.other);
+        let detail = if !m.other_is_member {
+            let whose = match tenants.iter().find(|x| x.role.as_deref() == Some(o)) {
+                Some(x) => format!(" (tenant {}'s role)", x.slug),
+                None => String::new(),
+            };
+            format!("tenant role '{r}' is a member of role '{o}'{whose}: it holds that role's privileges")
+        } else if app != Some(o.as_str()) {
+            format!("role '{o}' is a member of tenant role '{r}': it holds this tenant's data privileges")
+        } else if m.admin {
+            format!("application role '{o}' holds ADMIN OPTION on tenant role '{r}': it can grant this tenant's data to any role")
+        } else if m.inherit {
+            format!("application role '{o}' inherits tenant role '{r}': it reaches this tenant without SET ROLE")
+        } else {
+            continue;
+        };
+        out.push(finding(t, "unexpected_membership", detail));
+    }
+    Ok(out)
+}
+
+/// Grants tenantctl gives that a tenant lacks: typically a tenant created before `app_role`
+/// was set, which the application cannot reach. `tenantctl grant` applies them.
+async fn missing_grants(
+    s: &Session,
+    conn: &Object,
+    owner: &str,
+    tenants: &[Tenant],
+) -> Result<Vec<Finding>> {
+    let audited: Vec<(&Tenant, &str)> = tenants
+        .iter()
+        .filter(|t| t.schema_exists && t.state != "dropping")
+        .filter_map(|t| s.data_role(t).map(|r| (t, r)))
+        .collect();
+    if audited.is_empty() {
+        return Ok(Vec::new());
+    }
+    let schemas: Vec<String> = audited.iter().map(|(t, _)| t.schema.clone()).collect();
+    let pairs: Vec<(String, String)> = audited
+        .iter()
+        .map(|(t, r)| (t.schema.clone(), r.to_string()))
+        .collect();
+    let grants = audit::grants(conn, &schemas).await?;
+    let defaults = audit::default_grants(conn, &schemas, owner).await?;
+    let ungranted = audit::ungranted(conn, &pairs).await?;
+    let roles: Vec<String> = audited.iter().filter_map(|(t, _)| t.role.clone()).collect();
+    let members = if roles.is_empty() {
+        Vec::new()
+    } else {
+        audit::memberships(conn, &roles, registry::server_major(conn).await?).await?
+    };
+    let app = s.settings.app_role.as_deref();
+    let mut out = Vec::new();
+    for ((t, role), missing) in audited.iter().zip(ungranted) {
+        let mut gaps = Vec::new();
+        let usage = grants.iter().any(|g| {
+            g.schema == t.schema
+                && g.kind == "schema"
+                && g.grantee == *role
+                && g.privilege == "USAGE"
+        });
+        if !usage {
+            gaps.push("USAGE on the schema".to_string());
+        }
+        if !missing.tables.is_empty() {
+            gaps.push(format!(
+                "any privilege on {} tables ({})",
+                missing.tables.len(),
+                some_names(&missing.tables)
+            ));
+        }
+        if !missing.sequences.is_empty() {
+            gaps.push(format!(
+                "any privilege on {} sequences ({})",
+                missing.sequences.len(),
+                some_names(&missing.sequences)
+            ));
+        }
+        let defaults = audit::missing_defaults(&defaults, &t.schema, owner, role);
+        if !defaults.is_empty() {
+            gaps.push(format!(
+                "default privileges ({}) for what later migrations create",
+                defaults.join(", ")
+            ));
+        }
+        if let (Some(tr), Some(app)) = (&t.role, app) {
+            if !members
+                .iter()
+                .any(|m| &m.tenant_role == tr && m.other_is_member && m.other == app)
+            {
+                gaps.push(format!(
+                    "the application role '{app}' is not a member of it, so cannot SET ROLE to it"
+                ));
+            }
+        }
+        if !gaps.is_empty() {
+            out.push(finding(
+                t,
+                "missing_grant",
+                format!(
+                    "data role '{role}' lacks {}: the application cannot fully reach this tenant \
+                     (was it created before app_role was set?); run tenantctl grant {} to apply \
+                     the configured grants",
+                    gaps.join("; "),
+                    t.slug
+                ),
             ));
         }
     }

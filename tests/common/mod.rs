@@ -276,7 +276,7 @@ pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// Creates tenants t000, t001, ... with the example migrations (version 6).
+/// Creates tenants t000, t001, ... with the example migrations (version 7).
 pub fn create_tenants(db: &TestDb, n: usize) {
     let slugs: Vec<String> = (0..n).map(|i| format!("t{i:03}")).collect();
     let mut args = vec!["create", "--concurrency", "8"];
@@ -284,10 +284,10 @@ pub fn create_tenants(db: &TestDb, n: usize) {
     db.run(&args).expect(0);
 }
 
-/// Over every tenant schema: (history rows at version 7, schemas with the V7 column
+/// Over every tenant schema: (history rows at version 8, schemas with the V8 column
 /// `wellness_logs.resting_heart_rate`). Asserts that no schema is half-migrated and that no
 /// migration was recorded twice.
-pub fn at_seven(db: &TestDb) -> (usize, usize) {
+pub fn at_eight(db: &TestDb) -> (usize, usize) {
     let rows = db.query(
         "SELECT n.nspname, \
                 (SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
@@ -299,7 +299,7 @@ pub fn at_seven(db: &TestDb) -> (usize, usize) {
         let schema = r[0].clone().unwrap();
         let h: usize = db
             .scalar(&format!(
-                "SELECT count(*) FROM \"{schema}\".refinery_schema_history WHERE version = 7"
+                "SELECT count(*) FROM \"{schema}\".refinery_schema_history WHERE version = 8"
             ))
             .parse()
             .unwrap();

@@ -1,4 +1,4 @@
--- V7 (benchmark's "one new migration"): optional resting heart rate on daily wellness logs,
+-- V8 (benchmark's "one new migration"): optional resting heart rate on daily wellness logs,
 -- indexed for range queries.
 ALTER TABLE wellness_logs
     ADD COLUMN resting_heart_rate smallint CHECK (resting_heart_rate BETWEEN 20 AND 250);

@@ -1,0 +1,178 @@
+//! `tenantctl grant [SLUG...]`: re-applies the configured grants to tenants (all when none
+//! is named). For tenants the application cannot reach, typically those created before
+//! `[tenants] app_role` was set: `verify` reports them as `missing_grant`.
+//!
+//! It only adds: schema USAGE, the default privileges, the tenant role and its membership
+//! (per-tenant roles), and the data privileges on each table and sequence the data role
+//! holds nothing on. What a migration narrowed on purpose (the example V7 leaves INSERT only
+//! on audit_log) is left alone, and privileges held beyond the configured ones are for
+//! `verify` to report, not for this command to guess about.
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::apply::locked_transaction;
+use crate::audit;
+use crate::cli::GrantArgs;
+use crate::connect::PgContext;
+use crate::exit::{bad_input, FAILED, OK};
+use crate::grants;
+use crate::output::{count as count_of, escape_line, print_json};
+use crate::registry::{self, Tenant};
+use crate::session::{check_app_role_noinherit, select_tenants, Session};
+
+#[derive(Serialize)]
+struct Granted {
+    slug: String,
+    schema: String,
+    /// The role given the data privileges (the application role, or the tenant's own).
+    data_role: String,
+    /// "granted", "failed" or "skipped".
+    outcome: &'static str,
+    /// Tables and sequences that had no privilege for the data role and got them now.
+    tables: Vec<String>,
+    sequences: Vec<String>,
+    error: Option<String>,
+}
+
+pub async fn run(s: &Session, args: &GrantArgs) -> Result<u8> {
+    let Some(app) = s.settings.app_role.clone() else {
+        return Err(bad_input(format!(
+            "no application role is configured ([tenants] app_role in {}), so there are no \
+             grants to apply; nothing was changed",
+            s.settings.describe_config()
+        )));
+    };
+    let (_pool, mut conn) = s.connect(1).await?;
+    s.check_app_role(&conn).await?;
+    let tenants = select_tenants(&conn, &args.slugs, "nothing was granted").await?;
+    let major = if tenants.iter().any(|t| t.role.is_some()) {
+        check_app_role_noinherit(&conn, &app).await?
+    } else {
+        registry::server_major(&conn).await?
+    };
+    registry::grant_read(&conn, &app).await?;
+    let mut results = Vec::new();
+    for t in &tenants {
+        results.push(grant_one(s, &mut conn, t, &app, major).await);
+    }
+    print(s, &app, &results);
+    Ok(if results.iter().any(|r| r.outcome == "failed") {
+        FAILED
+    } else {
+        OK
+    })
+}
+
+async fn grant_one(
+    s: &Session,
+    conn: &mut deadpool_postgres::Object,
+    t: &Tenant,
+    app: &str,
+    major: i32,
+) -> Granted {
+    let data_role = s.data_role(t).unwrap_or(app).to_string();
+    let mut g = Granted {
+        slug: t.slug.clone(),
+        schema: t.schema.clone(),
+        data_role: data_role.clone(),
+        outcome: "granted",
+        tables: Vec::new(),
+        sequences: Vec::new(),
+        error: None,
+    };
+    if t.state == "dropping" {
+        g.outcome = "skipped";
+        g.error = Some("being dropped; run tenantctl drop to finish it".into());
+        return g;
+    }
+    match apply_grants(conn, t, app, &data_role, major, s.lock_deadline()).await {
+        Ok(missing) => {
+            g.tables = missing.tables;
+            g.sequences = missing.sequences;
+        }
+        Err(e) => {
+            g.outcome = "failed";
+            g.error = Some(format!("{e:#}; nothing was granted on it"));
+        }
+    }
+    g
+}
+
+/// One transaction under the tenant's lock (no migration runs meanwhile, so the tables
+/// listed are all there are). Returns what was filled in.
+async fn apply_grants(
+    conn: &mut deadpool_postgres::Object,
+    t: &Tenant,
+    app: &str,
+    data_role: &str,
+    major: i32,
+    deadline: std::time::Duration,
+) -> Result<audit::Ungranted> {
+    let (tx, exists) = locked_transaction(conn, &t.slug, &t.schema, deadline).await?;
+    if !exists {
+        anyhow::bail!("its schema {} is missing from the database", t.schema);
+    }
+    let mut sql = String::new();
+    if let Some(role) = &t.role {
+        if registry::role_exists(&tx, role).await? {
+            sql.push_str(&grants::membership(role, app, major));
+        } else {
+            sql.push_str(&grants::create_tenant_role(role, app, major));
+        }
+    }
+    sql.push_str(&grants::before_migrations(&t.schema, Some(data_role)));
+    tx.batch_execute(&sql)
+        .await
+        .pg_context("cannot grant on the schema")?;
+    let pair = (t.schema.clone(), data_role.to_string());
+    let missing = audit::ungranted(&tx, &[pair]).await?.remove(0);
+    let mut sql = grants::fill_in(&t.schema, data_role, &missing.tables, &missing.sequences);
+    if audit::has_history(&tx, &t.schema).await? {
+        sql.push_str(&grants::revoke_history(&t.schema, data_role));
+    }
+    tx.batch_execute(&sql)
+        .await
+        .pg_context("cannot grant on the tenant's tables")?;
+    tx.commit().await.pg_context("cannot commit the grants")?;
+    Ok(missing)
+}
+
+#[derive(Serialize)]
+struct Document<'a> {
+    app_role: &'a str,
+    tenants: &'a [Granted],
+}
+
+fn print(s: &Session, app: &str, results: &[Granted]) {
+    if s.json() {
+        print_json(&Document {
+            app_role: app,
+            tenants: results,
+        });
+        return;
+    }
+    for r in results {
+        match (&r.error, r.outcome) {
+            (Some(e), outcome) => {
+                crate::outln!("{} ({}): {outcome}: {}", r.slug, r.schema, escape_line(e))
+            }
+            (None, _) => crate::outln!(
+                "{} ({}): granted to {}; filled in {} tables and {} sequences that had no grant",
+                r.slug,
+                r.schema,
+                r.data_role,
+                r.tables.len(),
+                r.sequences.len()
+            ),
+        }
+    }
+    let n = |o: &str| results.iter().filter(|r| r.outcome == o).count();
+    crate::outln!(
+        "grant: {}: {} granted, {} failed, {} skipped",
+        count_of(results.len(), "tenant"),
+        n("granted"),
+        n("failed"),
+        n("skipped")
+    );
+}
