@@ -537,8 +537,8 @@ mod tests {
     fn the_example_migrations_pass_the_checks() {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("migrations");
         let set = MigrationSet::load(&dir).unwrap();
-        assert_eq!(set.latest(), 6);
-        assert!((1..=6).all(|v| !set.is_no_transaction(v)));
+        assert_eq!(set.latest(), 7);
+        assert!((1..=7).all(|v| !set.is_no_transaction(v)));
     }
 
     #[test]
