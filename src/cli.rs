@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::names;
+use crate::domain::names;
 
 #[derive(Debug, Parser)]
 #[command(

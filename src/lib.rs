@@ -1,30 +1,24 @@
-//! tenantctl: schema-per-tenant PostgreSQL. See README.md for the tour and
-//! ../shared/CONTRACT.md for the interface users rely on.
+//! tenantctl: schema-per-tenant PostgreSQL. See README.md for the tour and docs/ for the
+//! reference.
+//!
+//! The folders are layers; imports point down, never up:
+//!
+//! ```text
+//! cli          the whole command-line surface (clap), with every flag documented
+//! commands/    one module per command: arguments in, work done, report out
+//! fleet/       running one job over many tenants: concurrency, Ctrl-C, the server going away
+//! tenant/      one tenant's work: its migrations, grants, catalog inspection
+//! registry/    public.tenants and its sibling tables, and the tenant lock protocol: all their SQL
+//! pg/          reaching a server: connection strings, TLS, pools, pipelined transactions, pg_dump
+//! domain/      pure rules every layer may use: names, settings, migration files, exit codes
+//! output/      what reaches the terminal: the stdout/stderr writer, tables, progress
+//! ```
 
-pub mod apply;
-pub mod audit;
 pub mod cli;
 pub mod commands;
-pub mod connect;
-pub mod conninfo;
-pub mod dump;
-pub mod exit;
+pub mod domain;
 pub mod fleet;
-pub mod grants;
-pub mod locks;
-pub mod migration_set;
-pub mod names;
-pub mod no_transaction;
-pub mod outage;
-pub mod outcome;
 pub mod output;
-pub mod pgpass;
-pub mod pipeline;
-pub mod progress;
-pub mod refinery_tx;
+pub mod pg;
 pub mod registry;
-pub mod session;
-pub mod settings;
-pub mod sql_split;
-pub mod tls;
-pub mod txn;
+pub mod tenant;

@@ -4,7 +4,8 @@ use clap::error::ErrorKind;
 use clap::Parser;
 
 use tenantctl::cli::{Cli, Format};
-use tenantctl::{errln, exit, output};
+use tenantctl::domain::exit;
+use tenantctl::{errln, output};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {

@@ -494,7 +494,7 @@ fn sudo_u_postgres_tenantctl_list_works_through_the_default_socket() {
     };
     for var in ["DATABASE_URL", "TENANTCTL_CONFIG"]
         .iter()
-        .chain(tenantctl::settings::PG_VARS.iter())
+        .chain(tenantctl::domain::settings::PG_VARS.iter())
     {
         c.env_remove(var);
     }

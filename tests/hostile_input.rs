@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use proptest::prelude::*;
-use tenantctl::names::{quote_ident, schema_name, validate_slug};
+use tenantctl::domain::names::{quote_ident, schema_name, validate_slug};
 
 /// Strings near the rules (slug characters plus quotes, spaces, separators, upper case,
 /// non-ASCII), and arbitrary Unicode.

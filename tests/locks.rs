@@ -27,7 +27,7 @@ fn hold_tenant_lock(db: &TestDb, schema: &str) -> (Child, String) {
         .write_all(
             format!(
                 "SELECT pg_advisory_lock({}, hashtext('{schema}'));\n",
-                tenantctl::apply::LOCK_CLASS
+                tenantctl::registry::locks::LOCK_CLASS
             )
             .as_bytes(),
         )

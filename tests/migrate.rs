@@ -485,7 +485,7 @@ fn a_tenant_migrated_by_another_process_meanwhile_is_decided_again_from_its_hist
         .write_all(
             format!(
                 "SELECT pg_advisory_lock({}, hashtext('tenant_t000'));\n",
-                tenantctl::apply::LOCK_CLASS
+                tenantctl::registry::locks::LOCK_CLASS
             )
             .as_bytes(),
         )

@@ -4,7 +4,7 @@
 mod common;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tenantctl::txn::{Step, Tx};
+use tenantctl::pg::txn::{Step, Tx};
 use tokio_postgres::NoTls;
 
 use common::*;

@@ -117,12 +117,13 @@ fn scram_channel_binding_works_over_our_tls() {
     // The test server authenticates TCP connections with SCRAM; with channel binding
     // required, the login only succeeds when the TLS stream hands tokio-postgres the hash
     // of the server's certificate (tls-server-end-point).
-    use tenantctl::connect::SslMode;
+    use tenantctl::pg::connect::SslMode;
     let mut cfg: tokio_postgres::Config = admin_url().parse().unwrap();
     cfg.ssl_mode(tokio_postgres::config::SslMode::Require)
         .channel_binding(tokio_postgres::config::ChannelBinding::Require);
     let tls =
-        tenantctl::tls::connector(SslMode::Require, &tenantctl::tls::Roots::Unchecked).unwrap();
+        tenantctl::pg::tls::connector(SslMode::Require, &tenantctl::pg::tls::Roots::Unchecked)
+            .unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1,19 +1,19 @@
 //! `tenantctl backup SLUG [-o FILE]`: a consistent custom-format dump of one tenant's schema,
 //! its registry row and version recorded beside it, and the dump's SHA-256.
 
-use crate::connect::PgContext;
+use crate::pg::connect::PgContext;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use crate::apply::locked_transaction;
 use crate::cli::BackupArgs;
-use crate::dump::{self, Metadata};
-use crate::exit::bad_input;
-use crate::names::quote_ident;
+use crate::commands::session::Session;
+use crate::domain::exit::bad_input;
+use crate::domain::names::quote_ident;
+use crate::pg::dump::{self, Metadata};
 use crate::registry;
-use crate::session::Session;
+use crate::tenant::apply::locked_transaction;
 
 pub async fn run(s: &Session, args: &BackupArgs) -> Result<u8> {
     let (_pool, mut conn) = s.connect(1).await?;

@@ -7,20 +7,20 @@ use std::time::Instant;
 use anyhow::Result;
 use deadpool_postgres::Pool;
 
-use crate::apply::{self, apply_pending, ApplyError, History};
 use crate::cli::CreateArgs;
-use crate::exit::bad_input;
+use crate::commands::session::{dedup, now_epoch, Session};
+use crate::domain::exit::bad_input;
+use crate::domain::migration_set::MigrationSet;
+use crate::domain::names::quote_ident;
 use crate::fleet::{self, Interrupt, Job};
-use crate::grants;
-use crate::migration_set::MigrationSet;
-use crate::names::quote_ident;
-use crate::no_transaction;
-use crate::outcome::{Outcome, TenantOutcome};
 use crate::output::listed;
-use crate::progress::Progress;
+use crate::output::outcome::{Outcome, TenantOutcome};
+use crate::output::progress::Progress;
+use crate::pg::txn::{Step, Tx};
 use crate::registry;
-use crate::session::{dedup, now_epoch, Session};
-use crate::txn::{Step, Tx};
+use crate::tenant::apply::{self, apply_pending, ApplyError, History};
+use crate::tenant::grants;
+use crate::tenant::no_transaction;
 
 use super::report;
 
@@ -172,7 +172,7 @@ async fn check_tenant_roles(
     let (true, Some(app)) = (s.settings.per_tenant_roles, s.settings.app_role.as_deref()) else {
         return Ok(None);
     };
-    let major = crate::session::check_app_role_noinherit(conn, app).await?;
+    let major = crate::commands::session::check_app_role_noinherit(conn, app).await?;
     for (slug, role) in slugs.iter().zip(schemas) {
         if !registered.contains(slug) && registry::role_exists(conn, role).await? {
             return Err(bad_input(format!(

@@ -1,21 +1,21 @@
 //! `tenantctl drop`: destroy tenant schemas, leaving a record of each destruction in
 //! public.tenant_drops (when, by which role).
 
-use crate::connect::PgContext;
+use crate::pg::connect::PgContext;
 use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use crate::apply::locked_transaction;
 use crate::cli::DropArgs;
 use crate::commands::backup;
-use crate::exit::bad_input;
-use crate::grants;
-use crate::names::quote_ident;
+use crate::commands::session::{confirm_by_typing, dedup, lookup, Session};
+use crate::domain::exit::bad_input;
+use crate::domain::names::quote_ident;
 use crate::registry::{self, Tenant};
-use crate::session::{confirm_by_typing, dedup, lookup, Session};
+use crate::tenant::apply::locked_transaction;
+use crate::tenant::grants;
 
 pub async fn run(s: &Session, args: &DropArgs) -> Result<u8> {
     let slugs = dedup(&args.slugs);

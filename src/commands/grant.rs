@@ -11,15 +11,15 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::apply::locked_transaction;
-use crate::audit;
 use crate::cli::GrantArgs;
-use crate::connect::PgContext;
-use crate::exit::{bad_input, FAILED, OK};
-use crate::grants;
+use crate::commands::session::{check_app_role_noinherit, select_tenants, Session};
+use crate::domain::exit::{bad_input, FAILED, OK};
 use crate::output::{count as count_of, escape_line, print_json};
+use crate::pg::connect::PgContext;
 use crate::registry::{self, Tenant};
-use crate::session::{check_app_role_noinherit, select_tenants, Session};
+use crate::tenant::apply::locked_transaction;
+use crate::tenant::audit;
+use crate::tenant::grants;
 
 #[derive(Serialize)]
 struct Granted {

@@ -3,12 +3,12 @@
 use anyhow::Result;
 use serde_json::json;
 
+use crate::commands::session::Session;
 use crate::registry;
-use crate::session::Session;
 
 pub async fn run(s: &Session) -> Result<u8> {
-    let pool = crate::connect::pool(&s.target, 1)?;
-    let mut conn = crate::connect::first_connection(&pool, &s.target).await?;
+    let pool = crate::pg::connect::pool(&s.target, 1)?;
+    let mut conn = crate::pg::connect::first_connection(&pool, &s.target).await?;
     let (before, after) = registry::ensure(&mut conn, s.lock_deadline()).await?;
     let app_role = s.check_app_role(&conn).await?;
     if let Some(role) = &app_role {

@@ -3,9 +3,9 @@
 use anyhow::Result;
 use serde::Serialize;
 
+use crate::commands::session::Session;
 use crate::output::{escape_line, print_json};
 use crate::registry;
-use crate::session::Session;
 
 pub async fn run(s: &Session) -> Result<u8> {
     let (_pool, conn) = s.connect(1).await?;

@@ -11,20 +11,20 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use deadpool_postgres::Pool;
 
-use crate::apply::{self, apply_pending, read_histories, ApplyError, History};
 use crate::cli::MigrateArgs;
-use crate::connect::PgContext;
-use crate::exit::{bad_input, FAILED, OK};
+use crate::commands::session::{now_epoch, select_tenants, Session};
+use crate::domain::exit::{bad_input, FAILED, OK};
+use crate::domain::migration_set::{MigrationSet, Plan};
+use crate::fleet::outage::Outage;
 use crate::fleet::{self, Interrupt, Job};
-use crate::locks;
-use crate::migration_set::{MigrationSet, Plan};
-use crate::no_transaction;
-use crate::outage::{self, Outage};
-use crate::outcome::{Outcome, TenantOutcome};
-use crate::progress::Progress;
+use crate::output::outcome::{Outcome, TenantOutcome};
+use crate::output::progress::Progress;
+use crate::pg::connect::{self, PgContext};
+use crate::pg::txn::Tx;
+use crate::registry::locks;
 use crate::registry::{self, Tenant};
-use crate::session::{now_epoch, select_tenants, Session};
-use crate::txn::Tx;
+use crate::tenant::apply::{self, apply_pending, read_histories, ApplyError, History};
+use crate::tenant::no_transaction;
 
 use super::report;
 
@@ -366,15 +366,15 @@ async fn migrate_job(shared: Arc<Shared>, job: Visit) -> TenantOutcome {
         let seen = shared.outage.epoch();
         let client = match shared.pool.get().await {
             Ok(c) => c,
-            Err(e) if outage::is_pool_error_server_gone(&e) && waits < MAX_SERVER_WAITS => {
+            Err(e) if connect::is_pool_error_server_gone(&e) && waits < MAX_SERVER_WAITS => {
                 waits += 1;
                 shared
-                    .wait_for_server(seen, &outage::describe_pool_error(&e))
+                    .wait_for_server(seen, &connect::describe_pool_error(&e))
                     .await;
                 continue;
             }
             Err(e) => {
-                let msg = format!("no connection: {}", outage::describe_pool_error(&e));
+                let msg = format!("no connection: {}", connect::describe_pool_error(&e));
                 return TenantOutcome::failed(&t.slug, &t.schema, t.version, msg);
             }
         };
@@ -578,7 +578,10 @@ mod tests {
             tenant("c", "active", 6),
         ];
         let e = refuse_ahead(&fleet, &folder(6)).unwrap_err();
-        assert_eq!(crate::exit::code_for(&e), crate::exit::BAD_INPUT);
+        assert_eq!(
+            crate::domain::exit::code_for(&e),
+            crate::domain::exit::BAD_INPUT
+        );
         let msg = e.to_string();
         assert!(
             msg.starts_with(

@@ -10,6 +10,7 @@ mod migrate;
 mod report;
 mod restore;
 mod route;
+pub mod session;
 mod status;
 mod verify;
 
@@ -17,7 +18,7 @@ use anyhow::Result;
 use clap::CommandFactory;
 
 use crate::cli::{Cli, Command};
-use crate::session::Session;
+use crate::commands::session::Session;
 
 pub async fn run(cli: Cli) -> Result<u8> {
     let g = &cli.global;

@@ -2,11 +2,11 @@
 
 use serde::Serialize;
 
-use crate::exit::{FAILED, INTERRUPTED, OK};
+use crate::commands::session::Session;
+use crate::domain::exit::{FAILED, INTERRUPTED, OK};
 use crate::fleet::Interrupt;
-use crate::outcome::{self, Outcome, Summary, TenantOutcome};
+use crate::output::outcome::{self, Outcome, Summary, TenantOutcome};
 use crate::output::print_json;
-use crate::session::Session;
 
 #[derive(Serialize)]
 struct RunDocument<'a> {

@@ -6,22 +6,22 @@
 //! into this database under a staging name. One transaction then swaps it in: the old
 //! schema is dropped, the staged one renamed, grants applied, the registry updated.
 
-use crate::connect::PgContext;
+use crate::pg::connect::PgContext;
 use std::path::Path;
 
 use anyhow::Result;
 use serde_json::json;
 
-use crate::apply::locked_transaction;
 use crate::cli::RestoreArgs;
-use crate::connect;
-use crate::dump::{self, Metadata, Tool};
-use crate::exit::bad_input;
-use crate::grants;
-use crate::migration_set::MigrationSet;
-use crate::names::{self, quote_ident};
+use crate::commands::session::{confirm_by_typing, Session};
+use crate::domain::exit::bad_input;
+use crate::domain::migration_set::MigrationSet;
+use crate::domain::names::{self, quote_ident};
+use crate::pg::connect;
+use crate::pg::dump::{self, Metadata, Tool};
 use crate::registry::{self, Tenant};
-use crate::session::{confirm_by_typing, Session};
+use crate::tenant::apply::locked_transaction;
+use crate::tenant::grants;
 
 /// Where a restore goes, decided before anything changes.
 struct Plan {
@@ -184,7 +184,7 @@ async fn plan(s: &Session, conn: &deadpool_postgres::Object, args: &RestoreArgs)
             )));
         }
         if let Some(app) = &app_role {
-            crate::session::check_app_role_noinherit(conn, app).await?;
+            crate::commands::session::check_app_role_noinherit(conn, app).await?;
         }
     }
     let staging = if existing.is_some() {

@@ -6,11 +6,11 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::cli::RouteArgs;
-use crate::exit::{bad_input, FAILED, OK};
-use crate::names::quote_ident;
+use crate::commands::session::Session;
+use crate::domain::exit::{bad_input, FAILED, OK};
+use crate::domain::names::quote_ident;
 use crate::output::{escape_line, print_json};
 use crate::registry::{self, Route};
-use crate::session::Session;
 
 pub async fn run(s: &Session, args: &RouteArgs) -> Result<u8> {
     let (_pool, conn) = s.connect(1).await?;

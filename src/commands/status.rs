@@ -5,11 +5,11 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::cli::StatusArgs;
-use crate::exit::{FAILED, OK};
-use crate::migration_set::MigrationSet;
+use crate::commands::session::{select_tenants, Session};
+use crate::domain::exit::{FAILED, OK};
+use crate::domain::migration_set::MigrationSet;
 use crate::output::{count, print_json, table};
 use crate::registry::Tenant;
-use crate::session::{select_tenants, Session};
 
 pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
     let set = MigrationSet::load(&s.settings.migrations_dir)?;

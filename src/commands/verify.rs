@@ -4,15 +4,15 @@ use anyhow::Result;
 use deadpool_postgres::Object;
 use serde_json::json;
 
-use crate::apply::{read_histories, HISTORY_TABLE};
-use crate::audit::{self, Finding};
 use crate::cli::VerifyArgs;
-use crate::exit::{FAILED, OK};
-use crate::migration_set::{MigrationSet, Plan};
-use crate::names::quote_ident;
+use crate::commands::session::{select_tenants, Session};
+use crate::domain::exit::{FAILED, OK};
+use crate::domain::migration_set::{MigrationSet, Plan};
+use crate::domain::names::quote_ident;
 use crate::output::{count, print_json, table};
 use crate::registry::{self, Tenant};
-use crate::session::{select_tenants, Session};
+use crate::tenant::apply::{read_histories, HISTORY_TABLE};
+use crate::tenant::audit::{self, Finding};
 
 pub async fn run(s: &Session, args: &VerifyArgs) -> Result<u8> {
     let set = MigrationSet::load(&s.settings.migrations_dir)?;

@@ -88,7 +88,10 @@ impl TestDb {
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_tenantctl"));
         let ours = ["DATABASE_URL", "TENANTCTL_CONFIG", "TENANTCTL_MIGRATIONS"];
-        for var in ours.iter().chain(tenantctl::settings::PG_VARS.iter()) {
+        for var in ours
+            .iter()
+            .chain(tenantctl::domain::settings::PG_VARS.iter())
+        {
             c.env_remove(var);
         }
         c.env("DATABASE_URL", &self.url)
@@ -372,7 +375,7 @@ pub fn wait_for_tenant_lock_holder(db: &TestDb, schema: &str) -> String {
             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 \
                AND classid = {}::bigint::oid \
                AND objid = (hashtext('{schema}')::bigint & 4294967295)::oid",
-            tenantctl::apply::LOCK_CLASS
+            tenantctl::registry::locks::LOCK_CLASS
         ));
         if !pid.is_empty() {
             return pid;

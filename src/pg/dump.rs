@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio_postgres::config::Host;
 
-use crate::connect::Target;
-use crate::exit::bad_input;
+use crate::domain::exit::bad_input;
+use crate::pg::connect::Target;
 
 pub const FORMAT: &str = "tenantctl-backup/1";
 

@@ -7,12 +7,12 @@ use anyhow::{Context, Result};
 use deadpool_postgres::{Object, Pool};
 
 use crate::cli::{Format, Global};
-use crate::connect::{self, Target};
-use crate::exit::bad_input;
-use crate::names;
+use crate::domain::exit::bad_input;
+use crate::domain::names;
+use crate::domain::settings::{self, Overrides, Settings};
 use crate::output::{count, listed, plural};
+use crate::pg::connect::{self, Target};
 use crate::registry::{self, Tenant};
-use crate::settings::{self, Overrides, Settings};
 
 pub struct Session {
     pub settings: Settings,
@@ -52,7 +52,8 @@ impl Session {
     /// How long backup, drop, restore and registry upgrades wait for a lock: `--lock-timeout`,
     /// else `locks::DEFAULT_DEADLINE`.
     pub fn lock_deadline(&self) -> Duration {
-        self.lock_timeout.unwrap_or(crate::locks::DEFAULT_DEADLINE)
+        self.lock_timeout
+            .unwrap_or(crate::registry::locks::DEFAULT_DEADLINE)
     }
 
     /// How long migrate waits for a server that went away mid-run: the connect timeout.

@@ -14,12 +14,15 @@ use std::time::Duration;
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
-use crate::apply::LOCK_CLASS;
-use crate::pipeline::Params;
+use crate::pg::pipeline::Params;
 
 /// The deadline for commands that wait on tenantctl's locks when `--lock-timeout` is not
 /// given: backup, drop, restore and the registry upgrade (`migrate` waits, as documented).
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The first key of tenantctl's two-key advisory locks ("tntc"); the second is
+/// `hashtext(schema)`. A hash collision only makes two tenants wait for each other.
+pub const LOCK_CLASS: i32 = 0x746e_7463;
 
 /// Held in shared mode, for the transaction, by every tenantctl transaction that holds a
 /// tenant's lock. A one-key (bigint) advisory lock: PostgreSQL keeps those apart from the

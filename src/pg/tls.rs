@@ -18,6 +18,7 @@ use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::str::FromStr;
 use std::task::{Context, Poll};
 
 use anyhow::Result;
@@ -32,8 +33,57 @@ use openssl::x509::{X509VerifyResult, X509};
 use tokio::io::{AsyncRead, AsyncWrite, BufReader, ReadBuf};
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect};
 
-use crate::connect::SslMode;
-use crate::exit::bad_input;
+use crate::domain::exit::bad_input;
+
+/// libpq's sslmode values. tokio-postgres knows only disable/prefer/require, so what each
+/// mode does is decided in `connect::Connector` and in the TLS connector here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Allow,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl FromStr for SslMode {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "disable" => SslMode::Disable,
+            "allow" => SslMode::Allow,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            other => {
+                return Err(bad_input(format!(
+                "invalid sslmode '{other}': use disable, allow, prefer, require, verify-ca or verify-full"
+            )))
+            }
+        })
+    }
+}
+
+impl SslMode {
+    /// libpq's name of the mode (for `PGSSLMODE` and messages).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Allow => "allow",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    /// Whether the mode refuses to connect without checking the server's certificate.
+    pub fn verifies(self) -> bool {
+        matches!(self, SslMode::VerifyCa | SslMode::VerifyFull)
+    }
+}
 
 /// Makes a TLS session per connection from one OpenSSL context (cheap to clone).
 #[derive(Clone)]

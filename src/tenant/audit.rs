@@ -2,14 +2,14 @@
 //! schemas and on the registry, who owns what, and what a tenant's objects can reach.
 //! Every catalog, function and cast here is schema-qualified, like all of tenantctl's SQL.
 
-use crate::connect::PgContext;
+use crate::pg::connect::PgContext;
 use anyhow::Result;
 use deadpool_postgres::GenericClient;
 use serde::Serialize;
 
-use crate::apply::HISTORY_TABLE;
-use crate::grants::{SEQUENCE_PRIVILEGES, TABLE_PRIVILEGES};
 use crate::registry;
+use crate::tenant::apply::HISTORY_TABLE;
+use crate::tenant::grants::{SEQUENCE_PRIVILEGES, TABLE_PRIVILEGES};
 
 /// One thing an auditor should look at.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -459,7 +459,7 @@ pub async fn has_history(client: &impl GenericClient, schema: &str) -> Result<bo
     Ok(client
         .query_one(
             "SELECT pg_catalog.to_regclass($1) IS NOT NULL",
-            &[&crate::apply::history_table(schema)],
+            &[&crate::tenant::apply::history_table(schema)],
         )
         .await
         .pg_context("cannot look for the migration history table")?

@@ -8,19 +8,21 @@
 //! top of the session's search_path (`pg_catalog, pg_temp`, see `connect`): an object
 //! planted in a schema others can create in must never be what tenantctl calls.
 
+pub mod locks;
+
 use std::time::{Duration, Instant};
 
-use crate::connect::PgContext;
+use crate::pg::connect::PgContext;
 use anyhow::{bail, Result};
 use deadpool_postgres::{GenericClient, Object, Transaction};
 use refinery::{Migration, Runner};
 use tokio_postgres::Row;
 
-use crate::apply::LOCK_CLASS;
-use crate::migration_set::AppliedMigration;
-use crate::names::{quote_ident, tenant_search_path};
-use crate::refinery_tx::Queued;
-use crate::txn::{Sql, Step, StepError, Tx};
+use crate::domain::migration_set::AppliedMigration;
+use crate::domain::names::{quote_ident, tenant_search_path};
+use crate::pg::refinery_tx::Queued;
+use crate::pg::txn::{Sql, Step, StepError, Tx};
+use crate::registry::locks::LOCK_CLASS;
 
 const HISTORY: &str = "public.tenantctl_registry_history";
 
@@ -45,25 +47,16 @@ pub const ROUTING_COLUMNS: &[&str] = &[
 
 /// The registry's migrations, oldest first. Append; never edit one that has shipped.
 const REGISTRY_MIGRATIONS: &[(&str, &str)] = &[
-    (
-        "V1__registry",
-        include_str!("registry_sql/V1__registry.sql"),
-    ),
-    (
-        "V2__tenant_roles",
-        include_str!("registry_sql/V2__tenant_roles.sql"),
-    ),
+    ("V1__registry", include_str!("sql/V1__registry.sql")),
+    ("V2__tenant_roles", include_str!("sql/V2__tenant_roles.sql")),
     (
         "V3__drop_archives",
-        include_str!("registry_sql/V3__drop_archives.sql"),
+        include_str!("sql/V3__drop_archives.sql"),
     ),
-    (
-        "V4__fast_path",
-        include_str!("registry_sql/V4__fast_path.sql"),
-    ),
+    ("V4__fast_path", include_str!("sql/V4__fast_path.sql")),
     (
         "V5__pinned_search_path",
-        include_str!("registry_sql/V5__pinned_search_path.sql"),
+        include_str!("sql/V5__pinned_search_path.sql"),
     ),
 ];
 
@@ -162,7 +155,7 @@ async fn upgrade(client: &mut Object, try_for: Duration) -> Result<(), Upgrade> 
         format!(
             "SELECT set_config('lock_timeout', '{}', true); \
              SELECT pg_advisory_xact_lock({LOCK_CLASS}, 0)",
-            crate::locks::lock_timeout_value(try_for)
+            crate::registry::locks::lock_timeout_value(try_for)
         ),
     );
     let mut runner = Runner::new(&registry_migrations());
@@ -175,7 +168,7 @@ async fn upgrade(client: &mut Object, try_for: Duration) -> Result<(), Upgrade> 
         return Err(match step {
             Some(se) if is_lock_timeout(se) => Upgrade::Locked,
             _ => Upgrade::Failed(
-                anyhow::anyhow!("{}", crate::apply::describe_refinery(&e))
+                anyhow::anyhow!("{}", crate::pg::refinery_tx::describe_refinery(&e))
                     .context("cannot install the tenant registry"),
             ),
         });
@@ -203,12 +196,12 @@ async fn upgrade_locked(client: &Object, before: i64, deadline: Duration) -> any
             expected_version()
         )
     };
-    let waited = crate::locks::describe_duration(deadline);
-    match crate::locks::registry_lock_holders(client).await {
+    let waited = crate::registry::locks::describe_duration(deadline);
+    match crate::registry::locks::registry_lock_holders(client).await {
         Ok(holders) if !holders.is_empty() => anyhow::anyhow!(
             "{what}: its tables stayed locked for {waited} (--lock-timeout) by {}; end that \
              transaction (pg_terminate_backend({})) or try again later; the registry was not changed",
-            crate::locks::describe_holders(&holders),
+            crate::registry::locks::describe_holders(&holders),
             holders[0].pid
         ),
         _ => anyhow::anyhow!(

@@ -22,61 +22,13 @@ use tokio_postgres::config::{Host, SslMode as PgSslMode};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
 
-use crate::conninfo::{self, Params};
-use crate::exit::bad_input;
-use crate::pgpass::{self, Passfile};
-use crate::settings::Settings;
-use crate::tls::{self, HandshakeError, MakeTls, Roots};
+use crate::domain::exit::bad_input;
+use crate::domain::settings::Settings;
+use crate::pg::conninfo::{self, Params};
+use crate::pg::pgpass::{self, Passfile};
+use crate::pg::tls::{self, HandshakeError, MakeTls, Roots};
 
-/// libpq's sslmode values. tokio-postgres knows only disable/prefer/require, so what each
-/// mode does is decided here (`Connector`) and in tenantctl's TLS connector (`tls`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SslMode {
-    Disable,
-    Allow,
-    Prefer,
-    Require,
-    VerifyCa,
-    VerifyFull,
-}
-
-impl FromStr for SslMode {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        Ok(match s {
-            "disable" => SslMode::Disable,
-            "allow" => SslMode::Allow,
-            "prefer" => SslMode::Prefer,
-            "require" => SslMode::Require,
-            "verify-ca" => SslMode::VerifyCa,
-            "verify-full" => SslMode::VerifyFull,
-            other => {
-                return Err(bad_input(format!(
-                "invalid sslmode '{other}': use disable, allow, prefer, require, verify-ca or verify-full"
-            )))
-            }
-        })
-    }
-}
-
-impl SslMode {
-    /// libpq's name of the mode (for `PGSSLMODE` and messages).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SslMode::Disable => "disable",
-            SslMode::Allow => "allow",
-            SslMode::Prefer => "prefer",
-            SslMode::Require => "require",
-            SslMode::VerifyCa => "verify-ca",
-            SslMode::VerifyFull => "verify-full",
-        }
-    }
-
-    /// Whether the mode refuses to connect without checking the server's certificate.
-    pub fn verifies(self) -> bool {
-        matches!(self, SslMode::VerifyCa | SslMode::VerifyFull)
-    }
-}
+pub use crate::pg::tls::SslMode;
 
 /// The socket folder of Debian's libpq (upstream's default is /tmp).
 pub const DEFAULT_SOCKET_DIR: &str = "/var/run/postgresql";
@@ -697,6 +649,29 @@ pub async fn first_connection(pool: &Pool, target: &Target) -> Result<Object> {
     }
 }
 
+/// Whether `e` means the server (or the way to it) is gone, rather than that a statement
+/// failed: the connection closed, an I/O error on the socket, or a SQLSTATE of class 08
+/// (connection exception) or 57P01-57P03 (admin or crash shutdown, cannot connect now).
+/// The same decision `connect` makes when it retries a connection: one classification.
+pub fn is_server_gone(e: &tokio_postgres::Error) -> bool {
+    Failure::of(e) == Failure::Unreachable
+}
+
+/// The same for a connection the pool could not hand out: the server refused or did not
+/// answer. Authentication and TLS failures are not outages; they fail at once.
+pub fn is_pool_error_server_gone(e: &PoolError) -> bool {
+    Failure::of_pool(e) == Failure::Unreachable
+}
+
+/// A pool error as one line, with the server's message rather than "db error".
+pub fn describe_pool_error(e: &PoolError) -> String {
+    match e {
+        PoolError::Backend(pe) => describe_pg_error(pe),
+        PoolError::Timeout(_) => "timed out".to_string(),
+        other => other.to_string(),
+    }
+}
+
 /// Whether a failed connection may succeed when tried again soon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
@@ -901,7 +876,7 @@ impl<T> PgContext<T> for std::result::Result<T, tokio_postgres::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::{merge, FileConfig, Overrides};
+    use crate::domain::settings::{merge, FileConfig, Overrides};
 
     fn settings(url: Option<&str>, from_file: bool) -> Settings {
         let mut s = merge(Overrides::default(), FileConfig::default(), None, None).unwrap();
@@ -975,7 +950,7 @@ mod tests {
         assert_eq!(t.endpoints[0].pass_host, "localhost");
         let no_user = Local::default();
         let e = resolve(&settings(None, false), &env(&[]), &no_user).unwrap_err();
-        assert_eq!(crate::exit::code_for(&e), 2);
+        assert_eq!(crate::domain::exit::code_for(&e), 2);
         assert!(format!("{e:#}").contains("PGUSER"), "{e:#}");
     }
 
@@ -1022,7 +997,7 @@ mod tests {
         let e = resolve_with(Some("host=a,b,c port=1,2"), &[]).unwrap_err();
         assert!(format!("{e:#}").contains("could not match 2 port numbers to 3 hosts"));
         let e = resolve_with(Some("host=a port=x"), &[]).unwrap_err();
-        assert_eq!(crate::exit::code_for(&e), 2);
+        assert_eq!(crate::domain::exit::code_for(&e), 2);
         let t = resolve_with(Some("hostaddr=127.0.0.1 host=db.example"), &[]).unwrap();
         assert!(is_local(&t));
         assert_eq!(t.endpoints[0].pass_host, "db.example");
@@ -1037,7 +1012,7 @@ mod tests {
             &[],
         );
         // require with a root file that does not exist: refused, not silently unchecked.
-        assert_eq!(crate::exit::code_for(&t.err().unwrap()), 2);
+        assert_eq!(crate::domain::exit::code_for(&t.err().unwrap()), 2);
         let t = resolve_with(
             Some("postgres://u:secret@h/db?sslmode=disable&application_name=x"),
             &[],
@@ -1051,7 +1026,7 @@ mod tests {
     fn verify_modes_need_a_root_certificate() {
         for mode in ["verify-ca", "verify-full"] {
             let e = resolve_with(Some(&format!("host=h sslmode={mode}")), &[]).unwrap_err();
-            assert_eq!(crate::exit::code_for(&e), 2);
+            assert_eq!(crate::domain::exit::code_for(&e), 2);
             assert!(format!("{e:#}").contains("sslrootcert=system"), "{e:#}");
         }
         let home = Local {
@@ -1093,7 +1068,7 @@ mod tests {
                 &[],
             )
             .unwrap_err();
-            assert_eq!(crate::exit::code_for(&e), 2);
+            assert_eq!(crate::domain::exit::code_for(&e), 2);
             assert!(
                 format!("{e:#}").contains(&format!("weak sslmode \"{weak}\"")),
                 "{e:#}"
@@ -1112,7 +1087,7 @@ mod tests {
             let e = resolve_with(Some(url), &[]).err().unwrap();
             let text = format!("{e:#}");
             assert!(!text.contains("hunter2"), "{text}");
-            assert_eq!(crate::exit::code_for(&e), 2, "{text}");
+            assert_eq!(crate::domain::exit::code_for(&e), 2, "{text}");
         }
     }
 
@@ -1218,7 +1193,7 @@ mod tests {
     #[test]
     fn every_resolved_variable_is_cleared_by_the_harness() {
         for (_, var) in ENV_FOR {
-            assert!(crate::settings::PG_VARS.contains(&var), "{var}");
+            assert!(crate::domain::settings::PG_VARS.contains(&var), "{var}");
         }
     }
 

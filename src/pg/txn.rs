@@ -12,8 +12,8 @@ use std::task::{Context, Waker};
 
 use deadpool_postgres::ClientWrapper;
 
-use crate::connect::describe_pg_error;
-use crate::pipeline::{Params, Pipeline, Reply};
+use crate::pg::connect::describe_pg_error;
+use crate::pg::pipeline::{Params, Pipeline, Reply};
 
 /// What a request of a transaction is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,6 +15,9 @@
 //!   where it is printed ([`TextTable`] cells, per-tenant lines, `list`), and JSON escapes
 //!   what serde_json leaves raw (DEL and C1) as `\u00XX`.
 
+pub mod outcome;
+pub mod progress;
+
 use std::borrow::Cow;
 use std::fmt;
 use std::io::{self, IsTerminal, Write};

@@ -10,14 +10,15 @@
 //! with the caller. When the caller already knows the history (`Queued::with_history`), nothing is
 //! read at all, and the whole transaction can leave in one flight.
 
+use refinery::error::Kind;
 use refinery::Migration;
 use refinery_core::traits::r#async::{AsyncMigrate, AsyncQuery, AsyncTransaction};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio_postgres::SimpleQueryMessage;
 
-use crate::pipeline::Reply;
-use crate::txn::{Step, StepError, Tx};
+use crate::pg::pipeline::Reply;
+use crate::pg::txn::{Step, StepError, Tx};
 
 pub struct Queued<'t, 'c> {
     tx: &'t mut Tx<'c>,
@@ -156,3 +157,14 @@ fn latest(migrations: &[Migration]) -> i64 {
 }
 
 impl AsyncMigrate for Queued<'_, '_> {}
+
+/// A refinery error as one line, with the server's message rather than "db error".
+pub fn describe_refinery(e: &refinery::Error) -> String {
+    match e.kind() {
+        Kind::Connection(msg, src) => match src.downcast_ref::<StepError>() {
+            Some(se) => se.to_string(),
+            None => format!("{msg}: {src}"),
+        },
+        other => other.to_string(),
+    }
+}

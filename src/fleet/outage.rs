@@ -9,32 +9,9 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::{Pool, PoolError};
+use deadpool_postgres::Pool;
 
-use crate::connect::{describe_pg_error, Failure};
-
-/// Whether `e` means the server (or the way to it) is gone, rather than that a statement
-/// failed: the connection closed, an I/O error on the socket, or a SQLSTATE of class 08
-/// (connection exception) or 57P01-57P03 (admin or crash shutdown, cannot connect now).
-/// The same decision `connect` makes when it retries a connection: one classification.
-pub fn is_server_gone(e: &tokio_postgres::Error) -> bool {
-    Failure::of(e) == Failure::Unreachable
-}
-
-/// The same for a connection the pool could not hand out: the server refused or did not
-/// answer. Authentication and TLS failures are not outages; they fail at once.
-pub fn is_pool_error_server_gone(e: &PoolError) -> bool {
-    Failure::of_pool(e) == Failure::Unreachable
-}
-
-/// A pool error as one line, with the server's message rather than "db error".
-pub fn describe_pool_error(e: &PoolError) -> String {
-    match e {
-        PoolError::Backend(pe) => describe_pg_error(pe),
-        PoolError::Timeout(_) => "timed out".to_string(),
-        other => other.to_string(),
-    }
-}
+use crate::pg::connect::is_pool_error_server_gone;
 
 /// A run's view of the server's availability, shared by its tenants. The first tenant that
 /// finds the server gone waits for it (up to `budget`, the connect timeout); the others

@@ -4,6 +4,8 @@
 //! Ctrl-C; tenants already started finish (commit or roll back) either way, and the ones
 //! never started are reported as skipped.
 
+pub mod outage;
+
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,8 +13,8 @@ use std::time::Instant;
 
 use tokio::task::JoinSet;
 
-use crate::outcome::{Outcome, TenantOutcome};
-use crate::progress::Progress;
+use crate::output::outcome::{Outcome, TenantOutcome};
+use crate::output::progress::Progress;
 
 /// Set by the Ctrl-C handler: start no new tenant.
 #[derive(Clone, Default)]

@@ -34,16 +34,15 @@ use deadpool_postgres::Object;
 use refinery::Migration;
 use time::format_description::well_known::Rfc3339;
 
-use crate::apply::{
-    self, apply_pending, history_table, read_history, ApplyError, History, LOCK_CLASS,
-};
-use crate::connect::describe_pg_error;
-use crate::migration_set::{AppliedMigration, MigrationSet, Plan};
-use crate::names::tenant_search_path;
-use crate::outcome::{Outcome, TenantOutcome};
+use crate::domain::migration_set::{AppliedMigration, MigrationSet, Plan};
+use crate::domain::names::tenant_search_path;
+use crate::domain::sql_split;
+use crate::output::outcome::{Outcome, TenantOutcome};
+use crate::pg::connect::describe_pg_error;
+use crate::pg::txn::{Step, Tx, RESET_SESSION};
+use crate::registry::locks::LOCK_CLASS;
 use crate::registry::{self, Tenant};
-use crate::sql_split;
-use crate::txn::{Step, Tx, RESET_SESSION};
+use crate::tenant::apply::{self, apply_pending, history_table, read_history, ApplyError, History};
 
 /// `txn::RESET_SESSION` without `pg_catalog.pg_advisory_unlock_all()`: undoes what the file set for
 /// the session (a `SET` of its own, a temp table) before the history and registry are

@@ -3,8 +3,8 @@
 //! The data role is the application role, or with per-tenant roles the tenant's own NOLOGIN
 //! role, which the application reaches only through `SET ROLE`.
 
-use crate::apply::history_table;
-use crate::names::quote_ident;
+use crate::domain::names::quote_ident;
+use crate::tenant::apply::history_table;
 
 /// Statements run right after `CREATE SCHEMA`, before the migrations, so that default
 /// privileges already cover the tables and sequences the migrations create.

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
-use crate::outcome::{Outcome, TenantOutcome};
 use crate::output::count;
+use crate::output::outcome::{Outcome, TenantOutcome};
 
 /// Runs up to this size print a line per tenant when there is no terminal.
 const LINE_PER_TENANT_LIMIT: usize = 100;

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use refinery::Migration;
 
-use crate::exit::bad_input;
-use crate::sql_split::{self, Finding, Rule};
+use crate::domain::exit::bad_input;
+use crate::domain::sql_split::{self, Finding, Rule};
 
 /// The first line that makes a migration run on its own, outside a transaction (sqlx's
 /// convention).

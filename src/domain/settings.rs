@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde::Deserialize;
 
-use crate::exit::bad_input;
-use crate::names;
+use crate::domain::exit::bad_input;
+use crate::domain::names;
 
 /// The default concurrency against a remote server (see Session::concurrency for the rule
 /// and the README's Performance section for the measurement).
@@ -265,9 +265,9 @@ mod tests {
     fn bad_prefix_and_zero_concurrency_are_bad_input() {
         let f = file("[tenants]\nschema_prefix = \"Bad\"\n");
         let e = merge(Overrides::default(), f, None, None).unwrap_err();
-        assert_eq!(crate::exit::code_for(&e), 2);
+        assert_eq!(crate::domain::exit::code_for(&e), 2);
         let f = file("[migrations]\nconcurrency = 0\n");
         let e = merge(Overrides::default(), f, None, None).unwrap_err();
-        assert_eq!(crate::exit::code_for(&e), 2);
+        assert_eq!(crate::domain::exit::code_for(&e), 2);
     }
 }

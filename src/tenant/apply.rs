@@ -11,18 +11,14 @@ use deadpool_postgres::{GenericClient, Object, Transaction};
 use refinery::error::Kind;
 use refinery::{Runner, Target};
 
-use crate::connect::{describe_pg_error, PgContext};
-use crate::locks;
-use crate::migration_set::{AppliedMigration, MigrationSet};
-use crate::names::{quote_ident, tenant_search_path};
-use crate::pipeline::Params;
-use crate::refinery_tx::{Known, Queued};
-use crate::txn::{Step, StepError, Tx, RESET_SESSION};
+use crate::domain::migration_set::{AppliedMigration, MigrationSet};
+use crate::domain::names::{quote_ident, tenant_search_path};
+use crate::pg::connect::{describe_pg_error, PgContext};
+use crate::pg::pipeline::Params;
+use crate::pg::refinery_tx::{Known, Queued};
+use crate::pg::txn::{Step, StepError, Tx, RESET_SESSION};
+use crate::registry::locks::{self, LOCK_CLASS};
 use tokio_postgres::error::SqlState;
-
-/// The first key of tenantctl's two-key advisory locks ("tntc"); the second is
-/// `hashtext(schema)`. A hash collision only makes two tenants wait for each other.
-pub const LOCK_CLASS: i32 = 0x746e_7463;
 
 /// The history table refinery keeps inside each tenant schema.
 pub const HISTORY_TABLE: &str = "refinery_schema_history";
@@ -59,7 +55,7 @@ pub enum ApplyError {
     TenantLocked(PgFailure),
     /// The tenant's lock is held by another session: the message names it.
     Locked(String),
-    /// The server or the connection went away (`outage::is_server_gone`): nothing of the
+    /// The server or the connection went away (`connect::is_server_gone`): nothing of the
     /// transaction was committed, and the tenant can be tried again once the server is back.
     ServerGone(PgFailure),
     /// Any other PostgreSQL error outside the migrations' own SQL.
@@ -159,7 +155,7 @@ impl ApplyError {
             what: what.to_string(),
             source: Arc::new(e),
         };
-        if crate::outage::is_server_gone(&failure.source) {
+        if crate::pg::connect::is_server_gone(&failure.source) {
             ApplyError::ServerGone(failure)
         } else {
             ApplyError::Database(failure)
@@ -385,7 +381,7 @@ pub async fn apply_pending(
 pub async fn commit(tx: &mut Tx<'_>, applied: &Applied) -> Result<(), ApplyError> {
     tx.commit().await.map_err(|e| match e.step {
         // The server went away mid-flight: not this migration's fault.
-        _ if crate::outage::is_server_gone(&e.source) => step_error(&e),
+        _ if crate::pg::connect::is_server_gone(&e.source) => step_error(&e),
         Step::Migration(_) if applied.from_registry && history_collision(&e) => ApplyError::Stale,
         Step::Migration(n) => match applied.migrations.get(n) {
             Some(m) => ApplyError::MigrationFailed {
@@ -403,7 +399,7 @@ pub async fn commit(tx: &mut Tx<'_>, applied: &Applied) -> Result<(), ApplyError
 /// A failure outside the migrations' own SQL, by its type: the server gone, the tenant's
 /// lock not granted in time, a missing schema, or anything else.
 fn step_error(e: &StepError) -> ApplyError {
-    if crate::outage::is_server_gone(&e.source) {
+    if crate::pg::connect::is_server_gone(&e.source) {
         // Whichever step it cut, the cause is all there is to say.
         return ApplyError::ServerGone(PgFailure {
             what: String::new(),
@@ -512,16 +508,5 @@ fn refinery_error(e: refinery::Error, set: &MigrationSet) -> ApplyError {
             None => ApplyError::Refinery(format!("{msg}: {src}")),
         },
         other => ApplyError::Refinery(other.to_string()),
-    }
-}
-
-/// A refinery error as one line, with the server's message rather than "db error".
-pub fn describe_refinery(e: &refinery::Error) -> String {
-    match e.kind() {
-        Kind::Connection(msg, src) => match src.downcast_ref::<StepError>() {
-            Some(se) => se.to_string(),
-            None => format!("{msg}: {src}"),
-        },
-        other => other.to_string(),
     }
 }

@@ -1,0 +1,8 @@
+//! Pure rules, no I/O to a server: tenant names and quoting, settings, the migrations
+//! folder and what a migration file may hold, exit codes.
+
+pub mod exit;
+pub mod migration_set;
+pub mod names;
+pub mod settings;
+pub mod sql_split;

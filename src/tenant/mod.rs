@@ -1,0 +1,7 @@
+//! One tenant's work, inside a transaction the caller opens: applying its pending
+//! migrations (or a `-- no-transaction` file alone), its grants, and reading its catalog.
+
+pub mod apply;
+pub mod audit;
+pub mod grants;
+pub mod no_transaction;
