@@ -430,7 +430,8 @@ pub async fn record_restore(
 }
 
 /// Removes the tenant from the registry and records its destruction (when, by which role),
-/// in the dropping transaction.
+/// in the dropping transaction. Its rows in `public.tenant_migrations` go too: their errors
+/// can quote the tenant's data, and only the record of the destruction may outlive it.
 pub async fn record_drop(
     tx: &Transaction<'_>,
     slug: &str,
@@ -448,5 +449,11 @@ pub async fn record_drop(
     )
     .await
     .pg_context("cannot record the drop in the registry")?;
+    tx.execute(
+        "DELETE FROM public.tenant_migrations WHERE slug = $1",
+        &[&slug],
+    )
+    .await
+    .pg_context("cannot purge the dropped tenant's migration history from the registry")?;
     Ok(())
 }
