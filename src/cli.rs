@@ -202,9 +202,15 @@ pub struct BackupArgs {
     #[arg(value_name = "SLUG", value_parser = slug)]
     pub slug: String,
 
-    /// Dump file to write (default: ./<slug>-<UTC time>.dump); never overwritten.
+    /// Dump file to write (default: ./<slug>-<UTC time>.dump), and FILE.json beside it;
+    /// both created 0600, never over an existing file or through a symbolic link.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+
+    /// Give up when the application keeps one of the tenant's tables locked longer than
+    /// this (pg_dump --lock-wait-timeout), e.g. 500ms, 5s, 1m. Default: 30s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    pub lock_timeout: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -249,8 +255,18 @@ pub struct DropArgs {
 
     /// Back each tenant up into this folder first (see backup); refuse to drop any tenant
     /// if a backup fails. The drop record keeps the archive's file name and SHA-256.
+    /// The folder must exist unless --create-dir is given.
     #[arg(long, value_name = "DIR")]
     pub archive: Option<PathBuf>,
+
+    /// Create the --archive folder (mode 0700) when it does not exist.
+    #[arg(long, requires = "archive")]
+    pub create_dir: bool,
+
+    /// With --archive: give up a backup when the application keeps one of the tenant's
+    /// tables locked longer than this (pg_dump --lock-wait-timeout). Default: 30s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms, requires = "archive")]
+    pub lock_timeout: Option<u64>,
 }
 
 #[cfg(test)]

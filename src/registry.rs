@@ -203,6 +203,16 @@ pub async fn existing_schemas(
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// The name of every schema of the database (a restore refuses a dump that names any of
+/// them but its own).
+pub async fn schema_names(client: &impl GenericClient) -> Result<Vec<String>> {
+    let rows = client
+        .query("SELECT nspname::text FROM pg_namespace ORDER BY 1", &[])
+        .await
+        .pg_context("cannot list the schemas of the database")?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// Whether a role inherits the privileges of roles granted to it (rolinherit).
 pub async fn role_inherits(client: &impl GenericClient, role: &str) -> Result<bool> {
     Ok(client

@@ -3,6 +3,7 @@
 
 use crate::connect::PgContext;
 use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde_json::json;
@@ -10,11 +11,13 @@ use serde_json::json;
 use crate::apply::locked_transaction;
 use crate::cli::DropArgs;
 use crate::commands::backup;
-use crate::exit::bad_input;
+use crate::exit::{bad_input, INTERRUPTED};
 use crate::grants;
 use crate::names::quote_ident;
+use crate::outfile;
 use crate::registry::{self, Tenant};
 use crate::session::{confirm_by_typing, dedup, lookup, Session};
+use crate::signals::Signals;
 
 pub async fn run(s: &Session, args: &DropArgs) -> Result<u8> {
     let slugs = dedup(&args.slugs);
@@ -24,6 +27,11 @@ pub async fn run(s: &Session, args: &DropArgs) -> Result<u8> {
             "refusing to drop without --yes: stdin is not a terminal, so nobody can confirm; nothing was dropped",
         ));
     }
+    // Archive paths are checked before anything is changed (the registry included).
+    let archive = match &args.archive {
+        Some(dir) => Some(plan_archive(dir, args.create_dir, &slugs)?),
+        None => None,
+    };
     let (_pool, mut conn) = s.connect(1).await?;
     let (found, unknown) = lookup(&conn, &slugs).await?;
     if !unknown.is_empty() && !args.if_exists {
@@ -43,33 +51,32 @@ pub async fn run(s: &Session, args: &DropArgs) -> Result<u8> {
             )?;
         }
     }
+    let mut signals = Signals::listen()?;
     // Every archive is written before anything is dropped: a failed backup stops the command.
-    let mut archives = Vec::new();
-    if let Some(dir) = &args.archive {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create archive folder {}", dir.display()))?;
-        for t in &found {
-            let file = backup::default_file(dir, &t.slug);
-            let m = backup::backup_tenant(s, &mut conn, &t.slug, &file)
-                .await
-                .with_context(|| {
-                    format!("cannot archive tenant {}; nothing was dropped", t.slug)
-                })?;
-            if !s.json() {
-                println!(
-                    "archived {} to {} (sha256 {})",
-                    t.slug,
-                    file.display(),
-                    m.sha256
-                );
+    let archives = match &archive {
+        Some(plan) => {
+            let lock_wait = args.lock_timeout.unwrap_or(backup::DEFAULT_LOCK_WAIT_MS);
+            tokio::select! {
+                r = archive_all(s, &mut conn, plan, &found, lock_wait) => r?,
+                sig = signals.recv() => {
+                    eprintln!("interrupted by {sig}: nothing was dropped and no archive was left");
+                    return Ok(INTERRUPTED);
+                }
             }
-            archives.push(Some((file.display().to_string(), m.sha256)));
         }
-    } else {
-        archives.resize(found.len(), None);
-    }
+        None => vec![None; found.len()],
+    };
     let mut dropped = Vec::new();
     for (t, archive) in found.iter().zip(&archives) {
+        // A tenant being dropped finishes; none starts after Ctrl-C or SIGTERM.
+        if let Some(sig) = signals.received() {
+            eprintln!(
+                "interrupted by {sig}: dropped {} of {} tenants; run drop again for the rest",
+                dropped.len(),
+                found.len()
+            );
+            return Ok(INTERRUPTED);
+        }
         drop_one(
             &mut conn,
             t,
@@ -89,6 +96,91 @@ pub async fn run(s: &Session, args: &DropArgs) -> Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// Where `drop --archive` writes each tenant's backup.
+struct ArchivePlan {
+    dir: PathBuf,
+    /// The folder is missing and --create-dir asked for it.
+    create: bool,
+    files: Vec<(String, PathBuf)>,
+}
+
+/// Refuses (exit 2) a missing archive folder (unless it is to be created), a path that is
+/// not a folder, and archive files that exist already.
+fn plan_archive(dir: &Path, create_dir: bool, slugs: &[String]) -> Result<ArchivePlan> {
+    let missing = match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => false,
+        Ok(_) => {
+            return Err(bad_input(format!(
+                "archive folder {} is not a folder; nothing was dropped",
+                dir.display()
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => {
+            return Err(bad_input(format!(
+                "cannot use archive folder {}: {e}; nothing was dropped",
+                dir.display()
+            )))
+        }
+    };
+    if missing && !create_dir {
+        return Err(bad_input(format!(
+            "archive folder {} does not exist; create it (mode 0700) or pass --create-dir; \
+             nothing was dropped",
+            dir.display()
+        )));
+    }
+    let files = slugs
+        .iter()
+        .map(|slug| (slug.clone(), backup::default_file(dir, slug)))
+        .collect::<Vec<_>>();
+    if !missing {
+        for (_, f) in &files {
+            backup::check_destination(f)?;
+        }
+    }
+    Ok(ArchivePlan {
+        dir: dir.to_path_buf(),
+        create: missing,
+        files,
+    })
+}
+
+/// Backs every tenant up into the archive folder; the file name and SHA-256 of each.
+async fn archive_all(
+    s: &Session,
+    conn: &mut deadpool_postgres::Object,
+    plan: &ArchivePlan,
+    found: &[Tenant],
+    lock_wait_ms: u64,
+) -> Result<Vec<Option<(String, String)>>> {
+    if plan.create {
+        outfile::create_private_dir(&plan.dir)?;
+    }
+    let mut archives = Vec::new();
+    for t in found {
+        let file = plan
+            .files
+            .iter()
+            .find(|(slug, _)| slug == &t.slug)
+            .map(|(_, f)| f.clone())
+            .unwrap_or_else(|| backup::default_file(&plan.dir, &t.slug));
+        let m = backup::backup_tenant(s, conn, &t.slug, &file, lock_wait_ms)
+            .await
+            .with_context(|| format!("cannot archive tenant {}; nothing was dropped", t.slug))?;
+        if !s.json() {
+            println!(
+                "archived {} to {} (sha256 {})",
+                t.slug,
+                file.display(),
+                m.sha256
+            );
+        }
+        archives.push(Some((file.display().to_string(), m.sha256)));
+    }
+    Ok(archives)
 }
 
 /// Tables dropped per transaction before the schema itself. Each drop locks the table and its
