@@ -764,17 +764,7 @@ fn check_tokens(stmt: &[Token], policy: &Policy, body: Option<usize>) -> Result<
                 }
             }
             Tok::Str(s) => {
-                let lower = s.to_ascii_lowercase();
-                let named = policy
-                    .others
-                    .iter()
-                    .map(String::as_str)
-                    .chain(ALWAYS_OTHER.iter().copied())
-                    .find(|o| {
-                        lower.contains(&format!("{}.", o.to_ascii_lowercase()))
-                            || s.contains(&format!("\"{}\".", o.replace('"', "\"\"")))
-                    });
-                if let Some(o) = named {
+                if let Some(o) = qualifiers(s).into_iter().find(|q| other(q)) {
                     return Err(format!("names an object of schema {o} in a string"));
                 }
             }
@@ -782,6 +772,46 @@ fn check_tokens(stmt: &[Token], policy: &Policy, body: Option<usize>) -> Result<
         }
     }
     Ok(())
+}
+
+/// The names written right before a `.` in a string (`'public.tenants'::regclass`), as
+/// PostgreSQL would read them: unquoted ones lower-cased, quoted ones exact.
+fn qualifiers(s: &str) -> Vec<String> {
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = Vec::new();
+    let mut word = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '"' {
+            let mut name = String::new();
+            i += 1;
+            while i < chars.len() {
+                if chars[i] == '"' && chars.get(i + 1) == Some(&'"') {
+                    name.push('"');
+                    i += 2;
+                } else if chars[i] == '"' {
+                    break;
+                } else {
+                    name.push(chars[i]);
+                    i += 1;
+                }
+            }
+            if chars.get(i + 1) == Some(&'.') {
+                out.push(name);
+            }
+            word.clear();
+        } else if is_ident_char(c) {
+            word.push(c);
+        } else {
+            if c == '.' && !word.is_empty() {
+                out.push(word.to_ascii_lowercase());
+            }
+            word.clear();
+        }
+        i += 1;
+    }
+    out
 }
 
 /// The string constants of the migration files: every function body they define.
@@ -1103,6 +1133,16 @@ mod tests {
             "CREATE FUNCTION tenant_acme.f() RETURNS void LANGUAGE c AS 'lib', 'sym';",
             "written in c",
         );
+    }
+
+    #[test]
+    fn qualified_names_in_strings() {
+        assert_eq!(qualifiers("public.tenants"), vec!["public"]);
+        assert_eq!(
+            qualifiers("x Public.T, \"Tenant-B\".t"),
+            vec!["public", "Tenant-B"]
+        );
+        assert!(qualifiers("it's public").is_empty());
     }
 
     #[test]

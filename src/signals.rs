@@ -42,3 +42,16 @@ impl Signals {
         self.seen
     }
 }
+
+/// Says on stderr (and with --format json, as the one document on stdout) that a signal
+/// stopped the command; returns exit code 130.
+pub fn interrupted(json: bool, msg: &str) -> u8 {
+    eprintln!("{msg}");
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"error": msg, "exit_code": crate::exit::INTERRUPTED})
+        );
+    }
+    crate::exit::INTERRUPTED
+}

@@ -14,12 +14,12 @@ use serde_json::json;
 use crate::apply::locked_transaction;
 use crate::cli::BackupArgs;
 use crate::dump::{self, Metadata};
-use crate::exit::{bad_input, INTERRUPTED};
+use crate::exit::bad_input;
 use crate::names::quote_ident;
 use crate::outfile::{self, PendingFile};
 use crate::registry;
 use crate::session::Session;
-use crate::signals::Signals;
+use crate::signals::{self, Signals};
 
 /// How long pg_dump waits for a table the application keeps locked (an explicit `LOCK
 /// TABLE`, a long `ALTER`) before the backup fails, unless --lock-timeout says otherwise.
@@ -39,8 +39,8 @@ pub async fn run(s: &Session, args: &BackupArgs) -> Result<u8> {
     let m = tokio::select! {
         r = backup_tenant(s, &mut conn, &args.slug, &file, lock_wait) => r?,
         sig = signals.recv() => {
-            eprintln!("interrupted by {sig}: the backup was stopped and no file was left");
-            return Ok(INTERRUPTED);
+            let msg = format!("interrupted by {sig}: the backup was stopped and no file was left");
+            return Ok(signals::interrupted(s.json(), &msg));
         }
     };
     if s.json() {

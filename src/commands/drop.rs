@@ -11,13 +11,13 @@ use serde_json::json;
 use crate::apply::locked_transaction;
 use crate::cli::DropArgs;
 use crate::commands::backup;
-use crate::exit::{bad_input, INTERRUPTED};
+use crate::exit::bad_input;
 use crate::grants;
 use crate::names::quote_ident;
 use crate::outfile;
 use crate::registry::{self, Tenant};
 use crate::session::{confirm_by_typing, dedup, lookup, Session};
-use crate::signals::Signals;
+use crate::signals::{self, Signals};
 
 pub async fn run(s: &Session, args: &DropArgs) -> Result<u8> {
     let slugs = dedup(&args.slugs);
@@ -59,8 +59,8 @@ pub async fn run(s: &Session, args: &DropArgs) -> Result<u8> {
             tokio::select! {
                 r = archive_all(s, &mut conn, plan, &found, lock_wait) => r?,
                 sig = signals.recv() => {
-                    eprintln!("interrupted by {sig}: nothing was dropped and no archive was left");
-                    return Ok(INTERRUPTED);
+                    let msg = format!("interrupted by {sig}: nothing was dropped and no archive was left");
+                    return Ok(signals::interrupted(s.json(), &msg));
                 }
             }
         }
@@ -70,12 +70,13 @@ pub async fn run(s: &Session, args: &DropArgs) -> Result<u8> {
     for (t, archive) in found.iter().zip(&archives) {
         // A tenant being dropped finishes; none starts after Ctrl-C or SIGTERM.
         if let Some(sig) = signals.received() {
-            eprintln!(
-                "interrupted by {sig}: dropped {} of {} tenants; run drop again for the rest",
+            let msg = format!(
+                "interrupted by {sig}: dropped {} of {} tenants ({}); run drop again for the rest",
                 dropped.len(),
-                found.len()
+                found.len(),
+                dropped.join(", ")
             );
-            return Ok(INTERRUPTED);
+            return Ok(signals::interrupted(s.json(), &msg));
         }
         drop_one(
             &mut conn,

@@ -28,13 +28,13 @@ use crate::connect::{self, PgContext};
 use crate::dump::{self, Metadata, Tool};
 use crate::dump_load;
 use crate::dump_policy::{self, Policy};
-use crate::exit::{bad_input, INTERRUPTED};
+use crate::exit::bad_input;
 use crate::grants;
 use crate::migration_set::MigrationSet;
 use crate::names::{self, quote_ident};
 use crate::registry::{self, Tenant};
 use crate::session::{confirm_by_typing, Session};
-use crate::signals::Signals;
+use crate::signals::{self, Signals};
 
 /// Where a restore goes, decided before anything changes.
 struct Plan {
@@ -185,11 +185,7 @@ fn interrupted(s: &Session, sig: &str, plan: &Plan) -> u8 {
          tenant {} was not changed",
         plan.slug
     );
-    eprintln!("{msg}");
-    if s.json() {
-        println!("{}", json!({"error": msg, "exit_code": INTERRUPTED}));
-    }
-    INTERRUPTED
+    signals::interrupted(s.json(), &msg)
 }
 
 /// The record beside the dump must exist and match the dump's SHA-256 (a truncated or
