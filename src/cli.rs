@@ -58,8 +58,8 @@ pub struct Global {
 
     /// How long to wait for a lock before giving up, e.g. 500ms, 5s, 1m; the error names
     /// the session holding it. For backup, drop, restore and registry upgrades (the
-    /// implicit init of every command): a tenant's lock, its tables, the registry's tables;
-    /// default 1m. For migrate: a tenant's lock held by anything but another tenantctl
+    /// implicit init of every command): a tenant's lock, its tables (pg_dump's
+    /// --lock-wait-timeout too), the registry's tables; default 1m. For migrate: a tenant's lock held by anything but another tenantctl
     /// (which it waits for) and the application's locks on the tenant's tables; that
     /// tenant fails and the fleet goes on; default: wait.
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration_ms)]
@@ -224,7 +224,8 @@ pub struct BackupArgs {
     #[arg(value_name = "SLUG", value_parser = slug)]
     pub slug: String,
 
-    /// Dump file to write (default: ./<slug>-<UTC time>.dump); never overwritten.
+    /// Dump file to write (default: ./<slug>-<UTC time>.dump), and FILE.json beside it;
+    /// both created 0600, never over an existing file or through a symbolic link.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
 }
@@ -278,8 +279,13 @@ pub struct DropArgs {
 
     /// Back each tenant up into this folder first (see backup); refuse to drop any tenant
     /// if a backup fails. The drop record keeps the archive's file name and SHA-256.
+    /// The folder must exist unless --create-dir is given.
     #[arg(long, value_name = "DIR")]
     pub archive: Option<PathBuf>,
+
+    /// Create the --archive folder (mode 0700) when it does not exist.
+    #[arg(long, requires = "archive")]
+    pub create_dir: bool,
 }
 
 #[derive(Debug, Args)]

@@ -270,18 +270,32 @@ fn an_old_pg_dump_is_refused() {
 fn drop_archive_keeps_a_verifiable_copy_or_drops_nothing() {
     let db = TestDb::new("archive");
     db.run(&["create", "acme", "globex"]).expect(0);
-    // An archive folder that cannot be created: nothing is dropped.
+    // An archive folder that cannot be created: bad input, nothing is dropped.
     let not_a_dir = db.dir.join("file");
     std::fs::write(&not_a_dir, "x").unwrap();
-    db.run(&["drop", "acme", "--yes", "--archive", path_str(&not_a_dir)])
-        .expect(1)
-        .mentions("archive");
+    db.run(&[
+        "drop",
+        "acme",
+        "--yes",
+        "--archive",
+        path_str(&not_a_dir),
+        "--create-dir",
+    ])
+    .expect(2)
+    .mentions("archive");
     assert_eq!(db.tenant_schemas(), vec!["tenant_acme", "tenant_globex"]);
 
     let dir = db.dir.join("archive");
-    db.run(&["drop", "acme", "--yes", "--archive", path_str(&dir)])
-        .expect(0)
-        .mentions("archived acme");
+    db.run(&[
+        "drop",
+        "acme",
+        "--yes",
+        "--archive",
+        path_str(&dir),
+        "--create-dir",
+    ])
+    .expect(0)
+    .mentions("archived acme");
     let row = db
         .query("SELECT archive_file, archive_sha256 FROM public.tenant_drops WHERE slug = 'acme'");
     let (file, sha) = (row[0][0].clone().unwrap(), row[0][1].clone().unwrap());

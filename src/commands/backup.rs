@@ -1,5 +1,9 @@
 //! `tenantctl backup SLUG [-o FILE]`: a consistent custom-format dump of one tenant's schema,
 //! its registry row and version recorded beside it, and the dump's SHA-256.
+//!
+//! The dump and its record hold health data: both are created 0600, with O_EXCL and
+//! O_NOFOLLOW, under a temporary name in the destination folder, and get their final names
+//! only when complete; a failure, a lock wait that runs out or Ctrl-C leaves neither.
 
 use crate::pg::connect::PgContext;
 use std::path::{Path, PathBuf};
@@ -11,17 +15,29 @@ use crate::cli::BackupArgs;
 use crate::commands::session::Session;
 use crate::domain::exit::bad_input;
 use crate::domain::names::quote_ident;
+use crate::fleet::signals::{self, Signals};
 use crate::pg::dump::{self, Metadata};
+use crate::pg::outfile::{self, PendingFile};
 use crate::registry;
 use crate::tenant::apply::locked_transaction;
 
 pub async fn run(s: &Session, args: &BackupArgs) -> Result<u8> {
-    let (_pool, mut conn) = s.connect(1).await?;
     let file = args
         .output
         .clone()
         .unwrap_or_else(|| default_file(Path::new("."), &args.slug));
-    let m = backup_tenant(s, &mut conn, &args.slug, &file).await?;
+    // Before anything is changed, the registry included.
+    check_destination(&file)?;
+    let (_pool, mut conn) = s.connect(1).await?;
+    let lock_wait = s.lock_deadline();
+    let mut signals = Signals::listen()?;
+    let m = tokio::select! {
+        r = backup_tenant(s, &mut conn, &args.slug, &file, lock_wait) => r?,
+        sig = signals.recv() => {
+            let msg = format!("interrupted by {sig}: the backup was stopped and no file was left");
+            return Ok(signals::interrupted(s.json(), &msg));
+        }
+    };
     if s.json() {
         crate::output::print_json(&json!(m));
     } else {
@@ -52,6 +68,13 @@ pub fn default_file(dir: &Path, slug: &str) -> PathBuf {
     ))
 }
 
+/// Refuses (exit 2) a dump file or record that exists (a symbolic link included) or whose
+/// folder is missing.
+pub fn check_destination(file: &Path) -> Result<()> {
+    outfile::check_new_path(file, "backups")?;
+    outfile::check_new_path(&dump::metadata_path(file), "backup records")
+}
+
 /// Dumps one tenant to `file` (refusing to overwrite), holding the tenant's lock so no
 /// migration changes it meanwhile, and writes the metadata beside it.
 pub async fn backup_tenant(
@@ -59,13 +82,10 @@ pub async fn backup_tenant(
     conn: &mut deadpool_postgres::Object,
     slug: &str,
     file: &Path,
+    deadline: std::time::Duration,
 ) -> Result<Metadata> {
-    if file.exists() {
-        return Err(bad_input(format!(
-            "{} already exists; choose another file with -o",
-            file.display()
-        )));
-    }
+    check_destination(file)?;
+    let pending = PendingFile::create(file)?;
     let server_major = registry::server_major(&*conn).await?;
     let pg_dump = dump::find_tool("pg_dump")?;
     dump::check_not_older(&pg_dump, "pg_dump", server_major)
@@ -79,7 +99,7 @@ pub async fn backup_tenant(
             "unknown tenant {slug} (see tenantctl list)"
         )));
     };
-    let (tx, exists) = locked_transaction(conn, slug, &schema, s.lock_deadline())
+    let (tx, exists) = locked_transaction(conn, slug, &schema, deadline)
         .await
         .with_context(|| format!("no backup of tenant {slug} was written"))?;
     if !exists {
@@ -99,16 +119,25 @@ pub async fn backup_tenant(
     // The pattern is quoted by the one quoting function: an exact, case-sensitive name.
     cmd.args(["--format=custom", "--schema"])
         .arg(quote_ident(&t.schema))
-        .arg("--file")
-        .arg(file);
-    let result = dump::run(cmd, format!("pg_dump of tenant {slug}")).await;
+        .arg(format!("--lock-wait-timeout={}", deadline.as_millis()));
+    let result = dump::run_to_file(cmd, pending.file(), format!("pg_dump of tenant {slug}")).await;
     tx.commit()
         .await
         .pg_context("cannot release the tenant's lock")?;
     if let Err(e) = result {
-        let _ = std::fs::remove_file(file);
+        // pg_dump enforces --lock-wait-timeout as a statement timeout on its LOCK TABLE.
+        if format!("{e:#}").contains("Query was: LOCK TABLE") {
+            return Err(e.context(format!(
+                "the application kept a table of tenant {slug} locked for more than {} \
+                 (--lock-timeout); no backup was written, retry when the lock is released \
+                 or raise --lock-timeout",
+                crate::registry::locks::describe_duration(deadline)
+            )));
+        }
         return Err(e);
     }
+    let sha256 = dump::sha256_file(pending.temp_path())?;
+    let placed = pending.persist()?;
     let m = Metadata {
         format: dump::FORMAT.into(),
         slug: t.slug.clone(),
@@ -120,13 +149,15 @@ pub async fn backup_tenant(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        sha256: dump::sha256_file(file)?,
+        sha256,
         created_at: time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default(),
         server_major,
         pg_dump: pg_dump.version.clone(),
     };
-    dump::write_metadata(file, &m)?;
+    // The dump is kept only with its record.
+    dump::write_metadata(file, &m)?.keep();
+    placed.keep();
     Ok(m)
 }

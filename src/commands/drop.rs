@@ -3,6 +3,7 @@
 
 use crate::pg::connect::PgContext;
 use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -13,6 +14,8 @@ use crate::commands::backup;
 use crate::commands::session::{confirm_by_typing, dedup, lookup, Session};
 use crate::domain::exit::bad_input;
 use crate::domain::names::quote_ident;
+use crate::fleet::signals::{self, Signals};
+use crate::pg::outfile;
 use crate::registry::{self, Tenant};
 use crate::tenant::apply::locked_transaction;
 use crate::tenant::grants;
@@ -25,12 +28,17 @@ pub async fn run(s: &Session, args: &DropArgs) -> Result<u8> {
             "refusing to drop without --yes: stdin is not a terminal, so nobody can confirm; nothing was dropped",
         ));
     }
+    // Archive paths are checked before anything is changed (the registry included).
+    let archive = match &args.archive {
+        Some(dir) => Some(plan_archive(dir, args.create_dir, &slugs)?),
+        None => None,
+    };
     let (_pool, mut conn) = s.connect(1).await?;
     let (found, unknown) = lookup(&conn, &slugs).await?;
     if !unknown.is_empty() && !args.if_exists {
         return Err(bad_input(format!(
-            "unknown {}; nothing was dropped (see tenantctl list, or pass --if-exists)",
-            crate::output::listed("tenant", &unknown)
+            "unknown tenant {}; nothing was dropped (see tenantctl list, or pass --if-exists)",
+            unknown.join(", ")
         )));
     }
     if !args.yes {
@@ -44,33 +52,33 @@ pub async fn run(s: &Session, args: &DropArgs) -> Result<u8> {
             )?;
         }
     }
+    let mut signals = Signals::listen()?;
     // Every archive is written before anything is dropped: a failed backup stops the command.
-    let mut archives = Vec::new();
-    if let Some(dir) = &args.archive {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create archive folder {}", dir.display()))?;
-        for t in &found {
-            let file = backup::default_file(dir, &t.slug);
-            let m = backup::backup_tenant(s, &mut conn, &t.slug, &file)
-                .await
-                .with_context(|| {
-                    format!("cannot archive tenant {}; nothing was dropped", t.slug)
-                })?;
-            if !s.json() {
-                crate::outln!(
-                    "archived {} to {} (sha256 {})",
-                    t.slug,
-                    file.display(),
-                    m.sha256
-                );
+    let archives = match &archive {
+        Some(plan) => {
+            let lock_wait = s.lock_deadline();
+            tokio::select! {
+                r = archive_all(s, &mut conn, plan, &found, lock_wait) => r?,
+                sig = signals.recv() => {
+                    let msg = format!("interrupted by {sig}: nothing was dropped and no archive was left");
+                    return Ok(signals::interrupted(s.json(), &msg));
+                }
             }
-            archives.push(Some((file.display().to_string(), m.sha256)));
         }
-    } else {
-        archives.resize(found.len(), None);
-    }
+        None => vec![None; found.len()],
+    };
     let mut dropped = Vec::new();
     for (t, archive) in found.iter().zip(&archives) {
+        // A tenant being dropped finishes; none starts after Ctrl-C or SIGTERM.
+        if let Some(sig) = signals.received() {
+            let msg = format!(
+                "interrupted by {sig}: dropped {} of {} tenants ({}); run drop again for the rest",
+                dropped.len(),
+                found.len(),
+                dropped.join(", ")
+            );
+            return Ok(signals::interrupted(s.json(), &msg));
+        }
         drop_one(
             &mut conn,
             t,
@@ -91,6 +99,91 @@ pub async fn run(s: &Session, args: &DropArgs) -> Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// Where `drop --archive` writes each tenant's backup.
+struct ArchivePlan {
+    dir: PathBuf,
+    /// The folder is missing and --create-dir asked for it.
+    create: bool,
+    files: Vec<(String, PathBuf)>,
+}
+
+/// Refuses (exit 2) a missing archive folder (unless it is to be created), a path that is
+/// not a folder, and archive files that exist already.
+fn plan_archive(dir: &Path, create_dir: bool, slugs: &[String]) -> Result<ArchivePlan> {
+    let missing = match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => false,
+        Ok(_) => {
+            return Err(bad_input(format!(
+                "archive folder {} is not a folder; nothing was dropped",
+                dir.display()
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => {
+            return Err(bad_input(format!(
+                "cannot use archive folder {}: {e}; nothing was dropped",
+                dir.display()
+            )))
+        }
+    };
+    if missing && !create_dir {
+        return Err(bad_input(format!(
+            "archive folder {} does not exist; create it (mode 0700) or pass --create-dir; \
+             nothing was dropped",
+            dir.display()
+        )));
+    }
+    let files = slugs
+        .iter()
+        .map(|slug| (slug.clone(), backup::default_file(dir, slug)))
+        .collect::<Vec<_>>();
+    if !missing {
+        for (_, f) in &files {
+            backup::check_destination(f)?;
+        }
+    }
+    Ok(ArchivePlan {
+        dir: dir.to_path_buf(),
+        create: missing,
+        files,
+    })
+}
+
+/// Backs every tenant up into the archive folder; the file name and SHA-256 of each.
+async fn archive_all(
+    s: &Session,
+    conn: &mut deadpool_postgres::Object,
+    plan: &ArchivePlan,
+    found: &[Tenant],
+    deadline: Duration,
+) -> Result<Vec<Option<(String, String)>>> {
+    if plan.create {
+        outfile::create_private_dir(&plan.dir)?;
+    }
+    let mut archives = Vec::new();
+    for t in found {
+        let file = plan
+            .files
+            .iter()
+            .find(|(slug, _)| slug == &t.slug)
+            .map(|(_, f)| f.clone())
+            .unwrap_or_else(|| backup::default_file(&plan.dir, &t.slug));
+        let m = backup::backup_tenant(s, conn, &t.slug, &file, deadline)
+            .await
+            .with_context(|| format!("cannot archive tenant {}; nothing was dropped", t.slug))?;
+        if !s.json() {
+            crate::outln!(
+                "archived {} to {} (sha256 {})",
+                t.slug,
+                file.display(),
+                m.sha256
+            );
+        }
+        archives.push(Some((file.display().to_string(), m.sha256)));
+    }
+    Ok(archives)
 }
 
 /// Tables dropped per transaction before the schema itself. Each drop locks the table and its

@@ -1,26 +1,39 @@
 //! `tenantctl restore SLUG FILE [--as NEW_SLUG] [--yes]`: replace one tenant's schema with a
 //! backup (or restore it as a new tenant), touching no other tenant.
 //!
+//! A dump is code, and this one may not be ours. Before anything runs, its table of
+//! contents and the SQL it would execute are checked (`dump_policy`): one tenant schema,
+//! nothing outside it, no SECURITY DEFINER, no other schema named, only function bodies the
+//! migrations folder defines. The tenant is the dump's schema, not what the `.json` says.
+//!
 //! pg_restore cannot rename a schema, and rewriting dump text could alter patient data, so
-//! the dump is restored into a scratch database, renamed there, dumped again and restored
-//! into this database under a staging name. One transaction then swaps it in: the old
-//! schema is dropped, the staged one renamed, grants applied, the registry updated.
+//! the dump is loaded into a private scratch database, renamed there, dumped again and
+//! loaded into this database under a staging name. Both loads run exactly the checked
+//! statements (`dump_load`), as a temporary NOLOGIN role made for this restore that owns
+//! nothing but the schema it loads, cannot create roles and has no access to the registry
+//! or any other schema. One transaction then swaps the copy in: the old schema is dropped,
+//! the staged one renamed and handed to tenantctl's role, grants applied, the registry
+//! updated. The role and the scratch database are removed on success, error, Ctrl-C and
+//! SIGTERM; the rows never touch the local disk.
 
-use crate::pg::connect::PgContext;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use serde_json::json;
 
 use crate::cli::RestoreArgs;
 use crate::commands::session::{confirm_by_typing, Session};
+use crate::domain::dump_policy::{self, Policy};
 use crate::domain::exit::bad_input;
 use crate::domain::migration_set::MigrationSet;
 use crate::domain::names::{self, quote_ident};
-use crate::pg::connect;
+use crate::fleet::signals::{self, Signals};
+use crate::pg::connect::{self, PgContext};
 use crate::pg::dump::{self, Metadata, Tool};
+use crate::pg::dump_load;
 use crate::registry::{self, Tenant};
-use crate::tenant::apply::locked_transaction;
+use crate::tenant::apply::{history_table, locked_transaction};
 use crate::tenant::grants;
 
 /// Where a restore goes, decided before anything changes.
@@ -38,10 +51,43 @@ struct Plan {
     app_role: Option<String>,
 }
 
+/// What the dump holds, read from the dump itself.
+struct Dumped {
+    /// The dump's one schema, and the tenant it belongs to.
+    schema: String,
+    /// The checked statements of its schema sections (before and after the rows).
+    pre_data: String,
+    post_data: String,
+}
+
+/// Everything the stages need.
+struct Ctx<'a> {
+    s: &'a Session,
+    file: &'a Path,
+    pg_restore: &'a Tool,
+    pg_dump: &'a Tool,
+    dumped: &'a Dumped,
+    plan: &'a Plan,
+    bodies: &'a std::collections::HashSet<String>,
+    schemas: &'a [String],
+    record: &'a Metadata,
+    major: i32,
+}
+
 pub async fn run(s: &Session, args: &RestoreArgs) -> Result<u8> {
-    let m = check_dump(s, args)?;
+    let m = check_record(args)?;
     let pg_restore = dump::find_tool("pg_restore")?;
-    dump::check_archive(&pg_restore, &args.file).await?;
+    let schema = read_toc(s, &pg_restore, args, &m).await?;
+    let set = MigrationSet::load(&s.settings.migrations_dir)?;
+    let latest = set.latest();
+    if m.version > latest {
+        return Err(bad_input(format!(
+            "the backup is at version {}, newer than the migrations folder {} knows (latest {latest}); \
+             restore it with the migrations it was made with",
+            m.version,
+            s.settings.migrations_dir.display()
+        )));
+    }
     let pg_dump = dump::find_tool("pg_dump")?;
     let (_pool, mut conn) = s.connect(1).await?;
     let major = registry::server_major(&conn).await?;
@@ -49,61 +95,88 @@ pub async fn run(s: &Session, args: &RestoreArgs) -> Result<u8> {
         dump::check_not_older(tool, name, major).map_err(|e| bad_input(format!("{e:#}")))?;
     }
     let plan = plan(s, &conn, args).await?;
+    let bodies = dump_policy::migration_bodies(set.migrations.iter().filter_map(|m| m.sql()));
+    let schemas = registry::schema_names(&conn).await?;
+    let dumped = read_sql(&pg_restore, &args.file, schema, &bodies, &schemas).await?;
     if plan.existing.is_some() && !args.yes {
         confirm_by_typing(
             &plan.slug,
             &format!("replace every row of tenant {} with the backup", plan.slug),
         )?;
     }
-    if let Err(e) = stage(
+    let ctx = Ctx {
         s,
-        &conn,
-        &pg_dump,
-        &pg_restore,
-        &args.file,
-        &m.schema,
+        file: &args.file,
+        pg_restore: &pg_restore,
+        pg_dump: &pg_dump,
+        dumped: &dumped,
+        plan: &plan,
+        bodies: &bodies,
+        schemas: &schemas,
+        record: &m,
+        major,
+    };
+    // Listened for only now: before, Ctrl-C simply ends the process (nothing exists yet).
+    let mut signals = Signals::listen()?;
+    let sandbox = Sandbox::new();
+    let staged = tokio::select! {
+        r = stage(&ctx, &conn, &sandbox) => Some(r),
+        _ = signals.recv() => None,
+    };
+    let version = match staged {
+        Some(Ok(v)) => v,
+        Some(Err(e)) => {
+            sandbox.remove(s, true).await;
+            if let Some(sig) = signals.received() {
+                return Ok(interrupted(s, sig, &plan));
+            }
+            return Err(e.context(format!(
+                "restore of tenant {} failed; the tenant was not changed",
+                plan.slug
+            )));
+        }
+        None => {
+            sandbox.remove(s, true).await;
+            let sig = signals.received().unwrap_or("a signal");
+            return Ok(interrupted(s, sig, &plan));
+        }
+    };
+    // The swap is one short transaction and is not interrupted: a signal now waits for it.
+    if let Err(e) = swap(
+        &mut conn,
         &plan,
+        &m,
+        version,
+        &sandbox.role,
+        major,
+        s.lock_deadline(),
     )
     .await
     {
-        if plan.existing.is_some() {
-            let _ = conn
-                .batch_execute(&format!(
-                    "DROP SCHEMA IF EXISTS {} CASCADE",
-                    quote_ident(&plan.staging)
-                ))
-                .await;
-        }
+        sandbox.remove(s, true).await;
         return Err(e.context(format!(
             "restore of tenant {} failed; the tenant was not changed",
             plan.slug
         )));
     }
-    if let Err(e) = swap(&mut conn, &plan, &m, major, s.lock_deadline()).await {
-        // The swap rolled back; the staged copy is not registered and must not linger.
-        let drop_staged = format!(
-            "DROP SCHEMA IF EXISTS {} CASCADE",
-            quote_ident(&plan.staging)
-        );
-        let _ = conn.batch_execute(&drop_staged).await;
-        return Err(e.context(format!(
-            "restore of tenant {} failed; the tenant was not changed",
-            plan.slug
-        )));
-    }
-    let latest = MigrationSet::load(&s.settings.migrations_dir)?.latest();
+    sandbox.remove(s, false).await;
+    report(s, args, &plan, version, latest);
+    Ok(0)
+}
+
+fn report(s: &Session, args: &RestoreArgs, plan: &Plan, version: i64, latest: i64) {
     if s.json() {
         crate::output::print_json(
-            &json!({"slug": plan.slug, "schema": plan.schema, "version": m.version, "from": args.file, "latest_version": latest}),
+            &json!({"slug": plan.slug, "schema": plan.schema, "version": version, "from": args.file, "latest_version": latest}),
         );
     } else {
         crate::outln!(
             "restored tenant {} (schema {}) to version {} from {}{}",
             plan.slug,
             plan.schema,
-            m.version,
+            version,
             args.file.display(),
-            if m.version < latest {
+            if version < latest {
                 format!(
                     "; run tenantctl migrate {} to bring it to version {latest}",
                     plan.slug
@@ -113,12 +186,20 @@ pub async fn run(s: &Session, args: &RestoreArgs) -> Result<u8> {
             }
         );
     }
-    Ok(0)
 }
 
-/// The dump must match its recorded SHA-256, be of the named tenant, and not be newer than
-/// the migrations folder.
-fn check_dump(s: &Session, args: &RestoreArgs) -> Result<Metadata> {
+fn interrupted(s: &Session, sig: &str, plan: &Plan) -> u8 {
+    let msg = format!(
+        "interrupted by {sig}: the restore was stopped, its scratch database and role removed; \
+         tenant {} was not changed",
+        plan.slug
+    );
+    signals::interrupted(s.json(), &msg)
+}
+
+/// The record beside the dump must exist and match the dump's SHA-256 (a truncated or
+/// corrupt file). It is not signed, so nothing else in it is trusted.
+fn check_record(args: &RestoreArgs) -> Result<Metadata> {
     let m = dump::read_metadata(&args.file)?;
     let sha = dump::sha256_file(&args.file).map_err(|e| bad_input(format!("{e:#}")))?;
     if sha != m.sha256 {
@@ -127,28 +208,125 @@ fn check_dump(s: &Session, args: &RestoreArgs) -> Result<Metadata> {
             args.file.display()
         )));
     }
-    if m.slug != args.slug {
-        return Err(bad_input(format!(
-            "{} is a backup of tenant {}, not {}; to restore it under another slug run \
-             tenantctl restore {} {} --as {}",
-            args.file.display(),
-            m.slug,
-            args.slug,
-            m.slug,
-            args.file.display(),
-            args.slug
-        )));
-    }
-    let latest = MigrationSet::load(&s.settings.migrations_dir)?.latest();
-    if m.version > latest {
-        return Err(bad_input(format!(
-            "the backup is at version {}, newer than the migrations folder {} knows (latest {latest}); \
-             restore it with the migrations it was made with",
-            m.version,
-            s.settings.migrations_dir.display()
-        )));
-    }
     Ok(m)
+}
+
+/// Reads the table of contents: the one tenant schema, nothing outside it. The tenant is
+/// that schema's, and the record and the command line must agree with it.
+async fn read_toc(s: &Session, tool: &Tool, args: &RestoreArgs, m: &Metadata) -> Result<String> {
+    let file = args.file.display().to_string();
+    let refuse = |why: String| {
+        bad_input(format!(
+            "refusing to restore {file}: {why}; nothing was changed"
+        ))
+    };
+    let all = dump::list(tool, &args.file, None).await?;
+    let schema = dump_policy::dumped_schema(&all).map_err(refuse)?;
+    let prefix = &s.settings.schema_prefix;
+    let slug = schema
+        .strip_prefix(prefix.as_str())
+        .filter(|slug| names::schema_name(prefix, slug).ok().as_ref() == Some(&schema))
+        .filter(|slug| names::validate_slug(slug).is_ok())
+        .ok_or_else(|| {
+            refuse(format!(
+                "its schema {schema} is not a tenant schema (schema_prefix '{prefix}')"
+            ))
+        })?
+        .to_string();
+    let inside = dump::list(tool, &args.file, Some(&schema)).await?;
+    dump_policy::check_toc(&all, &inside, &schema).map_err(refuse)?;
+    if m.slug != slug || m.schema != schema {
+        return Err(refuse(format!(
+            "its record {} says tenant {} (schema {}) but the dump holds schema {schema} of tenant \
+             {slug}, so the record does not belong to this dump",
+            dump::metadata_path(&args.file).display(),
+            m.slug,
+            m.schema
+        )));
+    }
+    if slug != args.slug {
+        return Err(bad_input(format!(
+            "{file} is a backup of tenant {slug}, not {}; to restore it under another slug run \
+             tenantctl restore {slug} {file} --as {}",
+            args.slug, args.slug
+        )));
+    }
+    Ok(schema)
+}
+
+/// The policy for SQL whose objects live in `own`: every other schema of this database is
+/// out of bounds.
+fn policy<'a>(
+    own: Vec<String>,
+    schemas: &[String],
+    bodies: &'a std::collections::HashSet<String>,
+) -> Policy<'a> {
+    let others = schemas
+        .iter()
+        .filter(|n| !own.contains(n) && n.as_str() != "pg_catalog")
+        .cloned()
+        .collect();
+    Policy {
+        own,
+        others,
+        bodies,
+    }
+}
+
+/// Prints (without executing anything) the SQL of the dump's schema sections and checks it.
+async fn read_sql(
+    tool: &Tool,
+    file: &Path,
+    schema: String,
+    bodies: &std::collections::HashSet<String>,
+    schemas: &[String],
+) -> Result<Dumped> {
+    let p = policy(vec![schema.clone()], schemas, bodies);
+    let shown = file.display().to_string();
+    let mut sections = Vec::new();
+    for section in ["pre-data", "post-data"] {
+        let text = dump_load::text_of(
+            restore_command(tool, file, &schema, section),
+            &format!("pg_restore --section={section} {shown}"),
+        )
+        .await
+        .map_err(|e| {
+            bad_input(format!(
+                "{shown} is not a readable dump ({e:#}); nothing was changed"
+            ))
+        })?;
+        sections.push(dump_load::checked(&text, &p, &shown)?);
+    }
+    let post_data = sections.pop().unwrap_or_default();
+    let pre_data = sections.pop().unwrap_or_default();
+    Ok(Dumped {
+        schema,
+        pre_data,
+        post_data,
+    })
+}
+
+/// `pg_restore` printing one section of the dump's schema to stdout (it connects nowhere).
+fn restore_command(tool: &Tool, file: &Path, schema: &str, section: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(&tool.path);
+    // Owners and privileges are not restored: a dump of another tenant would otherwise bring
+    // that tenant's grants along. tenantctl applies this tenant's grants itself.
+    cmd.arg(format!("--section={section}"))
+        .arg("--schema")
+        .arg(schema)
+        .args(["--no-owner", "--no-privileges", "--file", "-"])
+        .arg(file);
+    cmd
+}
+
+/// `pg_dump` printing one section of the scratch copy to stdout.
+fn scratch_dump_command(ctx: &Ctx, scratch: &str, section: &str) -> std::process::Command {
+    let mut cmd = dump::command(ctx.pg_dump, &ctx.s.target, scratch);
+    cmd.arg(format!("--section={section}"))
+        .arg("--schema")
+        .arg(quote_ident(&ctx.plan.staging))
+        .args(["--no-owner", "--no-privileges"]);
+    cmd
 }
 
 async fn plan(s: &Session, conn: &deadpool_postgres::Object, args: &RestoreArgs) -> Result<Plan> {
@@ -203,58 +381,250 @@ async fn plan(s: &Session, conn: &deadpool_postgres::Object, args: &RestoreArgs)
     })
 }
 
-/// Loads the dump into this database as `plan.staging`, by way of a scratch database.
-async fn stage(
-    s: &Session,
-    conn: &deadpool_postgres::Object,
-    pg_dump: &Tool,
-    pg_restore: &Tool,
-    file: &Path,
-    dumped_schema: &str,
-    plan: &Plan,
-) -> Result<()> {
-    let scratch = format!("tenantctl_restore_{}_{}", std::process::id(), nanos());
-    conn.batch_execute(&format!("CREATE DATABASE {}", quote_ident(&scratch)))
-        .await
-        .pg_context("cannot create a scratch database for the restore (the role needs CREATEDB)")?;
-    let restaged = std::env::temp_dir().join(format!("{scratch}.dump"));
-    let result = async {
-        restore_into(pg_restore, s, &scratch, file).await?;
-        rename_in(s, &scratch, dumped_schema, &plan.staging, &plan.schema).await?;
-        let mut cmd = dump::command(pg_dump, &s.target, &scratch);
-        cmd.args(["--format=custom", "--schema"])
-            .arg(quote_ident(&plan.staging))
-            .arg("--file")
-            .arg(&restaged);
-        dump::run(cmd, "pg_dump of the scratch copy".into()).await?;
-        let db = s.target.config.get_dbname().unwrap_or_default().to_string();
-        restore_into(pg_restore, s, &db, &restaged).await
-    }
-    .await;
-    let _ = std::fs::remove_file(&restaged);
-    let _ = conn
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            quote_ident(&scratch)
-        ))
-        .await;
-    result
+/// What a restore makes before the swap: a role and a scratch database, both named for
+/// this process, and the server sessions working in them.
+struct Sandbox {
+    role: String,
+    scratch: String,
+    sessions: Arc<Mutex<Vec<i32>>>,
 }
 
-async fn restore_into(pg_restore: &Tool, s: &Session, db: &str, file: &Path) -> Result<()> {
-    let mut cmd = dump::command(pg_restore, &s.target, db);
-    // Owners and privileges are not restored: a dump of another tenant would otherwise bring
-    // that tenant's grants along. tenantctl applies this tenant's grants itself.
-    cmd.args([
-        "--no-owner",
-        "--no-privileges",
-        "--exit-on-error",
-        "--single-transaction",
-        "--dbname",
-        db,
-    ])
-    .arg(file);
-    dump::run(cmd, format!("pg_restore of {}", file.display())).await
+impl Sandbox {
+    fn new() -> Sandbox {
+        let name = format!("tenantctl_restore_{}_{}", std::process::id(), nanos());
+        Sandbox {
+            role: name.clone(),
+            scratch: name,
+            sessions: Arc::default(),
+        }
+    }
+
+    /// Remembers a session of this restore, so that an interrupted one can be ended.
+    async fn track(&self, client: &tokio_postgres::Client) -> Result<()> {
+        let pid: i32 = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .pg_context("cannot read the session's process id")?
+            .get(0);
+        if let Ok(mut v) = self.sessions.lock() {
+            v.push(pid);
+        }
+        Ok(())
+    }
+
+    /// Removes the scratch database and the role with whatever it still owns (a staged
+    /// copy never swapped in), on a connection of its own: the restore's sessions may be
+    /// in the middle of a statement. With `end_sessions`, those are ended first, so that an
+    /// uncommitted load rolls back. Failures are reported, not raised: the restore's own
+    /// outcome is what the operator needs.
+    async fn remove(&self, s: &Session, end_sessions: bool) {
+        let client = match fresh_connection(s).await {
+            Ok(c) => c,
+            Err(e) => {
+                crate::errln!(
+                    "warning: cannot clean up after the restore ({e:#}); drop database {} and role {} by hand",
+                    self.scratch, self.role
+                );
+                return;
+            }
+        };
+        let pids: Vec<i32> = self.sessions.lock().map(|v| v.clone()).unwrap_or_default();
+        if end_sessions && !pids.is_empty() {
+            let _ = client
+                .execute(
+                    "SELECT pg_catalog.pg_terminate_backend(pid, 5000) \
+                       FROM pg_catalog.unnest($1::int[]) AS pid \
+                      WHERE pid <> pg_catalog.pg_backend_pid()",
+                    &[&pids],
+                )
+                .await;
+        }
+        if let Err(e) = client
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                quote_ident(&self.scratch)
+            ))
+            .await
+        {
+            crate::errln!(
+                "warning: cannot drop the restore's scratch database {}: {}; drop it by hand",
+                self.scratch,
+                connect::describe_pg_error(&e)
+            );
+        }
+        match registry::role_exists(&client, &self.role).await {
+            Ok(true) => {
+                if let Err(e) = client
+                    .batch_execute(&grants::drop_restore_role(&self.role))
+                    .await
+                {
+                    crate::errln!(
+                        "warning: cannot drop the restore's role {}: {}; drop it by hand",
+                        self.role,
+                        connect::describe_pg_error(&e)
+                    );
+                }
+            }
+            Ok(false) => {}
+            Err(e) => crate::errln!("warning: {e:#}"),
+        }
+    }
+}
+
+/// A connection of its own to this database (not the command's, which may be busy).
+async fn fresh_connection(s: &Session) -> Result<deadpool_postgres::Object> {
+    let pool = connect::pool(&s.target, 1)?;
+    connect::first_connection(&pool, &s.target).await
+}
+
+/// Loads the dump into this database as `plan.staging`, by way of a scratch database, as
+/// the restore role. Returns the tenant's version, read from the dump's own history.
+async fn stage(ctx: &Ctx<'_>, conn: &deadpool_postgres::Object, sb: &Sandbox) -> Result<i64> {
+    sb.track(conn).await?;
+    conn.batch_execute(&grants::create_restore_role(&sb.role, ctx.major))
+        .await
+        .pg_context(
+            "cannot create the role the restore runs as (tenantctl's role needs CREATEROLE)",
+        )?;
+    conn.batch_execute(&format!("CREATE DATABASE {}", quote_ident(&sb.scratch)))
+        .await
+        .pg_context("cannot create a scratch database for the restore (the role needs CREATEDB)")?;
+    // The scratch copy holds a tenant's rows: nobody else may connect to it.
+    conn.batch_execute(&format!(
+        "REVOKE ALL ON DATABASE {} FROM PUBLIC",
+        quote_ident(&sb.scratch)
+    ))
+    .await
+    .pg_context("cannot make the scratch database private")?;
+    let version = load_scratch(ctx, sb).await?;
+    if version != ctx.record.version {
+        return Err(bad_input(format!(
+            "refusing to restore {}: its migration history is at version {version} but its record \
+             says {}, so the record does not belong to this dump; nothing was changed",
+            ctx.file.display(),
+            ctx.record.version
+        )));
+    }
+    load_staging(ctx, sb).await?;
+    conn.batch_execute(&format!(
+        "DROP DATABASE {} WITH (FORCE)",
+        quote_ident(&sb.scratch)
+    ))
+    .await
+    .pg_context("cannot drop the restore's scratch database")?;
+    Ok(version)
+}
+
+/// The dump, loaded into the scratch database as the restore role, renamed to the staging
+/// name, its pinned search_paths re-pointed at the tenant's final schema.
+async fn load_scratch(ctx: &Ctx<'_>, sb: &Sandbox) -> Result<i64> {
+    let schema = &ctx.dumped.schema;
+    let mut client = connect::connect_db(&ctx.s.target, &sb.scratch).await?;
+    sb.track(&client).await?;
+    let tx = client
+        .transaction()
+        .await
+        .pg_context("cannot start the scratch load")?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA {} AUTHORIZATION {r}; SET LOCAL ROLE {r}",
+        quote_ident(schema),
+        r = quote_ident(&sb.role)
+    ))
+    .await
+    .pg_context("cannot prepare the scratch database")?;
+    dump_load::run_sql(&tx, &ctx.dumped.pre_data, "the dump's tables").await?;
+    let mut rows = std::process::Command::new(&ctx.pg_restore.path);
+    rows.args(["--section=data", "--schema"])
+        .arg(schema)
+        .args(["--no-owner", "--no-privileges", "--file", "-"])
+        .arg(ctx.file);
+    dump_load::load_data(&tx, rows, schema, "pg_restore of the dump's rows").await?;
+    dump_load::run_sql(
+        &tx,
+        &ctx.dumped.post_data,
+        "the dump's indexes, constraints and triggers",
+    )
+    .await?;
+    rename_in(&tx, &sb.role, schema, &ctx.plan.staging, &ctx.plan.schema).await?;
+    let version = history_version(&tx, &ctx.plan.staging).await?;
+    tx.commit()
+        .await
+        .pg_context("cannot commit the scratch load")?;
+    Ok(version)
+}
+
+/// The scratch copy, dumped and loaded into this database under the staging name, as the
+/// restore role, through the same checks.
+async fn load_staging(ctx: &Ctx<'_>, sb: &Sandbox) -> Result<()> {
+    let staging = &ctx.plan.staging;
+    let mut own = vec![staging.clone()];
+    if ctx.plan.schema != *staging {
+        own.push(ctx.plan.schema.clone());
+    }
+    let p = policy(own, ctx.schemas, ctx.bodies);
+    let what = "the scratch copy";
+    let mut sections = Vec::new();
+    for section in ["pre-data", "post-data"] {
+        let text = dump_load::text_of(
+            scratch_dump_command(ctx, &sb.scratch, section),
+            &format!("pg_dump --section={section} of {what}"),
+        )
+        .await?;
+        sections.push(dump_load::checked(&text, &p, what)?);
+    }
+    let db = ctx
+        .s
+        .target
+        .config
+        .get_dbname()
+        .unwrap_or_default()
+        .to_string();
+    let mut client = connect::connect_db(&ctx.s.target, &db).await?;
+    sb.track(&client).await?;
+    let tx = client
+        .transaction()
+        .await
+        .pg_context("cannot start loading the restored copy")?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA {} AUTHORIZATION {r}; SET LOCAL ROLE {r}",
+        quote_ident(staging),
+        r = quote_ident(&sb.role)
+    ))
+    .await
+    .pg_context("cannot create the staging schema")?;
+    dump_load::run_sql(&tx, &sections[0], "the tables").await?;
+    dump_load::load_data(
+        &tx,
+        scratch_dump_command(ctx, &sb.scratch, "data"),
+        staging,
+        "pg_dump of the scratch copy's rows",
+    )
+    .await?;
+    dump_load::run_sql(&tx, &sections[1], "the indexes, constraints and triggers").await?;
+    tx.commit()
+        .await
+        .pg_context("cannot commit the restored copy")
+}
+
+/// The highest version in the restored schema's own history (0 without one).
+async fn history_version(tx: &tokio_postgres::Transaction<'_>, schema: &str) -> Result<i64> {
+    let table = history_table(schema);
+    let present: bool = tx
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+        .await
+        .pg_context("cannot look for the restored migration history")?
+        .get(0);
+    if !present {
+        return Ok(0);
+    }
+    Ok(tx
+        .query_one(
+            &format!("SELECT coalesce(max(version), 0)::bigint FROM {table}"),
+            &[],
+        )
+        .await
+        .pg_context("cannot read the restored migration history")?
+        .get(0))
 }
 
 /// Renames the schema in the scratch database and points every function that pins a
@@ -262,19 +632,26 @@ async fn restore_into(pg_restore: &Tool, s: &Session, db: &str, file: &Path) -> 
 /// keep writing into the schema it was copied from). Only the old schema's name is replaced
 /// in each path, and `pg_temp` is kept last (`names::repin_search_path`), so a function
 /// pinned safely (`pg_catalog, pg_temp`) stays so.
-async fn rename_in(s: &Session, db: &str, from: &str, to: &str, final_schema: &str) -> Result<()> {
-    let client = connect::connect_db(&s.target, db).await?;
+async fn rename_in(
+    tx: &tokio_postgres::Transaction<'_>,
+    role: &str,
+    from: &str,
+    to: &str,
+    final_schema: &str,
+) -> Result<()> {
     if from != to {
-        client
-            .batch_execute(&format!(
-                "ALTER SCHEMA {} RENAME TO {}",
-                quote_ident(from),
-                quote_ident(to)
-            ))
-            .await
-            .pg_context("cannot rename the restored schema")?;
+        // Renaming needs CREATE on the database, which only tenantctl's role has; the
+        // restore role is back in charge for the rest.
+        tx.batch_execute(&format!(
+            "RESET ROLE; ALTER SCHEMA {} RENAME TO {}; SET LOCAL ROLE {}",
+            quote_ident(from),
+            quote_ident(to),
+            quote_ident(role)
+        ))
+        .await
+        .pg_context("cannot rename the restored schema")?;
     }
-    let pinned = client
+    let pinned = tx
         .query(
             "SELECT p.oid::pg_catalog.regprocedure::text, pg_catalog.substr(cfg, 13) \
                FROM pg_catalog.pg_proc p \
@@ -289,21 +666,23 @@ async fn rename_in(s: &Session, db: &str, from: &str, to: &str, final_schema: &s
         // regprocedure's text is PostgreSQL's own quoted, schema-qualified signature.
         let function: String = row.get(0);
         let path = names::repin_search_path(row.get(1), from, final_schema);
-        client
-            .batch_execute(&format!(
-                "ALTER FUNCTION {function} SET search_path = {path}"
-            ))
-            .await
-            .with_pg_context(|| format!("cannot re-pin the search_path of {function}"))?;
+        tx.batch_execute(&format!(
+            "ALTER FUNCTION {function} SET search_path = {path}"
+        ))
+        .await
+        .with_pg_context(|| format!("cannot re-pin the search_path of {function}"))?;
     }
     Ok(())
 }
 
-/// One transaction: drop the replaced schema, rename the staged one, grant, register.
+/// One transaction: drop the replaced schema, rename the staged one, take it over from the
+/// restore role, grant, register.
 async fn swap(
     conn: &mut deadpool_postgres::Object,
     plan: &Plan,
     m: &Metadata,
+    version: i64,
+    restore_role: &str,
     major: i32,
     deadline: std::time::Duration,
 ) -> Result<()> {
@@ -316,6 +695,7 @@ async fn swap(
             s = quote_ident(&plan.schema)
         ));
     }
+    sql.push_str(&grants::take_over_restored(restore_role));
     if let (true, Some(role), Some(app)) = (
         plan.create_role,
         plan.data_role.as_deref(),
@@ -349,7 +729,7 @@ async fn swap(
         &plan.slug,
         &plan.schema,
         display.as_deref(),
-        m.version,
+        version,
         role.as_deref(),
     )
     .await?;

@@ -5,6 +5,7 @@
 //! never started are reported as skipped.
 
 pub mod outage;
+pub mod signals;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};

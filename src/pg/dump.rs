@@ -39,10 +39,16 @@ pub fn metadata_path(dump: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-pub fn write_metadata(dump: &Path, m: &Metadata) -> Result<()> {
+/// Writes the record beside the dump: 0600, never over an existing file or through a link.
+pub fn write_metadata(dump: &Path, m: &Metadata) -> Result<crate::pg::outfile::Placed> {
+    use std::io::Write;
     let path = metadata_path(dump);
-    std::fs::write(&path, serde_json::to_string_pretty(m)? + "\n")
-        .with_context(|| format!("cannot write {}", path.display()))
+    let pending = crate::pg::outfile::PendingFile::create(&path)?;
+    pending
+        .file()
+        .write_all((serde_json::to_string_pretty(m)? + "\n").as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    pending.persist()
 }
 
 pub fn read_metadata(dump: &Path) -> Result<Metadata> {
@@ -111,9 +117,12 @@ pub fn find_tool(name: &str) -> Result<Tool> {
         }
         candidates.push(PathBuf::from(name));
     }
+    // On a tie the first wins: Debian's /usr/lib/postgresql/N/bin/X, not the pg_wrapper
+    // script on PATH, which costs a Perl start (about 0.2 s) per run.
     candidates
         .into_iter()
         .filter_map(|p| probe(&p).ok())
+        .rev()
         .max_by_key(|t| t.major)
         .ok_or_else(|| {
             anyhow!("cannot find {name}; install Debian's postgresql-client package or set {var}")
@@ -196,24 +205,41 @@ pub fn command(tool: &Tool, target: &Target, dbname: &str) -> Command {
     cmd
 }
 
-/// Runs a prepared command off the async runtime; its stderr becomes the error.
-pub async fn run(mut cmd: Command, what: String) -> Result<()> {
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .context("the client program's task failed")?
+/// Runs a client program with its output going to `out` (a file tenantctl created); its
+/// stderr becomes the error. The program is killed if the caller stops waiting (Ctrl-C).
+pub async fn run_to_file(cmd: Command, out: &std::fs::File, what: String) -> Result<()> {
+    let child = tokio::process::Command::from(cmd)
+        .kill_on_drop(true)
+        .stdin(std::process::Stdio::null())
+        .stdout(
+            out.try_clone()
+                .context("cannot hand the output file to the client program")?,
+        )
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .with_context(|| format!("cannot run {what}"))?;
-    if out.status.success() {
+    let done = child
+        .wait_with_output()
+        .await
+        .with_context(|| format!("{what} failed"))?;
+    if done.status.success() {
         return Ok(());
     }
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&done.stderr);
     bail!("{what} failed: {}", stderr.trim());
 }
 
-/// Runs `pg_restore --list` on a file: a cheap check that it is a readable archive.
-pub async fn check_archive(restore: &Tool, file: &Path) -> Result<()> {
+/// The table of contents of a dump (`pg_restore --list`), of the entries in `schema` only
+/// when given (pg_restore's own exact test of an entry's schema). A file pg_restore cannot
+/// read is refused (exit 2).
+pub async fn list(restore: &Tool, file: &Path, schema: Option<&str>) -> Result<String> {
     let mut cmd = Command::new(&restore.path);
-    cmd.arg("--list").arg(file);
-    run(cmd, format!("pg_restore --list {}", file.display()))
+    cmd.arg("--list");
+    if let Some(s) = schema {
+        cmd.arg("--schema").arg(s);
+    }
+    cmd.arg(file);
+    crate::pg::dump_load::text_of(cmd, &format!("pg_restore --list {}", file.display()))
         .await
         .map_err(|e| {
             bad_input(format!(

@@ -5,6 +5,8 @@
 pub mod connect;
 pub mod conninfo;
 pub mod dump;
+pub mod dump_load;
+pub mod outfile;
 pub mod pgpass;
 pub mod pipeline;
 pub mod refinery_tx;

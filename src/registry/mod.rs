@@ -304,6 +304,16 @@ pub async fn existing_schemas(
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// The name of every schema of the database (a restore refuses a dump that names any of
+/// them but its own).
+pub async fn schema_names(client: &impl GenericClient) -> Result<Vec<String>> {
+    let rows = client
+        .query("SELECT nspname::text FROM pg_namespace ORDER BY 1", &[])
+        .await
+        .pg_context("cannot list the schemas of the database")?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// Whether a role inherits the privileges of roles granted to it (rolinherit).
 pub async fn role_inherits(client: &impl GenericClient, role: &str) -> Result<bool> {
     Ok(client
@@ -556,7 +566,8 @@ pub async fn record_restore(
 }
 
 /// Removes the tenant from the registry and records its destruction (when, by which role),
-/// in the dropping transaction.
+/// in the dropping transaction. Its rows in `public.tenant_migrations` go too: their errors
+/// can quote the tenant's data, and only the record of the destruction may outlive it.
 pub async fn record_drop(
     tx: &Transaction<'_>,
     slug: &str,
@@ -574,6 +585,12 @@ pub async fn record_drop(
     )
     .await
     .pg_context("cannot record the drop in the registry")?;
+    tx.execute(
+        "DELETE FROM public.tenant_migrations WHERE slug = $1",
+        &[&slug],
+    )
+    .await
+    .pg_context("cannot purge the dropped tenant's migration history from the registry")?;
     Ok(())
 }
 

@@ -110,6 +110,33 @@ pub fn membership(role: &str, app_role: &str, server_major: i32) -> String {
     }
 }
 
+/// The role a restore runs as: it can log in nowhere, create nothing outside the schema
+/// tenantctl gives it, create no role and read no other schema or the registry. tenantctl's
+/// role becomes a member so that it can `SET ROLE` to it and take its objects over.
+pub fn create_restore_role(role: &str, server_major: i32) -> String {
+    let r = quote_ident(role);
+    let grant = if server_major >= 16 {
+        format!("GRANT {r} TO CURRENT_USER WITH INHERIT TRUE, SET TRUE;\n")
+    } else {
+        format!("GRANT {r} TO CURRENT_USER;\n")
+    };
+    format!(
+        "CREATE ROLE {r} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION NOBYPASSRLS;\n{grant}"
+    )
+}
+
+/// Gives everything the restore role made in this database to tenantctl's role.
+pub fn take_over_restored(role: &str) -> String {
+    format!("REASSIGN OWNED BY {} TO CURRENT_USER;\n", quote_ident(role))
+}
+
+/// Removes the restore role with whatever it still owns in this database (a staged copy
+/// that was never swapped in).
+pub fn drop_restore_role(role: &str) -> String {
+    let r = quote_ident(role);
+    format!("DROP OWNED BY {r};\nDROP ROLE {r};\n")
+}
+
 /// Removes a tenant's role, after its schema (and with it every privilege) is gone.
 pub fn drop_tenant_role(role: &str) -> String {
     format!("DROP ROLE IF EXISTS {};\n", quote_ident(role))
