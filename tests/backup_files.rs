@@ -219,10 +219,10 @@ fn drop_purges_the_tenants_migration_history_and_keeps_the_record() {
             "SELECT count(*) FROM public.tenant_migrations WHERE slug = '{slug}'"
         ))
     };
-    assert_eq!(count("acme"), "6");
+    assert_eq!(count("acme"), "7");
     db.run(&["drop", "acme", "--yes"]).expect(0);
     assert_eq!(count("acme"), "0");
-    assert_eq!(count("globex"), "6");
+    assert_eq!(count("globex"), "7");
     assert_eq!(
         db.scalar("SELECT count(*) FROM public.tenant_drops WHERE slug = 'acme'"),
         "1"

@@ -19,7 +19,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 const SLOW_V8: (&str, &str) = (
-    "V9__slow.sql",
+    "V8__slow.sql",
     "SELECT pg_sleep(0.1);\nALTER TABLE wellness_logs ADD COLUMN resting_heart_rate smallint;",
 );
 

@@ -188,7 +188,7 @@ fn a_registry_upgrade_behind_an_application_transaction_ends_by_its_deadline() {
         "ALTER TABLE public.tenants DROP COLUMN role_name, RESET (fillfactor); \
          ALTER TABLE public.tenant_drops DROP COLUMN role_name, DROP COLUMN archive_file, \
              DROP COLUMN archive_sha256; \
-         DROP FUNCTION public.tenantctl_enter(integer, text, text, bigint, text, text); \
+         DROP FUNCTION public.tenantctl_enter(integer, text, text, bigint, text); \
          DELETE FROM public.tenantctl_registry_history WHERE version > 1;",
     );
     let before = db.snapshot();

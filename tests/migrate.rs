@@ -124,7 +124,7 @@ fn kill_dash_nine_leaves_every_tenant_whole_and_the_next_run_finishes() {
     // Once a tenant is done the run has marked the others: kill it then, however slow the
     // machine is today.
     for _ in 0..400 {
-        if db.scalar("SELECT count(*) FROM public.tenants WHERE version = 7") != "0" {
+        if db.scalar("SELECT count(*) FROM public.tenants WHERE version = 8") != "0" {
             break;
         }
         std::thread::sleep(Duration::from_millis(25));

@@ -210,7 +210,7 @@ fn a_no_transaction_file_builds_an_index_concurrently_in_every_tenant() {
         "recorded once per tenant"
     );
     assert_eq!(
-        db.scalar("SELECT count(*) FROM public.tenants WHERE state = 'active' AND version = 9 AND last_error IS NULL"),
+        db.scalar("SELECT count(*) FROM public.tenants WHERE state = 'active' AND version = 10 AND last_error IS NULL"),
         "4"
     );
     db.run_with(&dir, &["status", "--check"]).expect(0);
@@ -356,16 +356,16 @@ fn create_runs_a_no_transaction_file_after_its_transaction() {
     );
     let r = db.run_with(&dir, &["create", "acme", "--format", "json"]);
     r.expect(0);
-    assert_eq!(r.json()["tenants"][0]["to_version"], 8);
+    assert_eq!(r.json()["tenants"][0]["to_version"], 9);
     assert_eq!(
         db.scalar("SELECT state || ':' || version FROM public.tenants WHERE slug = 'acme'"),
-        "active:8"
+        "active:9"
     );
     assert_eq!(history_versions(&db, "tenant_acme"), "1,2,3,4,5,6,7,8,9");
     assert_eq!(index(&db, "tenant_acme", "steps_idx"), Some(true));
     assert_eq!(
         db.scalar("SELECT count(*) FROM public.tenant_migrations WHERE slug = 'acme' AND outcome = 'applied'"),
-        "8"
+        "9"
     );
 
     // A file that fails after the creating transaction committed: the tenant stays,
@@ -400,7 +400,7 @@ fn create_runs_a_no_transaction_file_after_its_transaction() {
         .mentions("1 applied");
     assert_eq!(
         db.scalar("SELECT state || ':' || version FROM public.tenants WHERE slug = 'globex'"),
-        "active:7"
+        "active:8"
     );
     assert_eq!(index(&db, "tenant_globex", "steps_idx"), Some(true));
 }
