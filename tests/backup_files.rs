@@ -177,7 +177,7 @@ fn a_backup_behind_an_application_lock_gives_up_and_leaves_no_file() {
         "1s",
     ])
     .expect(1)
-    .mentions("locked for more than 1000 ms");
+    .mentions("locked for more than 1 s");
     assert!(
         started.elapsed() < Duration::from_secs(15),
         "backup must end by its deadline"

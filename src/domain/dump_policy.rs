@@ -716,13 +716,17 @@ fn check_function_setting(after: &[Token], policy: &Policy) -> Result<(), String
     if values.is_empty() {
         return Err("sets a search_path tenantctl cannot read".into());
     }
-    for v in values {
+    let last = values.len() - 1;
+    for (i, v) in values.into_iter().enumerate() {
         let unquoted = v
             .strip_prefix('"')
             .and_then(|x| x.strip_suffix('"'))
             .map(|x| x.replace("\"\"", "\""))
             .unwrap_or_else(|| v.to_ascii_lowercase());
-        if unquoted != "pg_catalog" && !policy.own.contains(&unquoted) {
+        // pg_temp last is the safe pin (example migration V7): searched after everything
+        // else, no temporary table can stand in for the tenant's. Anywhere else it could.
+        let safe_temp = unquoted == "pg_temp" && i == last;
+        if unquoted != "pg_catalog" && !safe_temp && !policy.own.contains(&unquoted) {
             return Err(format!(
                 "pins its search_path to {v}, outside the tenant's schema"
             ));
@@ -1129,6 +1133,11 @@ mod tests {
         refused(
             "CREATE FUNCTION tenant_acme.f() RETURNS void LANGUAGE plpgsql SET search_path TO 'public' AS $$x$$;",
             "search_path to public",
+        );
+        // pg_temp first would let a temporary table stand in for the tenant's; last is safe.
+        refused(
+            "CREATE FUNCTION tenant_acme.f() RETURNS void LANGUAGE plpgsql SET search_path TO 'pg_temp', 'tenant_acme' AS $$x$$;",
+            "search_path to pg_temp",
         );
         refused(
             "CREATE FUNCTION tenant_acme.f() RETURNS void LANGUAGE c AS 'lib', 'sym';",
