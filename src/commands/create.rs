@@ -202,16 +202,7 @@ async fn create_one(shared: &Shared, job: NewTenant) -> TenantOutcome {
         {
             finish_alone(&client, shared, &job, version, started, epoch).await
         }
-        Ok(Some(version)) => {
-            let mut o = TenantOutcome::new(&job.slug, &job.schema, Outcome::Applied, 0, version);
-            o.migrations = shared
-                .set
-                .migrations
-                .iter()
-                .map(|m| m.to_string())
-                .collect();
-            o.took(started.elapsed())
-        }
+        Ok(Some(version)) => created(shared, &job, version).took(started.elapsed()),
         Ok(None) => TenantOutcome::skipped(
             &job.slug,
             &job.schema,
@@ -226,6 +217,18 @@ async fn create_one(shared: &Shared, job: NewTenant) -> TenantOutcome {
             TenantOutcome::failed(&job.slug, &job.schema, 0, msg).took(started.elapsed())
         }
     }
+}
+
+/// A tenant created at `version`, with every migration of the folder applied to it.
+fn created(shared: &Shared, job: &NewTenant, version: i64) -> TenantOutcome {
+    let mut o = TenantOutcome::new(&job.slug, &job.schema, Outcome::Applied, 0, version);
+    o.migrations = shared
+        .set
+        .migrations
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
+    o
 }
 
 /// The migrations from the first one that runs alone (`-- no-transaction`) on, after the
@@ -248,17 +251,7 @@ async fn finish_alone(
         lock_timeout: None,
     };
     match no_transaction::run(client, &run, no_transaction::Start::Registry(version)).await {
-        Ok(reached) => {
-            let mut o =
-                TenantOutcome::new(&job.slug, &job.schema, Outcome::Applied, 0, reached.version);
-            o.migrations = shared
-                .set
-                .migrations
-                .iter()
-                .map(|m| m.to_string())
-                .collect();
-            o.took(started.elapsed())
-        }
+        Ok(reached) => created(shared, job, reached.version).took(started.elapsed()),
         Err(stopped) => {
             let msg = format!(
                 "{stopped}; the tenant was created and left `failed` at version {}: run \
