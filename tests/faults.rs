@@ -224,7 +224,14 @@ fn ctrl_c_finishes_tenants_in_flight_and_exits_130() {
     create_tenants(&db, 30);
     let dir = db.migrations_with("slow", &[SLOW_V8]);
     let child = spawn_migrate(&db, &dir, "2");
-    std::thread::sleep(Duration::from_millis(800));
+    // Once a tenant is done the run is under way: interrupt it then, however slow the
+    // machine is today.
+    for _ in 0..400 {
+        if db.scalar("SELECT count(*) FROM public.tenants WHERE version = 8") != "0" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
     Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
