@@ -64,12 +64,23 @@ pub async fn run(s: &Session, args: &CreateArgs) -> Result<u8> {
     }
     let schemas = s.schemas_for(&slugs)?;
     let set = MigrationSet::load(&s.settings.migrations_dir)?;
+    let shared_set = s.shared_set()?;
     let concurrency = s.concurrency().min(slugs.len().max(1));
     let (pool, conn) = s.connect(concurrency + 1).await?;
     let concurrency = s.fit_concurrency(&conn, concurrency, false).await?;
     let app_role = s.check_app_role(&conn).await?;
     let registered = precheck(&conn, &slugs, &schemas, args.if_not_exists).await?;
     let tenant_roles = check_tenant_roles(s, &conn, &schemas, &registered, &slugs).await?;
+    if let Some(sh) = &shared_set {
+        // A tenant's migrations may reference the shared tables: those come first.
+        let r = super::migrate::apply_shared(&conn, sh, s.lock_timeout).await;
+        if let Some(e) = &r.error {
+            anyhow::bail!(
+                "the shared migrations in schema {} failed, so no tenant was created: {e}",
+                r.schema
+            );
+        }
+    }
     if let Some(role) = &app_role {
         registry::grant_read(&conn, role).await?;
     }
@@ -105,7 +116,7 @@ pub async fn run(s: &Session, args: &CreateArgs) -> Result<u8> {
         .await,
     );
     progress.finish();
-    report::print("create", s, &outcomes, shared.set.latest());
+    report::print("create", s, None, &outcomes, shared.set.latest());
     Ok(report::exit_code(&outcomes, &interrupt))
 }
 
