@@ -157,6 +157,13 @@ pub struct CreateArgs {
     /// Tenants created at once (default: [migrations] concurrency, else 4).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=512))]
     pub concurrency: Option<u16>,
+
+    /// SQL file run in each new tenant's schema after its migrations, inside its creating
+    /// transaction (default: [tenants] seed). It reads the tenant from
+    /// current_setting('tenantctl.slug'), 'tenantctl.schema' and 'tenantctl.display_name'
+    /// (empty without --name). If it fails, the tenant is not created.
+    #[arg(long, value_name = "FILE")]
+    pub seed: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

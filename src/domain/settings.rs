@@ -56,6 +56,8 @@ pub struct TenantsSection {
     pub schema_prefix: Option<String>,
     pub app_role: Option<String>,
     pub per_tenant_roles: Option<bool>,
+    /// SQL run in each new tenant after its migrations (`create`), relative to the file.
+    pub seed: Option<PathBuf>,
 }
 
 /// What the command line and the environment supplied (None when absent or empty).
@@ -84,6 +86,8 @@ pub struct Settings {
     /// Each tenant gets a NOLOGIN role (named like its schema) holding its data privileges;
     /// the application reaches a tenant only by `SET ROLE`.
     pub per_tenant_roles: bool,
+    /// `[tenants] seed`, resolved against the config file's folder.
+    pub seed: Option<PathBuf>,
     /// `[migrations] shared_dir` (resolved against the config file's folder), when set.
     pub shared_dir: Option<PathBuf>,
     /// `[migrations] shared_schema`, checked (see `check_shared_schema`).
@@ -201,6 +205,7 @@ pub fn merge(
             .or_else(|| file.migrations.dir.map(resolve))
             .unwrap_or_else(|| PathBuf::from(DEFAULT_MIGRATIONS)),
         shared_dir: file.migrations.shared_dir.map(resolve),
+        seed: file.tenants.seed.map(resolve),
         shared_schema,
         concurrency,
         connect_timeout_secs: o
@@ -323,6 +328,9 @@ mod tests {
         let f = file("[migrations]\nshared_dir = \"shared\"\nshared_schema = \"common\"\n");
         let s = merge(Overrides::default(), f, None, Some(PathBuf::from("conf"))).unwrap();
         assert_eq!(s.shared_dir, Some(PathBuf::from("conf/shared")));
+        let f = file("[tenants]\nseed = \"seed.sql\"\n");
+        let seeded = merge(Overrides::default(), f, None, Some(PathBuf::from("conf"))).unwrap();
+        assert_eq!(seeded.seed, Some(PathBuf::from("conf/seed.sql")));
         assert_eq!(s.shared_schema, "common");
         let s = merge(Overrides::default(), FileConfig::default(), None, None).unwrap();
         assert_eq!((s.shared_dir, s.shared_schema.as_str()), (None, "public"));

@@ -5,4 +5,5 @@ pub mod apply;
 pub mod audit;
 pub mod grants;
 pub mod no_transaction;
+pub mod seed;
 pub mod shared;
