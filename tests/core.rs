@@ -42,6 +42,8 @@ fn create_builds_a_complete_tenant() {
         public,
         vec![
             "tenant_drops",
+            "tenant_exec_results",
+            "tenant_exec_runs",
             "tenant_migrations",
             "tenantctl_registry_history",
             "tenants"

@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod audit;
+pub mod exec;
 pub mod grants;
 pub mod no_transaction;
 pub mod seed;
