@@ -133,6 +133,12 @@ pub enum Command {
     /// first. Every run is recorded in public.tenant_exec_runs / tenant_exec_results.
     Exec(ExecArgs),
 
+    /// Start psql inside one tenant: its database, its schema (then pg_temp) as search_path,
+    /// and its role when tenants have their own roles; the password through the
+    /// environment, never the command line. Arguments after the slug (or after `--`) are
+    /// psql's own, e.g. -c 'SQL' or -f FILE; psql's exit code is tenantctl's.
+    Psql(PsqlArgs),
+
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -233,6 +239,22 @@ pub struct ExecArgs {
     /// Tenants run at once (default: [migrations] concurrency, else 4).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=512))]
     pub concurrency: Option<u16>,
+}
+
+#[derive(Debug, Args)]
+pub struct PsqlArgs {
+    /// The tenant to enter.
+    #[arg(value_name = "SLUG", value_parser = slug)]
+    pub slug: String,
+
+    /// psql's own arguments (-c SQL, -f FILE, -X, -A ...), passed on as they are. tenantctl's
+    /// flags go before SLUG.
+    #[arg(
+        value_name = "PSQL-ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub args: Vec<String>,
 }
 
 /// `250ms`, `5s`, `2m` or a bare number of milliseconds, as milliseconds.

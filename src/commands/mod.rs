@@ -8,9 +8,10 @@ mod grant;
 mod init;
 mod list;
 mod migrate;
+mod psql;
 mod report;
 mod restore;
-mod route;
+pub(crate) mod route;
 pub mod session;
 mod status;
 mod verify;
@@ -41,6 +42,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Route(a) => route::run(&Session::new(g, None)?, a).await,
         Command::Grant(a) => grant::run(&Session::new(g, None)?, a).await,
         Command::Exec(a) => exec::run(&Session::new(g, a.concurrency)?, a).await,
+        Command::Psql(a) => psql::run(&Session::new(g, None)?, a).await,
         Command::Completions { shell } => {
             let mut out = crate::output::Stdout;
             clap_complete::generate(*shell, &mut Cli::command(), "tenantctl", &mut out);
