@@ -224,3 +224,42 @@ fn bad_shared_folders_are_refused_before_anything_changes() {
         .mentions("overlap");
     assert_eq!(db.snapshot(), before);
 }
+
+#[test]
+fn shared_migrations_wait_for_the_fleet_wide_lock() {
+    use std::io::Write;
+    let db = TestDb::new("shared_lock");
+    fleet(&db, 1);
+    shared(&db, &[PLANS], None);
+    let mut holder = psql_session(&db);
+    writeln!(
+        holder.stdin.as_mut().unwrap(),
+        "BEGIN; SELECT pg_advisory_xact_lock({});",
+        tenantctl::registry::locks::SHARED_MIGRATIONS
+    )
+    .unwrap();
+    holder.stdin.as_mut().unwrap().flush().unwrap();
+    // Wait until the holder has it.
+    let held = || {
+        db.scalar(&format!(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+               AND objsubid = 1 AND objid = ({}::bigint & 4294967295)::oid",
+            tenantctl::registry::locks::SHARED_MIGRATIONS
+        ))
+    };
+    for _ in 0..200 {
+        if held() == "1" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let before = db.snapshot();
+    db.run(&["--lock-timeout", "300ms", "migrate"])
+        .expect(1)
+        .mentions("shared migrations' lock was not granted");
+    assert_eq!(db.snapshot(), before);
+    assert_eq!(db.scalar("SELECT to_regclass('public.plans') IS NULL"), "t");
+    drop(holder.stdin.take());
+    let _ = holder.wait();
+    db.run(&["migrate"]).expect(0).mentions("applied V1__plans");
+}

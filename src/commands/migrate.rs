@@ -226,15 +226,7 @@ pub(super) async fn apply_shared(
             outcome: "failed",
             version: 0,
             migrations: Vec::new(),
-            error: Some(match e {
-                ApplyError::TenantLocked(f) => format!(
-                    "the shared migrations' lock was not granted within --lock-timeout \
-                     (another tenantctl migrate is applying them, or a session holds advisory \
-                     lock {}): {f}; try again",
-                    locks::SHARED_MIGRATIONS
-                ),
-                other => other.to_string(),
-            }),
+            error: Some(e.to_string()),
         },
     }
 }

@@ -19,6 +19,7 @@ use crate::domain::names::quote_ident;
 use crate::pg::txn::{Step, Tx};
 use crate::registry::locks::{self, SHARED_MIGRATIONS};
 use crate::tenant::apply::{self, apply_pending, read_histories, ApplyError, History};
+use tokio_postgres::error::SqlState;
 
 /// The shared migrations of a run: their folder's files and the schema they go in.
 #[derive(Debug, Clone)]
@@ -111,6 +112,22 @@ pub async fn apply(
             quote_ident(&shared.schema)
         ),
     );
+    // Sent on its own (one more round trip, once per run) so that a lock wait that ends at
+    // the deadline is told as what it is.
+    if let Err(e) = tx.flush().await {
+        if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) && e.step == Step::Lock {
+            return Err(ApplyError::Locked(format!(
+                "the shared migrations' lock was not granted within {} (--lock-timeout): \
+                 another tenantctl is applying them, or a session holds advisory lock {}; \
+                 try again when it is done",
+                lock_timeout.map_or("the server's lock_timeout".to_string(), |d| {
+                    locks::describe_duration(d)
+                }),
+                SHARED_MIGRATIONS
+            )));
+        }
+        return Err(e.into());
+    }
     let applied = apply_pending(
         &mut tx,
         &shared.schema,
