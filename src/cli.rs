@@ -47,7 +47,8 @@ pub struct Global {
     #[arg(long, global = true, env = "TENANTCTL_MIGRATIONS", value_name = "DIR")]
     pub migrations: Option<PathBuf>,
 
-    /// Output: text (tables, progress on a terminal) or json (one document on stdout).
+    /// Output: text (tables, progress on a terminal) or json (one document on stdout);
+    /// csv for exec only (its combined result rows on stdout, the report on stderr).
     #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 
@@ -70,6 +71,8 @@ pub struct Global {
 pub enum Format {
     Text,
     Json,
+    /// Only for exec: the combined result rows, `tenant` first; any other command refuses it.
+    Csv,
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,6 +127,18 @@ pub enum Command {
     /// was set. Adds only; one transaction per tenant, under its lock.
     Grant(GrantArgs),
 
+    /// Run SQL (--file or -c) in tenants (all when none is named): in each tenant's schema,
+    /// one transaction per tenant holding its lock, concurrently. Rows affected per tenant
+    /// in the report; rows a query returns come back as one result with a `tenant` column
+    /// first. Every run is recorded in public.tenant_exec_runs / tenant_exec_results.
+    Exec(ExecArgs),
+
+    /// Start psql inside one tenant: its database, its schema (then pg_temp) as search_path,
+    /// and its role when tenants have their own roles; the password through the
+    /// environment, never the command line. Arguments after the slug (or after `--`) are
+    /// psql's own, e.g. -c 'SQL' or -f FILE; psql's exit code is tenantctl's.
+    Psql(PsqlArgs),
+
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -157,6 +172,13 @@ pub struct CreateArgs {
     /// Tenants created at once (default: [migrations] concurrency, else 4).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=512))]
     pub concurrency: Option<u16>,
+
+    /// SQL file run in each new tenant's schema after its migrations, inside its creating
+    /// transaction (default: [tenants] seed). It reads the tenant from
+    /// current_setting('tenantctl.slug'), 'tenantctl.schema' and 'tenantctl.display_name'
+    /// (empty without --name). If it fails, the tenant is not created.
+    #[arg(long, value_name = "FILE")]
+    pub seed: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -184,6 +206,55 @@ pub struct MigrateArgs {
     /// Tenants migrated at once (default: [migrations] concurrency, else 4).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=512))]
     pub concurrency: Option<u16>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("sql").required(true).args(["file", "command"])))]
+pub struct ExecArgs {
+    /// Tenants to run in (default: every registered tenant that is active).
+    #[arg(value_name = "SLUG", value_parser = slug)]
+    pub slugs: Vec<String>,
+
+    /// File of SQL to run; the statement checks of a migration file apply (no transaction
+    /// control, no SET search_path or SET ROLE).
+    #[arg(short, long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+
+    /// SQL to run, given on the command line (the same checks as --file).
+    #[arg(short = 'c', long = "command", value_name = "SQL")]
+    pub command: Option<String>,
+
+    /// Run it in each tenant and roll back: report what it would change, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Start no new tenant after the first failure.
+    #[arg(long)]
+    pub fail_fast: bool,
+
+    /// Run in N tenants first; go on to the rest only if all of them succeeded.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub canary: Option<u32>,
+
+    /// Tenants run at once (default: [migrations] concurrency, else 4).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=512))]
+    pub concurrency: Option<u16>,
+}
+
+#[derive(Debug, Args)]
+pub struct PsqlArgs {
+    /// The tenant to enter.
+    #[arg(value_name = "SLUG", value_parser = slug)]
+    pub slug: String,
+
+    /// psql's own arguments (-c SQL, -f FILE, -X, -A ...), passed on as they are. tenantctl's
+    /// flags go before SLUG.
+    #[arg(
+        value_name = "PSQL-ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub args: Vec<String>,
 }
 
 /// `250ms`, `5s`, `2m` or a bare number of milliseconds, as milliseconds.

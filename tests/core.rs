@@ -42,6 +42,8 @@ fn create_builds_a_complete_tenant() {
         public,
         vec![
             "tenant_drops",
+            "tenant_exec_results",
+            "tenant_exec_runs",
             "tenant_migrations",
             "tenantctl_registry_history",
             "tenants"
@@ -65,12 +67,16 @@ fn init_is_idempotent_and_implicit() {
         db.scalar("SELECT to_regclass('public.tenants') IS NOT NULL"),
         "t"
     );
-    db.run(&["init"])
-        .expect(0)
-        .mentions("registry is current (version 5)");
+    db.run(&["init"]).expect(0).mentions(&format!(
+        "registry is current (version {})",
+        tenantctl::registry::expected_version()
+    ));
     let json = db.run(&["init", "--format", "json"]);
     json.expect(0);
-    assert_eq!(json.json()["registry_version"], 5);
+    assert_eq!(
+        json.json()["registry_version"],
+        tenantctl::registry::expected_version()
+    );
     // Concurrent first use queues on the registry lock instead of failing.
     let db2 = TestDb::new("init2");
     let children: Vec<_> = (0..4)

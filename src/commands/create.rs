@@ -21,6 +21,7 @@ use crate::registry;
 use crate::tenant::apply::{self, apply_pending, ApplyError, History};
 use crate::tenant::grants;
 use crate::tenant::no_transaction;
+use crate::tenant::seed::Seed;
 
 use super::report;
 
@@ -49,6 +50,8 @@ struct Shared {
     /// With per-tenant roles: the server's major version (it decides the GRANT form).
     tenant_roles: Option<i32>,
     if_not_exists: bool,
+    /// `--seed` or `[tenants] seed`, run in each tenant after its migrations.
+    seed: Option<Seed>,
 }
 
 pub async fn run(s: &Session, args: &CreateArgs) -> Result<u8> {
@@ -64,12 +67,24 @@ pub async fn run(s: &Session, args: &CreateArgs) -> Result<u8> {
     }
     let schemas = s.schemas_for(&slugs)?;
     let set = MigrationSet::load(&s.settings.migrations_dir)?;
+    let shared_set = s.shared_set()?;
+    let seed = load_seed(s, args, &set)?;
     let concurrency = s.concurrency().min(slugs.len().max(1));
     let (pool, conn) = s.connect(concurrency + 1).await?;
     let concurrency = s.fit_concurrency(&conn, concurrency, false).await?;
     let app_role = s.check_app_role(&conn).await?;
     let registered = precheck(&conn, &slugs, &schemas, args.if_not_exists).await?;
     let tenant_roles = check_tenant_roles(s, &conn, &schemas, &registered, &slugs).await?;
+    if let Some(sh) = &shared_set {
+        // A tenant's migrations may reference the shared tables: those come first.
+        let r = super::migrate::apply_shared(&conn, sh, s.lock_timeout).await;
+        if let Some(e) = &r.error {
+            anyhow::bail!(
+                "the shared migrations in schema {} failed, so no tenant was created: {e}",
+                r.schema
+            );
+        }
+    }
     if let Some(role) = &app_role {
         registry::grant_read(&conn, role).await?;
     }
@@ -94,6 +109,7 @@ pub async fn run(s: &Session, args: &CreateArgs) -> Result<u8> {
         app_role,
         tenant_roles,
         if_not_exists: args.if_not_exists,
+        seed,
     });
     let progress = Progress::new("create", jobs.len(), s.json());
     let interrupt = Interrupt::listen();
@@ -105,8 +121,28 @@ pub async fn run(s: &Session, args: &CreateArgs) -> Result<u8> {
         .await,
     );
     progress.finish();
-    report::print("create", s, &outcomes, shared.set.latest());
+    report::print("create", s, None, &outcomes, shared.set.latest());
     Ok(report::exit_code(&outcomes, &interrupt))
+}
+
+/// `--seed`, else `[tenants] seed`: read and checked (exit 2 before anything changes). A
+/// seed runs in the creating transaction, after the migrations, so a folder with a file
+/// that must run outside a transaction (`-- no-transaction`) cannot have one.
+fn load_seed(s: &Session, args: &CreateArgs, set: &MigrationSet) -> Result<Option<Seed>> {
+    let Some(path) = args.seed.as_ref().or(s.settings.seed.as_ref()) else {
+        return Ok(None);
+    };
+    let seed = Seed::load(path)?;
+    if let Some(m) = set.next_no_transaction(0, set.latest()) {
+        return Err(bad_input(format!(
+            "seed file {} runs in the transaction that creates the tenant, after all of its \
+             migrations, but migration {m} must run outside a transaction \
+             (`-- no-transaction`); create the tenants without the seed and load it with \
+             tenantctl exec; nothing was created",
+            seed.name
+        )));
+    }
+    Ok(Some(seed))
 }
 
 /// Refuses (exit 2, nothing changed) tenants that exist unless --if-not-exists, and schemas
@@ -307,6 +343,10 @@ async fn provision(
     let stop = no_transaction::first_stop(&shared.set, latest);
     let applied =
         apply_pending(&mut tx, &job.schema, &shared.set, stop, None, History::New).await?;
+    if let Some(seed) = &shared.seed {
+        seed.queue(&mut tx, &job.slug, &job.schema, job.display.as_deref())
+            .await?;
+    }
     let after = grants::after_create(&job.schema, data_role);
     if !after.is_empty() {
         tx.queue(Step::Sql("cannot apply the grants"), after);

@@ -25,8 +25,9 @@ use crate::registry::locks;
 use crate::registry::{self, Tenant};
 use crate::tenant::apply::{self, apply_pending, read_histories, ApplyError, History};
 use crate::tenant::no_transaction;
+use crate::tenant::shared::{self, SharedSet};
 
-use super::report;
+use super::report::{self, SharedReport};
 
 struct Visit(Tenant);
 
@@ -68,12 +69,26 @@ impl Shared {
 pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
     let set = MigrationSet::load(&s.settings.migrations_dir)?;
     let target = set.resolve_target(args.target)?;
+    let shared_set = s.shared_set()?;
     let concurrency = s.concurrency();
-    let (pool, conn) = s.connect(concurrency + 1).await?;
+    let (pool, mut conn) = s.connect(concurrency + 1).await?;
     // The first connection is kept for the run's mark (see `locks::RUN_MARK`).
     let concurrency = s.fit_concurrency(&conn, concurrency, !args.dry_run).await?;
     let tenants = select_tenants(&conn, &args.slugs, "nothing was migrated").await?;
     refuse_ahead(&tenants, &set)?;
+    // Shared migrations first, once: tenants' migrations may reference what they create.
+    let shared_report = match &shared_set {
+        Some(sh) if args.dry_run => Some(shared_plan(&mut conn, sh).await?),
+        Some(sh) => {
+            let r = apply_shared(&conn, sh, s.lock_timeout).await;
+            if r.outcome == "failed" {
+                return Ok(refuse_tenants_after_shared(s, &r, &tenants, target));
+            }
+            Some(r)
+        }
+        None => None,
+    };
+    let shared_report = shared_report.as_ref();
 
     let mut outcomes = Vec::new();
     let mut visits = Vec::new();
@@ -171,7 +186,7 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
         drop(run_mark);
         outcomes.extend(ran);
         outcomes.sort_by(|a, b| a.slug.cmp(&b.slug));
-        report::print("migrate", s, &outcomes, target);
+        report::print("migrate", s, shared_report, &outcomes, target);
         let code = report::exit_code(&outcomes, &interrupt);
         if shared.outage.gone() {
             crate::errln!("{}", gone_summary(s, &shared.outage, &outcomes));
@@ -180,8 +195,83 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
         return Ok(code);
     }
     outcomes.sort_by(|a, b| a.slug.cmp(&b.slug));
-    report::print("migrate --dry-run", s, &outcomes, target);
-    Ok(report::exit_code(&outcomes, &Interrupt::default()))
+    report::print("migrate --dry-run", s, shared_report, &outcomes, target);
+    let code = report::exit_code(&outcomes, &Interrupt::default());
+    Ok(match shared_report {
+        Some(r) if r.outcome == "failed" => FAILED,
+        _ => code,
+    })
+}
+
+/// Applies the pending shared migrations (see `tenant::shared::apply`), as a report.
+pub(super) async fn apply_shared(
+    conn: &deadpool_postgres::Object,
+    sh: &SharedSet,
+    lock_timeout: Option<Duration>,
+) -> SharedReport {
+    match shared::apply(conn, sh, lock_timeout).await {
+        Ok(a) => SharedReport {
+            schema: sh.schema.clone(),
+            outcome: if a.migrations.is_empty() {
+                "up_to_date"
+            } else {
+                "applied"
+            },
+            version: a.version,
+            migrations: a.migrations.iter().map(ToString::to_string).collect(),
+            error: None,
+        },
+        Err(e) => SharedReport {
+            schema: sh.schema.clone(),
+            outcome: "failed",
+            version: 0,
+            migrations: Vec::new(),
+            error: Some(e.to_string()),
+        },
+    }
+}
+
+/// What a run would apply to the shared schema; a diverged history is reported failed.
+async fn shared_plan(conn: &mut deadpool_postgres::Object, sh: &SharedSet) -> Result<SharedReport> {
+    let st = shared::state(conn, sh).await?;
+    let (outcome, migrations, error) = match &st.plan {
+        Plan::Diverged(why) => ("failed", Vec::new(), Some(format!("refused: {why}"))),
+        Plan::Apply(p) if p.is_empty() => ("up_to_date", Vec::new(), None),
+        Plan::Apply(p) => (
+            "pending",
+            p.iter().map(|(v, n)| format!("V{v}__{n}")).collect(),
+            None,
+        ),
+    };
+    Ok(SharedReport {
+        schema: sh.schema.clone(),
+        outcome,
+        version: st.version,
+        migrations,
+        error,
+    })
+}
+
+/// The shared migrations failed: no tenant is started; each is reported skipped. Exit 1.
+fn refuse_tenants_after_shared(
+    s: &Session,
+    r: &SharedReport,
+    tenants: &[Tenant],
+    target: i64,
+) -> u8 {
+    let outcomes: Vec<TenantOutcome> = tenants
+        .iter()
+        .map(|t| {
+            TenantOutcome::skipped(
+                &t.slug,
+                &t.schema,
+                t.version,
+                "not started: the shared migrations failed",
+            )
+        })
+        .collect();
+    report::print("migrate", s, Some(r), &outcomes, target);
+    FAILED
 }
 
 /// Why a tenant was not started once the server stayed away for the whole connect timeout.

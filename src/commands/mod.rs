@@ -3,13 +3,15 @@
 pub(crate) mod backup;
 mod create;
 mod drop;
+mod exec;
 mod grant;
 mod init;
 mod list;
 mod migrate;
+mod psql;
 mod report;
 mod restore;
-mod route;
+pub(crate) mod route;
 pub mod session;
 mod status;
 mod verify;
@@ -17,11 +19,16 @@ mod verify;
 use anyhow::Result;
 use clap::CommandFactory;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, Format};
 use crate::commands::session::Session;
 
 pub async fn run(cli: Cli) -> Result<u8> {
     let g = &cli.global;
+    if g.format == Format::Csv && !matches!(cli.command, Command::Exec(_)) {
+        return Err(crate::domain::exit::bad_input(
+            "--format csv is for exec's result rows only; use --format text or json here",
+        ));
+    }
     match &cli.command {
         Command::Init => init::run(&Session::new(g, None)?).await,
         Command::Create(a) => create::run(&Session::new(g, a.concurrency)?, a).await,
@@ -34,6 +41,8 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Verify(a) => verify::run(&Session::new(g, None)?, a).await,
         Command::Route(a) => route::run(&Session::new(g, None)?, a).await,
         Command::Grant(a) => grant::run(&Session::new(g, None)?, a).await,
+        Command::Exec(a) => exec::run(&Session::new(g, a.concurrency)?, a).await,
+        Command::Psql(a) => psql::run(&Session::new(g, None)?, a).await,
         Command::Completions { shell } => {
             let mut out = crate::output::Stdout;
             clap_complete::generate(*shell, &mut Cli::command(), "tenantctl", &mut out);

@@ -13,6 +13,7 @@ use crate::domain::settings::{self, Overrides, Settings};
 use crate::output::{count, listed, plural};
 use crate::pg::connect::{self, Target};
 use crate::registry::{self, Tenant};
+use crate::tenant::shared::SharedSet;
 
 pub struct Session {
     pub settings: Settings,
@@ -91,6 +92,20 @@ impl Session {
                     .map_err(|e| bad_input(e.to_string()))
             })
             .collect()
+    }
+
+    /// The shared migrations (`[migrations] shared_dir`), loaded and checked; `None` when
+    /// none are configured.
+    pub fn shared_set(&self) -> Result<Option<SharedSet>> {
+        let Some(dir) = &self.settings.shared_dir else {
+            return Ok(None);
+        };
+        SharedSet::load(
+            dir,
+            &self.settings.shared_schema,
+            &self.settings.migrations_dir,
+        )
+        .map(Some)
     }
 
     /// A pool of `size` connections and one connection from it, with the registry current.

@@ -10,12 +10,22 @@ use crate::domain::exit::{FAILED, OK};
 use crate::domain::migration_set::MigrationSet;
 use crate::output::{count, print_json, table};
 use crate::registry::Tenant;
+use crate::tenant::shared::{self, SharedSet};
 
 pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
     let set = MigrationSet::load(&s.settings.migrations_dir)?;
     let latest = set.latest();
-    let (_pool, conn) = s.connect(1).await?;
+    let shared_set = s.shared_set()?;
+    let (_pool, mut conn) = s.connect(1).await?;
     let tenants = select_tenants(&conn, &args.slugs, "nothing was shown").await?;
+    let shared = match &shared_set {
+        Some(sh) => Some(shared_row(&mut conn, sh).await?),
+        None => None,
+    };
+    // The shared schema fails --check when it has pending migrations or a diverged history.
+    let shared_behind = shared
+        .as_ref()
+        .is_some_and(|r| r.pending > 0 || r.error.is_some());
     // Not at the folder's latest version: behind it, or ahead of it (the folder lacks
     // migrations the tenant has: an older release's folder). Either fails --check.
     let behind = |t: &Tenant| t.state != "active" || t.version != latest || !t.schema_exists;
@@ -36,9 +46,13 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
             .collect();
         print_json(&Document {
             latest_version: latest,
+            shared: shared.as_ref(),
             tenants,
         });
     } else {
+        if let Some(r) = &shared {
+            crate::outln!("{}", crate::output::escape_line(&r.line()));
+        }
         print_table(&tenants, &set, latest);
         let n = tenants.iter().filter(|t| behind(t)).count();
         let n_ahead = tenants.iter().filter(|t| ahead(t, latest)).count();
@@ -56,16 +70,21 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
             count(tenants.len(), "tenant")
         );
     }
-    Ok(if args.check && tenants.iter().any(behind) {
-        FAILED
-    } else {
-        OK
-    })
+    Ok(
+        if args.check && (shared_behind || tenants.iter().any(behind)) {
+            FAILED
+        } else {
+            OK
+        },
+    )
 }
 
 #[derive(Serialize)]
 struct Document<'a> {
     latest_version: i64,
+    /// Present only when shared migrations are configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shared: Option<&'a SharedRow>,
     tenants: Vec<Row<'a>>,
 }
 
@@ -82,6 +101,41 @@ struct Row<'a> {
     schema_exists: bool,
     /// At a version above the folder's latest (the folder lacks what the tenant has).
     ahead: bool,
+}
+
+/// The shared schema's line of `status` (`shared` in its JSON document).
+#[derive(Serialize)]
+struct SharedRow {
+    schema: String,
+    version: i64,
+    latest_version: i64,
+    pending: usize,
+    /// Why the next migrate would refuse it (its history differs from the files).
+    error: Option<String>,
+}
+
+impl SharedRow {
+    fn line(&self) -> String {
+        let head = format!(
+            "shared schema {}: version {}, latest {}, {} pending",
+            self.schema, self.version, self.latest_version, self.pending
+        );
+        match &self.error {
+            Some(e) => format!("{head}; refused: {e}"),
+            None => head,
+        }
+    }
+}
+
+async fn shared_row(conn: &mut deadpool_postgres::Object, sh: &SharedSet) -> Result<SharedRow> {
+    let st = shared::state(conn, sh).await?;
+    Ok(SharedRow {
+        schema: sh.schema.clone(),
+        version: st.version,
+        latest_version: sh.set.latest(),
+        pending: st.pending(),
+        error: st.diverged().map(str::to_string),
+    })
 }
 
 /// Whether the tenant is at a version the migrations folder does not reach.

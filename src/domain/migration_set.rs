@@ -285,6 +285,20 @@ pub fn is_no_transaction(sql: &str) -> bool {
     sql.lines().next().map(str::trim_end) == Some(NO_TRANSACTION)
 }
 
+/// The checks of a migration file that runs in a transaction, for SQL that is not a
+/// migration file (a seed file, `exec`'s SQL): at least one statement, no transaction
+/// control, no change of search_path or role, nothing PostgreSQL refuses in a transaction
+/// block. The error starts with the line it is about.
+pub fn check_sql(sql: &str) -> std::result::Result<(), String> {
+    if is_no_transaction(sql) {
+        return Err(format!(
+            "line 1: `{NO_TRANSACTION}` means nothing here: this SQL always runs inside a \
+             transaction; remove that line"
+        ));
+    }
+    check_contents(sql)
+}
+
 /// Checks what a migration file holds, before any tenant is touched: at least one
 /// statement; no transaction control and no change of search_path or role anywhere; and,
 /// unless the file runs on its own (`-- no-transaction`), nothing PostgreSQL refuses inside

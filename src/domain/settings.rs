@@ -16,6 +16,8 @@ pub const DEFAULT_CONCURRENCY: usize = 4;
 pub const DEFAULT_PREFIX: &str = "tenant_";
 pub const DEFAULT_CONFIG: &str = "tenants.toml";
 pub const DEFAULT_MIGRATIONS: &str = "migrations";
+/// Where shared migrations go when `[migrations] shared_schema` is not set.
+pub const DEFAULT_SHARED_SCHEMA: &str = "public";
 
 /// tenants.toml, as written by the operator. Unknown keys are errors that name the key.
 #[derive(Debug, Default, Deserialize)]
@@ -41,6 +43,11 @@ pub struct DatabaseSection {
 pub struct MigrationsSection {
     pub dir: Option<PathBuf>,
     pub concurrency: Option<usize>,
+    /// Folder of shared migrations (tables every tenant shares), applied once per server
+    /// before any tenant's.
+    pub shared_dir: Option<PathBuf>,
+    /// The schema the shared migrations run in (default `public`).
+    pub shared_schema: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -49,6 +56,8 @@ pub struct TenantsSection {
     pub schema_prefix: Option<String>,
     pub app_role: Option<String>,
     pub per_tenant_roles: Option<bool>,
+    /// SQL run in each new tenant after its migrations (`create`), relative to the file.
+    pub seed: Option<PathBuf>,
 }
 
 /// What the command line and the environment supplied (None when absent or empty).
@@ -77,6 +86,41 @@ pub struct Settings {
     /// Each tenant gets a NOLOGIN role (named like its schema) holding its data privileges;
     /// the application reaches a tenant only by `SET ROLE`.
     pub per_tenant_roles: bool,
+    /// `[tenants] seed`, resolved against the config file's folder.
+    pub seed: Option<PathBuf>,
+    /// `[migrations] shared_dir` (resolved against the config file's folder), when set.
+    pub shared_dir: Option<PathBuf>,
+    /// `[migrations] shared_schema`, checked (see `check_shared_schema`).
+    pub shared_schema: String,
+}
+
+/// Refuses a shared schema name tenantctl could not keep apart from the tenants' schemas or
+/// PostgreSQL's own: lower-case letters, digits and `_`, not `pg_*` or `information_schema`,
+/// and not starting with the tenant schema prefix.
+pub fn check_shared_schema(name: &str, prefix: &str) -> std::result::Result<(), String> {
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
+    if name.is_empty()
+        || name.len() > names::MAX_IDENTIFIER_BYTES
+        || !name.chars().all(allowed)
+        || name.starts_with(|c: char| c.is_ascii_digit())
+    {
+        return Err(format!(
+            "[migrations] shared_schema '{}' must be 1 to {} of a-z, 0-9 and '_', not starting              with a digit",
+            name.escape_debug(),
+            names::MAX_IDENTIFIER_BYTES
+        ));
+    }
+    if name.starts_with("pg_") || name == "information_schema" {
+        return Err(format!(
+            "[migrations] shared_schema '{name}' is reserved by PostgreSQL; choose another name"
+        ));
+    }
+    if !prefix.is_empty() && name.starts_with(prefix) {
+        return Err(format!(
+            "[migrations] shared_schema '{name}' starts with the tenant schema prefix '{prefix}',              so it could be taken for a tenant's schema; choose a name without it"
+        ));
+    }
+    Ok(())
 }
 
 /// Reads tenants.toml (when there is one) and merges it under the overrides.
@@ -142,6 +186,11 @@ pub fn merge(
     }
     let app_role = file.tenants.app_role.filter(|r| !r.is_empty());
     let per_tenant_roles = file.tenants.per_tenant_roles.unwrap_or(false);
+    let shared_schema = file
+        .migrations
+        .shared_schema
+        .unwrap_or_else(|| DEFAULT_SHARED_SCHEMA.to_string());
+    check_shared_schema(&shared_schema, &prefix).map_err(bad_input)?;
     if per_tenant_roles && app_role.is_none() {
         return Err(bad_input(
             "[tenants] per_tenant_roles needs [tenants] app_role: the role that will SET ROLE to each tenant's role",
@@ -155,6 +204,9 @@ pub fn merge(
             .migrations
             .or_else(|| file.migrations.dir.map(resolve))
             .unwrap_or_else(|| PathBuf::from(DEFAULT_MIGRATIONS)),
+        shared_dir: file.migrations.shared_dir.map(resolve),
+        seed: file.tenants.seed.map(resolve),
+        shared_schema,
         concurrency,
         connect_timeout_secs: o
             .connect_timeout
@@ -269,5 +321,30 @@ mod tests {
         let f = file("[migrations]\nconcurrency = 0\n");
         let e = merge(Overrides::default(), f, None, None).unwrap_err();
         assert_eq!(crate::domain::exit::code_for(&e), 2);
+    }
+
+    #[test]
+    fn shared_migrations_resolve_against_the_file_and_their_schema_is_checked() {
+        let f = file("[migrations]\nshared_dir = \"shared\"\nshared_schema = \"common\"\n");
+        let s = merge(Overrides::default(), f, None, Some(PathBuf::from("conf"))).unwrap();
+        assert_eq!(s.shared_dir, Some(PathBuf::from("conf/shared")));
+        let f = file("[tenants]\nseed = \"seed.sql\"\n");
+        let seeded = merge(Overrides::default(), f, None, Some(PathBuf::from("conf"))).unwrap();
+        assert_eq!(seeded.seed, Some(PathBuf::from("conf/seed.sql")));
+        assert_eq!(s.shared_schema, "common");
+        let s = merge(Overrides::default(), FileConfig::default(), None, None).unwrap();
+        assert_eq!((s.shared_dir, s.shared_schema.as_str()), (None, "public"));
+        for bad in [
+            "pg_x",
+            "Common",
+            "tenant_shared",
+            "a-b",
+            "",
+            "information_schema",
+        ] {
+            let f = file(&format!("[migrations]\nshared_schema = \"{bad}\"\n"));
+            let e = merge(Overrides::default(), f, None, None).unwrap_err();
+            assert_eq!(crate::domain::exit::code_for(&e), 2, "{bad}");
+        }
     }
 }

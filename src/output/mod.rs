@@ -15,6 +15,7 @@
 //!   where it is printed ([`TextTable`] cells, per-tenant lines, `list`), and JSON escapes
 //!   what serde_json leaves raw (DEL and C1) as `\u00XX`.
 
+pub mod csv;
 pub mod outcome;
 pub mod progress;
 

@@ -9,6 +9,7 @@ pub mod dump_load;
 pub mod outfile;
 pub mod pgpass;
 pub mod pipeline;
+pub mod psql;
 pub mod refinery_tx;
 pub mod tls;
 pub mod txn;

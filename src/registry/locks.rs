@@ -33,6 +33,10 @@ pub const TENANT_TX_MARK: i64 = ((LOCK_CLASS as i64) << 32) | 1;
 /// marked `migrating` by a live run is not taken for one left by an interrupted run.
 pub const RUN_MARK: i64 = ((LOCK_CLASS as i64) << 32) | 2;
 
+/// Held exclusively, for the transaction, while shared migrations are applied to a server
+/// (`tenant::shared`): two runs apply them one after the other, never both at once.
+pub const SHARED_MIGRATIONS: i64 = ((LOCK_CLASS as i64) << 32) | 3;
+
 /// Marks the transaction as tenantctl's (`TENANT_TX_MARK`, never waiting for it).
 const MARK: &str = "SELECT pg_catalog.pg_try_advisory_xact_lock_shared($1::bigint)";
 /// The same, and sets the transaction's lock_timeout to `$2`: every lock wait after it,
@@ -275,6 +279,7 @@ mod tests {
         // One-key locks have objsubid 1, two-key tenant locks objsubid 2; the keys also differ.
         assert_eq!(TENANT_TX_MARK >> 32, i64::from(LOCK_CLASS));
         assert_ne!(TENANT_TX_MARK, RUN_MARK);
+        assert!(![TENANT_TX_MARK, RUN_MARK].contains(&SHARED_MIGRATIONS));
         assert_eq!(lock_timeout_value(Duration::from_millis(0)), "1ms");
         assert_eq!(describe_duration(Duration::from_millis(1500)), "1.5 s");
     }

@@ -8,6 +8,7 @@
 //! top of the session's search_path (`pg_catalog, pg_temp`, see `connect`): an object
 //! planted in a schema others can create in must never be what tenantctl calls.
 
+pub mod exec_runs;
 pub mod locks;
 
 use std::time::{Duration, Instant};
@@ -32,6 +33,8 @@ pub const TABLES: &[&str] = &[
     "tenant_migrations",
     "tenant_drops",
     "tenantctl_registry_history",
+    "tenant_exec_runs",
+    "tenant_exec_results",
 ];
 
 /// The columns of `public.tenants` the application role may read, to route requests: not
@@ -58,6 +61,7 @@ const REGISTRY_MIGRATIONS: &[(&str, &str)] = &[
         "V5__pinned_search_path",
         include_str!("sql/V5__pinned_search_path.sql"),
     ),
+    ("V7__exec_runs", include_str!("sql/V7__exec_runs.sql")),
 ];
 
 fn registry_migrations() -> Vec<Migration> {
@@ -80,9 +84,14 @@ async fn exec(
     c.execute(&stmt, params).await
 }
 
-/// The registry version this build expects.
+/// The registry version this build expects: its highest migration (versions are assigned
+/// to changes as they are planned, so a number may be missing until its change lands).
 pub fn expected_version() -> i64 {
-    REGISTRY_MIGRATIONS.len() as i64
+    registry_migrations()
+        .iter()
+        .map(|m| i64::from(m.version()))
+        .max()
+        .unwrap_or(0)
 }
 
 /// The registry version installed in the database (0 when there is no registry).

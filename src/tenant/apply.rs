@@ -172,12 +172,12 @@ pub fn history_table(schema: &str) -> String {
 /// Waits for the tenant's lock (`$1`, `$2`) and points search_path at its schema (`$3`,
 /// `names::tenant_search_path`: the schema, then pg_temp), for this transaction only; says
 /// whether the schema exists.
-const ENTER_TENANT: &str =
+pub(crate) const ENTER_TENANT: &str =
     "SELECT pg_catalog.pg_advisory_xact_lock($1, pg_catalog.hashtext($2))::text, \
         pg_catalog.set_config('search_path', $3, true), \
         EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $2)";
 
-fn enter_params(schema: &str) -> Params {
+pub(crate) fn enter_params(schema: &str) -> Params {
     vec![
         Box::new(LOCK_CLASS),
         Box::new(schema.to_string()),

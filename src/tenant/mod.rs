@@ -3,5 +3,8 @@
 
 pub mod apply;
 pub mod audit;
+pub mod exec;
 pub mod grants;
 pub mod no_transaction;
+pub mod seed;
+pub mod shared;
