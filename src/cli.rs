@@ -154,6 +154,17 @@ pub struct CreateArgs {
     #[arg(long)]
     pub if_not_exists: bool,
 
+    /// The server to create them on: `home` (the one tenantctl connects to, holding the
+    /// registry) or a [servers.NAME] of tenants.toml (default: [tenants] default_server,
+    /// else home). See docs/placements.md.
+    #[arg(long, value_name = "NAME")]
+    pub server: Option<String>,
+
+    /// Give each tenant a database of its own on that server (named like its schema),
+    /// holding its schema, migrations and grants.
+    #[arg(long)]
+    pub own_database: bool,
+
     /// Tenants created at once (default: [migrations] concurrency, else 4).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=512))]
     pub concurrency: Option<u16>,

@@ -46,6 +46,7 @@ pub async fn run(s: &Session, args: &GrantArgs) -> Result<u8> {
     let (_pool, mut conn) = s.connect(1).await?;
     s.check_app_role(&conn).await?;
     let tenants = select_tenants(&conn, &args.slugs, "nothing was granted").await?;
+    s.refuse_elsewhere(&tenants, "grant")?;
     let major = if tenants.iter().any(|t| t.role.is_some()) {
         check_app_role_noinherit(&conn, &app).await?
     } else {

@@ -73,6 +73,7 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
     // The first connection is kept for the run's mark (see `locks::RUN_MARK`).
     let concurrency = s.fit_concurrency(&conn, concurrency, !args.dry_run).await?;
     let tenants = select_tenants(&conn, &args.slugs, "nothing was migrated").await?;
+    s.refuse_elsewhere(&tenants, "migrate")?;
     refuse_ahead(&tenants, &set)?;
 
     let mut outcomes = Vec::new();
@@ -557,6 +558,8 @@ mod tests {
             migrated_at: None,
             schema_exists: true,
             role: None,
+            server: "home".into(),
+            database: "db".into(),
         }
     }
 

@@ -15,7 +15,8 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
     let set = MigrationSet::load(&s.settings.migrations_dir)?;
     let latest = set.latest();
     let (_pool, conn) = s.connect(1).await?;
-    let tenants = select_tenants(&conn, &args.slugs, "nothing was shown").await?;
+    let mut tenants = select_tenants(&conn, &args.slugs, "nothing was shown").await?;
+    let unreachable = s.check_schemas_elsewhere(&mut tenants).await;
     // Not at the folder's latest version: behind it, or ahead of it (the folder lacks
     // migrations the tenant has: an older release's folder). Either fails --check.
     let behind = |t: &Tenant| t.state != "active" || t.version != latest || !t.schema_exists;
@@ -26,6 +27,8 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
                 slug: &t.slug,
                 schema: &t.schema,
                 state: &t.state,
+                server: &t.server,
+                database: &t.database,
                 version: t.version,
                 pending: set.pending_count(t.version, latest),
                 last_error: t.last_error.as_deref(),
@@ -56,11 +59,16 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
             count(tenants.len(), "tenant")
         );
     }
-    Ok(if args.check && tenants.iter().any(behind) {
-        FAILED
-    } else {
-        OK
-    })
+    for e in &unreachable {
+        crate::errln!("error: {e}");
+    }
+    Ok(
+        if !unreachable.is_empty() || (args.check && tenants.iter().any(behind)) {
+            FAILED
+        } else {
+            OK
+        },
+    )
 }
 
 #[derive(Serialize)]
@@ -75,6 +83,9 @@ struct Row<'a> {
     slug: &'a str,
     schema: &'a str,
     state: &'a str,
+    /// Where it lives (docs/placements.md): `home` and the registry's database, or not.
+    server: &'a str,
+    database: &'a str,
     version: i64,
     pending: usize,
     last_error: Option<&'a str>,
@@ -97,6 +108,7 @@ fn print_table(tenants: &[Tenant], set: &MigrationSet, latest: i64) {
         "tenant",
         "schema",
         "state",
+        "server",
         "version",
         "pending",
         "migrated at",
@@ -117,6 +129,7 @@ fn print_table(tenants: &[Tenant], set: &MigrationSet, latest: i64) {
             x.slug.clone(),
             x.schema.clone(),
             state,
+            x.server.clone(),
             x.version.to_string(),
             pending,
             x.migrated_at.clone().unwrap_or_default(),

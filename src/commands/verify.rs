@@ -18,6 +18,7 @@ pub async fn run(s: &Session, args: &VerifyArgs) -> Result<u8> {
     let set = MigrationSet::load(&s.settings.migrations_dir)?;
     let (_pool, mut conn) = s.connect(1).await?;
     let tenants = select_tenants(&conn, &args.slugs, "nothing was audited").await?;
+    s.refuse_elsewhere(&tenants, "verify")?;
     let mut findings = Vec::new();
     if args.slugs.is_empty() {
         findings.extend(unregistered_schemas(s, &conn, &tenants).await?);

@@ -608,6 +608,16 @@ pub fn pool(target: &Target, size: usize) -> Result<Pool> {
         .context("cannot build the connection pool")
 }
 
+impl Target {
+    /// The same server, credentials and TLS, for database `dbname` (a tenant's own database).
+    pub fn with_dbname(&self, dbname: &str) -> Target {
+        let mut other = self.clone();
+        other.base.dbname(dbname);
+        other.config.dbname(dbname);
+        other
+    }
+}
+
 /// A single connection to another database of the same server (for restore's scratch
 /// database), with the same credentials and TLS settings.
 pub async fn connect_db(target: &Target, dbname: &str) -> Result<Client> {

@@ -10,5 +10,6 @@ pub mod outfile;
 pub mod pgpass;
 pub mod pipeline;
 pub mod refinery_tx;
+pub mod servers;
 pub mod tls;
 pub mod txn;

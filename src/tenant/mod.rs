@@ -5,3 +5,4 @@ pub mod apply;
 pub mod audit;
 pub mod grants;
 pub mod no_transaction;
+pub mod placement;

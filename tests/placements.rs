@@ -1,0 +1,296 @@
+//! Tenants on more than one server (docs/placements.md): `[servers.NAME]`, the placement
+//! columns of the registry, `create --server NAME [--own-database]`, and the commands that
+//! do not reach other servers yet refusing to. Needs the second cluster that
+//! scripts/with-postgres.sh starts (TENANTCTL_TEST_SECOND_URL).
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::*;
+
+static SLUGS: AtomicUsize = AtomicUsize::new(0);
+
+/// A slug no other test of any process uses: a tenant's own database is named like its
+/// schema, and databases are shared by the whole cluster.
+fn unique_slug(label: &str) -> String {
+    let n = SLUGS.fetch_add(1, Ordering::SeqCst);
+    format!("{label}-{}-{n}", std::process::id())
+}
+
+/// A home database with `[servers.eu]` pointing at a fresh database on the second server.
+fn two_servers(label: &str) -> (TestDb, SecondDb) {
+    let db = TestDb::new(label);
+    let second = SecondDb::new(label);
+    db.config(&second.server_toml("eu"));
+    (db, second)
+}
+
+fn row(db: &TestDb, slug: &str) -> Vec<Option<String>> {
+    db.query(&format!(
+        "SELECT state, version::text, server_name, database_name FROM public.tenants WHERE slug = '{slug}'"
+    ))
+    .pop()
+    .unwrap_or_default()
+}
+
+#[test]
+fn create_on_another_server_puts_the_schema_there_and_the_row_at_home() {
+    let (db, second) = two_servers("place_create");
+    db.run(&["create", "acme"]).expect(0);
+    db.run(&["create", "eu-clinic", "--server", "eu"])
+        .expect(0)
+        .mentions("applied");
+
+    // The schema, its history and its tables on the second server, none of it at home.
+    assert_eq!(
+        second.scalar("SELECT count(*) FROM \"tenant_eu-clinic\".refinery_schema_history"),
+        "7"
+    );
+    assert_eq!(
+        second.scalar("SELECT to_regclass('\"tenant_eu-clinic\".employees') IS NOT NULL"),
+        "t"
+    );
+    assert_eq!(db.tenant_schemas(), vec!["tenant_acme"]);
+    // The row at home, with its placement; existing tenants live at home.
+    assert_eq!(
+        row(&db, "eu-clinic"),
+        vec![
+            Some("active".into()),
+            Some("7".into()),
+            Some("eu".into()),
+            Some(second.name.clone())
+        ]
+    );
+    assert_eq!(
+        row(&db, "acme"),
+        vec![
+            Some("active".into()),
+            Some("7".into()),
+            Some("home".into()),
+            Some(db.name.clone())
+        ]
+    );
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM public.tenant_migrations WHERE slug = 'eu-clinic' AND outcome = 'applied'"),
+        "7"
+    );
+
+    // route names the real place, status looks for the schema where it lives.
+    let route = db.run(&["route", "eu-clinic", "--format", "json"]);
+    route.expect(0);
+    let doc: serde_json::Value = serde_json::from_str(&route.stdout).unwrap();
+    assert_eq!(doc["server"], "eu");
+    assert_eq!(doc["database"], second.name.as_str());
+    assert_eq!(doc["schema"], "tenant_eu-clinic");
+    let status = db.run(&["status", "--check"]);
+    status.expect(0);
+    assert!(
+        !status.stdout.contains("schema missing"),
+        "{}",
+        status.stdout
+    );
+    assert!(status.stdout.contains("eu"), "{}", status.stdout);
+    let list = db.run(&["list", "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&list.expect(0).stdout).unwrap();
+    assert_eq!(doc["tenants"][1]["server"], "eu");
+
+    // Its schema gone from the second server: status says so, where it lives.
+    second.query("DROP SCHEMA \"tenant_eu-clinic\" CASCADE");
+    db.run(&["status", "--check"])
+        .expect(1)
+        .mentions("schema missing");
+}
+
+#[test]
+fn default_server_decides_where_new_tenants_go() {
+    let db = TestDb::new("place_default");
+    let second = SecondDb::new("place_default");
+    db.config(&format!(
+        "[tenants]\ndefault_server = \"eu\"\n{}",
+        second.server_toml("eu")
+    ));
+    db.run(&["create", "here-by-default"]).expect(0);
+    assert_eq!(row(&db, "here-by-default")[2].as_deref(), Some("eu"));
+    assert!(db.tenant_schemas().is_empty());
+    db.run(&["create", "at-home", "--server", "home"]).expect(0);
+    assert_eq!(db.tenant_schemas(), vec!["tenant_at-home"]);
+}
+
+#[test]
+fn create_with_own_database_gives_the_tenant_a_database_there() {
+    let (db, second) = two_servers("place_own");
+    let slug = unique_slug("own");
+    let schema = second.own_database(&format!("tenant_{slug}"));
+    db.run(&["create", &slug, "--server", "eu", "--own-database"])
+        .expect(0);
+    assert!(second.database_exists(&schema));
+    let own = second.url_of(&schema);
+    assert_eq!(
+        scalar(
+            &own,
+            &format!("SELECT count(*) FROM \"{schema}\".refinery_schema_history")
+        ),
+        "7"
+    );
+    let r = row(&db, &slug);
+    assert_eq!(r[0].as_deref(), Some("active"));
+    assert_eq!(r[2].as_deref(), Some("eu"));
+    assert_eq!(r[3].as_deref(), Some(schema.as_str()));
+    let route = db.run(&["route", &slug]);
+    route.expect(0).mentions(&format!("database {schema}"));
+    db.run(&["status", "--check"]).expect(0);
+}
+
+#[test]
+fn own_database_on_home_too() {
+    let db = TestDb::new("place_own_home");
+    let slug = unique_slug("ownhome");
+    let schema = format!("tenant_{slug}");
+    let r = db.run(&["create", &slug, "--own-database"]);
+    let cleanup = || {
+        query(
+            &admin_url(),
+            &format!("DROP DATABASE IF EXISTS \"{schema}\" WITH (FORCE)"),
+        )
+    };
+    if r.code != 0 {
+        cleanup();
+    }
+    r.expect(0);
+    let own = replace_dbname(&admin_url(), &schema);
+    assert_eq!(
+        scalar(
+            &own,
+            &format!("SELECT count(*) FROM \"{schema}\".refinery_schema_history")
+        ),
+        "7"
+    );
+    assert!(db.tenant_schemas().is_empty());
+    assert_eq!(
+        row(&db, &slug)[2..],
+        [Some("home".into()), Some(schema.clone())]
+    );
+    cleanup();
+}
+
+#[test]
+fn a_failing_create_elsewhere_leaves_no_schema_no_database_and_no_row() {
+    let (db, second) = two_servers("place_fail");
+    db.run(&["init"]).expect(0);
+    let dir = db.migrations_with("bad", &[("V8__breaks.sql", "SELECT 1/0;")]);
+    let before = db.snapshot();
+    db.run_with(&dir, &["create", "broken", "--server", "eu"])
+        .expect(1)
+        .mentions("V8__breaks")
+        .mentions("nothing was created");
+    assert_eq!(
+        second.scalar("SELECT count(*) FROM pg_namespace WHERE nspname = 'tenant_broken'"),
+        "0"
+    );
+    assert_eq!(db.scalar("SELECT count(*) FROM public.tenants"), "0");
+
+    // With its own database: CREATE DATABASE committed on its own, and is dropped again.
+    let slug = unique_slug("ownfail");
+    let schema = second.own_database(&format!("tenant_{slug}"));
+    db.run_with(&dir, &["create", &slug, "--server", "eu", "--own-database"])
+        .expect(1)
+        .mentions("nothing was created");
+    assert!(!second.database_exists(&schema));
+    assert_eq!(db.scalar("SELECT count(*) FROM public.tenants"), "0");
+    // Only the failed attempts were recorded (as for a create at home).
+    let _ = before;
+    db.run(&["create", "broken", "--server", "eu"]).expect(0);
+}
+
+#[test]
+fn bad_placement_input_is_refused_and_changes_nothing() {
+    let (db, second) = two_servers("place_bad");
+    db.run(&["create", "acme"]).expect(0);
+    let before = db.snapshot();
+    let second_before = second.scalar("SELECT count(*) FROM pg_namespace");
+
+    db.run(&["create", "x", "--server", "mars"])
+        .expect(2)
+        .mentions("unknown server 'mars'")
+        .mentions("home, eu");
+    // A schema of that name on the target already.
+    second.query("CREATE SCHEMA \"tenant_taken\"");
+    db.run(&["create", "taken", "--server", "eu"])
+        .expect(2)
+        .mentions("schema tenant_taken already on server eu");
+    second.query("DROP SCHEMA \"tenant_taken\"");
+    // The slug is registered (at home): refused like any existing tenant.
+    db.run(&["create", "acme", "--server", "eu"])
+        .expect(2)
+        .mentions("already exists");
+    assert_eq!(db.snapshot(), before);
+
+    let bad_configs = [
+        ("[servers.eu]\nurl = \"postgres://h/db\"\npasswd = \"x\"\n", "passwd"),
+        ("[tenants]\ndefault_server = \"mars\"\n", "default_server 'mars'"),
+        ("[servers.home]\nurl = \"postgres://h/db\"\n", "[servers.home]"),
+        (
+            "[servers.eu]\nurl = \"postgres://u:secret@h/db\"\n",
+            "holds a password",
+        ),
+        (
+            "[servers.eu]\nurl = \"postgres://u@h/db\"\npassword_env = \"TENANTCTL_TEST_UNSET_VAR\"\n",
+            "TENANTCTL_TEST_UNSET_VAR",
+        ),
+    ];
+    for (config, says) in bad_configs {
+        db.config(config);
+        let r = db.run(&["create", "y", "--server", "eu"]);
+        r.expect(2).mentions(says);
+        assert!(!r.all().contains("secret"), "{}", r.all());
+    }
+    assert_eq!(db.snapshot(), before);
+    assert_eq!(
+        second.scalar("SELECT count(*) FROM pg_namespace"),
+        second_before
+    );
+}
+
+#[test]
+fn a_server_that_cannot_be_reached_fails_create_naming_it() {
+    let db = TestDb::new("place_down");
+    // A port nothing listens on: bind one, then let it go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    db.config(&format!(
+        "[servers.gone]\nurl = \"postgres://postgres@127.0.0.1:{port}/postgres\"\n"
+    ));
+    db.run(&["init"]).expect(0);
+    let before = db.snapshot();
+    db.run(&["--connect-timeout", "1", "create", "x", "--server", "gone"])
+        .expect(1)
+        .mentions("cannot reach server gone");
+    assert_eq!(db.snapshot(), before);
+}
+
+#[test]
+fn commands_that_do_not_reach_other_servers_yet_refuse_their_tenants() {
+    let (db, _second) = two_servers("place_refuse");
+    db.run(&["create", "home-one"]).expect(0);
+    db.run(&["create", "far", "--server", "eu"]).expect(0);
+    let before = db.snapshot();
+    for args in [
+        vec!["migrate"],
+        vec!["migrate", "far"],
+        vec!["verify"],
+        vec!["drop", "far", "--yes"],
+        vec!["backup", "far", "--output", "far.dump"],
+    ] {
+        db.run(&args)
+            .expect(2)
+            .mentions("does not yet reach tenants on other servers")
+            .mentions("far (on server eu");
+    }
+    assert_eq!(db.snapshot(), before);
+    // Home tenants named alone still work.
+    db.run(&["migrate", "home-one"]).expect(0);
+}
