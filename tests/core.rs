@@ -71,7 +71,10 @@ fn init_is_idempotent_and_implicit() {
     ));
     let json = db.run(&["init", "--format", "json"]);
     json.expect(0);
-    assert_eq!(json.json()["registry_version"], 5);
+    assert_eq!(
+        json.json()["registry_version"],
+        tenantctl::registry::expected_version()
+    );
     // Concurrent first use queues on the registry lock instead of failing.
     let db2 = TestDb::new("init2");
     let children: Vec<_> = (0..4)
