@@ -118,6 +118,11 @@ pub enum Command {
     /// (provisioning, failed, dropping, or any later state), with its route and state still
     /// printed; 2 when no such tenant is registered.
     Route(RouteArgs),
+    /// Each server tenants may live on (home, and every [servers.NAME] of tenants.toml):
+    /// whether it answers, its PostgreSQL version, the tenants the registry places on it
+    /// and its free connections. Exit 1 when any server does not answer. See
+    /// docs/placements.md.
+    Servers,
     /// Re-apply the configured grants ([tenants] app_role, per-tenant roles) to tenants (all
     /// when none is named): schema USAGE, default privileges, and the data privileges on every
     /// table and sequence the data role holds nothing on. For tenants created before app_role

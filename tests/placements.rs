@@ -294,3 +294,51 @@ fn commands_that_do_not_reach_other_servers_yet_refuse_their_tenants() {
     // Home tenants named alone still work.
     db.run(&["migrate", "home-one"]).expect(0);
 }
+
+#[test]
+fn servers_lists_each_server_with_its_answer_and_tenants() {
+    let db = TestDb::new("place_servers");
+    let second = SecondDb::new("place_servers");
+    db.config(&second.server_toml("eu"));
+    db.run(&["create", "a", "b"]).expect(0);
+    db.run(&["create", "c", "--server", "eu"]).expect(0);
+    let r = db.run(&["servers", "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&r.expect(0).stdout).unwrap();
+    let servers = doc["servers"].as_array().unwrap();
+    assert_eq!(servers.len(), 2, "{doc}");
+    assert_eq!(servers[0]["name"], "home");
+    assert_eq!(servers[0]["tenants"], 2);
+    assert_eq!(servers[1]["name"], "eu");
+    assert_eq!(servers[1]["tenants"], 1);
+    for s in servers {
+        assert_eq!(s["reachable"], true, "{s}");
+        assert!(s["version"].as_str().unwrap().starts_with(char::is_numeric));
+        assert!(s["free_connections"].as_i64().unwrap() > 0);
+    }
+
+    // A server on a closed port: named, the others still answer, exit 1.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    db.config(&format!(
+        "{}[servers.gone]\nurl = \"postgres://postgres@127.0.0.1:{port}/postgres\"\n",
+        second.server_toml("eu")
+    ));
+    let r = db.run(&["--connect-timeout", "1", "servers"]);
+    r.expect(1).mentions("server gone does not answer");
+    assert!(
+        r.stdout.contains("home") && r.stdout.contains("eu"),
+        "{}",
+        r.stdout
+    );
+
+    // Tenants placed on a server tenants.toml no longer names are shown, not hidden.
+    db.config("");
+    let r = db.run(&["servers", "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&r.expect(1).stdout).unwrap();
+    assert_eq!(doc["servers"][1]["name"], "eu");
+    assert_eq!(doc["servers"][1]["configured"], false);
+    assert_eq!(doc["servers"][1]["tenants"], 1);
+}

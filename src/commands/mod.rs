@@ -10,6 +10,7 @@ mod migrate;
 mod report;
 mod restore;
 mod route;
+mod servers;
 pub mod session;
 mod status;
 mod verify;
@@ -33,6 +34,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Restore(a) => restore::run(&Session::new(g, None)?, a).await,
         Command::Verify(a) => verify::run(&Session::new(g, None)?, a).await,
         Command::Route(a) => route::run(&Session::new(g, None)?, a).await,
+        Command::Servers => servers::run(&Session::new(g, None)?).await,
         Command::Grant(a) => grant::run(&Session::new(g, None)?, a).await,
         Command::Completions { shell } => {
             let mut out = crate::output::Stdout;

@@ -850,6 +850,15 @@ pub async fn free_connection_slots(client: &tokio_postgres::Client) -> Result<i6
     Ok(row.get(0))
 }
 
+/// The server's version as it reports it (`server_version`, e.g. `15.8 (Debian 15.8-1)`).
+pub async fn server_version(client: &tokio_postgres::Client) -> Result<String> {
+    Ok(client
+        .query_one("SELECT pg_catalog.current_setting('server_version')", &[])
+        .await
+        .context("cannot read the server's version")?
+        .get(0))
+}
+
 /// Whether the server runs on this machine (Unix sockets or loopback addresses only).
 pub fn is_local(target: &Target) -> bool {
     target.endpoints.iter().all(Endpoint::is_local)

@@ -691,6 +691,19 @@ pub async fn route(client: &impl GenericClient, slug: &str) -> Result<Option<Rou
     }))
 }
 
+/// How many tenants the registry places on each server, by server name.
+pub async fn tenants_per_server(client: &impl GenericClient) -> Result<Vec<(String, i64)>> {
+    let rows = client
+        .query(
+            "SELECT t.server_name, pg_catalog.count(*) FROM public.tenants t \
+              GROUP BY t.server_name ORDER BY t.server_name",
+            &[],
+        )
+        .await
+        .pg_context("cannot count the tenants per server in the registry")?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
 /// When the last tenant of this slug was dropped (UTC, ISO 8601), if one ever was.
 pub async fn last_dropped_at(client: &impl GenericClient, slug: &str) -> Result<Option<String>> {
     Ok(client
