@@ -342,3 +342,44 @@ fn servers_lists_each_server_with_its_answer_and_tenants() {
     assert_eq!(doc["servers"][1]["configured"], false);
     assert_eq!(doc["servers"][1]["tenants"], 1);
 }
+
+#[test]
+fn a_rerun_finishes_a_create_elsewhere_that_crashed_half_way() {
+    let (db, second) = two_servers("place_crash");
+    db.run(&["create", "half", "--server", "eu"]).expect(0);
+    // As if tenantctl died after the schema committed on eu, before the row became active.
+    db.query("UPDATE public.tenants SET state = 'provisioning' WHERE slug = 'half'");
+    second.query("CREATE TABLE \"tenant_half\".leftover (id int)");
+
+    // While another session holds the tenant's lock (a create still running), it is left alone.
+    let holder = std::process::Command::new("psql")
+        .arg(&db.url)
+        .args([
+            "-c",
+            &format!(
+                "SELECT pg_advisory_lock({}, hashtext('tenant_half')); SELECT pg_sleep(4)",
+                tenantctl::registry::locks::LOCK_CLASS
+            ),
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    db.run(&["create", "half", "--server", "eu"])
+        .expect(2)
+        .mentions("already exists");
+    let mut holder = holder;
+    holder.wait().unwrap();
+
+    let r = db.run(&["create", "half", "--server", "eu"]);
+    r.expect(0).mentions("created anew");
+    assert_eq!(row(&db, "half")[0].as_deref(), Some("active"));
+    assert_eq!(
+        second.scalar("SELECT to_regclass('\"tenant_half\".leftover') IS NULL"),
+        "t"
+    );
+    assert_eq!(
+        second.scalar("SELECT count(*) FROM \"tenant_half\".refinery_schema_history"),
+        "7"
+    );
+}

@@ -119,6 +119,7 @@ pub async fn run(s: &Session, args: &CreateArgs) -> Result<u8> {
     let (pool, conn) = s.connect(concurrency + 1).await?;
     let concurrency = s.fit_concurrency(&conn, concurrency, false).await?;
     let app_role = s.check_app_role(&conn).await?;
+    finish_crashed(s, &conn, &slugs).await?;
     let registered = precheck(&conn, &slugs, &schemas, args.if_not_exists, at_home).await?;
     let elsewhere = match at_home {
         true => None,
@@ -228,6 +229,72 @@ async fn precheck(
         )));
     }
     Ok(registered)
+}
+
+/// Removes what a create elsewhere that never finished left behind (its tenant still
+/// `provisioning` on another server or in its own database, and nobody holding its lock:
+/// its creator is gone), so this run creates the tenant anew. A row whose lock is held
+/// belongs to a create still running, and is left alone (the precheck then refuses it).
+async fn finish_crashed(
+    s: &Session,
+    conn: &deadpool_postgres::Object,
+    slugs: &[String],
+) -> Result<()> {
+    let home_db = s.home_database().to_string();
+    let crashed: Vec<registry::Tenant> = registry::some(conn, slugs)
+        .await?
+        .into_iter()
+        .filter(|t| t.state == "provisioning" && !t.is_home(&home_db))
+        .filter(|t| s.servers.knows(&t.server))
+        .collect();
+    for t in crashed {
+        if !locks::try_hold_tenant(conn, &t.schema)
+            .await
+            .context("cannot take a tenant's lock")?
+        {
+            continue;
+        }
+        let cleaned = remove_remains(s, conn, &t).await;
+        let _ = locks::release_tenant(conn, &t.schema).await;
+        cleaned.with_context(|| {
+            format!(
+                "tenant {} was left `provisioning` on server {} by a create that did not \
+                 finish, and its remains could not be removed; nothing was created",
+                t.slug, t.server
+            )
+        })?;
+        crate::errln!(
+            "note: tenant {} was left `provisioning` on server {} by a create that did not \
+             finish; what it made was removed, and it is created anew",
+            t.slug,
+            t.server
+        );
+    }
+    Ok(())
+}
+
+/// Drops a crashed creation's database (its own, named like its schema) or its schema and
+/// role, then its registry row.
+async fn remove_remains(
+    s: &Session,
+    home: &deadpool_postgres::Object,
+    t: &registry::Tenant,
+) -> Result<()> {
+    let target = s.servers.target(&t.server)?;
+    let pool = connect::pool(&target, 1)?;
+    let admin = connect::first_connection(&pool, &target).await?;
+    let own_database = t.database == t.schema;
+    if own_database {
+        placement::drop_database(&admin, &t.database).await?;
+        if let Some(role) = &t.role {
+            placement::drop_role(&admin, role).await?;
+        }
+    } else {
+        let in_db = connect::pool(&s.servers.target_db(&t.server, &t.database)?, 1)?;
+        let c = in_db.get().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        placement::drop_schema(&c, &t.schema, t.role.as_deref()).await?;
+    }
+    registry::unregister_provisioning(home, &t.slug).await
 }
 
 /// Connects to the server the tenants go to: an unreachable server, or a password variable
@@ -635,7 +702,7 @@ async fn undo_elsewhere(
         if e.own_database {
             placement::drop_database(&admin, &job.schema).await?;
             if let Some(role) = role {
-                placement::drop_schema(&admin, &job.schema, Some(role)).await?;
+                placement::drop_role(&admin, role).await?;
             }
         } else {
             placement::drop_schema(&admin, &job.schema, role).await?;

@@ -54,6 +54,14 @@ pub async fn drop_database(client: &impl GenericClient, name: &str) -> Result<()
         .with_pg_context(|| format!("cannot drop database {name}"))
 }
 
+/// Drops a tenant's own role (after its database is gone: roles belong to the server).
+pub async fn drop_role(client: &impl GenericClient, role: &str) -> Result<()> {
+    client
+        .batch_execute(&crate::tenant::grants::drop_tenant_role(role))
+        .await
+        .with_pg_context(|| format!("cannot drop role {role}"))
+}
+
 /// Drops what a failed creation may have committed in a shared database: the schema and the
 /// tenant's own role. Only for a schema the registry reserved for this creation.
 pub async fn drop_schema(
