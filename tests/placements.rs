@@ -279,8 +279,7 @@ fn commands_that_do_not_reach_other_servers_yet_refuse_their_tenants() {
     db.run(&["create", "far", "--server", "eu"]).expect(0);
     let before = db.snapshot();
     for args in [
-        vec!["migrate"],
-        vec!["migrate", "far"],
+        vec!["migrate", "--dry-run"],
         vec!["verify"],
         vec!["drop", "far", "--yes"],
         vec!["backup", "far", "--output", "far.dump"],
@@ -381,5 +380,105 @@ fn a_rerun_finishes_a_create_elsewhere_that_crashed_half_way() {
     assert_eq!(
         second.scalar("SELECT count(*) FROM \"tenant_half\".refinery_schema_history"),
         "7"
+    );
+}
+
+#[test]
+fn migrate_spans_servers_and_a_server_down_fails_only_its_tenants() {
+    let (db, second) = two_servers("place_migrate");
+    db.run(&["create", "h1", "h2"]).expect(0);
+    db.run(&["create", "e1", "e2", "--server", "eu"]).expect(0);
+    let v8 = db.migrations_with("v8", &[("V8__more.sql", "CREATE TABLE more (id int);")]);
+    let r = db.run_with(&v8, &["migrate", "--format", "json"]);
+    r.expect(0);
+    let doc: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert!(r.stdout.contains("on server eu"), "{}", r.stdout);
+    assert_eq!(doc["summary"]["applied"], 4, "{doc}");
+    assert_eq!(
+        db.scalar("SELECT string_agg(slug || ':' || version || ':' || state, ',' ORDER BY slug) FROM public.tenants"),
+        "e1:8:active,e2:8:active,h1:8:active,h2:8:active"
+    );
+    for e in ["e1", "e2"] {
+        assert_eq!(
+            second.scalar(&format!(
+                "SELECT count(*) FROM \"tenant_{e}\".refinery_schema_history"
+            )),
+            "8"
+        );
+        assert_eq!(
+            second.scalar(&format!(
+                "SELECT to_regclass('\"tenant_{e}\".more') IS NOT NULL"
+            )),
+            "t"
+        );
+    }
+    // Again: answered from the registry, nothing visited.
+    db.run_with(&v8, &["migrate"])
+        .expect(0)
+        .mentions("4 up to date");
+
+    // The registry row behind its schema (a crash between the two commits): the next run
+    // reads the history where the tenant lives, applies nothing twice, and records it.
+    db.query("UPDATE public.tenants SET version = 7, migrations_digest = NULL WHERE slug = 'e1'");
+    db.run_with(&v8, &["migrate", "e1"]).expect(0);
+    assert_eq!(
+        db.scalar("SELECT version FROM public.tenants WHERE slug = 'e1'"),
+        "8"
+    );
+    assert_eq!(
+        second.scalar("SELECT count(*) FROM \"tenant_e1\".refinery_schema_history"),
+        "8"
+    );
+
+    // A server that cannot be reached fails only its own tenants, naming it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    db.config(&format!(
+        "{}[servers.gone]\nurl = \"postgres://postgres@127.0.0.1:{port}/postgres\"\n",
+        second.server_toml("eu")
+    ));
+    db.query(
+        "INSERT INTO public.tenants (slug, schema_name, state, version, server_name, database_name) \
+         VALUES ('g1', 'tenant_g1', 'active', 8, 'gone', 'postgres')",
+    );
+    let v9 = db.migrations_with(
+        "v9",
+        &[
+            ("V8__more.sql", "CREATE TABLE more (id int);"),
+            ("V9__again.sql", "CREATE TABLE again (id int);"),
+        ],
+    );
+    let r = db.run_with(&v9, &["--connect-timeout", "1", "migrate"]);
+    r.expect(1).mentions("server gone");
+    assert_eq!(
+        db.scalar("SELECT string_agg(slug || ':' || version || ':' || state, ',' ORDER BY slug) FROM public.tenants"),
+        "e1:9:active,e2:9:active,g1:8:failed,h1:9:active,h2:9:active"
+    );
+    assert!(db
+        .scalar("SELECT last_error FROM public.tenants WHERE slug = 'g1'")
+        .contains("server gone"));
+
+    // A migration failing on the far server fails that tenant, rolled back there.
+    let bad = db.migrations_with(
+        "bad",
+        &[
+            ("V8__more.sql", "CREATE TABLE more (id int);"),
+            ("V9__again.sql", "CREATE TABLE again (id int);"),
+            ("V10__breaks.sql", "CREATE TABLE half (id int); SELECT 1/0;"),
+        ],
+    );
+    db.run_with(&bad, &["migrate", "e1"])
+        .expect(1)
+        .mentions("V10__breaks");
+    assert_eq!(
+        second.scalar("SELECT to_regclass('\"tenant_e1\".half') IS NULL"),
+        "t"
+    );
+    assert_eq!(
+        db.scalar("SELECT state || ':' || version FROM public.tenants WHERE slug = 'e1'"),
+        "failed:9"
     );
 }

@@ -7,6 +7,7 @@ mod grant;
 mod init;
 mod list;
 mod migrate;
+mod migrate_far;
 mod report;
 mod restore;
 mod route;
