@@ -482,3 +482,65 @@ fn migrate_spans_servers_and_a_server_down_fails_only_its_tenants() {
         "failed:9"
     );
 }
+
+#[test]
+fn per_tenant_roles_are_made_on_the_tenants_server() {
+    let db = TestDb::new("place_roles");
+    let second = SecondDb::new("place_roles");
+    let app = format!("app_{}", second.name);
+    let slug = unique_slug("roles");
+    let role = format!("tenant_{slug}");
+    db.config(&format!(
+        "[tenants]\napp_role = \"{app}\"\nper_tenant_roles = true\n{}",
+        second.server_toml("eu")
+    ));
+    // The application role exists at home only: refused, nothing made.
+    query(
+        &admin_url(),
+        &format!("CREATE ROLE \"{app}\" LOGIN NOINHERIT"),
+    );
+    db.run(&["create", &slug, "--server", "eu"])
+        .expect(2)
+        .mentions("does not exist on server eu");
+    assert_eq!(db.scalar("SELECT count(*) FROM public.tenants"), "0");
+    second.query(&format!("CREATE ROLE \"{app}\" LOGIN NOINHERIT"));
+
+    // A failing create takes its role away again on the server it was made on.
+    let bad = db.migrations_with("bad", &[("V8__breaks.sql", "SELECT 1/0;")]);
+    db.run_with(&bad, &["create", &slug, "--server", "eu"])
+        .expect(1);
+    assert_eq!(
+        second.scalar(&format!(
+            "SELECT count(*) FROM pg_roles WHERE rolname = '{role}'"
+        )),
+        "0"
+    );
+
+    db.run(&["create", &slug, "--server", "eu"]).expect(0);
+    assert_eq!(
+        second.scalar(&format!(
+            "SELECT count(*) FROM pg_roles WHERE rolname = '{role}'"
+        )),
+        "1"
+    );
+    assert_eq!(
+        scalar(
+            &admin_url(),
+            &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{role}'")
+        ),
+        "0",
+        "the tenant's role belongs on its server, not at home"
+    );
+    // The tenant's role holds its data privileges there; the app role only by SET ROLE.
+    assert_eq!(
+        second.scalar(&format!(
+            "SELECT has_table_privilege('{role}', '\"{role}\".employees', 'SELECT')::text || \
+                    has_table_privilege('{app}', '\"{role}\".employees', 'SELECT')::text"
+        )),
+        "truefalse"
+    );
+    let route = db.run(&["route", &slug, "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&route.expect(0).stdout).unwrap();
+    assert_eq!(doc["role"], role.as_str());
+    assert_eq!(doc["server"], "eu");
+}
