@@ -543,4 +543,25 @@ fn per_tenant_roles_are_made_on_the_tenants_server() {
     let doc: serde_json::Value = serde_json::from_str(&route.expect(0).stdout).unwrap();
     assert_eq!(doc["role"], role.as_str());
     assert_eq!(doc["server"], "eu");
+
+    // grant repairs a missing grant where the tenant lives.
+    second.query(&format!(
+        "REVOKE ALL ON \"{role}\".employees FROM \"{role}\"; \
+         CREATE TABLE \"{role}\".made_by_hand (id int)"
+    ));
+    db.run(&["grant", &slug])
+        .expect(0)
+        .mentions("filled in 1 tables");
+    assert_eq!(
+        second.scalar(&format!(
+            "SELECT has_table_privilege('{role}', '\"{role}\".employees', 'SELECT')::text || \
+                    has_table_privilege('{role}', '\"{role}\".made_by_hand', 'SELECT')::text"
+        )),
+        "truetrue"
+    );
+    // Its server gone from the roles' point of view: that tenant fails, named.
+    second.query(&format!("DROP OWNED BY \"{app}\"; DROP ROLE \"{app}\""));
+    db.run(&["grant", &slug])
+        .expect(1)
+        .mentions("does not exist on server eu");
 }
