@@ -280,7 +280,6 @@ fn commands_that_do_not_reach_other_servers_yet_refuse_their_tenants() {
     let before = db.snapshot();
     for args in [
         vec!["migrate", "--dry-run"],
-        vec!["verify"],
         vec!["drop", "far", "--yes"],
         vec!["backup", "far", "--output", "far.dump"],
     ] {
@@ -564,4 +563,66 @@ fn per_tenant_roles_are_made_on_the_tenants_server() {
     db.run(&["grant", &slug])
         .expect(1)
         .mentions("does not exist on server eu");
+}
+
+#[test]
+fn verify_audits_every_server() {
+    let (db, second) = two_servers("place_verify");
+    db.run(&["create", "h"]).expect(0);
+    db.run(&["create", "far", "--server", "eu"]).expect(0);
+    db.run(&["verify"])
+        .expect(0)
+        .mentions("2 tenants checked, 0 findings");
+
+    // An unregistered schema on the second server, a privilege granted by hand there, and
+    // a registry row behind its schema's history: each found there, naming the server.
+    second.query("CREATE SCHEMA tenant_rogue; GRANT USAGE ON SCHEMA \"tenant_far\" TO PUBLIC");
+    db.query("UPDATE public.tenants SET version = 6 WHERE slug = 'far'");
+    let r = db.run(&["verify", "--format", "json"]);
+    r.expect(1);
+    let doc: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let kinds: Vec<String> = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            format!(
+                "{}:{}",
+                f["kind"].as_str().unwrap(),
+                f["schema"].as_str().unwrap()
+            )
+        })
+        .collect();
+    for want in [
+        "unregistered_schema:tenant_rogue",
+        "version_mismatch:tenant_far",
+    ] {
+        assert!(kinds.iter().any(|k| k == want), "{want} not in {kinds:?}");
+    }
+    assert!(
+        r.stdout
+            .contains(&format!("(server eu, database {})", second.name)),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| k.ends_with(":tenant_h")).count(),
+        0,
+        "{kinds:?}"
+    );
+
+    // A server that cannot be reached is a finding that names it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    db.config(&format!(
+        "{}[servers.gone]\nurl = \"postgres://postgres@127.0.0.1:{port}/postgres\"\n",
+        second.server_toml("eu")
+    ));
+    db.run(&["--connect-timeout", "1", "verify"])
+        .expect(1)
+        .mentions("server_not_audited")
+        .mentions("server gone");
 }
