@@ -9,6 +9,10 @@
 #   TENANTCTL_TEST_PG_SOCKET, TENANTCTL_TEST_PG_PORT   its Unix socket folder (local logins
 #                      are trusted there) and port
 #   TENANTCTL_TEST_CA  the CA of its TLS certificate (for the name "localhost")
+#   TENANTCTL_TEST_SECOND_URL   postgres://postgres:<password>@127.0.0.1:<port2>/postgres:
+#                      a second cluster (roles are per cluster), for tenants placed on
+#                      another server (docs/placements.md); started unless PG_SECOND=0,
+#                      stopped and deleted with the first
 #
 # PostgreSQL refuses to run as root, so when we are root the server runs as the
 # unprivileged `postgres` user (created by Debian's package). The binaries come from
@@ -65,9 +69,12 @@ free_port() {
 }
 
 stop_cluster() {
-  if [ -f "$base/data/postmaster.pid" ]; then
-    as_server_user "$pg_bin/pg_ctl" -D "$base/data" -m immediate -w stop >/dev/null 2>&1 || true
-  fi
+  local d
+  for d in "$base/data" "$base/second"; do
+    if [ -f "$d/postmaster.pid" ]; then
+      as_server_user "$pg_bin/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1 || true
+    fi
+  done
   rm -rf "$base"
 }
 
@@ -124,6 +131,28 @@ EOF
 
 as_server_user "$pg_bin/pg_ctl" -D "$base/data" -l "$base/server.log" -w -t 60 start >/dev/null ||
   { cat "$base/server.log" >&2; exit 1; }
+
+# The second cluster: same superuser password, TCP only, no TLS, smaller.
+if [ "${PG_SECOND:-1}" != 0 ]; then
+  as_server_user "$pg_bin/initdb" -D "$base/second" -U postgres --pwfile="$base/pwfile" \
+    --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$base/initdb2.log" 2>&1 ||
+    { cat "$base/initdb2.log" >&2; exit 1; }
+  port2=$(free_port)
+  cat >>"$base/second/postgresql.conf" <<EOF
+listen_addresses = '127.0.0.1'
+port = $port2
+unix_socket_directories = ''
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+max_connections = ${PG_MAX_CONNECTIONS:-100}
+shared_buffers = 64MB
+log_min_messages = warning
+EOF
+  as_server_user "$pg_bin/pg_ctl" -D "$base/second" -l "$base/server2.log" -w -t 60 start >/dev/null ||
+    { cat "$base/server2.log" >&2; exit 1; }
+  export TENANTCTL_TEST_SECOND_URL="postgres://postgres:$password@127.0.0.1:$port2/postgres"
+fi
 
 export DATABASE_URL="postgres://postgres:$password@127.0.0.1:$port/postgres"
 export TENANTCTL_TEST_PG_BIN="$pg_bin"

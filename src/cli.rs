@@ -121,6 +121,11 @@ pub enum Command {
     /// (provisioning, failed, dropping, or any later state), with its route and state still
     /// printed; 2 when no such tenant is registered.
     Route(RouteArgs),
+    /// Each server tenants may live on (home, and every [servers.NAME] of tenants.toml):
+    /// whether it answers, its PostgreSQL version, the tenants the registry places on it
+    /// and its free connections. Exit 1 when any server does not answer. See
+    /// docs/placements.md.
+    Servers,
     /// Re-apply the configured grants ([tenants] app_role, per-tenant roles) to tenants (all
     /// when none is named): schema USAGE, default privileges, and the data privileges on every
     /// table and sequence the data role holds nothing on. For tenants created before app_role
@@ -168,6 +173,17 @@ pub struct CreateArgs {
     /// Skip tenants that are already registered instead of refusing the command.
     #[arg(long)]
     pub if_not_exists: bool,
+
+    /// The server to create them on: `home` (the one tenantctl connects to, holding the
+    /// registry) or a [servers.NAME] of tenants.toml (default: [tenants] default_server,
+    /// else home). See docs/placements.md.
+    #[arg(long, value_name = "NAME")]
+    pub server: Option<String>,
+
+    /// Give each tenant a database of its own on that server (named like its schema),
+    /// holding its schema, migrations and grants.
+    #[arg(long)]
+    pub own_database: bool,
 
     /// Tenants created at once (default: [migrations] concurrency, else 4).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=512))]

@@ -185,7 +185,8 @@ fn a_registry_upgrade_behind_an_application_transaction_ends_by_its_deadline() {
     // The registry as version 1 left it, as before an upgrade of tenantctl: version 2 adds a
     // column to public.tenants, which needs an ACCESS EXCLUSIVE lock on it.
     db.query(
-        "ALTER TABLE public.tenants DROP COLUMN role_name, RESET (fillfactor); \
+        "ALTER TABLE public.tenants DROP COLUMN role_name, DROP COLUMN server_name, \
+             DROP COLUMN database_name, RESET (fillfactor); \
          ALTER TABLE public.tenant_drops DROP COLUMN role_name, DROP COLUMN archive_file, \
              DROP COLUMN archive_sha256; \
          DROP FUNCTION public.tenantctl_enter(integer, text, text, bigint, text); \

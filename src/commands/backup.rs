@@ -90,15 +90,13 @@ pub async fn backup_tenant(
     let pg_dump = dump::find_tool("pg_dump")?;
     dump::check_not_older(&pg_dump, "pg_dump", server_major)
         .map_err(|e| bad_input(format!("{e:#}")))?;
-    let Some(schema) = registry::some(&*conn, &[slug.to_string()])
-        .await?
-        .pop()
-        .map(|t| t.schema)
-    else {
+    let Some(found) = registry::some(&*conn, &[slug.to_string()]).await?.pop() else {
         return Err(bad_input(format!(
             "unknown tenant {slug} (see tenantctl list)"
         )));
     };
+    s.refuse_elsewhere(std::slice::from_ref(&found), "backup")?;
+    let schema = found.schema;
     let (tx, exists) = locked_transaction(conn, slug, &schema, deadline)
         .await
         .with_context(|| format!("no backup of tenant {slug} was written"))?;

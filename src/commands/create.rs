@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use deadpool_postgres::Pool;
 
 use crate::cli::CreateArgs;
@@ -12,15 +12,18 @@ use crate::commands::session::{dedup, now_epoch, Session};
 use crate::domain::exit::bad_input;
 use crate::domain::migration_set::MigrationSet;
 use crate::domain::names::quote_ident;
+use crate::domain::settings::HOME_SERVER;
 use crate::fleet::{self, Interrupt, Job};
 use crate::output::listed;
 use crate::output::outcome::{Outcome, TenantOutcome};
 use crate::output::progress::Progress;
+use crate::pg::connect::{self, Target};
 use crate::pg::txn::{Step, Tx};
-use crate::registry;
+use crate::registry::{self, locks, Placement};
 use crate::tenant::apply::{self, apply_pending, ApplyError, History};
 use crate::tenant::grants;
 use crate::tenant::no_transaction;
+use crate::tenant::placement;
 use crate::tenant::seed::Seed;
 
 use super::report;
@@ -44,7 +47,10 @@ impl Job for NewTenant {
 }
 
 struct Shared {
+    /// Connections to home (the registry, and the schemas of tenants created there).
     pool: Pool,
+    /// Set when the tenants are created elsewhere than the registry's database.
+    elsewhere: Option<Elsewhere>,
     set: MigrationSet,
     app_role: Option<String>,
     /// With per-tenant roles: the server's major version (it decides the GRANT form).
@@ -52,6 +58,33 @@ struct Shared {
     if_not_exists: bool,
     /// `--seed` or `[tenants] seed`, run in each tenant after its migrations.
     seed: Option<Seed>,
+}
+
+/// Where the tenants of a `create --server NAME` / `--own-database` go.
+struct Elsewhere {
+    server: String,
+    /// The server's own database (its url's): where the schemas go without --own-database,
+    /// and where `CREATE DATABASE` runs with it.
+    target: Target,
+    pool: Pool,
+    own_database: bool,
+}
+
+impl Elsewhere {
+    fn placement(&self, job: &NewTenant) -> Placement {
+        Placement {
+            server: self.server.clone(),
+            database: if self.own_database {
+                job.schema.clone()
+            } else {
+                self.target
+                    .config
+                    .get_dbname()
+                    .unwrap_or_default()
+                    .to_string()
+            },
+        }
+    }
 }
 
 pub async fn run(s: &Session, args: &CreateArgs) -> Result<u8> {
@@ -70,24 +103,62 @@ pub async fn run(s: &Session, args: &CreateArgs) -> Result<u8> {
     let shared_set = s.shared_set()?;
     let seed = load_seed(s, args, &set)?;
     let concurrency = s.concurrency().min(slugs.len().max(1));
+    let server = args
+        .server
+        .clone()
+        .unwrap_or_else(|| s.settings.default_server.clone());
+    if !s.servers.knows(&server) {
+        return Err(bad_input(format!(
+            "unknown server '{}' (configured: {}); nothing was created",
+            server.escape_debug(),
+            s.servers.names().join(", ")
+        )));
+    }
+    let at_home = server == HOME_SERVER && !args.own_database;
+    if !at_home && no_transaction::first_stop(&set, set.latest()) != set.latest() {
+        return Err(bad_input(
+            "the migrations hold a file that runs alone (-- no-transaction), which create \
+             cannot yet run on another server or in a tenant's own database; nothing was created",
+        ));
+    }
     let (pool, conn) = s.connect(concurrency + 1).await?;
     let concurrency = s.fit_concurrency(&conn, concurrency, false).await?;
     let app_role = s.check_app_role(&conn).await?;
-    let registered = precheck(&conn, &slugs, &schemas, args.if_not_exists).await?;
-    let tenant_roles = check_tenant_roles(s, &conn, &schemas, &registered, &slugs).await?;
+    finish_crashed(s, &conn, &slugs).await?;
+    let registered = precheck(&conn, &slugs, &schemas, args.if_not_exists, at_home).await?;
+    let elsewhere = match at_home {
+        true => None,
+        false => Some(prepare_elsewhere(s, &server, args.own_database, concurrency).await?),
+    };
+    // Roles and the tenant's place are checked where the tenants will live.
+    let place_conn = match &elsewhere {
+        Some(e) => Some(e.pool.get().await.map_err(|e| anyhow::anyhow!("{e}"))?),
+        None => None,
+    };
+    let checked = place_conn.as_ref().unwrap_or(&conn);
+    if let Some(e) = &elsewhere {
+        precheck_elsewhere(s, checked, e, &slugs, &schemas, &registered).await?;
+    }
+    let tenant_roles = check_tenant_roles(s, checked, &schemas, &registered, &slugs).await?;
     if let Some(sh) = &shared_set {
-        // A tenant's migrations may reference the shared tables: those come first.
-        let r = super::migrate::apply_shared(&conn, sh, s.lock_timeout).await;
-        if let Some(e) = &r.error {
-            anyhow::bail!(
-                "the shared migrations in schema {} failed, so no tenant was created: {e}",
-                r.schema
-            );
+        // A tenant's migrations may reference the shared tables: those come first, on home
+        // and on the server the tenants go to.
+        let mut places = vec![&conn];
+        places.extend(place_conn.as_ref());
+        for c in places {
+            let r = super::migrate::apply_shared(c, sh, s.lock_timeout).await;
+            if let Some(e) = &r.error {
+                anyhow::bail!(
+                    "the shared migrations in schema {} failed, so no tenant was created: {e}",
+                    r.schema
+                );
+            }
         }
     }
     if let Some(role) = &app_role {
         registry::grant_read(&conn, role).await?;
     }
+    drop(place_conn);
     drop(conn);
 
     let mut outcomes = Vec::new();
@@ -105,6 +176,7 @@ pub async fn run(s: &Session, args: &CreateArgs) -> Result<u8> {
     }
     let shared = Arc::new(Shared {
         pool,
+        elsewhere,
         set,
         app_role,
         tenant_roles,
@@ -152,6 +224,7 @@ async fn precheck(
     slugs: &[String],
     schemas: &[String],
     if_not_exists: bool,
+    at_home: bool,
 ) -> Result<Vec<String>> {
     let registered: Vec<String> = registry::some(conn, slugs)
         .await?
@@ -168,6 +241,10 @@ async fn precheck(
             "{} already {exist}; nothing was created (use --if-not-exists to skip existing tenants)",
             listed("tenant", &registered),
         )));
+    }
+    if !at_home {
+        // The schemas are looked for where they will be made (precheck_elsewhere).
+        return Ok(registered);
     }
     let orphans: Vec<String> = registry::existing_schemas(conn, schemas)
         .await?
@@ -193,6 +270,135 @@ async fn precheck(
         )));
     }
     Ok(registered)
+}
+
+/// Removes what a create elsewhere that never finished left behind (its tenant still
+/// `provisioning` on another server or in its own database, and nobody holding its lock:
+/// its creator is gone), so this run creates the tenant anew. A row whose lock is held
+/// belongs to a create still running, and is left alone (the precheck then refuses it).
+async fn finish_crashed(
+    s: &Session,
+    conn: &deadpool_postgres::Object,
+    slugs: &[String],
+) -> Result<()> {
+    let home_db = s.home_database().to_string();
+    let crashed: Vec<registry::Tenant> = registry::some(conn, slugs)
+        .await?
+        .into_iter()
+        .filter(|t| t.state == "provisioning" && !t.is_home(&home_db))
+        .filter(|t| s.servers.knows(&t.server))
+        .collect();
+    for t in crashed {
+        if !locks::try_hold_tenant(conn, &t.schema)
+            .await
+            .context("cannot take a tenant's lock")?
+        {
+            continue;
+        }
+        let cleaned = remove_remains(s, conn, &t).await;
+        let _ = locks::release_tenant(conn, &t.schema).await;
+        cleaned.with_context(|| {
+            format!(
+                "tenant {} was left `provisioning` on server {} by a create that did not \
+                 finish, and its remains could not be removed; nothing was created",
+                t.slug, t.server
+            )
+        })?;
+        crate::errln!(
+            "note: tenant {} was left `provisioning` on server {} by a create that did not \
+             finish; what it made was removed, and it is created anew",
+            t.slug,
+            t.server
+        );
+    }
+    Ok(())
+}
+
+/// Drops a crashed creation's database (its own, named like its schema) or its schema and
+/// role, then its registry row.
+async fn remove_remains(
+    s: &Session,
+    home: &deadpool_postgres::Object,
+    t: &registry::Tenant,
+) -> Result<()> {
+    let target = s.servers.target(&t.server)?;
+    let pool = connect::pool(&target, 1)?;
+    let admin = connect::first_connection(&pool, &target).await?;
+    let own_database = t.database == t.schema;
+    if own_database {
+        placement::drop_database(&admin, &t.database).await?;
+        if let Some(role) = &t.role {
+            placement::drop_role(&admin, role).await?;
+        }
+    } else {
+        let in_db = connect::pool(&s.servers.target_db(&t.server, &t.database)?, 1)?;
+        let c = in_db.get().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        placement::drop_schema(&c, &t.schema, t.role.as_deref()).await?;
+    }
+    registry::unregister_provisioning(home, &t.slug).await
+}
+
+/// Connects to the server the tenants go to: an unreachable server, or a password variable
+/// that is not set, fails the command before anything is changed.
+async fn prepare_elsewhere(
+    s: &Session,
+    server: &str,
+    own_database: bool,
+    concurrency: usize,
+) -> Result<Elsewhere> {
+    let target = s.servers.target(server)?;
+    let pool = connect::pool(&target, concurrency)?;
+    let first = connect::first_connection(&pool, &target)
+        .await
+        .with_context(|| format!("cannot reach server {server}; nothing was created"))?;
+    drop(first);
+    Ok(Elsewhere {
+        server: server.to_string(),
+        target,
+        pool,
+        own_database,
+    })
+}
+
+/// Refuses (exit 2, nothing changed) a schema, or with --own-database a database, that
+/// already exists on the target server, and a missing application role there (roles
+/// belong to each server).
+async fn precheck_elsewhere(
+    s: &Session,
+    conn: &deadpool_postgres::Object,
+    e: &Elsewhere,
+    slugs: &[String],
+    schemas: &[String],
+    registered: &[String],
+) -> Result<()> {
+    let new: Vec<String> = slugs
+        .iter()
+        .zip(schemas)
+        .filter(|(slug, _)| !registered.contains(slug))
+        .map(|(_, schema)| schema.clone())
+        .collect();
+    let (taken, what) = if e.own_database {
+        (placement::existing_databases(conn, &new).await?, "database")
+    } else {
+        (registry::existing_schemas(conn, &new).await?, "schema")
+    };
+    if !taken.is_empty() {
+        return Err(bad_input(format!(
+            "{} already on server {}; nothing was created (drop or rename it first)",
+            listed(what, &taken),
+            e.server
+        )));
+    }
+    if let Some(role) = &s.settings.app_role {
+        if !registry::role_exists(conn, role).await? {
+            return Err(bad_input(format!(
+                "application role '{role}' does not exist on server {} (roles belong to each \
+                 server); create it there (CREATE ROLE \"{role}\" LOGIN); nothing was created",
+                e.server
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// With per-tenant roles: the application role must not inherit them (PostgreSQL 15 has
@@ -229,7 +435,11 @@ async fn create_one(shared: &Shared, job: NewTenant) -> TenantOutcome {
             return TenantOutcome::failed(&job.slug, &job.schema, 0, format!("no connection: {e}"))
         }
     };
-    match provision(&client, shared, &job).await {
+    let provisioned = match &shared.elsewhere {
+        Some(e) => provision_elsewhere(&client, shared, e, &job).await,
+        None => provision(&client, shared, &job).await,
+    };
+    match provisioned {
         Ok(Some(version))
             if shared
                 .set
@@ -363,5 +573,188 @@ async fn provision(
         Ok(()) => Ok(Some(applied.version)),
         Err(ApplyError::AlreadyRegistered) if shared.if_not_exists => Ok(None),
         Err(e) => Err(e),
+    }
+}
+
+/// A tenant created elsewhere than the registry's database. The registry (on home) and the
+/// schema (on another server, or in the tenant's own database) cannot share a transaction,
+/// so: (1) the row is committed `provisioning` on home, with the tenant's lock held for
+/// the session; (2) the database (--own-database) is created, then schema, grants,
+/// migrations and history in one transaction there; (3) the row is marked `active` with
+/// its migrations on home. A failure after (1) drops whatever (2) made and then the row,
+/// so nothing is left. A crash between (1) and the end leaves the row `provisioning`
+/// and maybe the schema: a rerun of the same create finds the row, takes the lock
+/// (nobody holds it: its creator is gone), removes both and creates the tenant anew.
+async fn provision_elsewhere(
+    home: &deadpool_postgres::Object,
+    shared: &Shared,
+    e: &Elsewhere,
+    job: &NewTenant,
+) -> Result<Option<i64>, ApplyError> {
+    let at = e.placement(job);
+    let role = shared.tenant_roles.map(|_| job.schema.as_str());
+    match locks::try_hold_tenant(home, &job.schema).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(ApplyError::Locked(format!(
+                "tenant {} is being created or changed by another session; nothing was created",
+                job.slug
+            )))
+        }
+        Err(err) => return Err(ApplyError::pg("cannot take the tenant's lock", err)),
+    }
+    let result = register_and_build(home, shared, e, job, &at, role).await;
+    let _ = locks::release_tenant(home, &job.schema).await;
+    result
+}
+
+async fn register_and_build(
+    home: &deadpool_postgres::Object,
+    shared: &Shared,
+    e: &Elsewhere,
+    job: &NewTenant,
+    at: &Placement,
+    role: Option<&str>,
+) -> Result<Option<i64>, ApplyError> {
+    let display = job.display.as_deref();
+    if let Err(err) =
+        registry::register_elsewhere(home, &job.slug, &job.schema, display, role, at).await
+    {
+        if err.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+            return match shared.if_not_exists {
+                true => Ok(None),
+                false => Err(ApplyError::AlreadyRegistered),
+            };
+        }
+        return Err(ApplyError::pg("cannot register the tenant", err));
+    }
+    let built = match build_elsewhere(shared, e, job).await {
+        Ok(applied) => mark_created(home, shared, job, &applied).await,
+        Err(err) => Err(err),
+    };
+    match built {
+        Ok(version) => Ok(Some(version)),
+        Err(err) => Err(undo_elsewhere(home, e, job, role, err).await),
+    }
+}
+
+/// Steps (2) of `provision_elsewhere`: the tenant's own database when asked for, then its
+/// schema, grants, migrations and history in one transaction on the target.
+async fn build_elsewhere(
+    shared: &Shared,
+    e: &Elsewhere,
+    job: &NewTenant,
+) -> Result<apply::Applied, ApplyError> {
+    let own_pool;
+    let client = if e.own_database {
+        let admin = e.pool.get().await.map_err(|err| {
+            ApplyError::Refused(format!("no connection to server {}: {err}", e.server))
+        })?;
+        placement::create_database(&admin, &job.schema)
+            .await
+            .map_err(|err| ApplyError::Refused(format!("{err:#}")))?;
+        drop(admin);
+        own_pool = connect::pool(&e.target.with_dbname(&job.schema), 1)
+            .map_err(|err| ApplyError::Refused(format!("{err:#}")))?;
+        own_pool.get().await.map_err(|err| {
+            ApplyError::Refused(format!(
+                "cannot connect to the new database {} on server {}: {err}",
+                job.schema, e.server
+            ))
+        })?
+    } else {
+        e.pool.get().await.map_err(|err| {
+            ApplyError::Refused(format!("no connection to server {}: {err}", e.server))
+        })?
+    };
+    let (data_role, role_ddl) = match (&shared.app_role, shared.tenant_roles) {
+        (Some(app), Some(major)) => (
+            Some(job.schema.as_str()),
+            grants::create_tenant_role(&job.schema, app, major),
+        ),
+        (app, _) => (app.as_deref(), String::new()),
+    };
+    let mut tx = Tx::begin(&client);
+    tx.queue(
+        Step::Sql("cannot create the schema"),
+        format!(
+            "{role_ddl}CREATE SCHEMA {};\n{}",
+            quote_ident(&job.schema),
+            grants::before_migrations(&job.schema, data_role)
+        ),
+    );
+    let latest = shared.set.latest();
+    let applied = apply_pending(
+        &mut tx,
+        &job.schema,
+        &shared.set,
+        latest,
+        None,
+        History::New,
+    )
+    .await?;
+    let after = grants::after_create(&job.schema, data_role);
+    if !after.is_empty() {
+        tx.queue(Step::Sql("cannot apply the grants"), after);
+    }
+    apply::commit(&mut tx, &applied).await?;
+    Ok(applied)
+}
+
+/// Step (3) of `provision_elsewhere`: the row on home becomes `active` with its migrations.
+async fn mark_created(
+    home: &deadpool_postgres::Object,
+    shared: &Shared,
+    job: &NewTenant,
+    applied: &apply::Applied,
+) -> Result<i64, ApplyError> {
+    let mut tx = Tx::begin(home);
+    tx.queue_sql(registry::record_step(
+        &job.slug,
+        applied.version,
+        shared.set.digest_at(applied.version),
+        &applied.migrations,
+        true,
+    ))
+    .await?;
+    tx.commit().await?;
+    Ok(applied.version)
+}
+
+/// Takes away what a failed creation elsewhere made (the database, or the schema and the
+/// tenant's role), then its registry row. When that cleanup fails too, the row stays
+/// `provisioning` and the error says how a rerun finishes it.
+async fn undo_elsewhere(
+    home: &deadpool_postgres::Object,
+    e: &Elsewhere,
+    job: &NewTenant,
+    role: Option<&str>,
+    cause: ApplyError,
+) -> ApplyError {
+    let cleaned = async {
+        let admin = e
+            .pool
+            .get()
+            .await
+            .map_err(|err| anyhow::anyhow!("no connection to server {}: {err}", e.server))?;
+        if e.own_database {
+            placement::drop_database(&admin, &job.schema).await?;
+            if let Some(role) = role {
+                placement::drop_role(&admin, role).await?;
+            }
+        } else {
+            placement::drop_schema(&admin, &job.schema, role).await?;
+        }
+        registry::unregister_provisioning(home, &job.slug).await
+    }
+    .await;
+    match cleaned {
+        Ok(()) => cause,
+        Err(err) => ApplyError::Refused(format!(
+            "{cause}; and its cleanup failed too ({err:#}): tenant {} stays registered \
+             `provisioning` on server {}: run the same tenantctl create again to remove what \
+             was made and create it anew",
+            job.slug, e.server
+        )),
     }
 }

@@ -35,6 +35,7 @@ pub async fn run(s: &Session, args: &DropArgs) -> Result<u8> {
     };
     let (_pool, mut conn) = s.connect(1).await?;
     let (found, unknown) = lookup(&conn, &slugs).await?;
+    s.refuse_elsewhere(&found, "drop")?;
     if !unknown.is_empty() && !args.if_exists {
         return Err(bad_input(format!(
             "unknown tenant {}; nothing was dropped (see tenantctl list, or pass --if-exists)",

@@ -46,6 +46,7 @@ pub async fn run(s: &Session, args: &GrantArgs) -> Result<u8> {
     let (_pool, mut conn) = s.connect(1).await?;
     s.check_app_role(&conn).await?;
     let tenants = select_tenants(&conn, &args.slugs, "nothing was granted").await?;
+    let home_db = s.home_database().to_string();
     let major = if tenants.iter().any(|t| t.role.is_some()) {
         check_app_role_noinherit(&conn, &app).await?
     } else {
@@ -54,7 +55,12 @@ pub async fn run(s: &Session, args: &GrantArgs) -> Result<u8> {
     registry::grant_read(&conn, &app).await?;
     let mut results = Vec::new();
     for t in &tenants {
-        results.push(grant_one(s, &mut conn, t, &app, major).await);
+        let g = if t.is_home(&home_db) {
+            grant_one(s, &mut conn, t, &app, major).await
+        } else {
+            grant_far(s, t, &app).await
+        };
+        results.push(g);
     }
     print(s, &app, &results);
     Ok(if results.iter().any(|r| r.outcome == "failed") {
@@ -62,6 +68,44 @@ pub async fn run(s: &Session, args: &GrantArgs) -> Result<u8> {
     } else {
         OK
     })
+}
+
+/// `grant_one` for a tenant elsewhere: on its server and database, where its roles live
+/// (the application role must exist there, NOINHERIT there with per-tenant roles on 15).
+async fn grant_far(s: &Session, t: &Tenant, app: &str) -> Granted {
+    let reached = async {
+        let target = s.servers.target_db(&t.server, &t.database)?;
+        let pool = crate::pg::connect::pool(&target, 1)?;
+        let conn = crate::pg::connect::first_connection(&pool, &target).await?;
+        if !registry::role_exists(&conn, app).await? {
+            anyhow::bail!(
+                "application role '{app}' does not exist on server {}; create it there \
+                 (CREATE ROLE \"{app}\" LOGIN)",
+                t.server
+            );
+        }
+        let major = match t.role {
+            Some(_) => check_app_role_noinherit(&conn, app).await?,
+            None => registry::server_major(&conn).await?,
+        };
+        anyhow::Ok((pool, conn, major))
+    }
+    .await;
+    match reached {
+        Ok((_pool, mut conn, major)) => grant_one(s, &mut conn, t, app, major).await,
+        Err(e) => Granted {
+            slug: t.slug.clone(),
+            schema: t.schema.clone(),
+            data_role: s.data_role(t).unwrap_or(app).to_string(),
+            outcome: "failed",
+            tables: Vec::new(),
+            sequences: Vec::new(),
+            error: Some(format!(
+                "on server {} (database {}): {e:#}; nothing was granted on it",
+                t.server, t.database
+            )),
+        },
+    }
 }
 
 async fn grant_one(

@@ -17,6 +17,8 @@ pub async fn run(s: &Session) -> Result<u8> {
                 slug: &t.slug,
                 schema: &t.schema,
                 state: &t.state,
+                server: &t.server,
+                database: &t.database,
             })
             .collect();
         print_json(&Document { tenants });
@@ -44,4 +46,6 @@ struct Row<'a> {
     slug: &'a str,
     schema: &'a str,
     state: &'a str,
+    server: &'a str,
+    database: &'a str,
 }

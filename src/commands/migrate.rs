@@ -27,6 +27,7 @@ use crate::tenant::apply::{self, apply_pending, read_histories, ApplyError, Hist
 use crate::tenant::no_transaction;
 use crate::tenant::shared::{self, SharedSet};
 
+use super::migrate_far;
 use super::report::{self, SharedReport};
 
 struct Visit(Tenant);
@@ -89,6 +90,12 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
         None => None,
     };
     let shared_report = shared_report.as_ref();
+    let home_db = s.home_database().to_string();
+    let (tenants, far): (Vec<Tenant>, Vec<Tenant>) =
+        tenants.into_iter().partition(|t| t.is_home(&home_db));
+    if args.dry_run {
+        s.refuse_elsewhere(&far, "migrate --dry-run")?;
+    }
 
     let mut outcomes = Vec::new();
     let mut visits = Vec::new();
@@ -96,6 +103,16 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
         match triage(&t, &set, target) {
             Some(o) => outcomes.push(o),
             None => visits.push(Visit(t)),
+        }
+    }
+    // Elsewhere: answered from the registry when it vouches for them, else visited where
+    // they live (`migrate_far`); their schema is looked for there, not here.
+    let mut far_visits = Vec::new();
+    for mut t in far {
+        t.schema_exists = true;
+        match triage(&t, &set, target) {
+            Some(o) => outcomes.push(o),
+            None => far_visits.push(t),
         }
     }
     // A run that will mark tenants says so first (its connection holds the mark until the
@@ -118,7 +135,11 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
     let run_mark = (!args.dry_run).then_some(conn);
     let progress = Arc::new(Progress::new(
         "migrate",
-        if args.dry_run { 0 } else { visits.len() },
+        if args.dry_run {
+            0
+        } else {
+            visits.len() + far_visits.len()
+        },
         s.json(),
     ));
     if !other_runs.is_empty() {
@@ -181,6 +202,32 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
             );
         } else {
             ran.extend(phase(rest).await);
+        }
+        let far_run = migrate_far::Run {
+            home: shared.pool.clone(),
+            set: Arc::new(shared.set.clone()),
+            target,
+            lock_timeout: s.lock_timeout,
+            concurrency,
+            fail_fast: args.fail_fast,
+            interrupt: &interrupt,
+            progress: &progress,
+            shared: shared_set.as_ref(),
+        };
+        let stopped = canary_failed
+            || shared.outage.gone()
+            || (args.fail_fast && ran.iter().any(|o| o.outcome == Outcome::Failed));
+        if stopped {
+            ran.extend(far_visits.iter().map(|t| {
+                TenantOutcome::skipped(
+                    &t.slug,
+                    &t.schema,
+                    t.version,
+                    "not started: the run stopped before it",
+                )
+            }));
+        } else {
+            ran.extend(migrate_far::run(s, &far_run, far_visits).await);
         }
         progress.finish();
         drop(run_mark);
@@ -647,6 +694,8 @@ mod tests {
             migrated_at: None,
             schema_exists: true,
             role: None,
+            server: "home".into(),
+            database: "db".into(),
         }
     }
 

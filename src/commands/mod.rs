@@ -8,10 +8,12 @@ mod grant;
 mod init;
 mod list;
 mod migrate;
+mod migrate_far;
 mod psql;
 mod report;
 mod restore;
 pub(crate) mod route;
+mod servers;
 pub mod session;
 mod status;
 mod verify;
@@ -40,6 +42,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Restore(a) => restore::run(&Session::new(g, None)?, a).await,
         Command::Verify(a) => verify::run(&Session::new(g, None)?, a).await,
         Command::Route(a) => route::run(&Session::new(g, None)?, a).await,
+        Command::Servers => servers::run(&Session::new(g, None)?).await,
         Command::Grant(a) => grant::run(&Session::new(g, None)?, a).await,
         Command::Exec(a) => exec::run(&Session::new(g, a.concurrency)?, a).await,
         Command::Psql(a) => psql::run(&Session::new(g, None)?, a).await,

@@ -335,6 +335,9 @@ async fn plan(s: &Session, conn: &deadpool_postgres::Object, args: &RestoreArgs)
     let existing = registry::some(conn, std::slice::from_ref(&slug))
         .await?
         .pop();
+    if let Some(t) = &existing {
+        s.refuse_elsewhere(std::slice::from_ref(t), "restore")?;
+    }
     if args.as_slug.is_some() && existing.is_some() {
         return Err(bad_input(format!(
             "tenant {slug} already exists; --as needs a new slug"

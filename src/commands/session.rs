@@ -12,12 +12,15 @@ use crate::domain::names;
 use crate::domain::settings::{self, Overrides, Settings};
 use crate::output::{count, listed, plural};
 use crate::pg::connect::{self, Target};
+use crate::pg::servers::Servers;
 use crate::registry::{self, Tenant};
 use crate::tenant::shared::SharedSet;
 
 pub struct Session {
     pub settings: Settings,
     pub target: Target,
+    /// `home` (`target`) and the configured `[servers.NAME]`.
+    pub servers: Servers,
     pub format: Format,
     /// `--lock-timeout`, when given.
     pub lock_timeout: Option<Duration>,
@@ -41,10 +44,13 @@ impl Session {
             connect_timeout: global.connect_timeout,
         };
         let settings = settings::load(overrides)?;
-        let target = connect::resolve(&settings, &settings::pg_env(), &connect::Local::current())?;
+        let local = connect::Local::current();
+        let target = connect::resolve(&settings, &settings::pg_env(), &local)?;
+        let servers = Servers::new(target.clone(), &settings, local);
         Ok(Session {
             settings,
             target,
+            servers,
             format: global.format,
             lock_timeout: global.lock_timeout.map(Duration::from_millis),
         })
@@ -147,6 +153,90 @@ impl Session {
             );
         }
         Ok(fit)
+    }
+
+    /// The database holding the registry (on `home`).
+    pub fn home_database(&self) -> &str {
+        self.target.config.get_dbname().unwrap_or_default()
+    }
+
+    /// Answers `schema_exists` for the tenants that live elsewhere than the registry's
+    /// database, asking each of their servers (one connection per database). A server that
+    /// cannot be reached leaves its tenants' answer `false`; the returned errors name it.
+    pub async fn check_schemas_elsewhere(&self, tenants: &mut [Tenant]) -> Vec<String> {
+        let home_db = self.home_database().to_string();
+        let mut places: Vec<(String, String)> = tenants
+            .iter()
+            .filter(|t| !t.is_home(&home_db))
+            .map(|t| (t.server.clone(), t.database.clone()))
+            .collect();
+        places.sort();
+        places.dedup();
+        let mut errors = Vec::new();
+        for (server, database) in places {
+            let schemas: Vec<String> = tenants
+                .iter()
+                .filter(|t| t.server == server && t.database == database)
+                .map(|t| t.schema.clone())
+                .collect();
+            match self.schemas_at(&server, &database, &schemas).await {
+                Ok(found) => {
+                    for t in tenants
+                        .iter_mut()
+                        .filter(|t| t.server == server && t.database == database)
+                    {
+                        t.schema_exists = found.contains(&t.schema);
+                    }
+                }
+                Err(e) => errors.push(format!(
+                    "cannot check the tenants on server {server} (database {database}): {e:#}"
+                )),
+            }
+        }
+        errors
+    }
+
+    /// Which of `schemas` exist in database `database` of server `server`.
+    async fn schemas_at(
+        &self,
+        server: &str,
+        database: &str,
+        schemas: &[String],
+    ) -> Result<Vec<String>> {
+        let target = self.servers.target_db(server, database)?;
+        let pool = connect::pool(&target, 1)?;
+        let conn = connect::first_connection(&pool, &target).await?;
+        registry::existing_schemas(&conn, schemas).await
+    }
+
+    /// Refuses (exit 2, nothing changed) to run `command` on tenants that live elsewhere
+    /// than the registry's own database: this command does not reach other servers yet
+    /// (docs/placements.md says which do).
+    pub fn refuse_elsewhere(&self, tenants: &[Tenant], command: &str) -> Result<()> {
+        let elsewhere: Vec<String> = tenants
+            .iter()
+            .filter(|t| !t.is_home(self.home_database()))
+            .map(|t| {
+                format!(
+                    "{} (on server {}, database {})",
+                    t.slug, t.server, t.database
+                )
+            })
+            .collect();
+        if elsewhere.is_empty() {
+            return Ok(());
+        }
+        Err(bad_input(format!(
+            "`tenantctl {command}` does not yet reach tenants on other servers, and {} {}: {}; \
+             nothing was changed (name the tenants of server home to {command} them)",
+            count(elsewhere.len(), "tenant"),
+            if elsewhere.len() == 1 {
+                "lives elsewhere"
+            } else {
+                "live elsewhere"
+            },
+            elsewhere.join(", ")
+        )))
     }
 
     /// The role that holds a tenant's data privileges: its own role when it was created with

@@ -17,7 +17,8 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
     let latest = set.latest();
     let shared_set = s.shared_set()?;
     let (_pool, mut conn) = s.connect(1).await?;
-    let tenants = select_tenants(&conn, &args.slugs, "nothing was shown").await?;
+    let mut tenants = select_tenants(&conn, &args.slugs, "nothing was shown").await?;
+    let unreachable = s.check_schemas_elsewhere(&mut tenants).await;
     let shared = match &shared_set {
         Some(sh) => Some(shared_row(&mut conn, sh).await?),
         None => None,
@@ -36,6 +37,8 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
                 slug: &t.slug,
                 schema: &t.schema,
                 state: &t.state,
+                server: &t.server,
+                database: &t.database,
                 version: t.version,
                 pending: set.pending_count(t.version, latest),
                 last_error: t.last_error.as_deref(),
@@ -70,8 +73,12 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
             count(tenants.len(), "tenant")
         );
     }
+    for e in &unreachable {
+        crate::errln!("error: {e}");
+    }
     Ok(
-        if args.check && (shared_behind || tenants.iter().any(behind)) {
+        if !unreachable.is_empty() || (args.check && (shared_behind || tenants.iter().any(behind)))
+        {
             FAILED
         } else {
             OK
@@ -94,6 +101,9 @@ struct Row<'a> {
     slug: &'a str,
     schema: &'a str,
     state: &'a str,
+    /// Where it lives (docs/placements.md): `home` and the registry's database, or not.
+    server: &'a str,
+    database: &'a str,
     version: i64,
     pending: usize,
     last_error: Option<&'a str>,
@@ -151,6 +161,7 @@ fn print_table(tenants: &[Tenant], set: &MigrationSet, latest: i64) {
         "tenant",
         "schema",
         "state",
+        "server",
         "version",
         "pending",
         "migrated at",
@@ -171,6 +182,7 @@ fn print_table(tenants: &[Tenant], set: &MigrationSet, latest: i64) {
             x.slug.clone(),
             x.schema.clone(),
             state,
+            x.server.clone(),
             x.version.to_string(),
             pending,
             x.migrated_at.clone().unwrap_or_default(),

@@ -17,7 +17,11 @@ use crate::tenant::audit::{self, Finding};
 pub async fn run(s: &Session, args: &VerifyArgs) -> Result<u8> {
     let set = MigrationSet::load(&s.settings.migrations_dir)?;
     let (_pool, mut conn) = s.connect(1).await?;
-    let tenants = select_tenants(&conn, &args.slugs, "nothing was audited").await?;
+    let all = select_tenants(&conn, &args.slugs, "nothing was audited").await?;
+    let checked = all.len();
+    let home_db = s.home_database().to_string();
+    let (tenants, far): (Vec<Tenant>, Vec<Tenant>) =
+        all.into_iter().partition(|t| t.is_home(&home_db));
     let mut findings = Vec::new();
     if args.slugs.is_empty() {
         findings.extend(unregistered_schemas(s, &conn, &tenants).await?);
@@ -32,9 +36,89 @@ pub async fn run(s: &Session, args: &VerifyArgs) -> Result<u8> {
     findings.extend(tenant_role_memberships(s, &conn, &tenants).await?);
     findings.extend(missing_grants(s, &conn, &owner, &tenants).await?);
     findings.extend(history_drift(&mut conn, &tenants, &set).await?);
+    for (server, database) in places_elsewhere(s, &far, args.slugs.is_empty()) {
+        let here: Vec<Tenant> = far
+            .iter()
+            .filter(|t| t.server == server && t.database == database)
+            .cloned()
+            .collect();
+        let found =
+            match audit_place(s, &server, &database, here, args.slugs.is_empty(), &set).await {
+                Ok(found) => found,
+                Err(e) => vec![global(
+                    "",
+                    "server_not_audited",
+                    format!("{e:#}; its tenants were not audited"),
+                )],
+            };
+        findings.extend(found.into_iter().map(|mut f| {
+            f.detail = format!("{} (server {server}, database {database})", f.detail);
+            f
+        }));
+    }
     findings.sort_by(|a, b| (&a.schema, a.kind).cmp(&(&b.schema, b.kind)));
-    print(s, tenants.len(), &findings);
+    print(s, checked, &findings);
     Ok(if findings.is_empty() { OK } else { FAILED })
+}
+
+/// Every other server and database to audit: where the tenants elsewhere live, and with
+/// the whole fleet audited, each configured server's own database (for unregistered
+/// schemas there).
+fn places_elsewhere(s: &Session, far: &[Tenant], whole_fleet: bool) -> Vec<(String, String)> {
+    let mut places: Vec<(String, String)> = far
+        .iter()
+        .map(|t| (t.server.clone(), t.database.clone()))
+        .collect();
+    if whole_fleet {
+        for name in s.servers.names().into_iter().skip(1) {
+            if let Ok(target) = s.servers.target(&name) {
+                let db = target.config.get_dbname().unwrap_or_default().to_string();
+                places.push((name, db));
+            }
+        }
+    }
+    places.sort();
+    places.dedup();
+    places
+}
+
+/// The audit of one database elsewhere, with the role tenantctl connects as there standing
+/// in for the registry's owner (it made every tenant object there). The registry's own
+/// access is audited at home only.
+async fn audit_place(
+    s: &Session,
+    server: &str,
+    database: &str,
+    mut tenants: Vec<Tenant>,
+    whole_fleet: bool,
+    set: &MigrationSet,
+) -> Result<Vec<Finding>> {
+    let target = s.servers.target_db(server, database)?;
+    let pool = crate::pg::connect::pool(&target, 1)?;
+    let mut conn = crate::pg::connect::first_connection(&pool, &target)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("server {server} (database {database}) cannot be reached: {e:#}")
+        })?;
+    let schemas: Vec<String> = tenants.iter().map(|t| t.schema.clone()).collect();
+    let present = registry::existing_schemas(&conn, &schemas).await?;
+    for t in &mut tenants {
+        t.schema_exists = present.contains(&t.schema);
+    }
+    let owner = audit::connected_role(&conn).await?;
+    let mut findings = Vec::new();
+    if whole_fleet {
+        findings.extend(unregistered_schemas(s, &conn, &tenants).await?);
+    }
+    // Not `public_create`, which guards the registry's schema: there is none here.
+    findings.extend(app_role_inheritance(s, &conn).await?);
+    findings.extend(ownership_and_privileges(s, &conn, &owner, &tenants).await?);
+    findings.extend(column_and_default_privileges(s, &conn, &owner, &tenants).await?);
+    findings.extend(objects(&conn, &owner, &tenants).await?);
+    findings.extend(tenant_role_memberships(s, &conn, &tenants).await?);
+    findings.extend(missing_grants(s, &conn, &owner, &tenants).await?);
+    findings.extend(history_drift(&mut conn, &tenants, set).await?);
+    Ok(findings)
 }
 
 fn finding(t: &Tenant, kind: &'static str, detail: String) -> Finding {

@@ -29,6 +29,18 @@ pub struct FileConfig {
     pub migrations: MigrationsSection,
     #[serde(default)]
     pub tenants: TenantsSection,
+    /// `[servers.NAME]`: the other PostgreSQL servers tenants may live on (docs/placements.md).
+    #[serde(default)]
+    pub servers: BTreeMap<String, ServerSection>,
+}
+
+/// One `[servers.NAME]` table: where the server is, and which environment variable holds
+/// its password (never the file itself).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub url: String,
+    pub password_env: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -58,6 +70,7 @@ pub struct TenantsSection {
     pub per_tenant_roles: Option<bool>,
     /// SQL run in each new tenant after its migrations (`create`), relative to the file.
     pub seed: Option<PathBuf>,
+    pub default_server: Option<String>,
 }
 
 /// What the command line and the environment supplied (None when absent or empty).
@@ -92,6 +105,10 @@ pub struct Settings {
     pub shared_dir: Option<PathBuf>,
     /// `[migrations] shared_schema`, checked (see `check_shared_schema`).
     pub shared_schema: String,
+    /// The configured other servers, by name (never `home`).
+    pub servers: BTreeMap<String, ServerSection>,
+    /// Where `create` puts tenants without `--server` (`home` by default).
+    pub default_server: String,
 }
 
 /// Refuses a shared schema name tenantctl could not keep apart from the tenants' schemas or
@@ -105,7 +122,7 @@ pub fn check_shared_schema(name: &str, prefix: &str) -> std::result::Result<(), 
         || name.starts_with(|c: char| c.is_ascii_digit())
     {
         return Err(format!(
-            "[migrations] shared_schema '{}' must be 1 to {} of a-z, 0-9 and '_', not starting              with a digit",
+            "[migrations] shared_schema '{}' must be 1 to {} of a-z, 0-9 and '_', not starting with a digit",
             name.escape_debug(),
             names::MAX_IDENTIFIER_BYTES
         ));
@@ -117,10 +134,71 @@ pub fn check_shared_schema(name: &str, prefix: &str) -> std::result::Result<(), 
     }
     if !prefix.is_empty() && name.starts_with(prefix) {
         return Err(format!(
-            "[migrations] shared_schema '{name}' starts with the tenant schema prefix '{prefix}',              so it could be taken for a tenant's schema; choose a name without it"
+            "[migrations] shared_schema '{name}' starts with the tenant schema prefix '{prefix}', so it could be taken for a tenant's schema; choose a name without it"
         ));
     }
     Ok(())
+}
+
+/// The name of the server holding the registry: the one tenantctl connects to.
+pub const HOME_SERVER: &str = "home";
+
+/// Refuses a server name that is not a-z, 0-9, '-' and '_' (1 to 63 characters, starting
+/// with a letter), since it is shown in tables and stored in the registry.
+pub fn validate_server_name(name: &str) -> std::result::Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "server name '{}' must start with a-z and hold only a-z, 0-9, '-' and '_' (at most 63)",
+            name.escape_debug()
+        ))
+    }
+}
+
+/// Checks the `[servers]` tables and `[tenants] default_server` (exit 2 on any mistake).
+fn check_servers(servers: &BTreeMap<String, ServerSection>, default_server: &str) -> Result<()> {
+    for (name, server) in servers {
+        validate_server_name(name).map_err(|e| bad_input(format!("[servers.{name}] {e}")))?;
+        if name == HOME_SERVER {
+            return Err(bad_input(format!(
+                "[servers.{HOME_SERVER}]: '{HOME_SERVER}' is the server tenantctl connects to \
+                 ([database] url), which holds the registry; give the other server another name"
+            )));
+        }
+        if server.url.trim().is_empty() {
+            return Err(bad_input(format!("[servers.{name}] url is empty")));
+        }
+        if let Some(var) = &server.password_env {
+            if var.trim().is_empty() {
+                return Err(bad_input(format!(
+                    "[servers.{name}] password_env is empty: name the environment variable \
+                     holding the password"
+                )));
+            }
+        }
+    }
+    if default_server != HOME_SERVER && !servers.contains_key(default_server) {
+        return Err(bad_input(format!(
+            "[tenants] default_server '{}' is not a configured server (configured: {})",
+            default_server.escape_debug(),
+            server_names(servers).join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// `home` and every configured server's name.
+pub fn server_names(servers: &BTreeMap<String, ServerSection>) -> Vec<String> {
+    std::iter::once(HOME_SERVER.to_string())
+        .chain(servers.keys().cloned())
+        .collect()
 }
 
 /// Reads tenants.toml (when there is one) and merges it under the overrides.
@@ -191,6 +269,11 @@ pub fn merge(
         .shared_schema
         .unwrap_or_else(|| DEFAULT_SHARED_SCHEMA.to_string());
     check_shared_schema(&shared_schema, &prefix).map_err(bad_input)?;
+    let default_server = file
+        .tenants
+        .default_server
+        .unwrap_or_else(|| HOME_SERVER.to_string());
+    check_servers(&file.servers, &default_server)?;
     if per_tenant_roles && app_role.is_none() {
         return Err(bad_input(
             "[tenants] per_tenant_roles needs [tenants] app_role: the role that will SET ROLE to each tenant's role",
@@ -215,6 +298,8 @@ pub fn merge(
         schema_prefix: prefix,
         app_role,
         per_tenant_roles,
+        servers: file.servers,
+        default_server,
     })
 }
 
@@ -311,6 +396,29 @@ mod tests {
     fn malformed_file_names_the_line() {
         let err = parse_file("[database]\nurl = \"postgres://x\n").unwrap_err();
         assert!(err.starts_with("line 2"), "{err}");
+    }
+
+    #[test]
+    fn servers_are_read_and_checked() {
+        let f = file("[servers.eu-2]\nurl = \"postgres://u@h/db\"\npassword_env = \"EU2_PW\"\n[tenants]\ndefault_server = \"eu-2\"\n");
+        let s = merge(Overrides::default(), f, None, None).unwrap();
+        assert_eq!(s.default_server, "eu-2");
+        assert_eq!(s.servers["eu-2"].password_env.as_deref(), Some("EU2_PW"));
+        let defaults = merge(Overrides::default(), FileConfig::default(), None, None).unwrap();
+        assert_eq!(defaults.default_server, HOME_SERVER);
+        for bad in [
+            "[tenants]\ndefault_server = \"nowhere\"\n",
+            "[servers.home]\nurl = \"postgres://h/db\"\n",
+            "[servers.Bad]\nurl = \"postgres://h/db\"\n",
+            "[servers.x]\nurl = \"\"\n",
+            "[servers.x]\nurl = \"postgres://h/db\"\npassword_env = \"\"\n",
+        ] {
+            let e = merge(Overrides::default(), file(bad), None, None).unwrap_err();
+            assert_eq!(crate::domain::exit::code_for(&e), 2, "{bad}");
+        }
+        let err =
+            parse_file("[servers.x]\nurl = \"postgres://h/db\"\npassword = \"s\"\n").unwrap_err();
+        assert!(err.contains("password"), "{err}");
     }
 
     #[test]

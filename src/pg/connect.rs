@@ -608,6 +608,16 @@ pub fn pool(target: &Target, size: usize) -> Result<Pool> {
         .context("cannot build the connection pool")
 }
 
+impl Target {
+    /// The same server, credentials and TLS, for database `dbname` (a tenant's own database).
+    pub fn with_dbname(&self, dbname: &str) -> Target {
+        let mut other = self.clone();
+        other.base.dbname(dbname);
+        other.config.dbname(dbname);
+        other
+    }
+}
+
 /// A single connection to another database of the same server (for restore's scratch
 /// database), with the same credentials and TLS settings.
 pub async fn connect_db(target: &Target, dbname: &str) -> Result<Client> {
@@ -838,6 +848,15 @@ pub async fn free_connection_slots(client: &tokio_postgres::Client) -> Result<i6
         .await
         .context("cannot read the server's connection limits")?;
     Ok(row.get(0))
+}
+
+/// The server's version as it reports it (`server_version`, e.g. `15.8 (Debian 15.8-1)`).
+pub async fn server_version(client: &tokio_postgres::Client) -> Result<String> {
+    Ok(client
+        .query_one("SELECT pg_catalog.current_setting('server_version')", &[])
+        .await
+        .context("cannot read the server's version")?
+        .get(0))
 }
 
 /// Whether the server runs on this machine (Unix sockets or loopback addresses only).

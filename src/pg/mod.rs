@@ -11,5 +11,6 @@ pub mod pgpass;
 pub mod pipeline;
 pub mod psql;
 pub mod refinery_tx;
+pub mod servers;
 pub mod tls;
 pub mod txn;

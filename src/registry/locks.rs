@@ -24,6 +24,36 @@ pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
 /// `hashtext(schema)`. A hash collision only makes two tenants wait for each other.
 pub const LOCK_CLASS: i32 = 0x746e_7463;
 
+/// Takes tenant `schema`'s lock for the session, without waiting: `false` when another
+/// session holds it. `create` holds it while it builds a tenant on another server, across
+/// several transactions (docs/placements.md).
+pub async fn try_hold_tenant(
+    client: &impl GenericClient,
+    schema: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(client
+        .query_one(
+            "SELECT pg_catalog.pg_try_advisory_lock($1, pg_catalog.hashtext($2))",
+            &[&LOCK_CLASS, &schema],
+        )
+        .await?
+        .get(0))
+}
+
+/// Releases what `try_hold_tenant` took.
+pub async fn release_tenant(
+    client: &impl GenericClient,
+    schema: &str,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .query_one(
+            "SELECT pg_catalog.pg_advisory_unlock($1, pg_catalog.hashtext($2))",
+            &[&LOCK_CLASS, &schema],
+        )
+        .await
+        .map(|_| ())
+}
+
 /// Held in shared mode, for the transaction, by every tenantctl transaction that holds a
 /// tenant's lock. A one-key (bigint) advisory lock: PostgreSQL keeps those apart from the
 /// two-key tenant locks, so it never collides with a tenant's `hashtext`.

@@ -46,6 +46,8 @@ pub const ROUTING_COLUMNS: &[&str] = &[
     "state",
     "role_name",
     "updated_at",
+    "server_name",
+    "database_name",
 ];
 
 /// The registry's migrations, oldest first. Append; never edit one that has shipped.
@@ -61,6 +63,7 @@ const REGISTRY_MIGRATIONS: &[(&str, &str)] = &[
         "V5__pinned_search_path",
         include_str!("sql/V5__pinned_search_path.sql"),
     ),
+    ("V6__placements", include_str!("sql/V6__placements.sql")),
     ("V7__exec_runs", include_str!("sql/V7__exec_runs.sql")),
 ];
 
@@ -254,12 +257,27 @@ pub struct Tenant {
     pub schema_exists: bool,
     /// The tenant's own role, when it was created with per_tenant_roles.
     pub role: Option<String>,
+    /// The server it lives on (`home`: the registry's own) and the database there holding
+    /// its schema (registry V6).
+    pub server: String,
+    pub database: String,
+}
+
+impl Tenant {
+    /// Whether the tenant lives in the registry's own database, where `schema_exists` was
+    /// answered (for any other place the caller asks the tenant's server).
+    pub fn is_home(&self, home_database: &str) -> bool {
+        self.server == crate::domain::settings::HOME_SERVER && self.database == home_database
+    }
 }
 
 const SELECT_TENANTS: &str = "SELECT t.slug, t.schema_name, t.display_name, t.state, t.version, \
         t.migrations_digest, t.last_error, \
         pg_catalog.to_char(t.migrated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
-        EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n WHERE n.nspname = t.schema_name), t.role_name \
+        (t.server_name = 'home' AND t.database_name = pg_catalog.current_database() \
+         AND EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n WHERE n.nspname = t.schema_name)), \
+        t.role_name, \
+        t.server_name, t.database_name \
     FROM public.tenants t";
 
 fn tenant(r: &Row) -> Tenant {
@@ -274,6 +292,8 @@ fn tenant(r: &Row) -> Tenant {
         migrated_at: r.get(7),
         schema_exists: r.get(8),
         role: r.get(9),
+        server: r.get(10),
+        database: r.get(11),
     }
 }
 
@@ -404,6 +424,47 @@ pub fn insert_provisioning(
             Box::new(role.map(str::to_string)),
         ],
     }
+}
+
+/// Where a tenant is created: a server and a database on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub server: String,
+    pub database: String,
+}
+
+/// Registers a tenant to be created elsewhere than the registry's own database, committed
+/// on its own (`provisioning`) before its schema is made on `at`: see `create`'s
+/// `provision_elsewhere` for why. Fails with a unique violation when the slug is taken.
+pub async fn register_elsewhere(
+    client: &impl GenericClient,
+    slug: &str,
+    schema: &str,
+    display: Option<&str>,
+    role: Option<&str>,
+    at: &Placement,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "INSERT INTO public.tenants \
+                 (slug, schema_name, display_name, state, role_name, server_name, database_name) \
+             VALUES ($1, $2, $3, 'provisioning', $4, $5, $6)",
+            &[&slug, &schema, &display, &role, &at.server, &at.database],
+        )
+        .await
+        .map(|_| ())
+}
+
+/// Removes the row of a tenant whose creation elsewhere failed (still `provisioning`).
+pub async fn unregister_provisioning(client: &impl GenericClient, slug: &str) -> Result<()> {
+    client
+        .execute(
+            "DELETE FROM public.tenants WHERE slug = $1 AND state = 'provisioning'",
+            &[&slug],
+        )
+        .await
+        .with_pg_context(|| format!("cannot remove the registry row of tenant {slug}"))?;
+    Ok(())
 }
 
 /// Marks the tenant active at `version` and records each applied migration, in the same
@@ -608,22 +669,21 @@ pub async fn record_drop(
 pub struct Route {
     pub slug: String,
     pub state: String,
-    /// The server the tenant lives on; the home server (the registry's own) until
-    /// placements exist, which will answer this from the tenant's row.
+    /// The server the tenant lives on (`home`: the registry's own; else a `[servers.NAME]`).
     pub server: String,
-    /// The database on that server; today the one holding the registry.
+    /// The database on that server holding the tenant's schema.
     pub database: String,
     pub schema: String,
     /// The tenant's own role (per_tenant_roles), which the application must SET LOCAL ROLE to.
     pub role: Option<String>,
 }
 
-/// The route to tenant `slug`, or None when no tenant of that slug is registered. The
-/// server and database are the registry's own, the one place that decides them today.
+/// The route to tenant `slug`, or None when no tenant of that slug is registered: its
+/// placement as its registry row records it (registry V6).
 pub async fn route(client: &impl GenericClient, slug: &str) -> Result<Option<Route>> {
     let row = client
         .query_opt(
-            "SELECT t.slug, t.state, 'home'::text, current_database()::text, t.schema_name, \
+            "SELECT t.slug, t.state, t.server_name, t.database_name, t.schema_name, \
                     t.role_name \
                FROM public.tenants t WHERE t.slug = $1",
             &[&slug],
@@ -638,6 +698,19 @@ pub async fn route(client: &impl GenericClient, slug: &str) -> Result<Option<Rou
         schema: r.get(4),
         role: r.get(5),
     }))
+}
+
+/// How many tenants the registry places on each server, by server name.
+pub async fn tenants_per_server(client: &impl GenericClient) -> Result<Vec<(String, i64)>> {
+    let rows = client
+        .query(
+            "SELECT t.server_name, pg_catalog.count(*) FROM public.tenants t \
+              GROUP BY t.server_name ORDER BY t.server_name",
+            &[],
+        )
+        .await
+        .pg_context("cannot count the tenants per server in the registry")?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// When the last tenant of this slug was dropped (UTC, ISO 8601), if one ever was.

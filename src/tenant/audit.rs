@@ -589,6 +589,16 @@ pub async fn registry_owner(client: &impl GenericClient) -> Result<String> {
         .get(0))
 }
 
+/// The role this session is connected as (on a server other than home, the one that made
+/// the tenant objects there).
+pub async fn connected_role(client: &impl GenericClient) -> Result<String> {
+    Ok(client
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .pg_context("cannot read the connected role")?
+        .get(0))
+}
+
 /// Schemas whose name starts with `prefix` (matched literally, not as a LIKE pattern).
 pub async fn schemas_with_prefix(client: &impl GenericClient, prefix: &str) -> Result<Vec<String>> {
     let rows = client

@@ -6,5 +6,6 @@ pub mod audit;
 pub mod exec;
 pub mod grants;
 pub mod no_transaction;
+pub mod placement;
 pub mod seed;
 pub mod shared;

@@ -94,6 +94,9 @@ impl TestDb {
         {
             c.env_remove(var);
         }
+        if let Some(pw) = second_admin_url().as_deref().and_then(password_of) {
+            c.env(SECOND_PASSWORD_ENV, pw);
+        }
         c.env("DATABASE_URL", &self.url)
             .env("TENANTCTL_MIGRATIONS", repo().join("migrations"))
             .current_dir(&self.dir)
@@ -231,6 +234,105 @@ impl From<Output> for Run {
             );
         }
         run
+    }
+}
+
+/// The variable every tenantctl run of the tests gets the second server's password in, for
+/// `password_env` of a `[servers.NAME]` table.
+pub const SECOND_PASSWORD_ENV: &str = "TENANTCTL_TEST_SECOND_PASSWORD";
+
+/// The second server's admin URL (scripts/with-postgres.sh starts it), if there is one.
+pub fn second_admin_url() -> Option<String> {
+    std::env::var("TENANTCTL_TEST_SECOND_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+fn password_of(url: &str) -> Option<String> {
+    let creds = url.split("//").nth(1)?.split('@').next()?;
+    creds.split_once(':').map(|(_, pw)| pw.to_string())
+}
+
+/// `url` without its password (for tenants.toml, which must not hold one).
+pub fn without_password(url: &str) -> String {
+    match password_of(url) {
+        Some(pw) => url.replacen(&format!(":{pw}@"), "@", 1),
+        None => url.to_string(),
+    }
+}
+
+/// A database of its own for one test on the SECOND server, dropped at the end, with the
+/// databases the test names through `own_database` (tenants' own databases).
+pub struct SecondDb {
+    pub name: String,
+    pub url: String,
+    own: std::sync::Mutex<Vec<String>>,
+}
+
+impl SecondDb {
+    pub fn new(label: &str) -> SecondDb {
+        let admin = second_admin_url().expect(
+            "tests of placements need a second PostgreSQL server: run them through \
+             scripts/with-postgres.sh (it exports TENANTCTL_TEST_SECOND_URL)",
+        );
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("s_{}_{}_{}", label.replace('-', "_"), std::process::id(), n);
+        query(&admin, &format!("CREATE DATABASE \"{name}\""));
+        let url = replace_dbname(&admin, &name);
+        SecondDb {
+            name,
+            url,
+            own: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A `[servers.NAME]` table for this database (the password comes from the environment).
+    pub fn server_toml(&self, server: &str) -> String {
+        format!(
+            "[servers.{server}]\nurl = \"{}\"\npassword_env = \"{SECOND_PASSWORD_ENV}\"\n",
+            without_password(&self.url)
+        )
+    }
+
+    /// Remembers a database the test makes tenantctl create on this server, to drop it.
+    pub fn own_database(&self, name: &str) -> String {
+        self.own.lock().unwrap().push(name.to_string());
+        name.to_string()
+    }
+
+    /// The URL of another database of this server.
+    pub fn url_of(&self, db: &str) -> String {
+        replace_dbname(&self.url, db)
+    }
+
+    pub fn query(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        query(&self.url, sql)
+    }
+
+    pub fn scalar(&self, sql: &str) -> String {
+        scalar(&self.url, sql)
+    }
+
+    /// Whether database `name` exists on this server.
+    pub fn database_exists(&self, name: &str) -> bool {
+        self.scalar(&format!(
+            "SELECT count(*) FROM pg_database WHERE datname = '{name}'"
+        )) == "1"
+    }
+}
+
+impl Drop for SecondDb {
+    fn drop(&mut self) {
+        let Some(admin) = second_admin_url() else {
+            return;
+        };
+        let own = self.own.lock().unwrap().clone();
+        for db in own.iter().chain(std::iter::once(&self.name)) {
+            let _ = try_query(
+                &admin,
+                &format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"),
+            );
+        }
     }
 }
 
