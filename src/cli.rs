@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::domain::names;
+use crate::domain::selector::{self, LabelEdit, Selector};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -92,7 +93,20 @@ pub enum Command {
     Drop(DropArgs),
 
     /// The registered tenants, one a line: slug, schema, state.
-    List,
+    List(ListArgs),
+
+    /// Set (key=value) or remove (key-) labels of a tenant, for selectors (-l) and rollout
+    /// rings. Keys and values follow Kubernetes' rules (docs/rollout-and-operations.md).
+    Label(LabelArgs),
+
+    /// Take the application's access to a tenant away without touching its data: its state
+    /// becomes suspended and every privilege on its schema held by a role other than the
+    /// owner is revoked and recorded, so resume gives exactly those back.
+    Suspend(SuspendArgs),
+
+    /// End a tenant's suspension: grant back exactly the schema privileges suspend revoked,
+    /// and make it active again.
+    Resume(ResumeArgs),
 
     /// Dump one tenant's schema (pg_dump custom format), with its registry row and version
     /// recorded beside it in FILE.json, and print the dump's SHA-256.
@@ -157,6 +171,20 @@ pub struct CreateArgs {
     /// Tenants created at once (default: [migrations] concurrency, else 4).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=512))]
     pub concurrency: Option<u16>,
+
+    /// A label for every tenant created (repeatable): key=value, Kubernetes' rules.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = selector::parse_label)]
+    pub labels: Vec<(String, String)>,
+}
+
+/// The `-l/--selector` flag: which tenants, by their labels, instead of naming them.
+#[derive(Debug, Args)]
+pub struct SelectorArg {
+    /// Only the tenants whose labels match, Kubernetes' grammar: ring=beta, plan!=free,
+    /// region in (eu,us), tier notin (free), canary, !legacy; commas mean AND. Picked in one
+    /// registry query. Not with SLUG arguments.
+    #[arg(short = 'l', long, value_name = "SELECTOR", value_parser = selector::parse)]
+    pub selector: Option<Selector>,
 }
 
 #[derive(Debug, Args)]
@@ -164,6 +192,9 @@ pub struct MigrateArgs {
     /// Tenants to migrate (default: every registered tenant).
     #[arg(value_name = "SLUG", value_parser = slug)]
     pub slugs: Vec<String>,
+
+    #[command(flatten)]
+    pub select: SelectorArg,
 
     /// Stop at this migration version instead of the latest.
     #[arg(long, value_name = "VERSION")]
@@ -213,6 +244,9 @@ pub struct StatusArgs {
     #[arg(value_name = "SLUG", value_parser = slug)]
     pub slugs: Vec<String>,
 
+    #[command(flatten)]
+    pub select: SelectorArg,
+
     /// Exit 1 when any tenant is not active at the latest version (a CI gate).
     #[arg(long)]
     pub check: bool,
@@ -254,6 +288,41 @@ pub struct VerifyArgs {
     /// Tenants to audit (default: all, plus schemas with the tenant prefix and no registry row).
     #[arg(value_name = "SLUG", value_parser = slug)]
     pub slugs: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub select: SelectorArg,
+}
+
+#[derive(Debug, Args)]
+pub struct LabelArgs {
+    /// The tenant to label.
+    #[arg(value_name = "SLUG", value_parser = slug)]
+    pub slug: String,
+
+    /// key=value sets a label, key- removes it; applied in order, all in one statement.
+    #[arg(required = true, value_name = "KEY=VALUE|KEY-", value_parser = selector::parse_label_edit)]
+    pub edits: Vec<LabelEdit>,
+}
+
+#[derive(Debug, Args)]
+pub struct SuspendArgs {
+    /// The tenant to suspend.
+    #[arg(value_name = "SLUG", value_parser = slug)]
+    pub slug: String,
+
+    /// Why, recorded in public.tenant_suspensions with who suspended it.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The suspended tenant to give its access back.
+    #[arg(value_name = "SLUG", value_parser = slug)]
+    pub slug: String,
 }
 
 #[derive(Debug, Args)]

@@ -49,6 +49,8 @@ struct Shared {
     /// With per-tenant roles: the server's major version (it decides the GRANT form).
     tenant_roles: Option<i32>,
     if_not_exists: bool,
+    /// `--label`s, the same for every tenant of the run.
+    labels: std::collections::BTreeMap<String, String>,
 }
 
 pub async fn run(s: &Session, args: &CreateArgs) -> Result<u8> {
@@ -94,6 +96,7 @@ pub async fn run(s: &Session, args: &CreateArgs) -> Result<u8> {
         app_role,
         tenant_roles,
         if_not_exists: args.if_not_exists,
+        labels: args.labels.iter().cloned().collect(),
     });
     let progress = Progress::new("create", jobs.len(), s.json());
     let interrupt = Interrupt::listen();
@@ -298,6 +301,7 @@ async fn provision(
         &job.schema,
         job.display.as_deref(),
         tenant_role,
+        &shared.labels,
     ))
     .await?;
     tx.queue(

@@ -3,13 +3,19 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::commands::session::Session;
+use crate::cli::ListArgs;
+use crate::commands::session::{pick_tenants, Session};
 use crate::output::{escape_line, print_json};
-use crate::registry;
 
-pub async fn run(s: &Session) -> Result<u8> {
+pub async fn run(s: &Session, args: &ListArgs) -> Result<u8> {
     let (_pool, conn) = s.connect(1).await?;
-    let tenants = registry::all(&conn).await?;
+    let tenants = pick_tenants(
+        &conn,
+        &[],
+        args.select.selector.as_ref(),
+        "nothing was listed",
+    )
+    .await?;
     if s.json() {
         let tenants = tenants
             .iter()
@@ -17,6 +23,7 @@ pub async fn run(s: &Session) -> Result<u8> {
                 slug: &t.slug,
                 schema: &t.schema,
                 state: &t.state,
+                labels: &t.labels,
             })
             .collect();
         print_json(&Document { tenants });
@@ -44,4 +51,5 @@ struct Row<'a> {
     slug: &'a str,
     schema: &'a str,
     state: &'a str,
+    labels: &'a std::collections::BTreeMap<String, String>,
 }

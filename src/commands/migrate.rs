@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use deadpool_postgres::Pool;
 
 use crate::cli::MigrateArgs;
-use crate::commands::session::{now_epoch, select_tenants, Session};
+use crate::commands::session::{now_epoch, pick_tenants, Session};
 use crate::domain::exit::{bad_input, FAILED, OK};
 use crate::domain::migration_set::{MigrationSet, Plan};
 use crate::fleet::outage::Outage;
@@ -72,7 +72,13 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
     let (pool, conn) = s.connect(concurrency + 1).await?;
     // The first connection is kept for the run's mark (see `locks::RUN_MARK`).
     let concurrency = s.fit_concurrency(&conn, concurrency, !args.dry_run).await?;
-    let tenants = select_tenants(&conn, &args.slugs, "nothing was migrated").await?;
+    let tenants = pick_tenants(
+        &conn,
+        &args.slugs,
+        args.select.selector.as_ref(),
+        "nothing was migrated",
+    )
+    .await?;
     refuse_ahead(&tenants, &set)?;
 
     let mut outcomes = Vec::new();
@@ -269,9 +275,9 @@ fn triage(t: &Tenant, set: &MigrationSet, target: i64) -> Option<TenantOutcome> 
         let msg = format!("schema {} is missing from the database", t.schema);
         return Some(TenantOutcome::failed(&t.slug, &t.schema, t.version, msg));
     }
-    let current = t.state == "active"
-        && t.version >= target
-        && t.digest.as_deref() == set.digest_at(t.version);
+    // A suspended tenant is kept current like an active one (it stays suspended).
+    let settled = t.state == "active" || (t.state == "suspended" && t.last_error.is_none());
+    let current = settled && t.version >= target && t.digest.as_deref() == set.digest_at(t.version);
     current.then(|| TenantOutcome::new(&t.slug, &t.schema, Outcome::UpToDate, t.version, t.version))
 }
 
@@ -557,6 +563,7 @@ mod tests {
             migrated_at: None,
             schema_exists: true,
             role: None,
+            labels: Default::default(),
         }
     }
 

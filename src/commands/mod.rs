@@ -5,6 +5,7 @@ mod create;
 mod drop;
 mod grant;
 mod init;
+mod label;
 mod list;
 mod migrate;
 mod report;
@@ -12,6 +13,7 @@ mod restore;
 mod route;
 pub mod session;
 mod status;
+mod suspend;
 mod verify;
 
 use anyhow::Result;
@@ -28,7 +30,10 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Migrate(a) => migrate::run(&Session::new(g, a.concurrency)?, a).await,
         Command::Status(a) => status::run(&Session::new(g, None)?, a).await,
         Command::Drop(a) => drop::run(&Session::new(g, None)?, a).await,
-        Command::List => list::run(&Session::new(g, None)?).await,
+        Command::List(a) => list::run(&Session::new(g, None)?, a).await,
+        Command::Label(a) => label::run(&Session::new(g, None)?, a).await,
+        Command::Suspend(a) => suspend::suspend(&Session::new(g, None)?, a).await,
+        Command::Resume(a) => suspend::resume(&Session::new(g, None)?, a).await,
         Command::Backup(a) => backup::run(&Session::new(g, None)?, a).await,
         Command::Restore(a) => restore::run(&Session::new(g, None)?, a).await,
         Command::Verify(a) => verify::run(&Session::new(g, None)?, a).await,

@@ -5,7 +5,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::cli::StatusArgs;
-use crate::commands::session::{select_tenants, Session};
+use crate::commands::session::{pick_tenants, Session};
 use crate::domain::exit::{FAILED, OK};
 use crate::domain::migration_set::MigrationSet;
 use crate::output::{count, print_json, table};
@@ -15,10 +15,19 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
     let set = MigrationSet::load(&s.settings.migrations_dir)?;
     let latest = set.latest();
     let (_pool, conn) = s.connect(1).await?;
-    let tenants = select_tenants(&conn, &args.slugs, "nothing was shown").await?;
+    let tenants = pick_tenants(
+        &conn,
+        &args.slugs,
+        args.select.selector.as_ref(),
+        "nothing was shown",
+    )
+    .await?;
     // Not at the folder's latest version: behind it, or ahead of it (the folder lacks
     // migrations the tenant has: an older release's folder). Either fails --check.
-    let behind = |t: &Tenant| t.state != "active" || t.version != latest || !t.schema_exists;
+    // A suspended tenant at the latest version is current: not serving is deliberate.
+    let settled =
+        |t: &Tenant| t.state == "active" || (t.state == "suspended" && t.last_error.is_none());
+    let behind = |t: &Tenant| !settled(t) || t.version != latest || !t.schema_exists;
     if s.json() {
         let tenants = tenants
             .iter()

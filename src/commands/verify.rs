@@ -149,6 +149,23 @@ async fn ownership_and_privileges(
                 format!("owned by '{actual}', expected '{owner}' (the registry's owner)"),
             ));
         }
+        if t.state == "suspended" {
+            // Suspend revoked every privilege on the schema; any there now reaches the data.
+            for g in grants
+                .iter()
+                .filter(|g| g.schema == t.schema && g.kind == "schema")
+            {
+                out.push(finding(
+                    t,
+                    "suspended_reachable",
+                    format!(
+                        "the tenant is suspended but {} holds {} on its schema; run tenantctl \
+                         resume {} to give its access back on purpose, or REVOKE it",
+                        g.grantee, g.privilege, t.slug
+                    ),
+                ));
+            }
+        }
         let data_role = s.data_role(t);
         for g in grants
             .iter()
@@ -445,7 +462,8 @@ async fn missing_grants(
                 && g.grantee == *role
                 && g.privilege == "USAGE"
         });
-        if !usage {
+        // A suspended tenant lacks USAGE on purpose (suspended_reachable is its finding).
+        if !usage && t.state != "suspended" {
             gaps.push("USAGE on the schema".to_string());
         }
         if !missing.tables.is_empty() {

@@ -5,5 +5,6 @@ pub mod dump_policy;
 pub mod exit;
 pub mod migration_set;
 pub mod names;
+pub mod selector;
 pub mod settings;
 pub mod sql_split;

@@ -1,0 +1,210 @@
+//! Rollout and operations: labels, selectors, suspend and resume
+//! (docs/rollout-and-operations.md).
+
+mod common;
+
+use common::*;
+
+fn slugs_of(doc: &serde_json::Value) -> Vec<String> {
+    doc["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["slug"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn listed(db: &TestDb, sel: &str) -> Vec<String> {
+    slugs_of(
+        &db.run(&["list", "-l", sel, "--format", "json"])
+            .expect(0)
+            .json(),
+    )
+}
+
+#[test]
+fn labels_and_selectors_pick_tenants_for_list_status_and_migrate() {
+    let db = TestDb::new("selectors");
+    db.run(&["create", "alpha", "--label", "plan=pro"])
+        .expect(0);
+    db.run(&[
+        "create",
+        "beta",
+        "gamma",
+        "--label",
+        "ring=beta",
+        "--label",
+        "plan=free",
+    ])
+    .expect(0);
+    db.run(&["label", "gamma", "plan=pro", "example.com/region=eu"])
+        .expect(0)
+        .mentions("gamma: example.com/region=eu,plan=pro,ring=beta");
+    db.run(&["label", "beta", "plan-", "tier="]).expect(0);
+    assert_eq!(
+        db.scalar("SELECT labels::text FROM public.tenants WHERE slug = 'beta'"),
+        r#"{"ring": "beta", "tier": ""}"#
+    );
+
+    assert_eq!(listed(&db, "ring=beta,plan!=free"), ["beta", "gamma"]);
+    assert_eq!(listed(&db, "ring==beta,plan=pro"), ["gamma"]);
+    assert_eq!(listed(&db, "plan in (pro, enterprise)"), ["alpha", "gamma"]);
+    assert_eq!(listed(&db, "plan notin (pro)"), ["beta"]);
+    assert_eq!(listed(&db, "!ring"), ["alpha"]);
+    assert_eq!(listed(&db, "tier"), ["beta"]);
+    assert_eq!(listed(&db, "example.com/region=eu"), ["gamma"]);
+    assert!(listed(&db, "ring=alpha").is_empty());
+    let doc = db
+        .run(&["status", "-l", "ring=beta", "--format", "json"])
+        .expect(0)
+        .json();
+    assert_eq!(slugs_of(&doc), ["beta", "gamma"]);
+
+    // migrate -l brings only the selected tenants to V8.
+    let dir = db.migrations_with("next", &[("V8__x.sql", "CREATE TABLE x (id int);")]);
+    db.run_with(&dir, &["migrate", "--selector", "plan=pro"])
+        .expect(0);
+    assert_eq!(
+        db.query("SELECT slug, version FROM public.tenants ORDER BY slug"),
+        vec![
+            vec![Some("alpha".into()), Some("8".into())],
+            vec![Some("beta".into()), Some("7".into())],
+            vec![Some("gamma".into()), Some("8".into())],
+        ]
+    );
+}
+
+#[test]
+fn bad_labels_and_selectors_are_refused_and_change_nothing() {
+    let db = TestDb::new("badlabels");
+    db.run(&["create", "acme", "--label", "ring=beta"])
+        .expect(0);
+    let before = db.snapshot();
+    db.run(&["label", "acme", "ring=a b"])
+        .expect(2)
+        .mentions("label value 'a b'");
+    db.run(&["label", "acme", "bad_=x"])
+        .expect(2)
+        .mentions("label key 'bad_'");
+    db.run(&["label", "acme", "ring"])
+        .expect(2)
+        .mentions("key=value to set");
+    db.run(&["label", "nobody", "ring=x"])
+        .expect(2)
+        .mentions("unknown tenant nobody");
+    db.run(&["create", "other", "--label", "ring-"])
+        .expect(2)
+        .mentions("write key=value");
+    db.run(&["list", "-l", "ring in (a"])
+        .expect(2)
+        .mentions("unbalanced parentheses");
+    db.run(&["status", "-l", "ring=x;DROP"])
+        .expect(2)
+        .mentions("invalid value");
+    db.run(&["migrate", "acme", "-l", "ring=beta"])
+        .expect(2)
+        .mentions("name tenants or give -l/--selector, not both");
+    assert_eq!(db.snapshot(), before);
+}
+
+/// The application reads one of the tenant's rows through its own login role.
+fn app_reads(url: &str) -> Result<String, String> {
+    try_query(
+        url,
+        "SELECT count(*)::text FROM tenant_acme.departments WHERE name = 'kept'",
+    )
+    .map(|rows| rows[0][0].clone().unwrap())
+}
+
+#[test]
+fn suspend_takes_the_applications_access_away_and_resume_gives_exactly_it_back() {
+    let db = TestDb::new("suspend");
+    let (app, app_url) = db.role("app");
+    let cfg = db.config(&format!("[tenants]\napp_role = \"{app}\"\n"));
+    let cfg = path_str(&cfg);
+    db.run(&["--config", cfg, "create", "acme", "other"])
+        .expect(0);
+    db.query("INSERT INTO tenant_acme.departments (name) VALUES ('kept')");
+    // One privilege beyond the configured ones, to see resume restore it as it was.
+    db.query(&format!(
+        "GRANT CREATE ON SCHEMA tenant_acme TO \"{app}\" WITH GRANT OPTION"
+    ));
+    let acl = || db.scalar("SELECT nspacl::text FROM pg_namespace WHERE nspname = 'tenant_acme'");
+    let acl_before = acl();
+    let data =
+        || db.scalar("SELECT string_agg(name, ',' ORDER BY name) FROM tenant_acme.departments");
+    assert_eq!(app_reads(&app_url), Ok("1".into()));
+
+    db.run(&[
+        "--config",
+        cfg,
+        "suspend",
+        "acme",
+        "--reason",
+        "unpaid invoice",
+    ])
+    .expect(0)
+    .mentions("tenant acme is suspended");
+    let refused = app_reads(&app_url).unwrap_err();
+    assert!(
+        refused.contains("permission denied for schema tenant_acme"),
+        "{refused}"
+    );
+    assert_eq!(
+        db.query("SELECT state FROM public.tenants ORDER BY slug"),
+        vec![vec![Some("suspended".into())], vec![Some("active".into())]]
+    );
+    assert_eq!(
+        db.scalar(
+            "SELECT reason || '/' || (suspended_by = current_user) FROM public.tenant_suspensions"
+        ),
+        "unpaid invoice/true"
+    );
+    db.run(&["route", "acme"])
+        .expect(1)
+        .mentions("it is suspended");
+    db.run(&["--config", cfg, "verify", "acme"]).expect(0);
+    // Suspending twice is bad input and changes nothing.
+    let before = db.snapshot();
+    db.run(&["--config", cfg, "suspend", "acme"])
+        .expect(2)
+        .mentions("only an active or failed");
+    db.run(&["--config", cfg, "resume", "other"])
+        .expect(2)
+        .mentions("not suspended");
+    assert_eq!(db.snapshot(), before);
+
+    // migrate keeps it current, and suspended.
+    let dir = db.migrations_with("next", &[("V8__x.sql", "CREATE TABLE x (id int);")]);
+    db.run_with(&dir, &["--config", cfg, "migrate"]).expect(0);
+    assert_eq!(
+        db.scalar("SELECT state || ' ' || version FROM public.tenants WHERE slug = 'acme'"),
+        "suspended 8"
+    );
+    db.run_with(&dir, &["--config", cfg, "status", "--check"])
+        .expect(0);
+    // A privilege given back by hand behind the suspension's back is a finding.
+    db.query(&format!("GRANT USAGE ON SCHEMA tenant_acme TO \"{app}\""));
+    db.run_with(&dir, &["--config", cfg, "verify", "acme"])
+        .expect(1)
+        .mentions("suspended_reachable");
+    db.query(&format!(
+        "REVOKE USAGE ON SCHEMA tenant_acme FROM \"{app}\""
+    ));
+
+    db.run(&["--config", cfg, "resume", "acme"])
+        .expect(0)
+        .mentions("tenant acme is active");
+    assert_eq!(
+        acl(),
+        acl_before,
+        "exactly the previous privileges are back"
+    );
+    assert_eq!(app_reads(&app_url), Ok("1".into()));
+    assert_eq!(data(), "kept");
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM public.tenant_suspensions WHERE resumed_at IS NOT NULL"),
+        "1"
+    );
+    db.run(&["route", "acme"]).expect(0);
+}
