@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::domain::budget::{self, MaxFailures};
 use crate::domain::names;
 use crate::domain::selector::{self, LabelEdit, Selector};
 
@@ -172,6 +173,11 @@ pub struct CreateArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=512))]
     pub concurrency: Option<u16>,
 
+    /// Start no new tenant once more than N tenants (or N% of them) have failed; the rest
+    /// are reported skipped.
+    #[arg(long, value_name = "N|N%", value_parser = budget::parse)]
+    pub max_failures: Option<MaxFailures>,
+
     /// A label for every tenant created (repeatable): key=value, Kubernetes' rules.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = selector::parse_label)]
     pub labels: Vec<(String, String)>,
@@ -204,9 +210,14 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Start no new tenant after the first failure.
-    #[arg(long)]
+    /// Start no new tenant after the first failure (the same as --max-failures 0).
+    #[arg(long, conflicts_with = "max_failures")]
     pub fail_fast: bool,
+
+    /// Start no new tenant once more than N tenants (or N% of the run's) have failed;
+    /// those in flight finish, the rest are reported skipped.
+    #[arg(long, value_name = "N|N%", value_parser = budget::parse)]
+    pub max_failures: Option<MaxFailures>,
 
     /// Migrate N tenants first; go on to the rest only if all of them succeeded.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]

@@ -208,3 +208,86 @@ fn suspend_takes_the_applications_access_away_and_resume_gives_exactly_it_back()
     );
     db.run(&["route", "acme"]).expect(0);
 }
+
+fn outcomes(doc: &serde_json::Value) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = doc["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["outcome"].as_str().unwrap().to_string(),
+                t["error"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn max_failures_stops_starting_tenants_once_the_budget_is_spent() {
+    let db = TestDb::new("budget");
+    db.run(&["create", "t1", "t2", "t3", "t4", "t5"]).expect(0);
+    let bad = db.migrations_with("bad", &[("V8__bad.sql", "SELECT 1/0;")]);
+    for budget in ["2", "40%"] {
+        let r = db.run_with(
+            &bad,
+            &[
+                "migrate",
+                "--max-failures",
+                budget,
+                "--concurrency",
+                "1",
+                "--format",
+                "json",
+            ],
+        );
+        r.expect(1);
+        let got = outcomes(&r.json());
+        let failed = got.iter().filter(|(o, _)| o == "failed").count();
+        let skipped: Vec<&(String, String)> = got.iter().filter(|(o, _)| o == "skipped").collect();
+        assert_eq!((failed, skipped.len()), (3, 2), "{budget}: {got:?}");
+        assert!(
+            skipped[0].1.contains(&format!(
+                "more than 2 tenants failed (--max-failures {budget})"
+            )),
+            "{got:?}"
+        );
+    }
+    // Skipped tenants keep their state; nothing of V8 anywhere.
+    assert_eq!(db.scalar("SELECT max(version) FROM public.tenants"), "7");
+    // create knows the budget too.
+    let r = db.run_with(
+        &bad,
+        &[
+            "create",
+            "n1",
+            "n2",
+            "n3",
+            "n4",
+            "--max-failures",
+            "1",
+            "--concurrency",
+            "1",
+            "--format",
+            "json",
+        ],
+    );
+    r.expect(1);
+    let got = outcomes(&r.json());
+    assert_eq!(
+        got.iter().filter(|(o, _)| o == "skipped").count(),
+        2,
+        "{got:?}"
+    );
+
+    let before = db.snapshot();
+    db.run(&["migrate", "--fail-fast", "--max-failures", "1"])
+        .expect(2)
+        .mentions("cannot be used with");
+    db.run(&["migrate", "--max-failures", "1.5"])
+        .expect(2)
+        .mentions("not a failure budget");
+    assert_eq!(db.snapshot(), before);
+}

@@ -98,10 +98,11 @@ pub async fn run(s: &Session, args: &CreateArgs) -> Result<u8> {
         if_not_exists: args.if_not_exists,
         labels: args.labels.iter().cloned().collect(),
     });
+    let budget = fleet::Budget::from_flags(false, args.max_failures, jobs.len());
     let progress = Progress::new("create", jobs.len(), s.json());
     let interrupt = Interrupt::listen();
     outcomes.extend(
-        fleet::run(jobs, concurrency, false, &interrupt, &progress, |job| {
+        fleet::run_budgeted(jobs, concurrency, &budget, &interrupt, &progress, |job| {
             let shared = shared.clone();
             async move { create_one(&shared, job).await }
         })

@@ -138,6 +138,7 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
         record_missing_schemas(&shared.pool, &outcomes).await;
         let interrupt = Interrupt::listen();
         let canary = args.canary.map_or(0, |n| n as usize).min(visits.len());
+        let budget = fleet::Budget::from_flags(args.fail_fast, args.max_failures, visits.len());
         let rest = visits.split_off(canary);
         let mut ran = Vec::new();
         let phase = |jobs| {
@@ -145,7 +146,7 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
                 shared.clone(),
                 jobs,
                 concurrency,
-                args.fail_fast,
+                &budget,
                 &interrupt,
                 &progress,
             )
@@ -311,7 +312,7 @@ async fn run_phase(
     shared: Arc<Shared>,
     jobs: Vec<Visit>,
     concurrency: usize,
-    fail_fast: bool,
+    budget: &fleet::Budget,
     interrupt: &Interrupt,
     progress: &Progress,
 ) -> Vec<TenantOutcome> {
@@ -324,7 +325,7 @@ async fn run_phase(
         // If this fails the server is gone, and every tenant will say so below.
         let _ = registry::mark_migrating(&c, &slugs).await;
     }
-    let outcomes = fleet::run(jobs, concurrency, fail_fast, interrupt, progress, |j| {
+    let outcomes = fleet::run_budgeted(jobs, concurrency, budget, interrupt, progress, |j| {
         migrate_job(shared.clone(), j)
     })
     .await;
