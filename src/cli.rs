@@ -226,6 +226,14 @@ pub struct MigrateArgs {
     /// Tenants migrated at once (default: [migrations] concurrency, else 4).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=512))]
     pub concurrency: Option<u16>,
+
+    /// Roll out in waves: an ordered list of selectors, e.g. --waves 'ring=canary'
+    /// 'ring=beta' '*'. A tenant belongs to the first wave it matches ('*', last only: every
+    /// tenant left); tenants in no wave are left alone. A wave starts only when the previous
+    /// ones stayed within the failure budget (--max-failures, default 0). Not with SLUG
+    /// arguments, -l or --canary.
+    #[arg(long, value_name = "SELECTOR", num_args = 1.., value_parser = selector::parse)]
+    pub waves: Vec<Selector>,
 }
 
 /// `250ms`, `5s`, `2m` or a bare number of milliseconds, as milliseconds.
@@ -261,6 +269,12 @@ pub struct StatusArgs {
     /// Exit 1 when any tenant is not active at the latest version (a CI gate).
     #[arg(long)]
     pub check: bool,
+
+    /// Text: list every tenant, row by row as the registry returns them. Without it, more
+    /// than 50 tenants are shown as a summary: tenants per version and per state, the
+    /// oldest pending, failures grouped by error (top 5, with example slugs).
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Args)]

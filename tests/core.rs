@@ -43,6 +43,7 @@ fn create_builds_a_complete_tenant() {
         vec![
             "tenant_drops",
             "tenant_migrations",
+            "tenant_suspensions",
             "tenantctl_registry_history",
             "tenants"
         ]

@@ -291,3 +291,112 @@ fn max_failures_stops_starting_tenants_once_the_budget_is_spent() {
         .mentions("not a failure budget");
     assert_eq!(db.snapshot(), before);
 }
+
+#[test]
+fn waves_roll_out_in_order_and_the_report_names_the_wave_that_stopped() {
+    let db = TestDb::new("waves");
+    db.run(&["create", "c1", "--label", "ring=canary"])
+        .expect(0);
+    db.run(&["create", "b1", "b2", "--label", "ring=beta"])
+        .expect(0);
+    db.run(&["create", "s1", "s2"]).expect(0);
+    let dir = db.migrations_with(
+        "next",
+        &[(
+            "V8__x.sql",
+            "DO $$ BEGIN IF current_schema() = 'tenant_b1' THEN RAISE EXCEPTION 'boom in b1'; \
+             END IF; END $$; CREATE TABLE x (id int);",
+        )],
+    );
+    let version = |slug: &str| {
+        db.scalar(&format!(
+            "SELECT version FROM public.tenants WHERE slug = '{slug}'"
+        ))
+    };
+
+    let before = db.snapshot();
+    db.run_with(&dir, &["migrate", "--waves", "*", "ring=beta"])
+        .expect(2)
+        .mentions("'*' may only be the last wave");
+    db.run_with(&dir, &["migrate", "c1", "--waves", "ring=beta"])
+        .expect(2)
+        .mentions("without SLUG arguments");
+    assert_eq!(db.snapshot(), before);
+
+    // No failure is allowed by default: b1 fails, b2 and the last wave never start.
+    let r = db.run_with(
+        &dir,
+        &[
+            "migrate",
+            "--waves",
+            "ring=canary",
+            "ring=beta",
+            "*",
+            "--concurrency",
+            "1",
+            "--format",
+            "json",
+        ],
+    );
+    r.expect(1);
+    let doc = r.json();
+    let waves: Vec<(String, String, u64)> = doc["waves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["selector"].as_str().unwrap().to_string(),
+                w["status"].as_str().unwrap().to_string(),
+                w["failed"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        waves,
+        [
+            ("ring=canary".into(), "completed".into(), 0),
+            ("ring=beta".into(), "stopped".into(), 1),
+            ("*".into(), "not_started".into(), 0),
+        ]
+    );
+    assert_eq!(doc["stopped"]["wave"], 2);
+    let reason = doc["stopped"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("1 tenant failed, more than the failure budget of 0"),
+        "{reason}"
+    );
+    assert_eq!(
+        ["c1", "b1", "b2", "s1", "s2"].map(version),
+        ["8", "7", "7", "7", "7"]
+    );
+
+    // A budget of one lets the rollout go on past b1; the text report shows each wave.
+    let r = db.run_with(
+        &dir,
+        &[
+            "migrate",
+            "--waves",
+            "ring=canary",
+            "ring=beta",
+            "*",
+            "--max-failures",
+            "1",
+            "--concurrency",
+            "1",
+        ],
+    );
+    r.expect(1)
+        .mentions("wave 2 (ring=beta): 2 tenants, 1 failed, completed")
+        .mentions("wave 3 (*): 2 tenants, 0 failed, completed");
+    assert_eq!(
+        ["c1", "b1", "b2", "s1", "s2"].map(version),
+        ["8", "7", "8", "8", "8"]
+    );
+
+    // Tenants in no wave are left alone, and said so.
+    db.run_with(&dir, &["migrate", "--waves", "ring=canary"])
+        .expect(0)
+        .mentions("4 tenants matched no wave and were left alone");
+    assert_eq!(version("b1"), "7");
+}

@@ -6,17 +6,13 @@ use serde::Serialize;
 use crate::cli::ListArgs;
 use crate::commands::session::{pick_tenants, Session};
 use crate::output::{escape_line, print_json};
+use crate::registry::{self, Pick};
 
 pub async fn run(s: &Session, args: &ListArgs) -> Result<u8> {
     let (_pool, conn) = s.connect(1).await?;
-    let tenants = pick_tenants(
-        &conn,
-        &[],
-        args.select.selector.as_ref(),
-        "nothing was listed",
-    )
-    .await?;
+    let selector = args.select.selector.as_ref();
     if s.json() {
+        let tenants = pick_tenants(&conn, &[], selector, "nothing was listed").await?;
         let tenants = tenants
             .iter()
             .map(|t| Row {
@@ -27,17 +23,20 @@ pub async fn run(s: &Session, args: &ListArgs) -> Result<u8> {
             })
             .collect();
         print_json(&Document { tenants });
-    } else {
-        // Fields come from the registry: escaped, so a tab or newline cannot shift columns.
-        for t in &tenants {
-            crate::outln!(
-                "{}\t{}\t{}",
-                escape_line(&t.slug),
-                escape_line(&t.schema),
-                escape_line(&t.state)
-            );
-        }
+        return Ok(0);
     }
+    // Streamed: one line per row as the registry returns it, in the same memory at any
+    // fleet size. Fields are escaped, so a tab or newline cannot shift columns.
+    let pick = selector.map_or(Pick::All, Pick::Selected);
+    registry::for_each_tenant(&conn, pick, |t| {
+        crate::outln!(
+            "{}\t{}\t{}",
+            escape_line(&t.slug),
+            escape_line(&t.schema),
+            escape_line(&t.state)
+        );
+    })
+    .await?;
     Ok(0)
 }
 

@@ -15,6 +15,7 @@ use crate::cli::MigrateArgs;
 use crate::commands::session::{now_epoch, pick_tenants, Session};
 use crate::domain::exit::{bad_input, FAILED, OK};
 use crate::domain::migration_set::{MigrationSet, Plan};
+use crate::domain::selector::{self, Selector};
 use crate::fleet::outage::Outage;
 use crate::fleet::{self, Interrupt, Job};
 use crate::output::outcome::{Outcome, TenantOutcome};
@@ -79,6 +80,8 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
         "nothing was migrated",
     )
     .await?;
+    check_waves(args)?;
+    let (tenants, unmatched) = in_some_wave(tenants, &args.waves);
     refuse_ahead(&tenants, &set)?;
 
     let mut outcomes = Vec::new();
@@ -137,6 +140,17 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
     } else {
         record_missing_schemas(&shared.pool, &outcomes).await;
         let interrupt = Interrupt::listen();
+        if !args.waves.is_empty() {
+            let (ran, mut waves) =
+                run_waves(&shared, visits, args, concurrency, &interrupt, &progress).await;
+            waves.unmatched = unmatched;
+            progress.finish();
+            drop(run_mark);
+            outcomes.extend(ran);
+            outcomes.sort_by(|a, b| a.slug.cmp(&b.slug));
+            report::print_waves("migrate", s, &outcomes, target, &waves);
+            return Ok(run_exit(s, &shared, &outcomes, &interrupt));
+        }
         let canary = args.canary.map_or(0, |n| n as usize).min(visits.len());
         let budget = fleet::Budget::from_flags(args.fail_fast, args.max_failures, visits.len());
         let rest = visits.split_off(canary);
@@ -179,12 +193,7 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
         outcomes.extend(ran);
         outcomes.sort_by(|a, b| a.slug.cmp(&b.slug));
         report::print("migrate", s, &outcomes, target);
-        let code = report::exit_code(&outcomes, &interrupt);
-        if shared.outage.gone() {
-            crate::errln!("{}", gone_summary(s, &shared.outage, &outcomes));
-            return Ok(if code == OK { FAILED } else { code });
-        }
-        return Ok(code);
+        return Ok(run_exit(s, &shared, &outcomes, &interrupt));
     }
     outcomes.sort_by(|a, b| a.slug.cmp(&b.slug));
     report::print("migrate --dry-run", s, &outcomes, target);
@@ -195,6 +204,170 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
 const NOT_STARTED_GONE: &str = "not started: the server went away";
 
 /// The closing line of a run the server left: what was not done, and what to do.
+/// The exit code of a run that ran, saying so when the server went away.
+fn run_exit(s: &Session, shared: &Shared, outcomes: &[TenantOutcome], interrupt: &Interrupt) -> u8 {
+    let code = report::exit_code(outcomes, interrupt);
+    if shared.outage.gone() {
+        crate::errln!("{}", gone_summary(s, &shared.outage, outcomes));
+        return if code == OK { FAILED } else { code };
+    }
+    code
+}
+
+/// Refuses (exit 2) --waves beside what also picks tenants or phases, and a '*' wave that
+/// is not the last (the waves after it could hold no tenant).
+fn check_waves(args: &MigrateArgs) -> Result<()> {
+    if args.waves.is_empty() {
+        return Ok(());
+    }
+    if !args.slugs.is_empty() || args.select.selector.is_some() || args.canary.is_some() {
+        return Err(bad_input(
+            "--waves picks the tenants and their order itself: give it without SLUG \
+             arguments, -l or --canary; nothing was migrated",
+        ));
+    }
+    let last = args.waves.len() - 1;
+    if let Some(i) = args.waves[..last]
+        .iter()
+        .position(|w| w.requirements.is_empty())
+    {
+        return Err(bad_input(format!(
+            "wave {} is '*' (every tenant left), so the waves after it could hold no tenant: \
+             '*' may only be the last wave; nothing was migrated",
+            i + 1
+        )));
+    }
+    Ok(())
+}
+
+/// The tenants some wave matches (all when there are no waves), and how many none did.
+fn in_some_wave(tenants: Vec<Tenant>, waves: &[Selector]) -> (Vec<Tenant>, usize) {
+    if waves.is_empty() {
+        return (tenants, 0);
+    }
+    let total = tenants.len();
+    let kept: Vec<Tenant> = tenants
+        .into_iter()
+        .filter(|t| wave_of(t, waves).is_some())
+        .collect();
+    let unmatched = total - kept.len();
+    (kept, unmatched)
+}
+
+/// The first wave whose selector the tenant's labels match.
+fn wave_of(t: &Tenant, waves: &[Selector]) -> Option<usize> {
+    waves.iter().position(|w| selector::matches(w, &t.labels))
+}
+
+/// Runs the visits wave by wave. The failure budget (--max-failures over all the visits,
+/// default 0) is shared by the waves: a wave starts only while the failures so far are
+/// within it, and inside a wave no tenant starts once they exceed it.
+async fn run_waves(
+    shared: &Arc<Shared>,
+    visits: Vec<Visit>,
+    args: &MigrateArgs,
+    concurrency: usize,
+    interrupt: &Interrupt,
+    progress: &Arc<Progress>,
+) -> (Vec<TenantOutcome>, report::Waves) {
+    let allowed = if args.fail_fast {
+        0
+    } else {
+        args.max_failures.map_or(0, |m| m.allowed(visits.len()))
+    };
+    let mut by_wave: Vec<Vec<Visit>> = args.waves.iter().map(|_| Vec::new()).collect();
+    for v in visits {
+        if let Some(i) = wave_of(&v.0, &args.waves) {
+            by_wave[i].push(v);
+        }
+    }
+    let budget_text = match args.max_failures {
+        Some(m) if !args.fail_fast => format!("--max-failures {m}"),
+        _ => "no failure allowed without --max-failures".to_string(),
+    };
+    let mut report = report::Waves::default();
+    let mut ran = Vec::new();
+    let mut failed = 0;
+    let mut stop: Option<String> = None;
+    for (i, jobs) in by_wave.into_iter().enumerate() {
+        let sel = &args.waves[i];
+        if let Some(why) = &stop {
+            report.waves.push(report::Wave {
+                wave: i + 1,
+                selector: sel.text.clone(),
+                tenants: jobs.len(),
+                failed: 0,
+                status: "not_started",
+            });
+            ran.extend(jobs.iter().map(|j| {
+                TenantOutcome::skipped(j.slug(), j.schema(), j.start_version(), why.clone())
+            }));
+            continue;
+        }
+        progress.note(&format!(
+            "migrate: wave {} ({sel}): {}",
+            i + 1,
+            crate::output::count(jobs.len(), "tenant")
+        ));
+        let budget = fleet::Budget::new(
+            allowed - failed,
+            format!(
+                "not started: more than {} failed by wave {} ({sel}) ({budget_text})",
+                crate::output::count(allowed, "tenant"),
+                i + 1
+            ),
+        );
+        let tenants = jobs.len();
+        let out = run_phase(
+            shared.clone(),
+            jobs,
+            concurrency,
+            &budget,
+            interrupt,
+            progress,
+        )
+        .await;
+        let f = out.iter().filter(|o| o.outcome == Outcome::Failed).count();
+        failed += f;
+        let reason = if failed > allowed {
+            Some(format!(
+                "{} failed, more than the failure budget of {allowed} ({budget_text})",
+                crate::output::count(failed, "tenant")
+            ))
+        } else if interrupt.is_set() {
+            Some("interrupted".to_string())
+        } else if shared.outage.gone() {
+            Some("the server went away".to_string())
+        } else {
+            None
+        };
+        report.waves.push(report::Wave {
+            wave: i + 1,
+            selector: sel.text.clone(),
+            tenants,
+            failed: f,
+            status: if reason.is_some() {
+                "stopped"
+            } else {
+                "completed"
+            },
+        });
+        if let Some(reason) = reason {
+            stop = Some(format!(
+                "not started: the rollout stopped at wave {} ({sel}): {reason}",
+                i + 1
+            ));
+            report.stopped = Some(report::Stopped {
+                wave: i + 1,
+                selector: sel.text.clone(),
+                reason,
+            });
+        }
+        ran.extend(out);
+    }
+    (ran, report)
+}
+
 fn gone_summary(s: &Session, outage: &Outage, outcomes: &[TenantOutcome]) -> String {
     let unfinished = outcomes
         .iter()

@@ -66,6 +66,14 @@ impl Budget {
         }
     }
 
+    /// At most `allowed` failures; `why` describes the tenants not started after.
+    pub fn new(allowed: usize, why: String) -> Budget {
+        Budget {
+            allowed: Some(allowed),
+            why,
+        }
+    }
+
     /// `--fail-fast`: the budget of zero.
     pub fn fail_fast() -> Budget {
         Budget {

@@ -869,3 +869,38 @@ pub async fn record_resume(tx: &Transaction<'_>, slug: &str) -> Result<String> {
         .pg_context("cannot mark the tenant resumed")?
         .get(0))
 }
+
+/// Which tenants a streamed read returns.
+pub enum Pick<'a> {
+    All,
+    Selected(&'a Selector),
+}
+
+/// Calls `each` for every tenant `pick` returns, by slug, as the rows arrive: the rows are
+/// never all in memory at once (tokio-postgres hands them over with backpressure), so a
+/// command that only aggregates or prints them runs in the same memory at any fleet size.
+pub async fn for_each_tenant(
+    client: &tokio_postgres::Client,
+    pick: Pick<'_>,
+    mut each: impl FnMut(Tenant),
+) -> Result<()> {
+    use futures_util::StreamExt;
+    let (clause, params) = match pick {
+        Pick::All => ("true".to_string(), Vec::new()),
+        Pick::Selected(sel) => selector_sql(sel),
+    };
+    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect();
+    let sql = format!("{SELECT_TENANTS} WHERE {clause} ORDER BY t.slug");
+    let rows = client
+        .query_raw(sql.as_str(), refs)
+        .await
+        .pg_context("cannot read the tenant registry")?;
+    let mut rows = std::pin::pin!(rows);
+    while let Some(row) = rows.next().await {
+        each(tenant(&row.pg_context("cannot read the tenant registry")?));
+    }
+    Ok(())
+}
