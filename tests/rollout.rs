@@ -400,3 +400,40 @@ fn waves_roll_out_in_order_and_the_report_names_the_wave_that_stopped() {
         .mentions("4 tenants matched no wave and were left alone");
     assert_eq!(version("b1"), "7");
 }
+
+#[test]
+fn status_over_a_large_fleet_opens_with_a_summary_and_all_lists_every_row() {
+    let db = TestDb::new("fleetview");
+    db.run(&["init"]).expect(0);
+    // A registry filled by SQL: status reads the registry only (schemas show as missing).
+    db.query(
+        "INSERT INTO public.tenants (slug, schema_name, state, version, last_error) \
+         SELECT 't' || lpad(i::text, 3, '0'), 'tenant_t' || lpad(i::text, 3, '0'), \
+                CASE WHEN i <= 8 THEN 'failed' ELSE 'active' END, \
+                CASE WHEN i <= 10 THEN 5 ELSE 7 END, \
+                CASE WHEN i <= 5 THEN 'relation \"x\" already exists' \
+                     WHEN i <= 8 THEN E'deadlock detected\\nDETAIL: t' || i END \
+           FROM generate_series(1, 60) i",
+    );
+    let r = db.run(&["status"]);
+    r.expect(0)
+        .mentions("by version: 7: 50, 5: 10")
+        .mentions("by state:   active: 52, failed: 8")
+        .mentions("oldest pending: t001 at version 5 (2 pending)")
+        .mentions("failures by error (2 distinct):")
+        .mentions("       5  relation \"x\" already exists  (e.g. t001, t002, t003)")
+        .mentions("       3  deadlock detected  (e.g. t006, t007, t008)")
+        .mentions("60 tenants, latest version 7, 60 not active at the latest version");
+    assert!(!r.all().contains("t060"), "no rows without --all");
+    let all = db.run(&["status", "--all"]);
+    all.expect(0);
+    let rows = all.all().lines().filter(|l| l.starts_with('t')).count();
+    assert_eq!(rows, 61, "a header and every tenant:\n{}", all.all());
+    // A selector narrows the streamed view; few tenants get the table.
+    db.query("UPDATE public.tenants SET labels = '{\"ring\": \"beta\"}' WHERE slug IN ('t001', 't060')");
+    db.run(&["status", "-l", "ring=beta"])
+        .expect(0)
+        .mentions("t060")
+        .mentions("2 tenants, latest version 7");
+    db.run(&["status", "--check"]).expect(1);
+}
