@@ -131,24 +131,33 @@ fn restore_brings_back_one_tenant_and_leaves_the_others_untouched() {
 #[test]
 fn restore_as_a_new_tenant_keeps_it_in_its_own_schema() {
     let db = TestDb::new("restoreas");
-    db.run(&["create", "acme"]).expect(0);
-    seed(&db, "tenant_acme", "acme");
-    // A function pinned to the tenant's schema alone (pg_temp then comes first).
-    db.query(
-        "CREATE FUNCTION tenant_acme.pinned() RETURNS int LANGUAGE sql \
-         SET search_path = tenant_acme AS 'SELECT 1'",
+    // A function the migrations define (restore accepts no other code), then pinned to the
+    // tenant's schema alone (pg_temp then comes first).
+    let dir = db.migrations_with(
+        "pinned",
+        &[(
+            "V8__pinned.sql",
+            "CREATE FUNCTION pinned() RETURNS int LANGUAGE sql AS 'SELECT 1';",
+        )],
     );
+    db.run_with(&dir, &["create", "acme"]).expect(0);
+    seed(&db, "tenant_acme", "acme");
+    db.query("ALTER FUNCTION tenant_acme.pinned() SET search_path = tenant_acme");
     let file = db.dir.join("acme.dump");
-    db.run(&["backup", "acme", "-o", path_str(&file)]).expect(0);
-    db.run(&["restore", "acme", path_str(&file), "--as", "acme-copy"])
+    db.run_with(&dir, &["backup", "acme", "-o", path_str(&file)])
         .expect(0);
+    db.run_with(
+        &dir,
+        &["restore", "acme", path_str(&file), "--as", "acme-copy"],
+    )
+    .expect(0);
     assert_eq!(
         data_checksum(&db, "tenant_acme-copy"),
         data_checksum(&db, "tenant_acme")
     );
     assert_eq!(
         db.scalar("SELECT state || ':' || version FROM public.tenants WHERE slug = 'acme-copy'"),
-        "active:7"
+        "active:8"
     );
     // The audit trigger pins its search_path: it must write into the copy, not into acme.
     let audit = |schema: &str| {
@@ -180,9 +189,12 @@ fn restore_as_a_new_tenant_keeps_it_in_its_own_schema() {
         pinned("audit_row_change"),
         "search_path=pg_catalog, pg_temp"
     );
-    db.run(&["restore", "acme", path_str(&file), "--as", "acme-copy"])
-        .expect(2)
-        .mentions("already exists");
+    db.run_with(
+        &dir,
+        &["restore", "acme", path_str(&file), "--as", "acme-copy"],
+    )
+    .expect(2)
+    .mentions("already exists");
 }
 
 #[test]
