@@ -100,6 +100,10 @@ pub enum Command {
     /// rings. Keys and values follow Kubernetes' rules (docs/rollout-and-operations.md).
     Label(LabelArgs),
 
+    /// Per tenant: disk size (tables, indexes, TOAST), estimated rows, writes and scans
+    /// since the statistics were reset; largest first. One catalog query per server.
+    Usage(UsageArgs),
+
     /// Take the application's access to a tenant away without touching its data: its state
     /// becomes suspended and every privilege on its schema held by a role other than the
     /// owner is revoked and recorded, so resume gives exactly those back.
@@ -319,6 +323,20 @@ pub struct VerifyArgs {
 pub struct ListArgs {
     #[command(flatten)]
     pub select: SelectorArg,
+}
+
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// Tenants to show (default: all).
+    #[arg(value_name = "SLUG", value_parser = slug)]
+    pub slugs: Vec<String>,
+
+    #[command(flatten)]
+    pub select: SelectorArg,
+
+    /// Only the N largest.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub top: Option<u32>,
 }
 
 #[derive(Debug, Args)]

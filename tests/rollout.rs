@@ -430,10 +430,62 @@ fn status_over_a_large_fleet_opens_with_a_summary_and_all_lists_every_row() {
     let rows = all.all().lines().filter(|l| l.starts_with('t')).count();
     assert_eq!(rows, 61, "a header and every tenant:\n{}", all.all());
     // A selector narrows the streamed view; few tenants get the table.
-    db.query("UPDATE public.tenants SET labels = '{\"ring\": \"beta\"}' WHERE slug IN ('t001', 't060')");
+    db.query(
+        "UPDATE public.tenants SET labels = '{\"ring\": \"beta\"}' WHERE slug IN ('t001', 't060')",
+    );
     db.run(&["status", "-l", "ring=beta"])
         .expect(0)
         .mentions("t060")
         .mentions("2 tenants, latest version 7");
     db.run(&["status", "--check"]).expect(1);
+}
+
+#[test]
+fn usage_matches_the_catalog_and_sorts_by_size() {
+    let db = TestDb::new("usage");
+    db.run(&["create", "acme", "globex", "initech"]).expect(0);
+    db.run(&["label", "initech", "ring=beta"]).expect(0);
+    db.query(
+        "INSERT INTO tenant_acme.employees (email, full_name) \
+         SELECT 'e' || i || '@example.org', repeat('x', 3000) || i FROM generate_series(1, 2000) i; \
+         ANALYZE tenant_acme.employees",
+    );
+    let r = db.run(&["usage", "--format", "json"]);
+    r.expect(0);
+    let doc = r.json();
+    let rows = doc["tenants"].as_array().unwrap();
+    assert_eq!(rows[0]["slug"], "acme", "largest first");
+    assert_eq!(rows.len(), 3);
+    for row in rows {
+        let schema = row["schema"].as_str().unwrap();
+        let total = db.scalar(&format!(
+            "SELECT sum(pg_total_relation_size(oid)) FROM pg_class \
+              WHERE relnamespace = '\"{schema}\"'::regnamespace AND relkind IN ('r', 'm')"
+        ));
+        assert_eq!(row["total_bytes"].to_string(), total, "{schema}");
+        let parts = row["table_bytes"].as_i64().unwrap() + row["index_bytes"].as_i64().unwrap();
+        assert_eq!(parts, row["total_bytes"].as_i64().unwrap(), "{schema}");
+    }
+    assert!(
+        rows[0]["toast_bytes"].as_i64().unwrap() > 0,
+        "wide rows went to TOAST"
+    );
+    assert_eq!(rows[0]["rows_estimate"], 2000);
+    assert!(rows[0]["writes"].as_i64().unwrap() >= 2000);
+    let top = db
+        .run(&["usage", "--top", "1", "--format", "json"])
+        .expect(0)
+        .json();
+    assert_eq!(slugs_of(&top), ["acme"]);
+    let sel = db
+        .run(&["usage", "-l", "ring=beta", "--format", "json"])
+        .expect(0)
+        .json();
+    assert_eq!(slugs_of(&sel), ["initech"]);
+    db.run(&["usage", "acme", "globex"])
+        .expect(0)
+        .mentions("2 tenants");
+    db.run(&["usage", "nobody"])
+        .expect(2)
+        .mentions("unknown tenant nobody");
 }

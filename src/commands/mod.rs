@@ -14,6 +14,7 @@ mod route;
 pub mod session;
 mod status;
 mod suspend;
+mod usage;
 mod verify;
 
 use anyhow::Result;
@@ -31,6 +32,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Status(a) => status::run(&Session::new(g, None)?, a).await,
         Command::Drop(a) => drop::run(&Session::new(g, None)?, a).await,
         Command::List(a) => list::run(&Session::new(g, None)?, a).await,
+        Command::Usage(a) => usage::run(&Session::new(g, None)?, a).await,
         Command::Label(a) => label::run(&Session::new(g, None)?, a).await,
         Command::Suspend(a) => suspend::suspend(&Session::new(g, None)?, a).await,
         Command::Resume(a) => suspend::resume(&Session::new(g, None)?, a).await,

@@ -904,3 +904,85 @@ pub async fn for_each_tenant(
     }
     Ok(())
 }
+
+/// What one tenant's schema holds and how busy it is (`tenantctl usage`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Usage {
+    pub slug: String,
+    pub schema: String,
+    /// Tables and materialized views with their indexes and TOAST (pg_total_relation_size).
+    pub total_bytes: i64,
+    /// Of which the tables themselves with their TOAST (pg_table_size).
+    pub table_bytes: i64,
+    /// Of which their indexes (pg_indexes_size).
+    pub index_bytes: i64,
+    /// Of which TOAST (out-of-line values), indexes included.
+    pub toast_bytes: i64,
+    /// The planner's estimate (pg_class.reltuples), as of the last ANALYZE or VACUUM.
+    pub rows_estimate: i64,
+    /// Rows inserted, updated and deleted since the statistics were reset.
+    pub writes: i64,
+    /// Sequential and index scans since the statistics were reset.
+    pub scans: i64,
+}
+
+/// Usage of the tenants `pick` returns (with `slugs` when named), largest first, at most
+/// `top`: ONE catalog query for the whole server, grouped by schema, never one per tenant.
+pub async fn usage(
+    client: &impl GenericClient,
+    pick: Pick<'_>,
+    slugs: &[String],
+    top: Option<i64>,
+) -> Result<Vec<Usage>> {
+    let (mut clause, mut params) = match pick {
+        Pick::All => ("true".to_string(), Vec::new()),
+        Pick::Selected(sel) => selector_sql(sel),
+    };
+    if !slugs.is_empty() {
+        params.push(Box::new(slugs.to_vec()));
+        clause = format!("{clause} AND t.slug = ANY(${}::text[])", params.len());
+    }
+    params.push(Box::new(top));
+    let limit = params.len();
+    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect();
+    let sql = format!(
+        "SELECT t.slug, t.schema_name, \
+                coalesce(sum(pg_catalog.pg_total_relation_size(c.oid)), 0)::bigint, \
+                coalesce(sum(pg_catalog.pg_table_size(c.oid)), 0)::bigint, \
+                coalesce(sum(pg_catalog.pg_indexes_size(c.oid)), 0)::bigint, \
+                coalesce(sum(CASE WHEN c.reltoastrelid <> 0 \
+                    THEN pg_catalog.pg_total_relation_size(c.reltoastrelid) END), 0)::bigint, \
+                coalesce(sum(GREATEST(c.reltuples, 0)), 0)::bigint, \
+                coalesce(sum(s.n_tup_ins + s.n_tup_upd + s.n_tup_del), 0)::bigint, \
+                coalesce(sum(s.seq_scan + coalesce(s.idx_scan, 0)), 0)::bigint \
+           FROM public.tenants t \
+           LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = t.schema_name \
+           LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'm') \
+           LEFT JOIN pg_catalog.pg_stat_user_tables s ON s.relid = c.oid \
+          WHERE {clause} \
+          GROUP BY t.slug, t.schema_name \
+          ORDER BY 3 DESC, t.slug \
+          LIMIT ${limit}::bigint"
+    );
+    let rows = client
+        .query(&sql, &refs)
+        .await
+        .pg_context("cannot read the tenants' sizes from the catalog")?;
+    Ok(rows
+        .iter()
+        .map(|r| Usage {
+            slug: r.get(0),
+            schema: r.get(1),
+            total_bytes: r.get(2),
+            table_bytes: r.get(3),
+            index_bytes: r.get(4),
+            toast_bytes: r.get(5),
+            rows_estimate: r.get(6),
+            writes: r.get(7),
+            scans: r.get(8),
+        })
+        .collect())
+}
