@@ -49,7 +49,11 @@ pub struct Global {
     #[arg(long, global = true, env = "TENANTCTL_MIGRATIONS", value_name = "DIR")]
     pub migrations: Option<PathBuf>,
 
-    /// Output: text (tables, progress on a terminal) or json (one document on stdout).
+    /// Output: text (tables, progress on a terminal) or json (one document on stdout);
+    /// junit (JUnit XML, one testcase per tenant) for create, migrate and verify;
+    /// prometheus (text exposition format, for node_exporter's textfile collector) for
+    /// status and usage. With GITHUB_ACTIONS=true, failed tenants are also written to stderr
+    /// as ::error:: annotations.
     #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 
@@ -72,6 +76,39 @@ pub struct Global {
 pub enum Format {
     Text,
     Json,
+    Junit,
+    Prometheus,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Text => "text",
+            Format::Json => "json",
+            Format::Junit => "junit",
+            Format::Prometheus => "prometheus",
+        }
+    }
+}
+
+impl Command {
+    /// The command's name, for messages.
+    pub fn name(&self) -> String {
+        format!("{self:?}")
+            .split(['(', ' ', '{'])
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+    }
+
+    /// The formats beyond text and json this command writes.
+    pub fn extra_formats(&self) -> &'static [Format] {
+        match self {
+            Command::Create(_) | Command::Migrate(_) | Command::Verify(_) => &[Format::Junit],
+            Command::Status(_) | Command::Usage(_) => &[Format::Prometheus],
+            _ => &[],
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -489,3 +489,133 @@ fn usage_matches_the_catalog_and_sorts_by_size() {
         .expect(2)
         .mentions("unknown tenant nobody");
 }
+
+/// What a CI tool's parser reads in a report (tests/fixtures/check_report.py, with the
+/// Debian packages `make test` installs: scripts/need-report-checkers.sh).
+fn parsed(db: &TestDb, kind: &str, report: &str) -> serde_json::Value {
+    let file = db.dir.join(format!("report.{kind}"));
+    std::fs::write(&file, report).unwrap();
+    let fixtures = repo().join("tests/fixtures");
+    let python = if std::path::Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    let out = std::process::Command::new(python)
+        .arg(fixtures.join("check_report.py"))
+        .arg(kind)
+        .arg(&file)
+        .arg(fixtures.join("junit.xsd"))
+        .output()
+        .expect("python3 runs (scripts/need-report-checkers.sh installs its packages)");
+    assert!(
+        out.status.success(),
+        "{kind} report does not parse: {}\n{report}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn junit_reports_validate_and_carry_each_failed_tenants_error() {
+    let db = TestDb::new("junit");
+    let r = db.run(&["create", "acme", "b1", "--format", "junit"]);
+    r.expect(0);
+    let doc = parsed(&db, "junit", &r.stdout);
+    assert_eq!(
+        (doc["tests"].as_u64(), doc["failures"].as_u64()),
+        (Some(2), Some(0))
+    );
+    let dir = db.migrations_with(
+        "next",
+        &[(
+            "V8__x.sql",
+            "DO $$ BEGIN IF current_schema() = 'tenant_b1' THEN RAISE EXCEPTION 'boom <in> b1'; \
+             END IF; END $$;",
+        )],
+    );
+    let mut c = db.cmd();
+    c.env("GITHUB_ACTIONS", "true")
+        .arg("--migrations")
+        .arg(&dir)
+        .args(["migrate", "--format", "junit"]);
+    let r = Run::from(c.output().unwrap());
+    r.expect(1)
+        .mentions("::error title=tenantctl migrate%3A b1::tenant b1 failed: ");
+    let doc = parsed(&db, "junit", &r.stdout);
+    assert_eq!(doc["failures"], 1);
+    assert!(doc["cases"]["acme"]["failure"].is_null());
+    let failure = doc["cases"]["b1"]["failure"].as_str().unwrap();
+    assert!(failure.contains("boom <in> b1"), "{failure}");
+    // Without GITHUB_ACTIONS, no annotation.
+    let r = db.run_with(&dir, &["migrate", "--format", "junit"]);
+    assert!(!r.stderr.contains("::error"), "{}", r.stderr);
+
+    // verify: the tenant with a finding fails, the clean one passes.
+    db.query("GRANT CREATE ON SCHEMA tenant_acme TO PUBLIC");
+    let r = db.run(&["verify", "--format", "junit"]);
+    r.expect(1);
+    let doc = parsed(&db, "junit", &r.stdout);
+    let failure = doc["cases"]["acme"]["failure"].as_str().unwrap();
+    assert!(failure.contains("unexpected_privilege"), "{failure}");
+    assert!(doc["cases"]["b1"]["failure"].is_null(), "{doc}");
+    assert!(doc["cases"]["(database)"].is_object());
+}
+
+#[test]
+fn prometheus_reports_parse_and_count_the_fleet() {
+    let db = TestDb::new("prometheus");
+    db.run(&["create", "acme", "globex", "initech"]).expect(0);
+    db.query("UPDATE public.tenants SET version = 6, state = 'failed' WHERE slug = 'initech'");
+    let r = db.run(&["status", "--format", "prometheus"]);
+    r.expect(0);
+    let m = parsed(&db, "prometheus", &r.stdout);
+    assert_eq!(m["tenantctl_tenants"]["type"], "gauge");
+    let samples = &m["tenantctl_tenants"]["samples"];
+    assert_eq!(
+        samples,
+        &serde_json::json!([
+            ["tenantctl_tenants", {"version": "6", "state": "failed"}, 1.0],
+            ["tenantctl_tenants", {"version": "7", "state": "active"}, 2.0]
+        ])
+    );
+    assert_eq!(
+        m["tenantctl_tenant_version"]["samples"][1][1]["tenant"],
+        "globex"
+    );
+    assert_eq!(m["tenantctl_tenant_version"]["samples"][2][2], 6.0);
+    assert_eq!(m["tenantctl_latest_version"]["samples"][0][2], 7.0);
+    assert_eq!(m["tenantctl_tenants_not_current"]["samples"][0][2], 1.0);
+    db.run(&["status", "--format", "prometheus", "--check"])
+        .expect(1);
+
+    let r = db.run(&["usage", "--format", "prometheus"]);
+    r.expect(0);
+    let m = parsed(&db, "prometheus", &r.stdout);
+    let total = db.scalar(
+        "SELECT sum(pg_total_relation_size(oid)) FROM pg_class \
+          WHERE relnamespace = 'tenant_acme'::regnamespace AND relkind IN ('r', 'm')",
+    );
+    let acme_total = m["tenantctl_tenant_size_bytes"]["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s[1]["tenant"] == "acme" && s[1]["kind"] == "total")
+        .unwrap()[2]
+        .as_f64()
+        .unwrap();
+    assert_eq!(acme_total.to_string(), total);
+    assert_eq!(m["tenantctl_tenant_writes"]["type"], "counter");
+
+    // A format the command does not write is bad input, and nothing changes.
+    let before = db.snapshot();
+    db.run(&["migrate", "--format", "prometheus"])
+        .expect(2)
+        .mentions("--format prometheus is written by status and usage, not by migrate, which writes text or json or junit");
+    db.run(&["status", "--format", "junit"])
+        .expect(2)
+        .mentions("not by status, which writes text or json or prometheus");
+    db.run(&["drop", "acme", "--yes", "--format", "junit"])
+        .expect(2);
+    assert_eq!(db.snapshot(), before);
+}

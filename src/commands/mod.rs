@@ -20,11 +20,12 @@ mod verify;
 use anyhow::Result;
 use clap::CommandFactory;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, Format};
 use crate::commands::session::Session;
 
 pub async fn run(cli: Cli) -> Result<u8> {
     let g = &cli.global;
+    check_format(&cli)?;
     match &cli.command {
         Command::Init => init::run(&Session::new(g, None)?).await,
         Command::Create(a) => create::run(&Session::new(g, a.concurrency)?, a).await,
@@ -51,4 +52,26 @@ pub async fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
     }
+}
+
+/// Refuses (exit 2, before anything is read or changed) a --format the command does not
+/// write, naming the ones it does.
+fn check_format(cli: &Cli) -> Result<()> {
+    let f = cli.global.format;
+    let extra = cli.command.extra_formats();
+    if matches!(f, Format::Text | Format::Json) || extra.contains(&f) {
+        return Ok(());
+    }
+    let mut ok = vec!["text", "json"];
+    ok.extend(extra.iter().map(|x| x.name()));
+    let writers = match f {
+        Format::Junit => "create, migrate and verify",
+        _ => "status and usage",
+    };
+    Err(crate::domain::exit::bad_input(format!(
+        "--format {} is written by {writers}, not by {}, which writes {}; nothing was done",
+        f.name(),
+        cli.command.name(),
+        ok.join(" or ")
+    )))
 }

@@ -2,9 +2,11 @@
 
 use serde::Serialize;
 
+use crate::cli::Format;
 use crate::commands::session::Session;
 use crate::domain::exit::{FAILED, INTERRUPTED, OK};
 use crate::fleet::Interrupt;
+use crate::output::junit;
 use crate::output::outcome::{self, Outcome, Summary, TenantOutcome};
 use crate::output::{count, escape_line, print_json};
 
@@ -58,6 +60,10 @@ struct WavesDocument<'a> {
 
 /// `print` for a rollout in waves: the usual report, then each wave and what stopped it.
 pub fn print_waves(verb: &str, s: &Session, outcomes: &[TenantOutcome], target: i64, w: &Waves) {
+    if s.format == Format::Junit {
+        return print(verb, s, outcomes, target);
+    }
+    annotate(verb, outcomes);
     if s.json() {
         print_json(&WavesDocument {
             command: verb,
@@ -99,7 +105,13 @@ pub fn print_waves(verb: &str, s: &Session, outcomes: &[TenantOutcome], target: 
 }
 
 pub fn print(verb: &str, s: &Session, outcomes: &[TenantOutcome], target: i64) {
-    if s.json() {
+    annotate(verb, outcomes);
+    if s.format == Format::Junit {
+        crate::outln!(
+            "{}",
+            junit::document(&format!("tenantctl {verb}"), &cases(verb, outcomes))
+        );
+    } else if s.json() {
         print_json(&RunDocument {
             command: verb,
             target_version: target,
@@ -108,6 +120,47 @@ pub fn print(verb: &str, s: &Session, outcomes: &[TenantOutcome], target: i64) {
         });
     } else {
         outcome::print_text(verb, outcomes);
+    }
+}
+
+/// One JUnit testcase per tenant: failed ones carry their error, skipped ones why.
+fn cases(verb: &str, outcomes: &[TenantOutcome]) -> Vec<junit::Case> {
+    outcomes
+        .iter()
+        .map(|o| junit::Case {
+            name: o.slug.clone(),
+            classname: format!("tenantctl.{}", verb.split(' ').next().unwrap_or(verb)),
+            seconds: o.duration_ms as f64 / 1000.0,
+            failure: (o.outcome == Outcome::Failed)
+                .then(|| o.error.clone().unwrap_or_else(|| "failed".into())),
+            skipped: (o.outcome == Outcome::Skipped).then(|| {
+                o.note
+                    .clone()
+                    .or_else(|| o.error.clone())
+                    .unwrap_or_default()
+            }),
+        })
+        .collect()
+}
+
+/// On GitHub Actions, an ::error:: annotation per failed tenant, on stderr (stdout keeps
+/// its one document).
+fn annotate(verb: &str, outcomes: &[TenantOutcome]) {
+    if !junit::on_github_actions() {
+        return;
+    }
+    for o in outcomes.iter().filter(|o| o.outcome == Outcome::Failed) {
+        crate::errln!(
+            "{}",
+            junit::github_error(
+                &format!("tenantctl {verb}: {}", o.slug),
+                &format!(
+                    "tenant {} failed: {}",
+                    o.slug,
+                    o.error.as_deref().unwrap_or("failed")
+                )
+            )
+        );
     }
 }
 

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::cli::StatusArgs;
+use crate::cli::{Format, StatusArgs};
 use crate::commands::session::{pick_tenants, Session};
 use crate::domain::exit::{FAILED, OK};
 use crate::domain::migration_set::MigrationSet;
@@ -31,6 +31,9 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
     let set = MigrationSet::load(&s.settings.migrations_dir)?;
     let latest = set.latest();
     let (_pool, conn) = s.connect(1).await?;
+    if s.format == Format::Prometheus {
+        return prometheus(&conn, args, latest).await;
+    }
     let mut fleet = Fleet::new(&set, latest, args.all && !s.json());
     if s.json() || !args.slugs.is_empty() {
         let tenants = pick_tenants(
@@ -57,6 +60,92 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
         fleet.print_text();
     }
     Ok(if args.check && fleet.behind > 0 {
+        FAILED
+    } else {
+        OK
+    })
+}
+
+/// `--format prometheus`: each tenant's version (streamed), then tenants per version and
+/// state, the latest version, and how many are behind.
+async fn prometheus(
+    conn: &deadpool_postgres::Object,
+    args: &StatusArgs,
+    latest: i64,
+) -> Result<u8> {
+    use crate::output::prometheus::{header, sample};
+    let mut groups: BTreeMap<(i64, String), usize> = BTreeMap::new();
+    let mut n_behind = 0usize;
+    let mut first = true;
+    let mut each = |t: Tenant| {
+        if first {
+            crate::outln!(
+                "{}",
+                header(
+                    "tenantctl_tenant_version",
+                    "gauge",
+                    "The highest migration applied to each tenant, with its state."
+                )
+            );
+            first = false;
+        }
+        crate::outln!(
+            "{}",
+            sample(
+                "tenantctl_tenant_version",
+                &[("tenant", &t.slug), ("state", &t.state)],
+                t.version
+            )
+        );
+        n_behind += usize::from(behind(&t, latest));
+        *groups.entry((t.version, t.state)).or_default() += 1;
+    };
+    if args.slugs.is_empty() {
+        let pick = args
+            .select
+            .selector
+            .as_ref()
+            .map_or(Pick::All, Pick::Selected);
+        registry::for_each_tenant(conn, pick, &mut each).await?;
+    } else {
+        for t in pick_tenants(conn, &args.slugs, None, "nothing was shown").await? {
+            each(t);
+        }
+    }
+    crate::outln!(
+        "{}",
+        header(
+            "tenantctl_tenants",
+            "gauge",
+            "Tenants per migration version and state."
+        )
+    );
+    for ((v, state), n) in &groups {
+        let v = v.to_string();
+        crate::outln!(
+            "{}",
+            sample("tenantctl_tenants", &[("version", &v), ("state", state)], n)
+        );
+    }
+    crate::outln!(
+        "{}\n{}",
+        header(
+            "tenantctl_latest_version",
+            "gauge",
+            "The latest version of the migrations folder."
+        ),
+        sample("tenantctl_latest_version", &[], latest)
+    );
+    crate::outln!(
+        "{}\n{}",
+        header(
+            "tenantctl_tenants_not_current",
+            "gauge",
+            "Tenants not active (or suspended) at the latest version."
+        ),
+        sample("tenantctl_tenants_not_current", &[], n_behind)
+    );
+    Ok(if args.check && n_behind > 0 {
         FAILED
     } else {
         OK

@@ -6,7 +6,7 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::cli::UsageArgs;
+use crate::cli::{Format, UsageArgs};
 use crate::commands::session::{lookup, Session};
 use crate::domain::exit::bad_input;
 use crate::output::{count, listed, print_json, table};
@@ -35,7 +35,9 @@ pub async fn run(s: &Session, args: &UsageArgs) -> Result<u8> {
         .map_or(Pick::All, Pick::Selected);
     let top = args.top.map(i64::from);
     let rows = registry::usage(&conn, pick, &args.slugs, top).await?;
-    if s.json() {
+    if s.format == Format::Prometheus {
+        print_prometheus(&rows);
+    } else if s.json() {
         print_json(&Document { tenants: &rows });
     } else {
         print_table(&rows);
@@ -46,6 +48,61 @@ pub async fn run(s: &Session, args: &UsageArgs) -> Result<u8> {
 #[derive(Serialize)]
 struct Document<'a> {
     tenants: &'a [Usage],
+}
+
+/// Per tenant: its size by kind, estimated rows, and the write and scan counters.
+fn print_prometheus(rows: &[Usage]) {
+    use crate::output::prometheus::{header, sample};
+    crate::outln!(
+        "{}",
+        header(
+            "tenantctl_tenant_size_bytes",
+            "gauge",
+            "Disk used by each tenant's tables: total, tables (with TOAST), indexes, TOAST."
+        )
+    );
+    for u in rows {
+        for (kind, v) in [
+            ("total", u.total_bytes),
+            ("table", u.table_bytes),
+            ("index", u.index_bytes),
+            ("toast", u.toast_bytes),
+        ] {
+            crate::outln!(
+                "{}",
+                sample(
+                    "tenantctl_tenant_size_bytes",
+                    &[("tenant", &u.slug), ("kind", kind)],
+                    v
+                )
+            );
+        }
+    }
+    for (name, kind, help, get) in [
+        (
+            "tenantctl_tenant_rows_estimate",
+            "gauge",
+            "The planner's estimate of each tenant's rows.",
+            (|u: &Usage| u.rows_estimate) as fn(&Usage) -> i64,
+        ),
+        (
+            "tenantctl_tenant_writes_total",
+            "counter",
+            "Rows inserted, updated and deleted since the statistics were reset.",
+            |u: &Usage| u.writes,
+        ),
+        (
+            "tenantctl_tenant_scans_total",
+            "counter",
+            "Sequential and index scans since the statistics were reset.",
+            |u: &Usage| u.scans,
+        ),
+    ] {
+        crate::outln!("{}", header(name, kind, help));
+        for u in rows {
+            crate::outln!("{}", sample(name, &[("tenant", &u.slug)], get(u)));
+        }
+    }
 }
 
 fn print_table(rows: &[Usage]) {

@@ -33,7 +33,11 @@ pub async fn run(s: &Session, args: &VerifyArgs) -> Result<u8> {
     findings.extend(missing_grants(s, &conn, &owner, &tenants).await?);
     findings.extend(history_drift(&mut conn, &tenants, &set).await?);
     findings.sort_by(|a, b| (&a.schema, a.kind).cmp(&(&b.schema, b.kind)));
-    print(s, tenants.len(), &findings);
+    if s.format == crate::cli::Format::Junit {
+        print_junit(&tenants, &findings);
+    } else {
+        print(s, tenants.len(), &findings);
+    }
     Ok(if findings.is_empty() { OK } else { FAILED })
 }
 
@@ -541,6 +545,55 @@ async fn history_drift(
         }
     }
     Ok(out)
+}
+
+/// `--format junit`: a testcase per tenant audited, failing with its findings, and one for
+/// the database as a whole (registry access, unregistered schemas, roles), so a finding
+/// that belongs to no tenant fails the report too.
+fn print_junit(tenants: &[Tenant], findings: &[Finding]) {
+    use crate::output::junit::{self, Case};
+    let describe = |fs: Vec<&Finding>| {
+        (!fs.is_empty()).then(|| {
+            fs.iter()
+                .map(|f| format!("{}: {} ({})", f.kind, f.detail, f.schema))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+    };
+    let mut cases: Vec<Case> = tenants
+        .iter()
+        .map(|t| Case {
+            name: t.slug.clone(),
+            classname: "tenantctl.verify".into(),
+            seconds: 0.0,
+            failure: describe(
+                findings
+                    .iter()
+                    .filter(|f| f.slug.as_deref() == Some(t.slug.as_str()))
+                    .collect(),
+            ),
+            skipped: None,
+        })
+        .collect();
+    cases.push(Case {
+        name: "(database)".into(),
+        classname: "tenantctl.verify".into(),
+        seconds: 0.0,
+        failure: describe(findings.iter().filter(|f| f.slug.is_none()).collect()),
+        skipped: None,
+    });
+    if junit::on_github_actions() {
+        for f in findings {
+            crate::errln!(
+                "{}",
+                junit::github_error(
+                    &format!("tenantctl verify: {}", f.kind),
+                    &format!("{}: {}", f.slug.as_deref().unwrap_or(&f.schema), f.detail)
+                )
+            );
+        }
+    }
+    crate::outln!("{}", junit::document("tenantctl verify", &cases));
 }
 
 fn print(s: &Session, checked: usize, findings: &[Finding]) {

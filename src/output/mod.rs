@@ -15,8 +15,10 @@
 //!   where it is printed ([`TextTable`] cells, per-tenant lines, `list`), and JSON escapes
 //!   what serde_json leaves raw (DEL and C1) as `\u00XX`.
 
+pub mod junit;
 pub mod outcome;
 pub mod progress;
+pub mod prometheus;
 
 use std::borrow::Cow;
 use std::fmt;
