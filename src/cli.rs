@@ -354,6 +354,11 @@ pub struct VerifyArgs {
     /// Tenants to audit (default: all, plus schemas with the tenant prefix and no registry row).
     #[arg(value_name = "SLUG", value_parser = slug)]
     pub slugs: Vec<String>,
+
+    /// With a selector, only the tenants it picks are audited (and unregistered schemas
+    /// are not looked for, as with SLUG arguments).
+    #[command(flatten)]
+    pub select: SelectorArg,
 }
 
 #[derive(Debug, Args)]

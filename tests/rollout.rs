@@ -619,3 +619,16 @@ fn prometheus_reports_parse_and_count_the_fleet() {
         .expect(2);
     assert_eq!(db.snapshot(), before);
 }
+
+#[test]
+fn verify_audits_only_the_selected_tenants() {
+    let db = TestDb::new("verifysel");
+    db.run(&["create", "acme", "--label", "ring=beta"])
+        .expect(0);
+    db.run(&["create", "globex"]).expect(0);
+    db.query("GRANT CREATE ON SCHEMA tenant_globex TO PUBLIC");
+    db.run(&["verify", "-l", "ring=beta"])
+        .expect(0)
+        .mentions("1 tenant checked");
+    db.run(&["verify"]).expect(1).mentions("tenant_globex");
+}

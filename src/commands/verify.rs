@@ -5,7 +5,7 @@ use deadpool_postgres::Object;
 use serde_json::json;
 
 use crate::cli::VerifyArgs;
-use crate::commands::session::{select_tenants, Session};
+use crate::commands::session::{pick_tenants, Session};
 use crate::domain::exit::{FAILED, OK};
 use crate::domain::migration_set::{MigrationSet, Plan};
 use crate::domain::names::quote_ident;
@@ -17,9 +17,10 @@ use crate::tenant::audit::{self, Finding};
 pub async fn run(s: &Session, args: &VerifyArgs) -> Result<u8> {
     let set = MigrationSet::load(&s.settings.migrations_dir)?;
     let (_pool, mut conn) = s.connect(1).await?;
-    let tenants = select_tenants(&conn, &args.slugs, "nothing was audited").await?;
+    let selector = args.select.selector.as_ref();
+    let tenants = pick_tenants(&conn, &args.slugs, selector, "nothing was audited").await?;
     let mut findings = Vec::new();
-    if args.slugs.is_empty() {
+    if args.slugs.is_empty() && selector.is_none() {
         findings.extend(unregistered_schemas(s, &conn, &tenants).await?);
     }
     let owner = audit::registry_owner(&conn).await?;
