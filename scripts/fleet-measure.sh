@@ -3,6 +3,7 @@
 # by SQL (a schema with one small table each), then /usr/bin/time -v figures for the
 # release binary. Run against a throwaway server:
 #   cargo build --release && N=10000 scripts/with-postgres.sh measure scripts/fleet-measure.sh
+#   N=100000 TABLES=0 scripts/with-postgres.sh measure scripts/fleet-measure.sh
 set -euo pipefail
 B=$PWD/target/release/tenantctl
 N=${N:-10000}
@@ -23,9 +24,11 @@ SELECT 'f' || i, 'tenant_f' || i,
   FROM generate_series(1, $N) i;
 UPDATE public.tenants SET last_error = 'relation "x" already exists' WHERE state = 'failed';
 SQL
-for ((s = 1; s <= N; s += 5000)); do
-  e=$((s + 4999 < N ? s + 4999 : N))
-  psql -q "$URL" -c "DO \$\$ BEGIN FOR i IN $s..$e LOOP EXECUTE format('CREATE SCHEMA %I; CREATE TABLE %I.t (id int primary key, v text)', 'tenant_f' || i, 'tenant_f' || i); END LOOP; END \$\$"
+for ((s = 1; s <= N; s += 500)); do
+  e=$((s + 499 < N ? s + 499 : N))
+  # TABLES=0: schemas only (enough for status, list and migrate; usage then sees 0 bytes).
+  if [ "${TABLES:-1}" = 1 ]; then ddl="CREATE SCHEMA %I; CREATE TABLE %I.t (id int primary key, v text)"; else ddl="CREATE SCHEMA %I"; fi
+  psql -q "$URL" -c "DO \$\$ BEGIN FOR i IN $s..$e LOOP EXECUTE format('$ddl', 'tenant_f' || i, 'tenant_f' || i); END LOOP; END \$\$"
 done
 m() {
   /usr/bin/time -f "$N tenants: %e s elapsed, %M KiB max RSS: tenantctl $*" "$B" "$@" \
