@@ -35,6 +35,8 @@ m() {
     >/dev/null 2>"$PWD/time.err" || true
   tail -1 "$PWD/time.err"
 }
+"$B" status | tail -1
+"$B" status --all | wc -l
 m status
 m status --all
 m status -l ring=beta
@@ -44,4 +46,4 @@ m usage --top 10
 psql -q "$URL" -c "UPDATE public.tenants SET state = 'active', version = 7, last_error = NULL"
 m migrate
 m status --format json
-psql -q "$URL" -c "SELECT 1" >/dev/null
+"$B" migrate | tail -1
