@@ -1,7 +1,8 @@
 # tenantctl: `make demo` and `make test` work on a fresh Debian machine. Without a
 # DATABASE_URL they start a throwaway PostgreSQL 15 under .tmp/ (installing Debian's
 # postgresql package when initdb is missing) and stop it afterwards. `make test` also installs
-# Debian's pgbouncer when it is missing.
+# Debian's pgbouncer when it is missing, and the parsers that check the CI reports
+# (python3-prometheus-client, python3-lxml).
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -27,6 +28,7 @@ demo: release
 # tests/routing.rs runs PgBouncer in front of the test server: installed here when missing.
 test: lint
 	scripts/need-pgbouncer.sh >/dev/null
+	scripts/need-report-checkers.sh
 	scripts/with-postgres.sh test $(CARGO) test --all-targets
 
 lint:

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::domain::budget::{self, MaxFailures};
 use crate::domain::names;
+use crate::domain::selector::{self, LabelEdit, Selector};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -49,6 +51,10 @@ pub struct Global {
 
     /// Output: text (tables, progress on a terminal) or json (one document on stdout);
     /// csv for exec only (its combined result rows on stdout, the report on stderr).
+    /// junit (JUnit XML, one testcase per tenant) for create, migrate, exec and verify;
+    /// prometheus (text exposition format, for node_exporter's textfile collector) for
+    /// status and usage. With GITHUB_ACTIONS=true, failed tenants are also written to stderr
+    /// as ::error:: annotations.
     #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 
@@ -73,6 +79,41 @@ pub enum Format {
     Json,
     /// Only for exec: the combined result rows, `tenant` first; any other command refuses it.
     Csv,
+    Junit,
+    Prometheus,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Text => "text",
+            Format::Json => "json",
+            Format::Junit => "junit",
+            Format::Prometheus => "prometheus",
+            Format::Csv => "csv",
+        }
+    }
+}
+
+impl Command {
+    /// The command's name, for messages.
+    pub fn name(&self) -> String {
+        format!("{self:?}")
+            .split(['(', ' ', '{'])
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+    }
+
+    /// The formats beyond text and json this command writes.
+    pub fn extra_formats(&self) -> &'static [Format] {
+        match self {
+            Command::Create(_) | Command::Migrate(_) | Command::Verify(_) => &[Format::Junit],
+            Command::Status(_) | Command::Usage(_) => &[Format::Prometheus],
+            Command::Exec(_) => &[Format::Csv, Format::Junit],
+            _ => &[],
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -95,7 +136,24 @@ pub enum Command {
     Drop(DropArgs),
 
     /// The registered tenants, one a line: slug, schema, state.
-    List,
+    List(ListArgs),
+
+    /// Set (key=value) or remove (key-) labels of a tenant, for selectors (-l) and rollout
+    /// rings. Keys and values follow Kubernetes' rules (docs/rollout-and-operations.md).
+    Label(LabelArgs),
+
+    /// Per tenant: disk size (tables, indexes, TOAST), estimated rows, writes and scans
+    /// since the statistics were reset; largest first. One catalog query per server.
+    Usage(UsageArgs),
+
+    /// Take the application's access to a tenant away without touching its data: its state
+    /// becomes suspended and every privilege on its schema held by a role other than the
+    /// owner is revoked and recorded, so resume gives exactly those back.
+    Suspend(SuspendArgs),
+
+    /// End a tenant's suspension: grant back exactly the schema privileges suspend revoked,
+    /// and make it active again.
+    Resume(ResumeArgs),
 
     /// Dump one tenant's schema (pg_dump custom format), with its registry row and version
     /// recorded beside it in FILE.json, and print the dump's SHA-256.
@@ -195,6 +253,25 @@ pub struct CreateArgs {
     /// (empty without --name). If it fails, the tenant is not created.
     #[arg(long, value_name = "FILE")]
     pub seed: Option<PathBuf>,
+
+    /// Start no new tenant once more than N tenants (or N% of them) have failed; the rest
+    /// are reported skipped.
+    #[arg(long, value_name = "N|N%", value_parser = budget::parse)]
+    pub max_failures: Option<MaxFailures>,
+
+    /// A label for every tenant created (repeatable): key=value, Kubernetes' rules.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = selector::parse_label)]
+    pub labels: Vec<(String, String)>,
+}
+
+/// The `-l/--selector` flag: which tenants, by their labels, instead of naming them.
+#[derive(Debug, Args)]
+pub struct SelectorArg {
+    /// Only the tenants whose labels match, Kubernetes' grammar: ring=beta, plan!=free,
+    /// region in (eu,us), tier notin (free), canary, !legacy; commas mean AND. Picked in one
+    /// registry query. Not with SLUG arguments.
+    #[arg(short = 'l', long, value_name = "SELECTOR", value_parser = selector::parse)]
+    pub selector: Option<Selector>,
 }
 
 #[derive(Debug, Args)]
@@ -202,6 +279,9 @@ pub struct MigrateArgs {
     /// Tenants to migrate (default: every registered tenant).
     #[arg(value_name = "SLUG", value_parser = slug)]
     pub slugs: Vec<String>,
+
+    #[command(flatten)]
+    pub select: SelectorArg,
 
     /// Stop at this migration version instead of the latest.
     #[arg(long, value_name = "VERSION")]
@@ -211,9 +291,14 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Start no new tenant after the first failure.
-    #[arg(long)]
+    /// Start no new tenant after the first failure (the same as --max-failures 0).
+    #[arg(long, conflicts_with = "max_failures")]
     pub fail_fast: bool,
+
+    /// Start no new tenant once more than N tenants (or N% of the run's) have failed;
+    /// those in flight finish, the rest are reported skipped.
+    #[arg(long, value_name = "N|N%", value_parser = budget::parse)]
+    pub max_failures: Option<MaxFailures>,
 
     /// Migrate N tenants first; go on to the rest only if all of them succeeded.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
@@ -222,6 +307,14 @@ pub struct MigrateArgs {
     /// Tenants migrated at once (default: [migrations] concurrency, else 4).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=512))]
     pub concurrency: Option<u16>,
+
+    /// Roll out in waves: an ordered list of selectors, e.g. --waves 'ring=canary'
+    /// 'ring=beta' '*'. A tenant belongs to the first wave it matches ('*', last only: every
+    /// tenant left); tenants in no wave are left alone. A wave starts only when the previous
+    /// ones stayed within the failure budget (--max-failures, default 0). Not with SLUG
+    /// arguments, -l or --canary.
+    #[arg(long, value_name = "SELECTOR", num_args = 1.., value_parser = selector::parse)]
+    pub waves: Vec<Selector>,
 }
 
 #[derive(Debug, Args)]
@@ -300,9 +393,18 @@ pub struct StatusArgs {
     #[arg(value_name = "SLUG", value_parser = slug)]
     pub slugs: Vec<String>,
 
+    #[command(flatten)]
+    pub select: SelectorArg,
+
     /// Exit 1 when any tenant is not active at the latest version (a CI gate).
     #[arg(long)]
     pub check: bool,
+
+    /// Text: list every tenant, row by row as the registry returns them. Without it, more
+    /// than 50 tenants are shown as a summary: tenants per version and per state, the
+    /// oldest pending, failures grouped by error (top 5, with example slugs).
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Args)]
@@ -341,6 +443,60 @@ pub struct VerifyArgs {
     /// Tenants to audit (default: all, plus schemas with the tenant prefix and no registry row).
     #[arg(value_name = "SLUG", value_parser = slug)]
     pub slugs: Vec<String>,
+
+    /// With a selector, only the tenants it picks are audited (and unregistered schemas
+    /// are not looked for, as with SLUG arguments).
+    #[command(flatten)]
+    pub select: SelectorArg,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub select: SelectorArg,
+}
+
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// Tenants to show (default: all).
+    #[arg(value_name = "SLUG", value_parser = slug)]
+    pub slugs: Vec<String>,
+
+    #[command(flatten)]
+    pub select: SelectorArg,
+
+    /// Only the N largest.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub top: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct LabelArgs {
+    /// The tenant to label.
+    #[arg(value_name = "SLUG", value_parser = slug)]
+    pub slug: String,
+
+    /// key=value sets a label, key- removes it; applied in order, all in one statement.
+    #[arg(required = true, value_name = "KEY=VALUE|KEY-", value_parser = selector::parse_label_edit)]
+    pub edits: Vec<LabelEdit>,
+}
+
+#[derive(Debug, Args)]
+pub struct SuspendArgs {
+    /// The tenant to suspend.
+    #[arg(value_name = "SLUG", value_parser = slug)]
+    pub slug: String,
+
+    /// Why, recorded in public.tenant_suspensions with who suspended it.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The suspended tenant to give its access back.
+    #[arg(value_name = "SLUG", value_parser = slug)]
+    pub slug: String,
 }
 
 #[derive(Debug, Args)]

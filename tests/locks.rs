@@ -191,6 +191,10 @@ fn a_registry_upgrade_behind_an_application_transaction_ends_by_its_deadline() {
              DROP COLUMN archive_sha256; \
          DROP FUNCTION public.tenantctl_enter(integer, text, text, bigint, text); \
          DROP TABLE public.tenant_exec_results, public.tenant_exec_runs; \
+         ALTER TABLE public.tenants DROP COLUMN labels, DROP CONSTRAINT tenants_state_check, \
+             ADD CONSTRAINT tenants_state_check CHECK (state IN \
+                 ('provisioning', 'active', 'migrating', 'failed', 'dropping')); \
+         DROP TABLE public.tenant_suspensions; \
          DELETE FROM public.tenantctl_registry_history WHERE version > 1;",
     );
     let before = db.snapshot();

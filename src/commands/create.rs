@@ -58,6 +58,8 @@ struct Shared {
     if_not_exists: bool,
     /// `--seed` or `[tenants] seed`, run in each tenant after its migrations.
     seed: Option<Seed>,
+    /// `--label`s, the same for every tenant of the run.
+    labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Where the tenants of a `create --server NAME` / `--own-database` go.
@@ -182,11 +184,13 @@ pub async fn run(s: &Session, args: &CreateArgs) -> Result<u8> {
         tenant_roles,
         if_not_exists: args.if_not_exists,
         seed,
+        labels: args.labels.iter().cloned().collect(),
     });
+    let budget = fleet::Budget::from_flags(false, args.max_failures, jobs.len());
     let progress = Progress::new("create", jobs.len(), s.json());
     let interrupt = Interrupt::listen();
     outcomes.extend(
-        fleet::run(jobs, concurrency, false, &interrupt, &progress, |job| {
+        fleet::run_budgeted(jobs, concurrency, &budget, &interrupt, &progress, |job| {
             let shared = shared.clone();
             async move { create_one(&shared, job).await }
         })
@@ -537,6 +541,7 @@ async fn provision(
         &job.schema,
         job.display.as_deref(),
         tenant_role,
+        &shared.labels,
     ))
     .await?;
     tx.queue(

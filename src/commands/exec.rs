@@ -154,10 +154,13 @@ pub async fn run(s: &Session, args: &ExecArgs) -> Result<u8> {
     record_the_rest(&conn, run_id, &outcomes, args.dry_run, &results).await;
     let _ = exec_runs::finish(&conn, run_id).await;
     let report = Report::new(&script, run_id, args.dry_run, &outcomes, &results);
+    super::report::annotate("exec", &outcomes);
     match s.format {
         Format::Json => print_json(&report),
         Format::Csv => report.print_csv(),
-        Format::Text => report.print_text(),
+        Format::Junit => super::report::print_junit("exec", &outcomes),
+        // Refused before anything ran (commands::check_format).
+        Format::Text | Format::Prometheus => report.print_text(),
     }
     Ok(if interrupt.is_set() {
         INTERRUPTED

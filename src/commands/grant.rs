@@ -130,6 +130,12 @@ async fn grant_one(
         g.error = Some("being dropped; run tenantctl drop to finish it".into());
         return g;
     }
+    if t.state == "suspended" {
+        // Granting would undo the suspension behind its record's back.
+        g.outcome = "skipped";
+        g.error = Some("suspended; tenantctl resume gives its access back".into());
+        return g;
+    }
     match apply_grants(conn, t, app, &data_role, major, s.lock_deadline()).await {
         Ok(missing) => {
             g.tables = missing.tables;

@@ -3,14 +3,16 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::commands::session::Session;
+use crate::cli::ListArgs;
+use crate::commands::session::{pick_tenants, Session};
 use crate::output::{escape_line, print_json};
-use crate::registry;
+use crate::registry::{self, Pick};
 
-pub async fn run(s: &Session) -> Result<u8> {
+pub async fn run(s: &Session, args: &ListArgs) -> Result<u8> {
     let (_pool, conn) = s.connect(1).await?;
-    let tenants = registry::all(&conn).await?;
+    let selector = args.select.selector.as_ref();
     if s.json() {
+        let tenants = pick_tenants(&conn, &[], selector, "nothing was listed").await?;
         let tenants = tenants
             .iter()
             .map(|t| Row {
@@ -19,20 +21,24 @@ pub async fn run(s: &Session) -> Result<u8> {
                 state: &t.state,
                 server: &t.server,
                 database: &t.database,
+                labels: &t.labels,
             })
             .collect();
         print_json(&Document { tenants });
-    } else {
-        // Fields come from the registry: escaped, so a tab or newline cannot shift columns.
-        for t in &tenants {
-            crate::outln!(
-                "{}\t{}\t{}",
-                escape_line(&t.slug),
-                escape_line(&t.schema),
-                escape_line(&t.state)
-            );
-        }
+        return Ok(0);
     }
+    // Streamed: one line per row as the registry returns it, in the same memory at any
+    // fleet size. Fields are escaped, so a tab or newline cannot shift columns.
+    let pick = selector.map_or(Pick::All, Pick::Selected);
+    registry::for_each_tenant(&conn, pick, |t| {
+        crate::outln!(
+            "{}\t{}\t{}",
+            escape_line(&t.slug),
+            escape_line(&t.schema),
+            escape_line(&t.state)
+        );
+    })
+    .await?;
     Ok(0)
 }
 
@@ -48,4 +54,5 @@ struct Row<'a> {
     state: &'a str,
     server: &'a str,
     database: &'a str,
+    labels: &'a std::collections::BTreeMap<String, String>,
 }

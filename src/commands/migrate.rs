@@ -12,9 +12,10 @@ use anyhow::{Context, Result};
 use deadpool_postgres::Pool;
 
 use crate::cli::MigrateArgs;
-use crate::commands::session::{now_epoch, select_tenants, Session};
+use crate::commands::session::{now_epoch, pick_tenants, Session};
 use crate::domain::exit::{bad_input, FAILED, OK};
 use crate::domain::migration_set::{MigrationSet, Plan};
+use crate::domain::selector::{self, Selector};
 use crate::fleet::outage::Outage;
 use crate::fleet::{self, Interrupt, Job};
 use crate::output::outcome::{Outcome, TenantOutcome};
@@ -75,7 +76,15 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
     let (pool, mut conn) = s.connect(concurrency + 1).await?;
     // The first connection is kept for the run's mark (see `locks::RUN_MARK`).
     let concurrency = s.fit_concurrency(&conn, concurrency, !args.dry_run).await?;
-    let tenants = select_tenants(&conn, &args.slugs, "nothing was migrated").await?;
+    let tenants = pick_tenants(
+        &conn,
+        &args.slugs,
+        args.select.selector.as_ref(),
+        "nothing was migrated",
+    )
+    .await?;
+    check_waves(args)?;
+    let (tenants, unmatched) = in_some_wave(tenants, &args.waves);
     refuse_ahead(&tenants, &set)?;
     // Shared migrations first, once: tenants' migrations may reference what they create.
     let shared_report = match &shared_set {
@@ -95,6 +104,9 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
         tenants.into_iter().partition(|t| t.is_home(&home_db));
     if args.dry_run {
         s.refuse_elsewhere(&far, "migrate --dry-run")?;
+    }
+    if !args.waves.is_empty() {
+        s.refuse_elsewhere(&far, "migrate --waves")?;
     }
 
     let mut outcomes = Vec::new();
@@ -167,7 +179,19 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
     } else {
         record_missing_schemas(&shared.pool, &outcomes).await;
         let interrupt = Interrupt::listen();
+        if !args.waves.is_empty() {
+            let (ran, mut waves) =
+                run_waves(&shared, visits, args, concurrency, &interrupt, &progress).await;
+            waves.unmatched = unmatched;
+            progress.finish();
+            drop(run_mark);
+            outcomes.extend(ran);
+            outcomes.sort_by(|a, b| a.slug.cmp(&b.slug));
+            report::print_waves("migrate", s, shared_report, &outcomes, target, &waves);
+            return Ok(run_exit(s, &shared, &outcomes, &interrupt));
+        }
         let canary = args.canary.map_or(0, |n| n as usize).min(visits.len());
+        let budget = fleet::Budget::from_flags(args.fail_fast, args.max_failures, visits.len());
         let rest = visits.split_off(canary);
         let mut ran = Vec::new();
         let phase = |jobs| {
@@ -175,7 +199,7 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
                 shared.clone(),
                 jobs,
                 concurrency,
-                args.fail_fast,
+                &budget,
                 &interrupt,
                 &progress,
             )
@@ -234,12 +258,7 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
         outcomes.extend(ran);
         outcomes.sort_by(|a, b| a.slug.cmp(&b.slug));
         report::print("migrate", s, shared_report, &outcomes, target);
-        let code = report::exit_code(&outcomes, &interrupt);
-        if shared.outage.gone() {
-            crate::errln!("{}", gone_summary(s, &shared.outage, &outcomes));
-            return Ok(if code == OK { FAILED } else { code });
-        }
-        return Ok(code);
+        return Ok(run_exit(s, &shared, &outcomes, &interrupt));
     }
     outcomes.sort_by(|a, b| a.slug.cmp(&b.slug));
     report::print("migrate --dry-run", s, shared_report, &outcomes, target);
@@ -325,6 +344,170 @@ fn refuse_tenants_after_shared(
 const NOT_STARTED_GONE: &str = "not started: the server went away";
 
 /// The closing line of a run the server left: what was not done, and what to do.
+/// The exit code of a run that ran, saying so when the server went away.
+fn run_exit(s: &Session, shared: &Shared, outcomes: &[TenantOutcome], interrupt: &Interrupt) -> u8 {
+    let code = report::exit_code(outcomes, interrupt);
+    if shared.outage.gone() {
+        crate::errln!("{}", gone_summary(s, &shared.outage, outcomes));
+        return if code == OK { FAILED } else { code };
+    }
+    code
+}
+
+/// Refuses (exit 2) --waves beside what also picks tenants or phases, and a '*' wave that
+/// is not the last (the waves after it could hold no tenant).
+fn check_waves(args: &MigrateArgs) -> Result<()> {
+    if args.waves.is_empty() {
+        return Ok(());
+    }
+    if !args.slugs.is_empty() || args.select.selector.is_some() || args.canary.is_some() {
+        return Err(bad_input(
+            "--waves picks the tenants and their order itself: give it without SLUG \
+             arguments, -l or --canary; nothing was migrated",
+        ));
+    }
+    let last = args.waves.len() - 1;
+    if let Some(i) = args.waves[..last]
+        .iter()
+        .position(|w| w.requirements.is_empty())
+    {
+        return Err(bad_input(format!(
+            "wave {} is '*' (every tenant left), so the waves after it could hold no tenant: \
+             '*' may only be the last wave; nothing was migrated",
+            i + 1
+        )));
+    }
+    Ok(())
+}
+
+/// The tenants some wave matches (all when there are no waves), and how many none did.
+fn in_some_wave(tenants: Vec<Tenant>, waves: &[Selector]) -> (Vec<Tenant>, usize) {
+    if waves.is_empty() {
+        return (tenants, 0);
+    }
+    let total = tenants.len();
+    let kept: Vec<Tenant> = tenants
+        .into_iter()
+        .filter(|t| wave_of(t, waves).is_some())
+        .collect();
+    let unmatched = total - kept.len();
+    (kept, unmatched)
+}
+
+/// The first wave whose selector the tenant's labels match.
+fn wave_of(t: &Tenant, waves: &[Selector]) -> Option<usize> {
+    waves.iter().position(|w| selector::matches(w, &t.labels))
+}
+
+/// Runs the visits wave by wave. The failure budget (--max-failures over all the visits,
+/// default 0) is shared by the waves: a wave starts only while the failures so far are
+/// within it, and inside a wave no tenant starts once they exceed it.
+async fn run_waves(
+    shared: &Arc<Shared>,
+    visits: Vec<Visit>,
+    args: &MigrateArgs,
+    concurrency: usize,
+    interrupt: &Interrupt,
+    progress: &Arc<Progress>,
+) -> (Vec<TenantOutcome>, report::Waves) {
+    let allowed = if args.fail_fast {
+        0
+    } else {
+        args.max_failures.map_or(0, |m| m.allowed(visits.len()))
+    };
+    let mut by_wave: Vec<Vec<Visit>> = args.waves.iter().map(|_| Vec::new()).collect();
+    for v in visits {
+        if let Some(i) = wave_of(&v.0, &args.waves) {
+            by_wave[i].push(v);
+        }
+    }
+    let budget_text = match args.max_failures {
+        Some(m) if !args.fail_fast => format!("--max-failures {m}"),
+        _ => "no failure allowed without --max-failures".to_string(),
+    };
+    let mut report = report::Waves::default();
+    let mut ran = Vec::new();
+    let mut failed = 0;
+    let mut stop: Option<String> = None;
+    for (i, jobs) in by_wave.into_iter().enumerate() {
+        let sel = &args.waves[i];
+        if let Some(why) = &stop {
+            report.waves.push(report::Wave {
+                wave: i + 1,
+                selector: sel.text.clone(),
+                tenants: jobs.len(),
+                failed: 0,
+                status: "not_started",
+            });
+            ran.extend(jobs.iter().map(|j| {
+                TenantOutcome::skipped(j.slug(), j.schema(), j.start_version(), why.clone())
+            }));
+            continue;
+        }
+        progress.note(&format!(
+            "migrate: wave {} ({sel}): {}",
+            i + 1,
+            crate::output::count(jobs.len(), "tenant")
+        ));
+        let budget = fleet::Budget::new(
+            allowed - failed,
+            format!(
+                "not started: more than {} failed by wave {} ({sel}) ({budget_text})",
+                crate::output::count(allowed, "tenant"),
+                i + 1
+            ),
+        );
+        let tenants = jobs.len();
+        let out = run_phase(
+            shared.clone(),
+            jobs,
+            concurrency,
+            &budget,
+            interrupt,
+            progress,
+        )
+        .await;
+        let f = out.iter().filter(|o| o.outcome == Outcome::Failed).count();
+        failed += f;
+        let reason = if failed > allowed {
+            Some(format!(
+                "{} failed, more than the failure budget of {allowed} ({budget_text})",
+                crate::output::count(failed, "tenant")
+            ))
+        } else if interrupt.is_set() {
+            Some("interrupted".to_string())
+        } else if shared.outage.gone() {
+            Some("the server went away".to_string())
+        } else {
+            None
+        };
+        report.waves.push(report::Wave {
+            wave: i + 1,
+            selector: sel.text.clone(),
+            tenants,
+            failed: f,
+            status: if reason.is_some() {
+                "stopped"
+            } else {
+                "completed"
+            },
+        });
+        if let Some(reason) = reason {
+            stop = Some(format!(
+                "not started: the rollout stopped at wave {} ({sel}): {reason}",
+                i + 1
+            ));
+            report.stopped = Some(report::Stopped {
+                wave: i + 1,
+                selector: sel.text.clone(),
+                reason,
+            });
+        }
+        ran.extend(out);
+    }
+    (ran, report)
+}
+
 fn gone_summary(s: &Session, outage: &Outage, outcomes: &[TenantOutcome]) -> String {
     let unfinished = outcomes
         .iter()
@@ -406,9 +589,9 @@ fn triage(t: &Tenant, set: &MigrationSet, target: i64) -> Option<TenantOutcome> 
         let msg = format!("schema {} is missing from the database", t.schema);
         return Some(TenantOutcome::failed(&t.slug, &t.schema, t.version, msg));
     }
-    let current = t.state == "active"
-        && t.version >= target
-        && t.digest.as_deref() == set.digest_at(t.version);
+    // A suspended tenant is kept current like an active one (it stays suspended).
+    let settled = t.state == "active" || (t.state == "suspended" && t.last_error.is_none());
+    let current = settled && t.version >= target && t.digest.as_deref() == set.digest_at(t.version);
     current.then(|| TenantOutcome::new(&t.slug, &t.schema, Outcome::UpToDate, t.version, t.version))
 }
 
@@ -442,7 +625,7 @@ async fn run_phase(
     shared: Arc<Shared>,
     jobs: Vec<Visit>,
     concurrency: usize,
-    fail_fast: bool,
+    budget: &fleet::Budget,
     interrupt: &Interrupt,
     progress: &Progress,
 ) -> Vec<TenantOutcome> {
@@ -455,7 +638,7 @@ async fn run_phase(
         // If this fails the server is gone, and every tenant will say so below.
         let _ = registry::mark_migrating(&c, &slugs).await;
     }
-    let outcomes = fleet::run(jobs, concurrency, fail_fast, interrupt, progress, |j| {
+    let outcomes = fleet::run_budgeted(jobs, concurrency, budget, interrupt, progress, |j| {
         migrate_job(shared.clone(), j)
     })
     .await;
@@ -696,6 +879,7 @@ mod tests {
             role: None,
             server: "home".into(),
             database: "db".into(),
+            labels: Default::default(),
         }
     }
 

@@ -6,6 +6,7 @@ mod drop;
 mod exec;
 mod grant;
 mod init;
+mod label;
 mod list;
 mod migrate;
 mod migrate_far;
@@ -16,6 +17,8 @@ pub(crate) mod route;
 mod servers;
 pub mod session;
 mod status;
+mod suspend;
+mod usage;
 mod verify;
 
 use anyhow::Result;
@@ -26,18 +29,18 @@ use crate::commands::session::Session;
 
 pub async fn run(cli: Cli) -> Result<u8> {
     let g = &cli.global;
-    if g.format == Format::Csv && !matches!(cli.command, Command::Exec(_)) {
-        return Err(crate::domain::exit::bad_input(
-            "--format csv is for exec's result rows only; use --format text or json here",
-        ));
-    }
+    check_format(&cli)?;
     match &cli.command {
         Command::Init => init::run(&Session::new(g, None)?).await,
         Command::Create(a) => create::run(&Session::new(g, a.concurrency)?, a).await,
         Command::Migrate(a) => migrate::run(&Session::new(g, a.concurrency)?, a).await,
         Command::Status(a) => status::run(&Session::new(g, None)?, a).await,
         Command::Drop(a) => drop::run(&Session::new(g, None)?, a).await,
-        Command::List => list::run(&Session::new(g, None)?).await,
+        Command::List(a) => list::run(&Session::new(g, None)?, a).await,
+        Command::Usage(a) => usage::run(&Session::new(g, None)?, a).await,
+        Command::Label(a) => label::run(&Session::new(g, None)?, a).await,
+        Command::Suspend(a) => suspend::suspend(&Session::new(g, None)?, a).await,
+        Command::Resume(a) => suspend::resume(&Session::new(g, None)?, a).await,
         Command::Backup(a) => backup::run(&Session::new(g, None)?, a).await,
         Command::Restore(a) => restore::run(&Session::new(g, None)?, a).await,
         Command::Verify(a) => verify::run(&Session::new(g, None)?, a).await,
@@ -56,4 +59,27 @@ pub async fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
     }
+}
+
+/// Refuses (exit 2, before anything is read or changed) a --format the command does not
+/// write, naming the ones it does.
+fn check_format(cli: &Cli) -> Result<()> {
+    let f = cli.global.format;
+    let extra = cli.command.extra_formats();
+    if matches!(f, Format::Text | Format::Json) || extra.contains(&f) {
+        return Ok(());
+    }
+    let mut ok = vec!["text", "json"];
+    ok.extend(extra.iter().map(|x| x.name()));
+    let writers = match f {
+        Format::Junit => "create, migrate, exec and verify",
+        Format::Csv => "exec",
+        _ => "status and usage",
+    };
+    Err(crate::domain::exit::bad_input(format!(
+        "--format {} is written by {writers}, not by {}, which writes {}; nothing was done",
+        f.name(),
+        cli.command.name(),
+        ok.join(" or ")
+    )))
 }

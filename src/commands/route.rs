@@ -66,6 +66,10 @@ fn why_not_served(slug: &str, state: &str) -> String {
              version; see tenantctl status {slug}, fix the cause and run tenantctl migrate {slug}"
         ),
         "provisioning" => "it is being created and is not complete yet".to_string(),
+        "suspended" => format!(
+            "it is suspended: the application's access to its schema was taken away on purpose \
+             (the reason is in public.tenant_suspensions); tenantctl resume {slug} gives it back"
+        ),
         "dropping" => format!(
             "it is being dropped (an interrupted drop is finished by running tenantctl drop {slug} again)"
         ),
@@ -165,7 +169,8 @@ mod tests {
             assert!(!routable(state), "{state}");
         }
         // A state added later gets a message too, not a panic.
-        assert!(why_not_served("a", "suspended").contains("'suspended'"));
+        assert!(why_not_served("a", "retired").contains("'retired'"));
+        assert!(why_not_served("a", "suspended").contains("tenantctl resume a"));
     }
 
     #[test]

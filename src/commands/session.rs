@@ -9,6 +9,7 @@ use deadpool_postgres::{Object, Pool};
 use crate::cli::{Format, Global};
 use crate::domain::exit::bad_input;
 use crate::domain::names;
+use crate::domain::selector::Selector;
 use crate::domain::settings::{self, Overrides, Settings};
 use crate::output::{count, listed, plural};
 use crate::pg::connect::{self, Target};
@@ -286,6 +287,23 @@ pub async fn select_tenants(conn: &Object, slugs: &[String], nothing: &str) -> R
         )));
     }
     Ok(found)
+}
+
+/// The tenants a command works on: those named, or those `selector` picks (one registry
+/// query), or every tenant. Naming slugs and giving a selector is bad input.
+pub async fn pick_tenants(
+    conn: &Object,
+    slugs: &[String],
+    selector: Option<&Selector>,
+    nothing: &str,
+) -> Result<Vec<Tenant>> {
+    match selector {
+        Some(_) if !slugs.is_empty() => Err(bad_input(format!(
+            "name tenants or give -l/--selector, not both; {nothing}"
+        ))),
+        Some(sel) => registry::selected(conn, sel).await,
+        None => select_tenants(conn, slugs, nothing).await,
+    }
 }
 
 /// Removes repeated slugs, keeping the first occurrence.

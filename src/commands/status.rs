@@ -1,24 +1,41 @@
 //! `tenantctl status`: one row per tenant, answered from the registry (one query, however
 //! many tenants), with pending counts from the migrations folder.
+//!
+//! The text form over the whole fleet (or a selector) reads the registry as a stream and
+//! keeps only counts: up to `FULL_TABLE_LIMIT` tenants it prints the table, above that a
+//! summary (tenants per version and per state, the oldest pending, failures grouped by
+//! error), and with `--all` every row as it arrives. Its memory does not grow with the fleet.
+
+use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::cli::StatusArgs;
-use crate::commands::session::{select_tenants, Session};
+use crate::cli::{Format, StatusArgs};
+use crate::commands::session::{pick_tenants, Session};
 use crate::domain::exit::{FAILED, OK};
 use crate::domain::migration_set::MigrationSet;
-use crate::output::{count, print_json, table};
-use crate::registry::Tenant;
+use crate::output::{count, escape_line, print_json, table};
+use crate::registry::{self, Pick, Tenant};
 use crate::tenant::shared::{self, SharedSet};
+
+/// Up to this many tenants, text status prints the whole table; above, a summary.
+const FULL_TABLE_LIMIT: usize = 50;
+/// Distinct error messages kept for the summary; the rest are counted together, so a
+/// fleet whose every error is different still runs in bounded memory.
+const ERROR_GROUPS_KEPT: usize = 1000;
+/// Error groups shown, and example slugs per group.
+const TOP_ERRORS: usize = 5;
+const EXAMPLES: usize = 3;
 
 pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
     let set = MigrationSet::load(&s.settings.migrations_dir)?;
     let latest = set.latest();
     let shared_set = s.shared_set()?;
     let (_pool, mut conn) = s.connect(1).await?;
-    let mut tenants = select_tenants(&conn, &args.slugs, "nothing was shown").await?;
-    let unreachable = s.check_schemas_elsewhere(&mut tenants).await;
+    if s.format == Format::Prometheus {
+        return prometheus(&conn, args, latest).await;
+    }
     let shared = match &shared_set {
         Some(sh) => Some(shared_row(&mut conn, sh).await?),
         None => None,
@@ -27,63 +44,166 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
     let shared_behind = shared
         .as_ref()
         .is_some_and(|r| r.pending > 0 || r.error.is_some());
-    // Not at the folder's latest version: behind it, or ahead of it (the folder lacks
-    // migrations the tenant has: an older release's folder). Either fails --check.
-    let behind = |t: &Tenant| t.state != "active" || t.version != latest || !t.schema_exists;
-    if s.json() {
-        let tenants = tenants
-            .iter()
-            .map(|t| Row {
-                slug: &t.slug,
-                schema: &t.schema,
-                state: &t.state,
-                server: &t.server,
-                database: &t.database,
-                version: t.version,
-                pending: set.pending_count(t.version, latest),
-                last_error: t.last_error.as_deref(),
-                migrated_at: t.migrated_at.as_deref(),
-                schema_exists: t.schema_exists,
-                ahead: ahead(t, latest),
-            })
-            .collect();
-        print_json(&Document {
-            latest_version: latest,
-            shared: shared.as_ref(),
-            tenants,
-        });
-    } else {
-        if let Some(r) = &shared {
-            crate::outln!("{}", crate::output::escape_line(&r.line()));
+    if let (Some(r), false) = (&shared, s.json()) {
+        crate::outln!("{}", escape_line(&r.line()));
+    }
+    let mut fleet = Fleet::new(&set, latest, args.all && !s.json());
+    let unreachable = if s.json() || !args.slugs.is_empty() {
+        let mut tenants = pick_tenants(
+            &conn,
+            &args.slugs,
+            args.select.selector.as_ref(),
+            "nothing was shown",
+        )
+        .await?;
+        let unreachable = s.check_schemas_elsewhere(&mut tenants).await;
+        if s.json() {
+            print_document(&tenants, &set, latest, shared.as_ref());
         }
-        print_table(&tenants, &set, latest);
-        let n = tenants.iter().filter(|t| behind(t)).count();
-        let n_ahead = tenants.iter().filter(|t| ahead(t, latest)).count();
-        let ahead_note = if n_ahead > 0 {
-            format!(
-                " ({n_ahead} ahead of the migrations folder {}: it lacks their versions; \
-                 is it an older release's folder?)",
-                set.dir.display()
-            )
-        } else {
-            String::new()
+        for t in tenants {
+            fleet.add(t);
+        }
+        unreachable
+    } else {
+        let pick = match &args.select.selector {
+            Some(sel) => Pick::Selected(sel),
+            None => Pick::All,
         };
-        crate::outln!(
-            "{}, latest version {latest}, {n} not active at the latest version{ahead_note}",
-            count(tenants.len(), "tenant")
-        );
+        // Tenants elsewhere are held back until their schemas are checked where they live.
+        let home_db = s.home_database().to_string();
+        let mut far = Vec::new();
+        registry::for_each_tenant(&conn, pick, |t| {
+            if t.is_home(&home_db) {
+                fleet.add(t)
+            } else {
+                far.push(t)
+            }
+        })
+        .await?;
+        let unreachable = s.check_schemas_elsewhere(&mut far).await;
+        for t in far {
+            fleet.add(t);
+        }
+        unreachable
+    };
+    if !s.json() {
+        fleet.print_text();
     }
     for e in &unreachable {
         crate::errln!("error: {e}");
     }
-    Ok(
-        if !unreachable.is_empty() || (args.check && (shared_behind || tenants.iter().any(behind)))
-        {
-            FAILED
-        } else {
-            OK
-        },
-    )
+    let failed = !unreachable.is_empty() || (args.check && (shared_behind || fleet.behind > 0));
+    Ok(if failed { FAILED } else { OK })
+}
+
+/// `--format prometheus`: each tenant's version (streamed), then tenants per version and
+/// state, the latest version, and how many are behind.
+async fn prometheus(
+    conn: &deadpool_postgres::Object,
+    args: &StatusArgs,
+    latest: i64,
+) -> Result<u8> {
+    use crate::output::prometheus::{header, sample};
+    let mut groups: BTreeMap<(i64, String), usize> = BTreeMap::new();
+    let mut n_behind = 0usize;
+    let mut first = true;
+    let mut each = |t: Tenant| {
+        if first {
+            crate::outln!(
+                "{}",
+                header(
+                    "tenantctl_tenant_version",
+                    "gauge",
+                    "The highest migration applied to each tenant, with its state."
+                )
+            );
+            first = false;
+        }
+        crate::outln!(
+            "{}",
+            sample(
+                "tenantctl_tenant_version",
+                &[("tenant", &t.slug), ("state", &t.state)],
+                t.version
+            )
+        );
+        n_behind += usize::from(behind(&t, latest));
+        *groups.entry((t.version, t.state)).or_default() += 1;
+    };
+    if args.slugs.is_empty() {
+        let pick = args
+            .select
+            .selector
+            .as_ref()
+            .map_or(Pick::All, Pick::Selected);
+        registry::for_each_tenant(conn, pick, &mut each).await?;
+    } else {
+        for t in pick_tenants(conn, &args.slugs, None, "nothing was shown").await? {
+            each(t);
+        }
+    }
+    crate::outln!(
+        "{}",
+        header(
+            "tenantctl_tenants",
+            "gauge",
+            "Tenants per migration version and state."
+        )
+    );
+    for ((v, state), n) in &groups {
+        let v = v.to_string();
+        crate::outln!(
+            "{}",
+            sample("tenantctl_tenants", &[("version", &v), ("state", state)], n)
+        );
+    }
+    crate::outln!(
+        "{}\n{}",
+        header(
+            "tenantctl_latest_version",
+            "gauge",
+            "The latest version of the migrations folder."
+        ),
+        sample("tenantctl_latest_version", &[], latest)
+    );
+    crate::outln!(
+        "{}\n{}",
+        header(
+            "tenantctl_tenants_not_current",
+            "gauge",
+            "Tenants not active (or suspended) at the latest version."
+        ),
+        sample("tenantctl_tenants_not_current", &[], n_behind)
+    );
+    Ok(if args.check && n_behind > 0 {
+        FAILED
+    } else {
+        OK
+    })
+}
+
+fn print_document(tenants: &[Tenant], set: &MigrationSet, latest: i64, shared: Option<&SharedRow>) {
+    let tenants = tenants
+        .iter()
+        .map(|t| Row {
+            slug: &t.slug,
+            schema: &t.schema,
+            state: &t.state,
+            server: &t.server,
+            database: &t.database,
+            version: t.version,
+            pending: set.pending_count(t.version, latest),
+            last_error: t.last_error.as_deref(),
+            migrated_at: t.migrated_at.as_deref(),
+            schema_exists: t.schema_exists,
+            ahead: ahead(t, latest),
+        })
+        .collect();
+    print_json(&Document {
+        latest_version: latest,
+        shared,
+        tenants,
+    });
 }
 
 #[derive(Serialize)]
@@ -101,7 +221,7 @@ struct Row<'a> {
     slug: &'a str,
     schema: &'a str,
     state: &'a str,
-    /// Where it lives (docs/placements.md): `home` and the registry's database, or not.
+    /// Where it lives (docs/placements.md).
     server: &'a str,
     database: &'a str,
     version: i64,
@@ -153,41 +273,222 @@ fn ahead(t: &Tenant, latest: i64) -> bool {
     t.version > latest
 }
 
+/// Not at the folder's latest version: behind it, or ahead of it (the folder lacks
+/// migrations the tenant has: an older release's folder). Either fails --check. A
+/// suspended tenant at the latest version is current: not serving is deliberate.
+fn behind(t: &Tenant, latest: i64) -> bool {
+    let settled = t.state == "active" || (t.state == "suspended" && t.last_error.is_none());
+    !settled || t.version != latest || !t.schema_exists
+}
+
+/// What text status knows about the tenants seen so far: counts, and the first rows.
+struct Fleet<'a> {
+    set: &'a MigrationSet,
+    latest: i64,
+    /// `--all`: each row is printed as it arrives.
+    stream_rows: bool,
+    first: Vec<Tenant>,
+    n: usize,
+    behind: usize,
+    ahead: usize,
+    by_version: BTreeMap<i64, usize>,
+    by_state: BTreeMap<String, usize>,
+    /// The tenant furthest behind (lowest version below the latest), first by slug.
+    oldest: Option<(i64, String)>,
+    errors: HashMap<String, (usize, Vec<String>)>,
+    /// Failed tenants whose error is not among the kept groups.
+    other_errors: usize,
+}
+
+impl<'a> Fleet<'a> {
+    fn new(set: &'a MigrationSet, latest: i64, stream_rows: bool) -> Fleet<'a> {
+        Fleet {
+            set,
+            latest,
+            stream_rows,
+            first: Vec::new(),
+            n: 0,
+            behind: 0,
+            ahead: 0,
+            by_version: BTreeMap::new(),
+            by_state: BTreeMap::new(),
+            oldest: None,
+            errors: HashMap::new(),
+            other_errors: 0,
+        }
+    }
+
+    fn add(&mut self, t: Tenant) {
+        self.n += 1;
+        self.behind += usize::from(behind(&t, self.latest));
+        self.ahead += usize::from(ahead(&t, self.latest));
+        *self.by_version.entry(t.version).or_default() += 1;
+        match self.by_state.get_mut(&t.state) {
+            Some(c) => *c += 1,
+            None => {
+                self.by_state.insert(t.state.clone(), 1);
+            }
+        }
+        if t.version < self.latest && self.oldest.as_ref().is_none_or(|(v, _)| t.version < *v) {
+            self.oldest = Some((t.version, t.slug.clone()));
+        }
+        if let Some(e) = &t.last_error {
+            self.add_error(e, &t.slug);
+        }
+        if self.stream_rows {
+            if self.n == 1 {
+                crate::outln!("{}", line(&HEADER.map(str::to_string)));
+            }
+            crate::outln!("{}", line(&cells(&t, self.set, self.latest)));
+        } else if self.first.len() <= FULL_TABLE_LIMIT {
+            self.first.push(t);
+        }
+    }
+
+    fn add_error(&mut self, error: &str, slug: &str) {
+        // Grouped by the first line: PostgreSQL's DETAIL and context lines often name the
+        // tenant, the message itself rarely does.
+        let key = error.lines().next().unwrap_or_default();
+        if let Some((n, examples)) = self.errors.get_mut(key) {
+            *n += 1;
+            if examples.len() < EXAMPLES {
+                examples.push(slug.to_string());
+            }
+        } else if self.errors.len() < ERROR_GROUPS_KEPT {
+            self.errors
+                .insert(key.to_string(), (1, vec![slug.to_string()]));
+        } else {
+            self.other_errors += 1;
+        }
+    }
+
+    fn print_text(&self) {
+        if !self.stream_rows {
+            if self.n <= FULL_TABLE_LIMIT {
+                print_table(&self.first, self.set, self.latest);
+            } else {
+                self.print_summary();
+            }
+        }
+        let ahead_note = if self.ahead > 0 {
+            format!(
+                " ({} ahead of the migrations folder {}: it lacks their versions; \
+                 is it an older release's folder?)",
+                self.ahead,
+                self.set.dir.display()
+            )
+        } else {
+            String::new()
+        };
+        crate::outln!(
+            "{}, latest version {}, {} not active at the latest version{ahead_note}",
+            count(self.n, "tenant"),
+            self.latest,
+            self.behind
+        );
+    }
+
+    fn print_summary(&self) {
+        let versions: Vec<String> = self
+            .by_version
+            .iter()
+            .rev()
+            .map(|(v, n)| format!("{v}: {n}"))
+            .collect();
+        crate::outln!("by version: {}", versions.join(", "));
+        let states: Vec<String> = self
+            .by_state
+            .iter()
+            .map(|(s, n)| format!("{}: {n}", escape_line(s)))
+            .collect();
+        crate::outln!("by state:   {}", states.join(", "));
+        if let Some((v, slug)) = &self.oldest {
+            crate::outln!(
+                "oldest pending: {} at version {v} ({} pending)",
+                escape_line(slug),
+                self.set.pending_count(*v, self.latest)
+            );
+        }
+        let mut groups: Vec<(&String, &(usize, Vec<String>))> = self.errors.iter().collect();
+        groups.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(b.0)));
+        if !groups.is_empty() {
+            crate::outln!(
+                "failures by error ({} distinct{}):",
+                groups.len(),
+                if self.other_errors > 0 {
+                    format!(", {} more tenants with other errors", self.other_errors)
+                } else {
+                    String::new()
+                }
+            );
+            for (msg, (n, examples)) in groups.into_iter().take(TOP_ERRORS) {
+                crate::outln!(
+                    "  {n:>6}  {}  (e.g. {})",
+                    escape_line(msg),
+                    escape_line(&examples.join(", "))
+                );
+            }
+        }
+        crate::outln!("(tenantctl status --all lists every tenant; -l SELECTOR picks some)");
+    }
+}
+
+const HEADER: [&str; 8] = [
+    "tenant",
+    "schema",
+    "state",
+    "server",
+    "version",
+    "pending",
+    "migrated at",
+    "last error",
+];
+/// Column widths of `--all`'s streamed rows: a value longer than its column pushes the
+/// rest of its row right rather than making every row wait for the widest.
+const WIDTHS: [usize; 7] = [24, 31, 10, 8, 7, 7, 20];
+
+fn line(cells: &[String; 8]) -> String {
+    let mut out = String::new();
+    for (i, c) in cells.iter().enumerate() {
+        let c = escape_line(c);
+        match WIDTHS.get(i) {
+            Some(w) => out.push_str(&format!("{c:<w$}  ")),
+            None => out.push_str(&c),
+        }
+    }
+    out.trim_end().to_string()
+}
+
+fn cells(x: &Tenant, set: &MigrationSet, latest: i64) -> [String; 8] {
+    let state = if x.schema_exists {
+        x.state.clone()
+    } else {
+        format!("{} (schema missing)", x.state)
+    };
+    let pending = if ahead(x, latest) {
+        "ahead".to_string()
+    } else {
+        set.pending_count(x.version, latest).to_string()
+    };
+    [
+        x.slug.clone(),
+        x.schema.clone(),
+        state,
+        x.server.clone(),
+        x.version.to_string(),
+        pending,
+        x.migrated_at.clone().unwrap_or_default(),
+        x.last_error.clone().unwrap_or_default(),
+    ]
+}
+
 fn print_table(tenants: &[Tenant], set: &MigrationSet, latest: i64) {
     if tenants.is_empty() {
         return;
     }
-    let mut t = table(vec![
-        "tenant",
-        "schema",
-        "state",
-        "server",
-        "version",
-        "pending",
-        "migrated at",
-        "last error",
-    ]);
+    let mut t = table(HEADER.to_vec());
     for x in tenants {
-        let state = if x.schema_exists {
-            x.state.clone()
-        } else {
-            format!("{} (schema missing)", x.state)
-        };
-        let pending = if ahead(x, latest) {
-            "ahead".to_string()
-        } else {
-            set.pending_count(x.version, latest).to_string()
-        };
-        t.add_row(vec![
-            x.slug.clone(),
-            x.schema.clone(),
-            state,
-            x.server.clone(),
-            x.version.to_string(),
-            pending,
-            x.migrated_at.clone().unwrap_or_default(),
-            x.last_error.clone().unwrap_or_default(),
-        ]);
+        t.add_row(cells(x, set, latest).to_vec());
     }
     crate::outln!("{t}");
 }

@@ -5,7 +5,7 @@ use deadpool_postgres::Object;
 use serde_json::json;
 
 use crate::cli::VerifyArgs;
-use crate::commands::session::{select_tenants, Session};
+use crate::commands::session::{pick_tenants, Session};
 use crate::domain::exit::{FAILED, OK};
 use crate::domain::migration_set::{MigrationSet, Plan};
 use crate::domain::names::quote_ident;
@@ -17,13 +17,14 @@ use crate::tenant::audit::{self, Finding};
 pub async fn run(s: &Session, args: &VerifyArgs) -> Result<u8> {
     let set = MigrationSet::load(&s.settings.migrations_dir)?;
     let (_pool, mut conn) = s.connect(1).await?;
-    let all = select_tenants(&conn, &args.slugs, "nothing was audited").await?;
+    let selector = args.select.selector.as_ref();
+    let all = pick_tenants(&conn, &args.slugs, selector, "nothing was audited").await?;
     let checked = all.len();
     let home_db = s.home_database().to_string();
     let (tenants, far): (Vec<Tenant>, Vec<Tenant>) =
         all.into_iter().partition(|t| t.is_home(&home_db));
     let mut findings = Vec::new();
-    if args.slugs.is_empty() {
+    if args.slugs.is_empty() && selector.is_none() {
         findings.extend(unregistered_schemas(s, &conn, &tenants).await?);
     }
     let owner = audit::registry_owner(&conn).await?;
@@ -36,7 +37,8 @@ pub async fn run(s: &Session, args: &VerifyArgs) -> Result<u8> {
     findings.extend(tenant_role_memberships(s, &conn, &tenants).await?);
     findings.extend(missing_grants(s, &conn, &owner, &tenants).await?);
     findings.extend(history_drift(&mut conn, &tenants, &set).await?);
-    for (server, database) in places_elsewhere(s, &far, args.slugs.is_empty()) {
+    for (server, database) in places_elsewhere(s, &far, args.slugs.is_empty() && selector.is_none())
+    {
         let here: Vec<Tenant> = far
             .iter()
             .filter(|t| t.server == server && t.database == database)
@@ -57,7 +59,12 @@ pub async fn run(s: &Session, args: &VerifyArgs) -> Result<u8> {
         }));
     }
     findings.sort_by(|a, b| (&a.schema, a.kind).cmp(&(&b.schema, b.kind)));
-    print(s, checked, &findings);
+    if s.format == crate::cli::Format::Junit {
+        let everyone: Vec<Tenant> = tenants.iter().chain(&far).cloned().collect();
+        print_junit(&everyone, &findings);
+    } else {
+        print(s, checked, &findings);
+    }
     Ok(if findings.is_empty() { OK } else { FAILED })
 }
 
@@ -232,6 +239,23 @@ async fn ownership_and_privileges(
                 "wrong_owner",
                 format!("owned by '{actual}', expected '{owner}' (the registry's owner)"),
             ));
+        }
+        if t.state == "suspended" {
+            // Suspend revoked every privilege on the schema; any there now reaches the data.
+            for g in grants
+                .iter()
+                .filter(|g| g.schema == t.schema && g.kind == "schema")
+            {
+                out.push(finding(
+                    t,
+                    "suspended_reachable",
+                    format!(
+                        "the tenant is suspended but {} holds {} on its schema; run tenantctl \
+                         resume {} to give its access back on purpose, or REVOKE it",
+                        g.grantee, g.privilege, t.slug
+                    ),
+                ));
+            }
         }
         let data_role = s.data_role(t);
         for g in grants
@@ -529,7 +553,8 @@ async fn missing_grants(
                 && g.grantee == *role
                 && g.privilege == "USAGE"
         });
-        if !usage {
+        // A suspended tenant lacks USAGE on purpose (suspended_reachable is its finding).
+        if !usage && t.state != "suspended" {
             gaps.push("USAGE on the schema".to_string());
         }
         if !missing.tables.is_empty() {
@@ -607,6 +632,55 @@ async fn history_drift(
         }
     }
     Ok(out)
+}
+
+/// `--format junit`: a testcase per tenant audited, failing with its findings, and one for
+/// the database as a whole (registry access, unregistered schemas, roles), so a finding
+/// that belongs to no tenant fails the report too.
+fn print_junit(tenants: &[Tenant], findings: &[Finding]) {
+    use crate::output::junit::{self, Case};
+    let describe = |fs: Vec<&Finding>| {
+        (!fs.is_empty()).then(|| {
+            fs.iter()
+                .map(|f| format!("{}: {} ({})", f.kind, f.detail, f.schema))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+    };
+    let mut cases: Vec<Case> = tenants
+        .iter()
+        .map(|t| Case {
+            name: t.slug.clone(),
+            classname: "tenantctl.verify".into(),
+            seconds: 0.0,
+            failure: describe(
+                findings
+                    .iter()
+                    .filter(|f| f.slug.as_deref() == Some(t.slug.as_str()))
+                    .collect(),
+            ),
+            skipped: None,
+        })
+        .collect();
+    cases.push(Case {
+        name: "(database)".into(),
+        classname: "tenantctl.verify".into(),
+        seconds: 0.0,
+        failure: describe(findings.iter().filter(|f| f.slug.is_none()).collect()),
+        skipped: None,
+    });
+    if junit::on_github_actions() {
+        for f in findings {
+            crate::errln!(
+                "{}",
+                junit::github_error(
+                    &format!("tenantctl verify: {}", f.kind),
+                    &format!("{}: {}", f.slug.as_deref().unwrap_or(&f.schema), f.detail)
+                )
+            );
+        }
+    }
+    crate::outln!("{}", junit::document("tenantctl verify", &cases));
 }
 
 fn print(s: &Session, checked: usize, findings: &[Finding]) {

@@ -16,8 +16,10 @@
 //!   what serde_json leaves raw (DEL and C1) as `\u00XX`.
 
 pub mod csv;
+pub mod junit;
 pub mod outcome;
 pub mod progress;
+pub mod prometheus;
 
 use std::borrow::Cow;
 use std::fmt;

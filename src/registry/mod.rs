@@ -11,6 +11,7 @@
 pub mod exec_runs;
 pub mod locks;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::pg::connect::PgContext;
@@ -21,6 +22,7 @@ use tokio_postgres::Row;
 
 use crate::domain::migration_set::AppliedMigration;
 use crate::domain::names::{quote_ident, tenant_search_path};
+use crate::domain::selector::{Requirement, Selector};
 use crate::pg::refinery_tx::Queued;
 use crate::pg::txn::{Sql, Step, StepError, Tx};
 use crate::registry::locks::LOCK_CLASS;
@@ -32,6 +34,7 @@ pub const TABLES: &[&str] = &[
     "tenants",
     "tenant_migrations",
     "tenant_drops",
+    "tenant_suspensions",
     "tenantctl_registry_history",
     "tenant_exec_runs",
     "tenant_exec_results",
@@ -65,6 +68,10 @@ const REGISTRY_MIGRATIONS: &[(&str, &str)] = &[
     ),
     ("V6__placements", include_str!("sql/V6__placements.sql")),
     ("V7__exec_runs", include_str!("sql/V7__exec_runs.sql")),
+    (
+        "V8__labels_suspend",
+        include_str!("sql/V8__labels_suspend.sql"),
+    ),
 ];
 
 fn registry_migrations() -> Vec<Migration> {
@@ -261,6 +268,8 @@ pub struct Tenant {
     /// its schema (registry V6).
     pub server: String,
     pub database: String,
+    /// Its labels (registry V8), by key.
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Tenant {
@@ -277,7 +286,7 @@ const SELECT_TENANTS: &str = "SELECT t.slug, t.schema_name, t.display_name, t.st
         (t.server_name = 'home' AND t.database_name = pg_catalog.current_database() \
          AND EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n WHERE n.nspname = t.schema_name)), \
         t.role_name, \
-        t.server_name, t.database_name \
+        t.server_name, t.database_name, t.labels::text \
     FROM public.tenants t";
 
 fn tenant(r: &Row) -> Tenant {
@@ -294,7 +303,109 @@ fn tenant(r: &Row) -> Tenant {
         role: r.get(9),
         server: r.get(10),
         database: r.get(11),
+        labels: parse_labels(r.get(12)),
     }
+}
+
+/// The labels column as a map; a value that is not a string (written by hand) is shown as
+/// its JSON text rather than dropped.
+fn parse_labels(text: &str) -> BTreeMap<String, String> {
+    let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+    v.as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| {
+                    let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                    (k.clone(), v)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The tenants a selector picks, by slug, in one query however large the fleet: the
+/// selector becomes a WHERE clause of fixed fragments with every key and value bound.
+pub async fn selected(client: &impl GenericClient, sel: &Selector) -> Result<Vec<Tenant>> {
+    let (clause, params) = selector_sql(sel);
+    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect();
+    let rows = client
+        .query(
+            &format!("{SELECT_TENANTS} WHERE {clause} ORDER BY t.slug"),
+            &refs,
+        )
+        .await
+        .with_pg_context(|| format!("cannot select tenants by '{sel}' from the registry"))?;
+    Ok(rows.iter().map(tenant).collect())
+}
+
+type Param = Box<dyn tokio_postgres::types::ToSql + Sync + Send>;
+
+/// The WHERE clause (over `public.tenants t`) and its parameters for a selector. Equality
+/// uses containment (`@>`), which the labels' GIN index serves; `!=` and `notin` hold for a
+/// tenant without the key, as in Kubernetes.
+pub fn selector_sql(sel: &Selector) -> (String, Vec<Param>) {
+    let mut params: Vec<Param> = Vec::new();
+    let mut parts = vec!["true".to_string()];
+    let mut bind = |p: Param| {
+        params.push(p);
+        format!("${}", params.len())
+    };
+    let one = |k: &str, v: &str| serde_json::json!({ k: v }).to_string();
+    for r in &sel.requirements {
+        parts.push(match r {
+            Requirement::Equals(k, v) => {
+                format!("t.labels @> ({}::text)::jsonb", bind(Box::new(one(k, v))))
+            }
+            Requirement::NotEquals(k, v) => {
+                format!(
+                    "NOT (t.labels @> ({}::text)::jsonb)",
+                    bind(Box::new(one(k, v)))
+                )
+            }
+            Requirement::In(k, vs) => {
+                let (k, vs) = (bind(Box::new(k.clone())), bind(Box::new(vs.clone())));
+                format!("(t.labels ->> {k}::text) = ANY({vs}::text[])")
+            }
+            Requirement::NotIn(k, vs) => {
+                let (k, vs) = (bind(Box::new(k.clone())), bind(Box::new(vs.clone())));
+                format!("NOT coalesce((t.labels ->> {k}::text) = ANY({vs}::text[]), false)")
+            }
+            Requirement::Exists(k) => {
+                format!(
+                    "pg_catalog.jsonb_exists(t.labels, {}::text)",
+                    bind(Box::new(k.clone()))
+                )
+            }
+            Requirement::NotExists(k) => format!(
+                "NOT pg_catalog.jsonb_exists(t.labels, {}::text)",
+                bind(Box::new(k.clone()))
+            ),
+        });
+    }
+    (parts.join(" AND "), params)
+}
+
+/// Applies label edits to one tenant in one statement: removals, then the new values.
+/// Returns the tenant's labels after, or None when no such tenant is registered.
+pub async fn edit_labels(
+    client: &impl GenericClient,
+    slug: &str,
+    set: &BTreeMap<String, String>,
+    remove: &[String],
+) -> Result<Option<BTreeMap<String, String>>> {
+    let set = serde_json::to_string(set).expect("a map of strings serializes");
+    let row = client
+        .query_opt(
+            "UPDATE public.tenants SET labels = (labels - $2::text[]) || ($3::text)::jsonb \
+              WHERE slug = $1 RETURNING labels::text",
+            &[&slug, &remove, &set],
+        )
+        .await
+        .with_pg_context(|| format!("cannot change the labels of tenant {slug}"))?;
+    Ok(row.map(|r| parse_labels(r.get(0))))
 }
 
 /// Every registered tenant, by slug.
@@ -412,16 +523,19 @@ pub fn insert_provisioning(
     schema: &str,
     display: Option<&str>,
     role: Option<&str>,
+    labels: &BTreeMap<String, String>,
 ) -> Sql {
+    let labels = serde_json::to_string(labels).expect("a map of strings serializes");
     Sql {
         step: Step::Register,
-        text: "INSERT INTO public.tenants (slug, schema_name, display_name, state, role_name) \
-               VALUES ($1, $2, $3, 'provisioning', $4)",
+        text: "INSERT INTO public.tenants (slug, schema_name, display_name, state, role_name, labels) \
+               VALUES ($1, $2, $3, 'provisioning', $4, ($5::text)::jsonb)",
         params: vec![
             Box::new(slug.to_string()),
             Box::new(schema.to_string()),
             Box::new(display.map(str::to_string)),
             Box::new(role.map(str::to_string)),
+            Box::new(labels),
         ],
     }
 }
@@ -495,7 +609,7 @@ pub fn record_step(
     Sql {
         step: Step::Sql("cannot record the migration in the registry"),
         text: "WITH t AS (UPDATE public.tenants SET \
-                    state = CASE WHEN $7 THEN 'active' ELSE state END, \
+                    state = CASE WHEN $7 AND state <> 'suspended' THEN 'active' ELSE state END, \
                     version = $2, migrations_digest = $3, \
                     last_error = CASE WHEN $7 THEN NULL ELSE last_error END, \
                     updated_at = pg_catalog.now(), \
@@ -537,7 +651,8 @@ pub async fn record_failure(
 ) -> Result<()> {
     exec(
         client,
-        "UPDATE public.tenants SET state = 'failed', last_error = $2, updated_at = pg_catalog.now() \
+        "UPDATE public.tenants SET state = CASE WHEN state = 'suspended' THEN state ELSE 'failed' END, \
+                last_error = $2, updated_at = pg_catalog.now() \
           WHERE slug = $1 AND state <> 'dropping'",
         &[&slug, &error],
     )
@@ -549,12 +664,14 @@ pub async fn record_failure(
     }
 }
 
-/// Marks the tenants a run is about to migrate, in one statement, visible at once.
+/// Marks the tenants a run is about to migrate, in one statement, visible at once. A
+/// suspended tenant is migrated but stays `suspended` throughout (and `record_success`,
+/// `record_failure` keep it so): it must not look routable.
 pub async fn mark_migrating(client: &impl GenericClient, slugs: &[String]) -> Result<()> {
     client
         .execute(
             "UPDATE public.tenants SET state = 'migrating', updated_at = pg_catalog.now() \
-             WHERE slug = ANY($1) AND state <> 'dropping'",
+             WHERE slug = ANY($1) AND state NOT IN ('dropping', 'suspended')",
             &[&slugs],
         )
         .await
@@ -724,4 +841,223 @@ pub async fn last_dropped_at(client: &impl GenericClient, slug: &str) -> Result<
         .await
         .with_pg_context(|| format!("cannot read the drop record of tenant {slug}"))?
         .get(0))
+}
+
+/// One privilege on a schema held by a role other than its owner (`PUBLIC` for everyone),
+/// as suspend revokes and records it and resume grants it back.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SchemaGrant {
+    pub grantee: String,
+    pub privilege: String,
+    pub grantable: bool,
+}
+
+/// Every privilege on `schema` held by a role other than its owner, from its ACL.
+pub async fn schema_grants(client: &impl GenericClient, schema: &str) -> Result<Vec<SchemaGrant>> {
+    let rows = client
+        .query(
+            "SELECT coalesce(r.rolname::text, 'PUBLIC'), a.privilege_type, a.is_grantable \
+               FROM pg_catalog.pg_namespace n \
+              CROSS JOIN LATERAL pg_catalog.aclexplode(n.nspacl) a \
+               LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee \
+              WHERE n.nspname = $1 AND a.grantee <> n.nspowner \
+              ORDER BY 1, 2",
+            &[&schema],
+        )
+        .await
+        .with_pg_context(|| format!("cannot read the privileges on schema {schema}"))?;
+    Ok(rows
+        .iter()
+        .map(|r| SchemaGrant {
+            grantee: r.get(0),
+            privilege: r.get(1),
+            grantable: r.get(2),
+        })
+        .collect())
+}
+
+/// Records a suspension and marks the tenant `suspended`, in the suspending transaction.
+pub async fn record_suspend(
+    tx: &Transaction<'_>,
+    slug: &str,
+    reason: Option<&str>,
+    revoked: &[SchemaGrant],
+) -> Result<()> {
+    let revoked = serde_json::to_string(revoked).expect("grants serialize");
+    tx.execute(
+        "INSERT INTO public.tenant_suspensions (slug, reason, revoked) \
+         VALUES ($1, $2, ($3::text)::jsonb)",
+        &[&slug, &reason, &revoked],
+    )
+    .await
+    .pg_context("cannot record the suspension in the registry")?;
+    tx.execute(
+        "UPDATE public.tenants SET state = 'suspended', updated_at = pg_catalog.now() \
+          WHERE slug = $1",
+        &[&slug],
+    )
+    .await
+    .pg_context("cannot mark the tenant suspended")?;
+    Ok(())
+}
+
+/// The open suspension of a tenant: what it revoked. None when it has none.
+pub async fn open_suspension(
+    client: &impl GenericClient,
+    slug: &str,
+) -> Result<Option<Vec<SchemaGrant>>> {
+    let row = client
+        .query_opt(
+            "SELECT revoked::text FROM public.tenant_suspensions \
+              WHERE slug = $1 AND resumed_at IS NULL FOR UPDATE",
+            &[&slug],
+        )
+        .await
+        .with_pg_context(|| format!("cannot read the suspension of tenant {slug}"))?;
+    match row {
+        None => Ok(None),
+        Some(r) => Ok(Some(serde_json::from_str(r.get(0)).map_err(|e| {
+            anyhow::anyhow!("the suspension record of tenant {slug} is not readable: {e}")
+        })?)),
+    }
+}
+
+/// Closes a tenant's suspension (who resumed it, when) and gives it its state back:
+/// `failed` when its last migration failed, else `active`.
+pub async fn record_resume(tx: &Transaction<'_>, slug: &str) -> Result<String> {
+    tx.execute(
+        "UPDATE public.tenant_suspensions SET resumed_at = pg_catalog.now(), \
+                resumed_by = current_user \
+          WHERE slug = $1 AND resumed_at IS NULL",
+        &[&slug],
+    )
+    .await
+    .pg_context("cannot record the resume in the registry")?;
+    Ok(tx
+        .query_one(
+            "UPDATE public.tenants SET updated_at = pg_catalog.now(), \
+                    state = CASE WHEN last_error IS NULL THEN 'active' ELSE 'failed' END \
+              WHERE slug = $1 RETURNING state",
+            &[&slug],
+        )
+        .await
+        .pg_context("cannot mark the tenant resumed")?
+        .get(0))
+}
+
+/// Which tenants a streamed read returns.
+pub enum Pick<'a> {
+    All,
+    Selected(&'a Selector),
+}
+
+/// Calls `each` for every tenant `pick` returns, by slug, as the rows arrive: the rows are
+/// never all in memory at once (tokio-postgres hands them over with backpressure), so a
+/// command that only aggregates or prints them runs in the same memory at any fleet size.
+pub async fn for_each_tenant(
+    client: &tokio_postgres::Client,
+    pick: Pick<'_>,
+    mut each: impl FnMut(Tenant),
+) -> Result<()> {
+    use futures_util::StreamExt;
+    let (clause, params) = match pick {
+        Pick::All => ("true".to_string(), Vec::new()),
+        Pick::Selected(sel) => selector_sql(sel),
+    };
+    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect();
+    let sql = format!("{SELECT_TENANTS} WHERE {clause} ORDER BY t.slug");
+    let rows = client
+        .query_raw(sql.as_str(), refs)
+        .await
+        .pg_context("cannot read the tenant registry")?;
+    let mut rows = std::pin::pin!(rows);
+    while let Some(row) = rows.next().await {
+        each(tenant(&row.pg_context("cannot read the tenant registry")?));
+    }
+    Ok(())
+}
+
+/// What one tenant's schema holds and how busy it is (`tenantctl usage`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Usage {
+    pub slug: String,
+    pub schema: String,
+    /// Tables and materialized views with their indexes and TOAST (pg_total_relation_size).
+    pub total_bytes: i64,
+    /// Of which the tables themselves with their TOAST (pg_table_size).
+    pub table_bytes: i64,
+    /// Of which their indexes (pg_indexes_size).
+    pub index_bytes: i64,
+    /// Of which TOAST (out-of-line values), indexes included.
+    pub toast_bytes: i64,
+    /// The planner's estimate (pg_class.reltuples), as of the last ANALYZE or VACUUM.
+    pub rows_estimate: i64,
+    /// Rows inserted, updated and deleted since the statistics were reset.
+    pub writes: i64,
+    /// Sequential and index scans since the statistics were reset.
+    pub scans: i64,
+}
+
+/// Usage of the tenants `pick` returns (with `slugs` when named), largest first, at most
+/// `top`: ONE catalog query for the whole server, grouped by schema, never one per tenant.
+pub async fn usage(
+    client: &impl GenericClient,
+    pick: Pick<'_>,
+    slugs: &[String],
+    top: Option<i64>,
+) -> Result<Vec<Usage>> {
+    let (mut clause, mut params) = match pick {
+        Pick::All => ("true".to_string(), Vec::new()),
+        Pick::Selected(sel) => selector_sql(sel),
+    };
+    if !slugs.is_empty() {
+        params.push(Box::new(slugs.to_vec()));
+        clause = format!("{clause} AND t.slug = ANY(${}::text[])", params.len());
+    }
+    params.push(Box::new(top));
+    let limit = params.len();
+    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect();
+    let sql = format!(
+        "SELECT t.slug, t.schema_name, \
+                coalesce(sum(pg_catalog.pg_total_relation_size(c.oid)), 0)::bigint, \
+                coalesce(sum(pg_catalog.pg_table_size(c.oid)), 0)::bigint, \
+                coalesce(sum(pg_catalog.pg_indexes_size(c.oid)), 0)::bigint, \
+                coalesce(sum(CASE WHEN c.reltoastrelid <> 0 \
+                    THEN pg_catalog.pg_total_relation_size(c.reltoastrelid) END), 0)::bigint, \
+                coalesce(sum(GREATEST(c.reltuples, 0)), 0)::bigint, \
+                coalesce(sum(s.n_tup_ins + s.n_tup_upd + s.n_tup_del), 0)::bigint, \
+                coalesce(sum(s.seq_scan + coalesce(s.idx_scan, 0)), 0)::bigint \
+           FROM public.tenants t \
+           LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = t.schema_name \
+           LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'm') \
+           LEFT JOIN pg_catalog.pg_stat_user_tables s ON s.relid = c.oid \
+          WHERE {clause} \
+          GROUP BY t.slug, t.schema_name \
+          ORDER BY 3 DESC, t.slug \
+          LIMIT ${limit}::bigint"
+    );
+    let rows = client
+        .query(&sql, &refs)
+        .await
+        .pg_context("cannot read the tenants' sizes from the catalog")?;
+    Ok(rows
+        .iter()
+        .map(|r| Usage {
+            slug: r.get(0),
+            schema: r.get(1),
+            total_bytes: r.get(2),
+            table_bytes: r.get(3),
+            index_bytes: r.get(4),
+            toast_bytes: r.get(5),
+            rows_estimate: r.get(6),
+            writes: r.get(7),
+            scans: r.get(8),
+        })
+        .collect())
 }

@@ -142,6 +142,47 @@ pub fn drop_tenant_role(role: &str) -> String {
     format!("DROP ROLE IF EXISTS {};\n", quote_ident(role))
 }
 
+/// A schema privilege's grantee as SQL: a quoted role, or the keyword PUBLIC.
+fn grantee_sql(grantee: &str) -> String {
+    if grantee == "PUBLIC" {
+        "PUBLIC".to_string()
+    } else {
+        quote_ident(grantee)
+    }
+}
+
+/// Revokes every privilege on the schema from each grantee (suspend). Without USAGE on the
+/// schema nothing in it can be reached, whatever the tables' own grants say, so those are
+/// left alone and the data is untouched.
+pub fn revoke_schema(schema: &str, grantees: &[&str]) -> String {
+    let s = quote_ident(schema);
+    grantees
+        .iter()
+        .map(|g| format!("REVOKE ALL ON SCHEMA {s} FROM {};\n", grantee_sql(g)))
+        .collect()
+}
+
+/// Grants one schema privilege back (resume). `privilege` is USAGE or CREATE, as read from
+/// the schema's ACL by the registry; anything else is refused, never spliced into SQL.
+pub fn grant_schema(
+    schema: &str,
+    grantee: &str,
+    privilege: &str,
+    grantable: bool,
+) -> Option<String> {
+    let privilege = match privilege {
+        "USAGE" => "USAGE",
+        "CREATE" => "CREATE",
+        _ => return None,
+    };
+    Some(format!(
+        "GRANT {privilege} ON SCHEMA {} TO {}{};\n",
+        quote_ident(schema),
+        grantee_sql(grantee),
+        if grantable { " WITH GRANT OPTION" } else { "" }
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

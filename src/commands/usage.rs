@@ -1,0 +1,160 @@
+//! `tenantctl usage [SLUG...] [-l SELECTOR] [--top N]`: per tenant, the disk its schema
+//! takes (tables, indexes, TOAST), its estimated rows, and its write and scan activity since
+//! the statistics were reset; largest first. One catalog query per server, whatever the
+//! number of tenants (`registry::usage`).
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::cli::{Format, UsageArgs};
+use crate::commands::session::{lookup, Session};
+use crate::domain::exit::bad_input;
+use crate::output::{count, listed, print_json, table};
+use crate::registry::{self, Pick, Usage};
+
+pub async fn run(s: &Session, args: &UsageArgs) -> Result<u8> {
+    let (_pool, conn) = s.connect(1).await?;
+    if args.select.selector.is_some() && !args.slugs.is_empty() {
+        return Err(bad_input(
+            "name tenants or give -l/--selector, not both; nothing was shown",
+        ));
+    }
+    if !args.slugs.is_empty() {
+        let (_, unknown) = lookup(&conn, &args.slugs).await?;
+        if !unknown.is_empty() {
+            return Err(bad_input(format!(
+                "unknown {}; nothing was shown (see tenantctl list)",
+                listed("tenant", &unknown)
+            )));
+        }
+    }
+    let pick = args
+        .select
+        .selector
+        .as_ref()
+        .map_or(Pick::All, Pick::Selected);
+    let top = args.top.map(i64::from);
+    let rows = registry::usage(&conn, pick, &args.slugs, top).await?;
+    if s.format == Format::Prometheus {
+        print_prometheus(&rows);
+    } else if s.json() {
+        print_json(&Document { tenants: &rows });
+    } else {
+        print_table(&rows);
+    }
+    Ok(0)
+}
+
+#[derive(Serialize)]
+struct Document<'a> {
+    tenants: &'a [Usage],
+}
+
+/// Per tenant: its size by kind, estimated rows, and the write and scan counters.
+fn print_prometheus(rows: &[Usage]) {
+    use crate::output::prometheus::{header, sample};
+    crate::outln!(
+        "{}",
+        header(
+            "tenantctl_tenant_size_bytes",
+            "gauge",
+            "Disk used by each tenant's tables: total, tables (with TOAST), indexes, TOAST."
+        )
+    );
+    for u in rows {
+        for (kind, v) in [
+            ("total", u.total_bytes),
+            ("table", u.table_bytes),
+            ("index", u.index_bytes),
+            ("toast", u.toast_bytes),
+        ] {
+            crate::outln!(
+                "{}",
+                sample(
+                    "tenantctl_tenant_size_bytes",
+                    &[("tenant", &u.slug), ("kind", kind)],
+                    v
+                )
+            );
+        }
+    }
+    for (name, kind, help, get) in [
+        (
+            "tenantctl_tenant_rows_estimate",
+            "gauge",
+            "The planner's estimate of each tenant's rows.",
+            (|u: &Usage| u.rows_estimate) as fn(&Usage) -> i64,
+        ),
+        (
+            "tenantctl_tenant_writes_total",
+            "counter",
+            "Rows inserted, updated and deleted since the statistics were reset.",
+            |u: &Usage| u.writes,
+        ),
+        (
+            "tenantctl_tenant_scans_total",
+            "counter",
+            "Sequential and index scans since the statistics were reset.",
+            |u: &Usage| u.scans,
+        ),
+    ] {
+        crate::outln!("{}", header(name, kind, help));
+        for u in rows {
+            crate::outln!("{}", sample(name, &[("tenant", &u.slug)], get(u)));
+        }
+    }
+}
+
+fn print_table(rows: &[Usage]) {
+    if !rows.is_empty() {
+        let mut t = table(vec![
+            "tenant",
+            "schema",
+            "total",
+            "tables",
+            "indexes",
+            "toast",
+            "rows (est.)",
+            "writes",
+            "scans",
+        ]);
+        for u in rows {
+            t.add_row(vec![
+                u.slug.clone(),
+                u.schema.clone(),
+                size(u.total_bytes),
+                size(u.table_bytes),
+                size(u.index_bytes),
+                size(u.toast_bytes),
+                u.rows_estimate.to_string(),
+                u.writes.to_string(),
+                u.scans.to_string(),
+            ]);
+        }
+        crate::outln!("{t}");
+    }
+    let total: i64 = rows.iter().map(|u| u.total_bytes).sum();
+    crate::outln!("{}, {} in all", count(rows.len(), "tenant"), size(total));
+}
+
+/// Bytes the way pg_size_pretty shows them (powers of 1024, rounded).
+fn size(bytes: i64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v.abs() >= 10_240.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{} {}", v.round() as i64, UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_read_like_pg_size_pretty() {
+        assert_eq!(super::size(8192), "8192 bytes");
+        assert_eq!(super::size(16_384), "16 kB");
+        assert_eq!(super::size(50 * 1024 * 1024), "50 MB");
+    }
+}
