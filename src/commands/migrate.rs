@@ -119,9 +119,25 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
     }
     // Elsewhere: answered from the registry when it vouches for them, else visited where
     // they live (`migrate_far`); their schema is looked for there, not here.
+    let shared_failed = match &shared_set {
+        Some(sh) if !args.dry_run && !far.is_empty() => {
+            migrate_far::shared_everywhere(s, sh, s.lock_timeout, &far).await
+        }
+        _ => Default::default(),
+    };
     let mut far_visits = Vec::new();
     for mut t in far {
         t.schema_exists = true;
+        if let Some(why) = shared_failed.get(&(t.server.clone(), t.database.clone())) {
+            let _ = registry::record_failure(&conn, &t.slug, why, None, now_epoch()).await;
+            outcomes.push(TenantOutcome::failed(
+                &t.slug,
+                &t.schema,
+                t.version,
+                why.clone(),
+            ));
+            continue;
+        }
         match triage(&t, &set, target) {
             Some(o) => outcomes.push(o),
             None => far_visits.push(t),
@@ -236,7 +252,6 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
             fail_fast: args.fail_fast,
             interrupt: &interrupt,
             progress: &progress,
-            shared: shared_set.as_ref(),
         };
         let stopped = canary_failed
             || shared.outage.gone()

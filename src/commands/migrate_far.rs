@@ -5,6 +5,7 @@
 //! updated. The history is always read first (never vouched for by the registry), so a row
 //! left behind by a crash between the two commits is put right by the next run.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,8 +47,6 @@ pub struct Run<'a> {
     pub fail_fast: bool,
     pub interrupt: &'a Interrupt,
     pub progress: &'a Progress,
-    /// The shared migrations, applied at each place before its tenants (docs/fleet-operations.md).
-    pub shared: Option<&'a SharedSet>,
 }
 
 /// Migrates `tenants` (all elsewhere, none answered from the registry), one pool per server
@@ -73,12 +72,9 @@ pub async fn run(s: &Session, run: &Run<'_>, tenants: Vec<Tenant>) -> Vec<Tenant
             }));
             continue;
         }
-        let ready = match pool_for(s, &server, &database, run.concurrency.min(here.len())).await {
-            Ok(pool) => shared_first(run, &server, &database, pool).await,
-            Err(e) => Err(format!(
-                "server {server} (database {database}) cannot be reached: {e:#}; nothing was applied"
-            )),
-        };
+        let ready = pool_for(s, &server, &database, run.concurrency.min(here.len()))
+            .await
+            .map_err(|e| unreachable(&server, &database, &e));
         match ready {
             Ok(pool) => outcomes.extend(run_place(run, &server, pool, here).await),
             Err(msg) => {
@@ -97,25 +93,50 @@ pub async fn run(s: &Session, run: &Run<'_>, tenants: Vec<Tenant>) -> Vec<Tenant
     outcomes
 }
 
-/// The shared migrations at this place first: its tenants' migrations may reference them.
-/// A failure there fails the place's tenants, with nothing of theirs applied.
-async fn shared_first(
-    run: &Run<'_>,
+fn unreachable(server: &str, database: &str, e: &anyhow::Error) -> String {
+    format!("server {server} (database {database}) cannot be reached: {e:#}; nothing was applied")
+}
+
+/// The shared migrations at every place other than home where `tenants` live, before any
+/// tenant is migrated, even one with nothing of its own to apply: its tables may reference
+/// them. Returns the places where they failed, with why; their tenants must not be migrated.
+pub async fn shared_everywhere(
+    s: &Session,
+    sh: &SharedSet,
+    lock_timeout: Option<Duration>,
+    tenants: &[Tenant],
+) -> BTreeMap<(String, String), String> {
+    let places: BTreeSet<(String, String)> = tenants
+        .iter()
+        .map(|t| (t.server.clone(), t.database.clone()))
+        .collect();
+    let mut failed = BTreeMap::new();
+    for (server, database) in places {
+        let result = match pool_for(s, &server, &database, 1).await {
+            Ok(pool) => shared_at(&pool, sh, lock_timeout, &server, &database).await,
+            Err(e) => Err(unreachable(&server, &database, &e)),
+        };
+        if let Err(why) = result {
+            failed.insert((server, database), why);
+        }
+    }
+    failed
+}
+
+async fn shared_at(
+    pool: &Pool,
+    sh: &SharedSet,
+    lock_timeout: Option<Duration>,
     server: &str,
     database: &str,
-    pool: Pool,
-) -> Result<Pool, String> {
-    let Some(sh) = run.shared else {
-        return Ok(pool);
-    };
+) -> Result<(), String> {
     let conn = pool
         .get()
         .await
         .map_err(|e| format!("server {server} (database {database}): {e}; nothing was applied"))?;
-    let r = super::migrate::apply_shared(&conn, sh, run.lock_timeout).await;
-    drop(conn);
+    let r = super::migrate::apply_shared(&conn, sh, lock_timeout).await;
     match r.error {
-        None => Ok(pool),
+        None => Ok(()),
         Some(e) => Err(format!(
             "the shared migrations in schema {} failed on server {server} (database \
              {database}): {e}; nothing was applied to its tenants",
