@@ -282,7 +282,7 @@ fn bad_sql_and_bad_flags_are_refused_before_anything_runs() {
         .expect(2);
     db.run(&["--format", "csv", "status"])
         .expect(2)
-        .mentions("--format csv is for exec");
+        .mentions("--format csv is written by exec");
     assert_eq!(format!("{}{:?}", db.snapshot(), audit(&db)), before);
     assert_eq!(cost_centers(&db, 1), vec!["-"]);
 }
