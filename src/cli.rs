@@ -124,6 +124,14 @@ pub enum Command {
     /// was set. Adds only; one transaction per tenant, under its lock.
     Grant(GrantArgs),
 
+    /// Take over schemas another tool made (django-tenants, apartment, a script, refinery's
+    /// CLI): register them as tenants at the version their own refinery history says, or at
+    /// --baseline V. Each schema's structure is first compared with what the migration files
+    /// build at that version; one that differs is refused with the differences, unless
+    /// --accept-drift. The configured grants are applied. One transaction per schema, under
+    /// its lock; a schema already registered is left alone. Exit 1 when any is refused.
+    Adopt(AdoptArgs),
+
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -254,6 +262,41 @@ pub struct VerifyArgs {
     /// Tenants to audit (default: all, plus schemas with the tenant prefix and no registry row).
     #[arg(value_name = "SLUG", value_parser = slug)]
     pub slugs: Vec<String>,
+
+    /// Also compare each tenant's tables, columns, indexes, constraints, sequences, functions
+    /// and triggers with what the migration files build at its version (built in a scratch
+    /// schema, rolled back afterwards); each difference is a finding such as missing_column
+    /// or extra_index (docs/switching.md lists them).
+    #[arg(long)]
+    pub structure: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AdoptArgs {
+    /// Tenants to adopt by slug: the schema is [tenants] schema_prefix + SLUG.
+    #[arg(value_name = "SLUG", value_parser = slug, required_unless_present = "all", conflicts_with = "all")]
+    pub slugs: Vec<String>,
+
+    /// Adopt every schema whose name starts with the schema prefix and that no tenant is
+    /// registered for; its slug is the rest of the name (refused, with the reason, when that
+    /// is not a valid slug).
+    #[arg(long)]
+    pub all: bool,
+
+    /// For schemas without a refinery history (refinery_schema_history): they are at this
+    /// migration version. Writes the history rows of V1..V and records them as baselined,
+    /// not run. A schema with a history is adopted at the version it says.
+    #[arg(long, value_name = "V")]
+    pub baseline: Option<i64>,
+
+    /// Adopt schemas whose structure differs from what the migration files build at their
+    /// version (the differences are still listed).
+    #[arg(long)]
+    pub accept_drift: bool,
+
+    /// Print what would be adopted, at which version, and why not; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

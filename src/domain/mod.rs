@@ -7,3 +7,4 @@ pub mod migration_set;
 pub mod names;
 pub mod settings;
 pub mod sql_split;
+pub mod structure;

@@ -1,7 +1,9 @@
 //! One tenant's work, inside a transaction the caller opens: applying its pending
 //! migrations (or a `-- no-transaction` file alone), its grants, and reading its catalog.
 
+pub mod adopt;
 pub mod apply;
 pub mod audit;
 pub mod grants;
 pub mod no_transaction;
+pub mod structure;
