@@ -272,9 +272,10 @@ pub struct VerifyArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["slugs", "all"])))]
 pub struct AdoptArgs {
     /// Tenants to adopt by slug: the schema is [tenants] schema_prefix + SLUG.
-    #[arg(value_name = "SLUG", value_parser = slug, required_unless_present = "all", conflicts_with = "all")]
+    #[arg(value_name = "SLUG", value_parser = slug)]
     pub slugs: Vec<String>,
 
     /// Adopt every schema whose name starts with the schema prefix and that no tenant is

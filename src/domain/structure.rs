@@ -126,15 +126,33 @@ impl Key {
 }
 
 /// Replaces the schema's own name in a definition: `"tenant_x".` or `tenant_x.` before an
-/// object name is dropped (as if the schema were on the search_path), and a bare mention
-/// (a pinned `search_path=tenant_x`) becomes `@schema`. `quoted` is the name as PostgreSQL
-/// prints it (`quote_ident`: quoted only when it must be).
-pub fn normalise(text: &str, quoted: &str) -> String {
-    if quoted.is_empty() {
+/// object name is dropped (as if the schema were on the search_path), and any other mention
+/// (a pinned `search_path=tenant_x`, quoted or not) becomes `@schema`. PostgreSQL prints a
+/// name quoted only when it must, but a stored setting keeps the form it was given, so both
+/// forms are replaced.
+pub fn normalise(text: &str, schema: &str) -> String {
+    if schema.is_empty() {
         return text.to_string();
     }
-    let qualified = replace_word(text, &format!("{quoted}."), "");
-    replace_word(&qualified, quoted, "@schema")
+    let quoted = format!("\"{}\"", schema.replace('"', "\"\""));
+    let mut out = text
+        .replace(&format!("{quoted}."), "")
+        .replace(&quoted, "@schema");
+    if is_plain_identifier(schema) {
+        out = replace_word(&out, &format!("{schema}."), "");
+        out = replace_word(&out, schema, "@schema");
+    }
+    out
+}
+
+/// Whether PostgreSQL reads `name` unquoted as itself: lower-case letters, digits, `_`, `$`,
+/// not starting with a digit or `$`.
+fn is_plain_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$')
 }
 
 /// Replaces `from` in `text` where it is not part of a longer identifier (the characters
@@ -374,7 +392,7 @@ mod tests {
         assert_eq!(
             normalise(
                 "FOREIGN KEY (d) REFERENCES \"tenant_a-b\".departments(id)",
-                "\"tenant_a-b\""
+                "tenant_a-b"
             ),
             "FOREIGN KEY (d) REFERENCES departments(id)"
         );
@@ -387,6 +405,15 @@ mod tests {
             "search_path=@schema, pg_temp"
         );
         assert_eq!(normalise("data.x = a.y", "a"), "data.x = y");
+        // A stored setting keeps the quotes it was given, needed or not.
+        assert_eq!(
+            normalise("SET search_path TO '\"tenant_a\", pg_temp'", "tenant_a"),
+            "SET search_path TO '@schema, pg_temp'"
+        );
+        assert_eq!(
+            normalise("SET search_path TO '\"tenant_a-b\", pg_temp'", "tenant_a-b"),
+            "SET search_path TO '@schema, pg_temp'"
+        );
         // Another schema's name is kept: that is drift.
         assert_eq!(
             normalise("REFERENCES tenant_ab.departments(id)", "tenant_a"),
