@@ -215,14 +215,11 @@ async fn decide_versions(
     baseline: Option<i64>,
     candidates: &mut [Candidate],
 ) -> Result<()> {
-    let tx = conn
-        .build_transaction()
-        .read_only(true)
-        .start()
-        .await
-        .pg_context("cannot start a read-only transaction")?;
+    // Each read on its own, not in one transaction: that would hold a lock on every
+    // history table until its end, and overflow the server's lock table at thousands of
+    // schemas. `adopt_one` reads the history again under the tenant's lock.
     for c in candidates.iter_mut().filter(|c| c.pending()) {
-        let history = read_history(&tx, &c.schema)
+        let history = read_history(&*conn, &c.schema)
             .await
             .with_pg_context(|| format!("cannot read the migration history of {}", c.schema))?;
         match (history.filter(|h| !h.is_empty()), baseline) {
@@ -239,7 +236,6 @@ async fn decide_versions(
             )),
         }
     }
-    tx.commit().await.pg_context("cannot end a transaction")?;
     Ok(())
 }
 

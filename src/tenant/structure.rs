@@ -143,7 +143,10 @@ pub async fn read(
                 "indexes" => (Key::Index(n(1)), plain(normalise(&n(2), quoted))),
                 "constraints" => (Key::Constraint(n(1), n(2)), plain(normalise(&n(3), quoted))),
                 "sequences" => (Key::Sequence(n(1)), plain(n(2))),
-                "functions" => (Key::Function(n(1)), plain(normalise(&n(2), quoted))),
+                "functions" => (
+                    Key::Function(n(1)),
+                    plain(fingerprint(&normalise(&n(2), quoted))),
+                ),
                 _ => (Key::Trigger(n(1), n(2)), plain(normalise(&n(3), quoted))),
             };
             out.entry(schema).or_default().insert(key, attrs);
@@ -153,6 +156,15 @@ pub async fn read(
         out.entry(s.clone()).or_default();
     }
     Ok(out)
+}
+
+/// A function's whole definition is kilobytes, held for every tenant at once; only whether
+/// it differs is reported, so a hash of it is kept (both sides are hashed by this process).
+fn fingerprint(definition: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    definition.hash(&mut h);
+    format!("{:016x}", h.finish())
 }
 
 fn plain(definition: String) -> Attrs {
