@@ -67,10 +67,10 @@ fn init_is_idempotent_and_implicit() {
     );
     db.run(&["init"])
         .expect(0)
-        .mentions("registry is current (version 5)");
+        .mentions("registry is current (version 9)");
     let json = db.run(&["init", "--format", "json"]);
     json.expect(0);
-    assert_eq!(json.json()["registry_version"], 5);
+    assert_eq!(json.json()["registry_version"], 9);
     // Concurrent first use queues on the registry lock instead of failing.
     let db2 = TestDb::new("init2");
     let children: Vec<_> = (0..4)

@@ -234,7 +234,7 @@ fn a_registry_upgrade_behind_an_application_transaction_ends_by_its_deadline() {
 
     let r = finish_within(init, LIMIT);
     r.expect(1)
-        .mentions("cannot upgrade the tenant registry from version 1 to 4")
+        .mentions("cannot upgrade the tenant registry from version 1 to 9")
         .mentions(&format!(
             "pid {pid} (role postgres, application 'psql', for "
         ))
@@ -254,5 +254,5 @@ fn a_registry_upgrade_behind_an_application_transaction_ends_by_its_deadline() {
     release(app);
     db.run(&["init"])
         .expect(0)
-        .mentions("registry upgraded from version 1 to 4");
+        .mentions("registry upgraded from version 1 to 9");
 }

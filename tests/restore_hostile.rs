@@ -379,7 +379,7 @@ fn code_the_migrations_define_runs_during_a_restore_as_a_role_that_cannot_touch_
     let dir = db.migrations_with(
         "probe",
         &[(
-            "V7__probe.sql",
+            "V8__probe.sql",
             &format!(
                 "CREATE FUNCTION probe(x integer) RETURNS boolean LANGUAGE plpgsql AS $$
                  BEGIN
