@@ -201,6 +201,13 @@ pub enum Command {
     /// environment, never the command line. Arguments after the slug (or after `--`) are
     /// psql's own, e.g. -c 'SQL' or -f FILE; psql's exit code is tenantctl's.
     Psql(PsqlArgs),
+    /// Take over schemas another tool made (django-tenants, apartment, a script, refinery's
+    /// CLI): register them as tenants at the version their own refinery history says, or at
+    /// --baseline V. Each schema's structure is first compared with what the migration files
+    /// build at that version; one that differs is refused with the differences, unless
+    /// --accept-drift. The configured grants are applied. One transaction per schema, under
+    /// its lock; a schema already registered is left alone. Exit 1 when any is refused.
+    Adopt(AdoptArgs),
 
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
@@ -448,6 +455,13 @@ pub struct VerifyArgs {
     /// are not looked for, as with SLUG arguments).
     #[command(flatten)]
     pub select: SelectorArg,
+
+    /// Also compare each tenant's tables, columns, indexes, constraints, sequences, functions
+    /// and triggers with what the migration files build at its version (built in a scratch
+    /// schema, rolled back afterwards); each difference is a finding such as missing_column
+    /// or extra_index (docs/switching.md lists them).
+    #[arg(long)]
+    pub structure: bool,
 }
 
 #[derive(Debug, Args)]
@@ -497,6 +511,35 @@ pub struct ResumeArgs {
     /// The suspended tenant to give its access back.
     #[arg(value_name = "SLUG", value_parser = slug)]
     pub slug: String,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["slugs", "all"])))]
+pub struct AdoptArgs {
+    /// Tenants to adopt by slug: the schema is [tenants] schema_prefix + SLUG.
+    #[arg(value_name = "SLUG", value_parser = slug)]
+    pub slugs: Vec<String>,
+
+    /// Adopt every schema whose name starts with the schema prefix and that no tenant is
+    /// registered for; its slug is the rest of the name (refused, with the reason, when that
+    /// is not a valid slug).
+    #[arg(long)]
+    pub all: bool,
+
+    /// For schemas without a refinery history (refinery_schema_history): they are at this
+    /// migration version. Writes the history rows of V1..V and records them as baselined,
+    /// not run. A schema with a history is adopted at the version it says.
+    #[arg(long, value_name = "V")]
+    pub baseline: Option<i64>,
+
+    /// Adopt schemas whose structure differs from what the migration files build at their
+    /// version (the differences are still listed).
+    #[arg(long)]
+    pub accept_drift: bool,
+
+    /// Print what would be adopted, at which version, and why not; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

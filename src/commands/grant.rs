@@ -17,9 +17,9 @@ use crate::domain::exit::{bad_input, FAILED, OK};
 use crate::output::{count as count_of, escape_line, print_json};
 use crate::pg::connect::PgContext;
 use crate::registry::{self, Tenant};
+use crate::tenant::adopt;
 use crate::tenant::apply::locked_transaction;
 use crate::tenant::audit;
-use crate::tenant::grants;
 
 #[derive(Serialize)]
 struct Granted {
@@ -163,27 +163,8 @@ async fn apply_grants(
     if !exists {
         anyhow::bail!("its schema {} is missing from the database", t.schema);
     }
-    let mut sql = String::new();
-    if let Some(role) = &t.role {
-        if registry::role_exists(&tx, role).await? {
-            sql.push_str(&grants::membership(role, app, major));
-        } else {
-            sql.push_str(&grants::create_tenant_role(role, app, major));
-        }
-    }
-    sql.push_str(&grants::before_migrations(&t.schema, Some(data_role)));
-    tx.batch_execute(&sql)
-        .await
-        .pg_context("cannot grant on the schema")?;
-    let pair = (t.schema.clone(), data_role.to_string());
-    let missing = audit::ungranted(&tx, &[pair]).await?.remove(0);
-    let mut sql = grants::fill_in(&t.schema, data_role, &missing.tables, &missing.sequences);
-    if audit::has_history(&tx, &t.schema).await? {
-        sql.push_str(&grants::revoke_history(&t.schema, data_role));
-    }
-    tx.batch_execute(&sql)
-        .await
-        .pg_context("cannot grant on the tenant's tables")?;
+    let missing =
+        adopt::apply_grants(&tx, &t.schema, t.role.as_deref(), app, data_role, major).await?;
     tx.commit().await.pg_context("cannot commit the grants")?;
     Ok(missing)
 }

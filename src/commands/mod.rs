@@ -1,5 +1,6 @@
 //! One module per command; `run` dispatches.
 
+mod adopt;
 pub(crate) mod backup;
 mod create;
 mod drop;
@@ -46,6 +47,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Verify(a) => verify::run(&Session::new(g, None)?, a).await,
         Command::Route(a) => route::run(&Session::new(g, None)?, a).await,
         Command::Servers => servers::run(&Session::new(g, None)?).await,
+        Command::Adopt(a) => adopt::run(&Session::new(g, None)?, a).await,
         Command::Grant(a) => grant::run(&Session::new(g, None)?, a).await,
         Command::Exec(a) => exec::run(&Session::new(g, a.concurrency)?, a).await,
         Command::Psql(a) => psql::run(&Session::new(g, None)?, a).await,

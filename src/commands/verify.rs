@@ -9,10 +9,12 @@ use crate::commands::session::{pick_tenants, Session};
 use crate::domain::exit::{FAILED, OK};
 use crate::domain::migration_set::{MigrationSet, Plan};
 use crate::domain::names::quote_ident;
+use crate::domain::structure::diff;
 use crate::output::{count, print_json, table};
 use crate::registry::{self, Tenant};
 use crate::tenant::apply::{read_histories, HISTORY_TABLE};
 use crate::tenant::audit::{self, Finding};
+use crate::tenant::structure;
 
 pub async fn run(s: &Session, args: &VerifyArgs) -> Result<u8> {
     let set = MigrationSet::load(&s.settings.migrations_dir)?;
@@ -57,6 +59,9 @@ pub async fn run(s: &Session, args: &VerifyArgs) -> Result<u8> {
             f.detail = format!("{} (server {server}, database {database})", f.detail);
             f
         }));
+    }
+    if args.structure {
+        findings.extend(structure_drift(&mut conn, &tenants, &set).await?);
     }
     findings.sort_by(|a, b| (&a.schema, a.kind).cmp(&(&b.schema, b.kind)));
     if s.format == crate::cli::Format::Junit {
@@ -681,6 +686,35 @@ fn print_junit(tenants: &[Tenant], findings: &[Finding]) {
         }
     }
     crate::outln!("{}", junit::document("tenantctl verify", &cases));
+}
+
+/// Each tenant's structure against what the files build at its registry version: one
+/// catalog read for all tenants, one reference per distinct version.
+async fn structure_drift(
+    conn: &mut deadpool_postgres::Object,
+    tenants: &[Tenant],
+    set: &MigrationSet,
+) -> Result<Vec<Finding>> {
+    let present: Vec<&Tenant> = tenants
+        .iter()
+        .filter(|t| t.schema_exists && t.state != "dropping")
+        .collect();
+    let versions = present.iter().map(|t| t.version).collect();
+    let schemas: Vec<String> = present.iter().map(|t| t.schema.clone()).collect();
+    let compared = structure::compare_with_files(conn, set, &versions, &schemas).await?;
+    let mut out = Vec::new();
+    for t in present {
+        let (Some(reference), Some(actual)) = (
+            compared.references.get(&t.version),
+            compared.schemas.get(&t.schema),
+        ) else {
+            continue;
+        };
+        for d in diff(reference, actual) {
+            out.push(finding(t, d.kind, format!("{}: {}", d.object, d.detail)));
+        }
+    }
+    Ok(out)
 }
 
 fn print(s: &Session, checked: usize, findings: &[Finding]) {

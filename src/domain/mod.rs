@@ -9,3 +9,4 @@ pub mod names;
 pub mod selector;
 pub mod settings;
 pub mod sql_split;
+pub mod structure;

@@ -72,6 +72,7 @@ const REGISTRY_MIGRATIONS: &[(&str, &str)] = &[
         "V8__labels_suspend",
         include_str!("sql/V8__labels_suspend.sql"),
     ),
+    ("V9__adopted", include_str!("sql/V9__adopted.sql")),
 ];
 
 fn registry_migrations() -> Vec<Migration> {
@@ -778,6 +779,49 @@ pub async fn record_drop(
     )
     .await
     .pg_context("cannot purge the dropped tenant's migration history from the registry")?;
+    Ok(())
+}
+
+/// What `record_adoption` registers.
+pub struct Adoption<'a> {
+    pub slug: &'a str,
+    pub schema: &'a str,
+    pub version: i64,
+    pub digest: Option<&'a str>,
+    /// The tenant's own role (per_tenant_roles).
+    pub role: Option<&'a str>,
+    pub history: &'a [AppliedMigration],
+    /// "adopted" or "baselined".
+    pub outcome: &'a str,
+}
+
+/// Registers a schema that `tenantctl adopt` takes over, `active` at `version` with the
+/// fingerprint of the files up to it (so `migrate` takes the fast path from then on), and
+/// records each migration of its history as `outcome` ('adopted': read from the schema's
+/// own history; 'baselined': declared with --baseline, never run). In the adopting
+/// transaction, under the tenant's lock; fails with a unique violation when the slug or the
+/// schema is registered meanwhile.
+pub async fn record_adoption(tx: &Transaction<'_>, a: &Adoption<'_>) -> Result<()> {
+    let (slug, schema, history) = (a.slug, a.schema, a.history);
+    tx.execute(
+        "INSERT INTO public.tenants (slug, schema_name, state, version, migrations_digest, role_name) \
+         VALUES ($1, $2, 'active', $3, $4, $5)",
+        &[&slug, &schema, &a.version, &a.digest, &a.role],
+    )
+    .await
+    .with_pg_context(|| format!("cannot register schema {schema} as tenant {slug}"))?;
+    let versions: Vec<i64> = history.iter().map(|m| m.version).collect();
+    let names: Vec<String> = history.iter().map(|m| m.name.clone()).collect();
+    let checksums: Vec<String> = history.iter().map(|m| m.checksum.to_string()).collect();
+    tx.execute(
+        "INSERT INTO public.tenant_migrations (slug, version, name, checksum, outcome, started_at, finished_at) \
+         SELECT $1, v, n, c, $5, pg_catalog.now(), pg_catalog.clock_timestamp() \
+           FROM ROWS FROM (pg_catalog.unnest($2::bigint[]), pg_catalog.unnest($3::text[]), \
+                           pg_catalog.unnest($4::text[])) AS a(v, n, c)",
+        &[&slug, &versions, &names, &checksums, &a.outcome],
+    )
+    .await
+    .pg_context("cannot record the adopted history in the registry")?;
     Ok(())
 }
 

@@ -21,7 +21,8 @@ pub struct Finding {
     /// wrong_object_owner, unexpected_privilege, unexpected_column_privilege,
     /// unexpected_default_privilege, unexpected_membership, missing_grant, security_definer,
     /// cross_schema_view, registry_privilege, public_create, app_role_inherits,
-    /// version_mismatch, diverged.
+    /// version_mismatch, diverged; with `verify --structure`, the kinds of
+    /// `domain::structure::KINDS` (missing_column, extra_index, ...).
     pub kind: &'static str,
     pub detail: String,
 }

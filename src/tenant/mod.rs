@@ -1,6 +1,7 @@
 //! One tenant's work, inside a transaction the caller opens: applying its pending
 //! migrations (or a `-- no-transaction` file alone), its grants, and reading its catalog.
 
+pub mod adopt;
 pub mod apply;
 pub mod audit;
 pub mod exec;
@@ -9,3 +10,4 @@ pub mod no_transaction;
 pub mod placement;
 pub mod seed;
 pub mod shared;
+pub mod structure;
