@@ -59,20 +59,6 @@ fn load_script(args: &ExecArgs) -> Result<Script> {
     })
 }
 
-struct ExecJob(Tenant);
-
-impl Job for ExecJob {
-    fn slug(&self) -> &str {
-        &self.0.slug
-    }
-    fn schema(&self) -> &str {
-        &self.0.schema
-    }
-    fn start_version(&self) -> i64 {
-        self.0.version
-    }
-}
-
 struct Shared {
     pool: Pool,
     sql: String,
@@ -102,7 +88,7 @@ pub async fn run(s: &Session, args: &ExecArgs) -> Result<u8> {
     for t in tenants {
         match triage(&t) {
             Some(o) => outcomes.push(o),
-            None => jobs.push(ExecJob(t)),
+            None => jobs.push(t),
         }
     }
     let shared = Arc::new(Shared {
@@ -191,8 +177,7 @@ fn triage(t: &Tenant) -> Option<TenantOutcome> {
     })
 }
 
-async fn exec_job(shared: Arc<Shared>, job: ExecJob) -> TenantOutcome {
-    let t = job.0;
+async fn exec_job(shared: Arc<Shared>, t: Tenant) -> TenantOutcome {
     let mut client = match shared.pool.get().await {
         Ok(c) => c,
         Err(e) => {

@@ -31,20 +31,6 @@ use crate::tenant::shared::{self, SharedSet};
 use super::migrate_far;
 use super::report::{self, SharedReport};
 
-struct Visit(Tenant);
-
-impl Job for Visit {
-    fn slug(&self) -> &str {
-        &self.0.slug
-    }
-    fn schema(&self) -> &str {
-        &self.0.schema
-    }
-    fn start_version(&self) -> i64 {
-        self.0.version
-    }
-}
-
 struct Shared {
     pool: Pool,
     set: MigrationSet,
@@ -114,7 +100,7 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
     for t in tenants {
         match triage(&t, &set, target) {
             Some(o) => outcomes.push(o),
-            None => visits.push(Visit(t)),
+            None => visits.push(t),
         }
     }
     // Elsewhere: answered from the registry when it vouches for them, else visited where
@@ -152,7 +138,7 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
         locks::mark_run(&conn)
             .await
             .pg_context("cannot mark this run as live")?;
-        if visits.iter().any(|v| v.0.state == "migrating") {
+        if visits.iter().any(|v| v.state == "migrating") {
             locks::other_runs(&conn)
                 .await
                 .pg_context("cannot look for other migrate runs")?
@@ -419,7 +405,7 @@ fn wave_of(t: &Tenant, waves: &[Selector]) -> Option<usize> {
 /// within it, and inside a wave no tenant starts once they exceed it.
 async fn run_waves(
     shared: &Arc<Shared>,
-    visits: Vec<Visit>,
+    visits: Vec<Tenant>,
     args: &MigrateArgs,
     concurrency: usize,
     interrupt: &Interrupt,
@@ -430,9 +416,9 @@ async fn run_waves(
     } else {
         args.max_failures.map_or(0, |m| m.allowed(visits.len()))
     };
-    let mut by_wave: Vec<Vec<Visit>> = args.waves.iter().map(|_| Vec::new()).collect();
+    let mut by_wave: Vec<Vec<Tenant>> = args.waves.iter().map(|_| Vec::new()).collect();
     for v in visits {
-        if let Some(i) = wave_of(&v.0, &args.waves) {
+        if let Some(i) = wave_of(&v, &args.waves) {
             by_wave[i].push(v);
         }
     }
@@ -638,16 +624,16 @@ async fn record_missing_schemas(pool: &Pool, outcomes: &[TenantOutcome]) {
 /// the ones that never start (fail-fast, Ctrl-C) get their previous state back.
 async fn run_phase(
     shared: Arc<Shared>,
-    jobs: Vec<Visit>,
+    jobs: Vec<Tenant>,
     concurrency: usize,
     budget: &fleet::Budget,
     interrupt: &Interrupt,
     progress: &Progress,
 ) -> Vec<TenantOutcome> {
-    let slugs: Vec<String> = jobs.iter().map(|j| j.0.slug.clone()).collect();
+    let slugs: Vec<String> = jobs.iter().map(|j| j.slug.clone()).collect();
     let before: Vec<(String, String)> = jobs
         .iter()
-        .map(|j| (j.0.slug.clone(), j.0.state.clone()))
+        .map(|j| (j.slug.clone(), j.state.clone()))
         .collect();
     if let Ok(c) = shared.pool.get().await {
         // If this fails the server is gone, and every tenant will say so below.
@@ -679,8 +665,7 @@ async fn run_phase(
 /// going away and coming back).
 const MAX_SERVER_WAITS: u32 = 3;
 
-async fn migrate_job(shared: Arc<Shared>, job: Visit) -> TenantOutcome {
-    let t = job.0;
+async fn migrate_job(shared: Arc<Shared>, t: Tenant) -> TenantOutcome {
     let started = Instant::now();
     let epoch = now_epoch();
     // Left `migrating` by a run that is gone (none other is live): its transaction rolled
@@ -842,19 +827,19 @@ async fn attempt(
 
 /// Reads every visited tenant's history in one read-only snapshot and reports what a run
 /// would apply to each; changes nothing.
-async fn dry_run(shared: &Shared, visits: Vec<Visit>) -> Result<Vec<TenantOutcome>> {
+async fn dry_run(shared: &Shared, visits: Vec<Tenant>) -> Result<Vec<TenantOutcome>> {
     let mut conn = shared
         .pool
         .get()
         .await
         .context("cannot get a connection for the dry run")?;
-    let schemas: Vec<&str> = visits.iter().map(|v| v.0.schema.as_str()).collect();
+    let schemas: Vec<&str> = visits.iter().map(|v| v.schema.as_str()).collect();
     let histories = read_histories(&mut conn, &schemas).await?;
     Ok(visits
         .iter()
         .zip(histories)
         .map(
-            |(Visit(t), history)| match shared.set.plan(&history, shared.target) {
+            |(t, history)| match shared.set.plan(&history, shared.target) {
                 Plan::Apply(p) if p.is_empty() => {
                     TenantOutcome::new(&t.slug, &t.schema, Outcome::UpToDate, t.version, t.version)
                 }

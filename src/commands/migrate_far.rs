@@ -13,7 +13,7 @@ use deadpool_postgres::Pool;
 
 use crate::commands::session::{now_epoch, Session};
 use crate::domain::migration_set::MigrationSet;
-use crate::fleet::{self, Interrupt, Job};
+use crate::fleet::{self, Interrupt};
 use crate::output::outcome::{Outcome, TenantOutcome};
 use crate::output::progress::Progress;
 use crate::pg::connect;
@@ -22,20 +22,6 @@ use crate::registry::{self, Tenant};
 use crate::tenant::apply::{self, apply_pending, ApplyError, History};
 use crate::tenant::no_transaction;
 use crate::tenant::shared::SharedSet;
-
-struct Far(Tenant);
-
-impl Job for Far {
-    fn slug(&self) -> &str {
-        &self.0.slug
-    }
-    fn schema(&self) -> &str {
-        &self.0.schema
-    }
-    fn start_version(&self) -> i64 {
-        self.0.version
-    }
-}
 
 /// What every tenant of one run needs.
 pub struct Run<'a> {
@@ -158,7 +144,7 @@ async fn run_place(
     pool: Pool,
     here: Vec<Tenant>,
 ) -> Vec<TenantOutcome> {
-    let jobs: Vec<Far> = here.into_iter().map(Far).collect();
+    let jobs: Vec<Tenant> = here;
     let shared = Arc::new((
         run.home.clone(),
         pool,
@@ -177,7 +163,7 @@ async fn run_place(
             let shared = shared.clone();
             async move {
                 let (home, pool, set, target, lock_timeout, server) = &*shared;
-                let mut o = migrate_one(home, pool, set, *target, *lock_timeout, &j.0).await;
+                let mut o = migrate_one(home, pool, set, *target, *lock_timeout, &j).await;
                 let place = format!("on server {server}");
                 o.note = Some(match o.note.take() {
                     Some(n) => format!("{n}; {place}"),

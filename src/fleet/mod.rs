@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 use crate::domain::budget::MaxFailures;
 use crate::output::outcome::{Outcome, TenantOutcome};
 use crate::output::progress::Progress;
+use crate::registry::Tenant;
 
 /// Set by the Ctrl-C handler: start no new tenant.
 #[derive(Clone, Default)]
@@ -46,6 +47,19 @@ pub trait Job: Send + 'static {
     fn slug(&self) -> &str;
     fn schema(&self) -> &str;
     fn start_version(&self) -> i64;
+}
+
+/// A registered tenant is the job of every fleet command that visits existing tenants.
+impl Job for Tenant {
+    fn slug(&self) -> &str {
+        &self.slug
+    }
+    fn schema(&self) -> &str {
+        &self.schema
+    }
+    fn start_version(&self) -> i64 {
+        self.version
+    }
 }
 
 /// How many failures a run tolerates before it starts no new tenant, and how the tenants
