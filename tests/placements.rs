@@ -689,3 +689,56 @@ fn shared_migrations_reach_every_server_before_its_tenants() {
         "2"
     );
 }
+
+#[test]
+fn create_elsewhere_gets_its_labels_and_its_seed_like_a_tenant_at_home() {
+    let (db, second) = two_servers("place_seed");
+    let seed = db.dir.join("seed.sql");
+    std::fs::write(
+        &seed,
+        "INSERT INTO employees (email, full_name) \
+         VALUES (current_setting('tenantctl.slug') || '@example.org', 'Seeded');",
+    )
+    .unwrap();
+    let seed = seed.to_str().unwrap();
+    db.run(&[
+        "create",
+        "eu-seeded",
+        "--server",
+        "eu",
+        "--label",
+        "ring=beta",
+        "--seed",
+        seed,
+    ])
+    .expect(0);
+    assert_eq!(
+        second.scalar("SELECT email FROM \"tenant_eu-seeded\".employees"),
+        "eu-seeded@example.org"
+    );
+    assert_eq!(
+        db.scalar("SELECT labels ->> 'ring' FROM public.tenants WHERE slug = 'eu-seeded'"),
+        "beta"
+    );
+    // A failing seed elsewhere creates nothing there and registers nothing at home.
+    let bad = db.dir.join("bad.sql");
+    std::fs::write(&bad, "INSERT INTO no_such_table VALUES (1);").unwrap();
+    db.run(&[
+        "create",
+        "eu-bad",
+        "--server",
+        "eu",
+        "--seed",
+        bad.to_str().unwrap(),
+    ])
+    .expect(1)
+    .mentions("no_such_table");
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM public.tenants WHERE slug = 'eu-bad'"),
+        "0"
+    );
+    assert_eq!(
+        second.scalar("SELECT count(*) FROM pg_namespace WHERE nspname = 'tenant_eu-bad'"),
+        "0"
+    );
+}

@@ -633,6 +633,11 @@ async fn register_and_build(
         }
         return Err(ApplyError::pg("cannot register the tenant", err));
     }
+    if !shared.labels.is_empty() {
+        registry::edit_labels(home, &job.slug, &shared.labels, &[])
+            .await
+            .map_err(|err| ApplyError::Refused(format!("cannot label the tenant: {err:#}")))?;
+    }
     let built = match build_elsewhere(shared, e, job).await {
         Ok(applied) => mark_created(home, shared, job, &applied).await,
         Err(err) => Err(err),
@@ -698,6 +703,10 @@ async fn build_elsewhere(
         History::New,
     )
     .await?;
+    if let Some(seed) = &shared.seed {
+        seed.queue(&mut tx, &job.slug, &job.schema, job.display.as_deref())
+            .await?;
+    }
     let after = grants::after_create(&job.schema, data_role);
     if !after.is_empty() {
         tx.queue(Step::Sql("cannot apply the grants"), after);
