@@ -720,6 +720,25 @@ fn create_elsewhere_gets_its_labels_and_its_seed_like_a_tenant_at_home() {
         db.scalar("SELECT labels ->> 'ring' FROM public.tenants WHERE slug = 'eu-seeded'"),
         "beta"
     );
+    // psql reaches the tenant where it lives; exec does not reach other servers yet and
+    // says so before anything runs.
+    db.run(&[
+        "psql",
+        "eu-seeded",
+        "--",
+        "-At",
+        "-c",
+        "SELECT current_schema() || ':' || count(*) FROM employees",
+    ])
+    .expect(0)
+    .mentions("tenant_eu-seeded:1");
+    db.run(&["exec", "-c", "DELETE FROM employees"])
+        .expect(2)
+        .mentions("does not yet reach tenants on other servers");
+    assert_eq!(
+        second.scalar("SELECT count(*) FROM \"tenant_eu-seeded\".employees"),
+        "1"
+    );
     // A failing seed elsewhere creates nothing there and registers nothing at home.
     let bad = db.dir.join("bad.sql");
     std::fs::write(&bad, "INSERT INTO no_such_table VALUES (1);").unwrap();

@@ -75,6 +75,7 @@ pub async fn run(s: &Session, args: &ExecArgs) -> Result<u8> {
     let (pool, conn) = s.connect(concurrency + 1).await?;
     let concurrency = s.fit_concurrency(&conn, concurrency, false).await?;
     let tenants = select_tenants(&conn, &args.slugs, "nothing was run").await?;
+    s.refuse_elsewhere(&tenants, "exec")?;
     let run_id = exec_runs::start(
         &conn,
         &script.source,

@@ -30,9 +30,11 @@ pub async fn run(s: &Session, args: &PsqlArgs) -> Result<u8> {
             route.state
         );
     }
+    // The tenant's own server (and database) when it lives elsewhere (docs/placements.md).
+    let target = s.servers.target_db(&route.server, &route.database)?;
     let cmd = psql::command(
         &tool,
-        &s.target,
+        &target,
         &route.database,
         &route.schema,
         route.role.as_deref(),

@@ -21,6 +21,7 @@ use crate::tenant::grants;
 pub async fn suspend(s: &Session, args: &SuspendArgs) -> Result<u8> {
     let (_pool, mut conn) = s.connect(1).await?;
     let t = one_tenant(&conn, &args.slug, "nothing was suspended").await?;
+    s.refuse_elsewhere(std::slice::from_ref(&t), "suspend")?;
     if !matches!(t.state.as_str(), "active" | "failed") {
         return Err(bad_input(format!(
             "tenant {} is {}; only an active or failed tenant can be suspended; nothing was changed",
@@ -52,6 +53,7 @@ pub async fn suspend(s: &Session, args: &SuspendArgs) -> Result<u8> {
 pub async fn resume(s: &Session, args: &ResumeArgs) -> Result<u8> {
     let (_pool, mut conn) = s.connect(1).await?;
     let t = one_tenant(&conn, &args.slug, "nothing was resumed").await?;
+    s.refuse_elsewhere(std::slice::from_ref(&t), "resume")?;
     if t.state != "suspended" {
         return Err(bad_input(format!(
             "tenant {} is {}, not suspended; nothing was changed",
