@@ -62,6 +62,18 @@ pub async fn run(s: &Session, args: &VerifyArgs) -> Result<u8> {
     }
     if args.structure {
         findings.extend(structure_drift(&mut conn, &tenants, &set).await?);
+        // Said, not skipped: a CI gate on --structure must not pass for tenants it did not read.
+        findings.extend(far.iter().map(|t| {
+            finding(
+                t,
+                "structure_not_compared",
+                format!(
+                    "it lives on server {} (database {}); verify --structure compares only the \
+                     tenants in the registry's database so far",
+                    t.server, t.database
+                ),
+            )
+        }));
     }
     findings.sort_by(|a, b| (&a.schema, a.kind).cmp(&(&b.schema, b.kind)));
     if s.format == crate::cli::Format::Junit {
