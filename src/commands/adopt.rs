@@ -227,7 +227,7 @@ async fn decide_versions(
             (None, Some(v)) => {
                 c.version = Some(v);
                 c.source = Some("baseline");
-                c.history = baseline_history(set, v);
+                c.history = set.history_up_to(v);
             }
             (None, None) => c.refuse(format!(
                 "it has no migration history ({HISTORY_TABLE}), so its version is unknown; if \
@@ -260,19 +260,6 @@ fn from_history(
     c.version = Some(version);
     c.source = Some("history");
     c.history = history;
-}
-
-/// The history of a schema at `version` that was migrated from these files.
-fn baseline_history(set: &MigrationSet, version: i64) -> Vec<AppliedMigration> {
-    set.migrations
-        .iter()
-        .filter(|m| m.version() as i64 <= version)
-        .map(|m| AppliedMigration {
-            version: m.version() as i64,
-            name: m.name().to_string(),
-            checksum: m.checksum(),
-        })
-        .collect()
 }
 
 /// Tenant schemas belong to the registry's owner, the role migrations run as.

@@ -35,6 +35,17 @@ pub struct AppliedMigration {
     pub checksum: u64,
 }
 
+impl From<&Migration> for AppliedMigration {
+    /// The history row a migration file leaves once it has run.
+    fn from(m: &Migration) -> Self {
+        AppliedMigration {
+            version: m.version() as i64,
+            name: m.name().to_string(),
+            checksum: m.checksum(),
+        }
+    }
+}
+
 impl std::fmt::Display for AppliedMigration {
     /// refinery's own form, `V<version>__<name>`, as in the file name.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -52,6 +63,15 @@ pub enum Plan {
 }
 
 impl MigrationSet {
+    /// The history of a schema migrated from these files up to `version`.
+    pub fn history_up_to(&self, version: i64) -> Vec<AppliedMigration> {
+        self.migrations
+            .iter()
+            .filter(|m| m.version() as i64 <= version)
+            .map(AppliedMigration::from)
+            .collect()
+    }
+
     /// Loads `V<version>__<name>.sql` files from `dir` (recursively, like refinery).
     /// Any other `.sql` file, a duplicate version or an unreadable file is an error.
     pub fn load(dir: &Path) -> Result<MigrationSet> {
@@ -461,15 +481,7 @@ mod tests {
     }
 
     fn applied(s: &MigrationSet, upto: i64) -> Vec<AppliedMigration> {
-        s.migrations
-            .iter()
-            .filter(|m| m.version() as i64 <= upto)
-            .map(|m| AppliedMigration {
-                version: m.version() as i64,
-                name: m.name().into(),
-                checksum: m.checksum(),
-            })
-            .collect()
+        s.history_up_to(upto)
     }
 
     #[test]

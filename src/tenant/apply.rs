@@ -345,11 +345,7 @@ pub async fn apply_pending(
     let migrations: Vec<AppliedMigration> = report
         .applied_migrations()
         .iter()
-        .map(|m| AppliedMigration {
-            version: m.version() as i64,
-            name: m.name().to_string(),
-            checksum: m.checksum(),
-        })
+        .map(AppliedMigration::from)
         .collect();
     if let Some(m) = migrations.iter().find(|m| set.is_no_transaction(m.version)) {
         // Never inside a transaction: the caller plans around such files (see
