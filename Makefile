@@ -1,8 +1,8 @@
 # tenantctl: `make demo` and `make test` work on a fresh Debian machine. Without a
 # DATABASE_URL they start a throwaway PostgreSQL 15 under .tmp/ (installing Debian's
 # postgresql package when initdb is missing) and stop it afterwards. `make test` also installs
-# Debian's pgbouncer when it is missing, and the parsers that check the CI reports
-# (python3-prometheus-client, python3-lxml).
+# Debian's pgbouncer when it is missing, the parsers that check the CI reports
+# (python3-prometheus-client, python3-lxml), and Citus (scripts/need-citus.sh).
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -26,10 +26,14 @@ demo: release
 
 # Formatting, lints, unit tests, and integration tests against a real server started here.
 # tests/routing.rs runs PgBouncer in front of the test server: installed here when missing.
+# tests/citus.rs runs a Citus coordinator and two workers (scripts/with-citus.sh): Citus is
+# built from third_party/citus/ when missing, BEFORE any cluster starts (its build packages
+# can upgrade postgresql-15 under a running server).
 test: lint
 	scripts/need-pgbouncer.sh >/dev/null
 	scripts/need-report-checkers.sh
-	scripts/with-postgres.sh test $(CARGO) test --all-targets
+	scripts/need-citus.sh
+	scripts/with-postgres.sh test scripts/with-citus.sh test $(CARGO) test --all-targets
 
 lint:
 	$(CARGO) fmt --check

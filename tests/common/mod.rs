@@ -2,13 +2,14 @@
 //! (scripts/with-postgres.sh exports its DATABASE_URL), and the real tenantctl binary.
 #![allow(dead_code)]
 
+pub mod citus;
 pub mod pgbouncer;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
+pub(crate) static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// The server's admin URL. Tests need a real PostgreSQL: run them through `make test`.
 pub fn admin_url() -> String {

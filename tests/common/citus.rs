@@ -1,0 +1,109 @@
+//! A Citus database of its own for one test: the same database on the coordinator and both
+//! workers of the cluster scripts/with-citus.sh starts (`make test` does), with the citus
+//! extension in each and the workers added to the coordinator.
+
+use std::sync::atomic::Ordering;
+
+use super::{query, replace_dbname, try_query, TestDb, COUNTER};
+
+/// The coordinator's admin URL (trusted login, no password).
+pub fn coordinator_url() -> String {
+    std::env::var("TENANTCTL_TEST_CITUS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .expect(
+            "the Citus tests need a Citus cluster: run them through `make test`, or \
+             scripts/with-citus.sh NAME cargo test --test citus (after scripts/need-citus.sh)",
+        )
+}
+
+/// The workers' ports.
+pub fn worker_ports() -> Vec<u16> {
+    std::env::var("TENANTCTL_TEST_CITUS_WORKERS")
+        .expect("scripts/with-citus.sh exports TENANTCTL_TEST_CITUS_WORKERS")
+        .split(',')
+        .map(|p| p.parse().expect("a port"))
+        .collect()
+}
+
+fn port_of(url: &str) -> u16 {
+    let host_port = url.split('@').nth(1).unwrap().split('/').next().unwrap();
+    host_port.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// `url` with another port.
+pub fn with_port(url: &str, port: u16) -> String {
+    url.replacen(&format!(":{}/", port_of(url)), &format!(":{port}/"), 1)
+}
+
+pub struct CitusDb {
+    /// The database on the coordinator: `db.run`, `db.query`... work as for any test.
+    pub db: TestDb,
+    /// The same database on each worker.
+    pub workers: Vec<String>,
+}
+
+impl CitusDb {
+    pub fn new(label: &str) -> CitusDb {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("c_{}_{}_{}", label.replace('-', "_"), std::process::id(), n);
+        let admin = coordinator_url();
+        let ports = worker_ports();
+        let url = replace_dbname(&admin, &name);
+        let workers: Vec<String> = ports.iter().map(|p| with_port(&url, *p)).collect();
+        for u in std::iter::once(&url).chain(&workers) {
+            query(
+                &replace_dbname(u, "postgres"),
+                &format!("CREATE DATABASE \"{name}\""),
+            );
+            query(u, "CREATE EXTENSION citus");
+        }
+        let mut setup = format!(
+            "SELECT citus_set_coordinator_host('127.0.0.1', {});",
+            port_of(&url)
+        );
+        for p in &ports {
+            setup.push_str(&format!("SELECT citus_add_node('127.0.0.1', {p});"));
+        }
+        query(&url, &setup);
+        let dir = std::env::temp_dir().join(format!("tenantctl-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        CitusDb {
+            db: TestDb { name, url, dir },
+            workers,
+        }
+    }
+
+    /// `host:port` of each worker, as Citus names them.
+    pub fn worker_nodes(&self) -> Vec<String> {
+        worker_ports()
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect()
+    }
+
+    /// Each tenant schema's node (`host:port`), from Citus's metadata, by schema.
+    pub fn nodes(&self) -> std::collections::BTreeMap<String, String> {
+        self.db
+            .query(
+                "SELECT s.schema_name::text, min(sh.nodename || ':' || sh.nodeport) \
+                   FROM citus_schemas s JOIN citus_shards sh USING (colocation_id) \
+                  GROUP BY 1 HAVING count(DISTINCT (sh.nodename, sh.nodeport)) = 1",
+            )
+            .into_iter()
+            .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap()))
+            .collect()
+    }
+}
+
+impl Drop for CitusDb {
+    fn drop(&mut self) {
+        for u in std::iter::once(&self.db.url).chain(&self.workers) {
+            let _ = try_query(
+                &replace_dbname(u, "postgres"),
+                &format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.db.name),
+            );
+        }
+    }
+}
