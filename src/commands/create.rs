@@ -21,6 +21,7 @@ use crate::pg::connect::{self, Target};
 use crate::pg::txn::{Step, Tx};
 use crate::registry::{self, locks, Placement};
 use crate::tenant::apply::{self, apply_pending, ApplyError, History};
+use crate::tenant::citus::{Backend, Work};
 use crate::tenant::grants;
 use crate::tenant::no_transaction;
 use crate::tenant::placement;
@@ -60,6 +61,8 @@ struct Shared {
     seed: Option<Seed>,
     /// `--label`s, the same for every tenant of the run.
     labels: std::collections::BTreeMap<String, String>,
+    /// Plain PostgreSQL or a Citus coordinator: how a tenant's transaction starts.
+    backend: Backend,
 }
 
 /// Where the tenants of a `create --server NAME` / `--own-database` go.
@@ -124,6 +127,10 @@ pub async fn run(s: &Session, args: &CreateArgs) -> Result<u8> {
         ));
     }
     let (pool, conn) = s.connect(concurrency + 1).await?;
+    // On Citus: what the migrations hold that a distributed schema cannot run, and
+    // per-tenant roles, refused before anything else.
+    let (backend, needs) = s.backend().check_migrations(&set, set.latest())?;
+    backend.check_tenant_roles(s.settings.per_tenant_roles)?;
     let concurrency = s.fit_concurrency(&conn, concurrency, false).await?;
     let app_role = s.check_app_role(&conn).await?;
     finish_crashed(s, &conn, &slugs).await?;
@@ -157,6 +164,8 @@ pub async fn run(s: &Session, args: &CreateArgs) -> Result<u8> {
             }
         }
     }
+    // After the shared migrations, which may create the reference tables it looks for.
+    backend.check_on_server(&conn, &needs).await?;
     if let Some(role) = &app_role {
         registry::grant_read(&conn, role).await?;
     }
@@ -185,6 +194,7 @@ pub async fn run(s: &Session, args: &CreateArgs) -> Result<u8> {
         if_not_exists: args.if_not_exists,
         seed,
         labels: args.labels.iter().cloned().collect(),
+        backend,
     });
     let budget = fleet::Budget::from_flags(false, args.max_failures, jobs.len());
     let progress = Progress::new("create", jobs.len(), s.json());
@@ -536,6 +546,7 @@ async fn provision(
         (app, _) => (app.as_deref(), String::new(), None),
     };
     let mut tx = Tx::begin(client);
+    shared.backend.begin(&mut tx, Work::Create);
     tx.queue_sql(registry::insert_provisioning(
         &job.slug,
         &job.schema,

@@ -11,6 +11,9 @@ use crate::registry::{self, Pick};
 pub async fn run(s: &Session, args: &ListArgs) -> Result<u8> {
     let (_pool, conn) = s.connect(1).await?;
     let selector = args.select.selector.as_ref();
+    // On Citus, where each tenant lives (one query for all of them).
+    let nodes = s.backend().nodes(&conn).await?;
+    let citus = s.backend().is_citus();
     if s.json() {
         let tenants = pick_tenants(&conn, &[], selector, "nothing was listed").await?;
         let tenants = tenants
@@ -21,6 +24,7 @@ pub async fn run(s: &Session, args: &ListArgs) -> Result<u8> {
                 state: &t.state,
                 server: &t.server,
                 database: &t.database,
+                node: citus.then(|| nodes.get(&t.schema).map(String::as_str)),
                 labels: &t.labels,
             })
             .collect();
@@ -31,11 +35,20 @@ pub async fn run(s: &Session, args: &ListArgs) -> Result<u8> {
     // fleet size. Fields are escaped, so a tab or newline cannot shift columns.
     let pick = selector.map_or(Pick::All, Pick::Selected);
     registry::for_each_tenant(&conn, pick, |t| {
+        // On Citus a fourth field: the tenant's node (empty when it has none).
+        let node = match citus {
+            true => format!(
+                "\t{}",
+                escape_line(nodes.get(&t.schema).map_or("", String::as_str))
+            ),
+            false => String::new(),
+        };
         crate::outln!(
-            "{}\t{}\t{}",
+            "{}\t{}\t{}{}",
             escape_line(&t.slug),
             escape_line(&t.schema),
-            escape_line(&t.state)
+            escape_line(&t.state),
+            node
         );
     })
     .await?;
@@ -54,5 +67,8 @@ struct Row<'a> {
     state: &'a str,
     server: &'a str,
     database: &'a str,
+    /// On a Citus coordinator only: the node holding the tenant's schema (null when none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<Option<&'a str>>,
     labels: &'a std::collections::BTreeMap<String, String>,
 }

@@ -5,6 +5,7 @@
 //! run over thousands of tenants is one query. Every other tenant is migrated in one
 //! transaction holding its advisory lock (see `apply`).
 
+use crate::tenant::citus::{Backend, Work};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,8 @@ use super::report::{self, SharedReport};
 
 struct Shared {
     pool: Pool,
+    /// Plain PostgreSQL or a Citus coordinator: how a tenant's transaction starts.
+    backend: Backend,
     set: MigrationSet,
     target: i64,
     lock_timeout: Option<Duration>,
@@ -60,6 +63,9 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
     let shared_set = s.shared_set()?;
     let concurrency = s.concurrency();
     let (pool, mut conn) = s.connect(concurrency + 1).await?;
+    // On Citus: what the migrations hold that a distributed schema cannot run, refused
+    // before any tenant is touched.
+    let (backend, needs) = s.backend().check_migrations(&set, target)?;
     // The first connection is kept for the run's mark (see `locks::RUN_MARK`).
     let concurrency = s.fit_concurrency(&conn, concurrency, !args.dry_run).await?;
     let tenants = pick_tenants(
@@ -85,6 +91,8 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
         None => None,
     };
     let shared_report = shared_report.as_ref();
+    // After the shared migrations, which may create the reference tables it looks for.
+    backend.check_on_server(&conn, &needs).await?;
     let home_db = s.home_database().to_string();
     let (tenants, far): (Vec<Tenant>, Vec<Tenant>) =
         tenants.into_iter().partition(|t| t.is_home(&home_db));
@@ -169,6 +177,7 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
     }
     let shared = Arc::new(Shared {
         pool,
+        backend,
         set,
         target,
         lock_timeout: s.lock_timeout,
@@ -801,6 +810,7 @@ async fn attempt(
     history: History<'_>,
 ) -> Result<(i64, Vec<String>), ApplyError> {
     let mut tx = Tx::begin(client);
+    shared.backend.begin(&mut tx, Work::Change);
     let applied = apply_pending(
         &mut tx,
         &t.schema,

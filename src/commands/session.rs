@@ -15,6 +15,7 @@ use crate::output::{count, listed, plural};
 use crate::pg::connect::{self, Target};
 use crate::pg::servers::Servers;
 use crate::registry::{self, Tenant};
+use crate::tenant::citus::Backend;
 use crate::tenant::shared::SharedSet;
 
 pub struct Session {
@@ -25,6 +26,8 @@ pub struct Session {
     pub format: Format,
     /// `--lock-timeout`, when given.
     pub lock_timeout: Option<Duration>,
+    /// What `connect` found the server to be (plain PostgreSQL until then).
+    backend: std::sync::OnceLock<Backend>,
 }
 
 fn non_empty(s: Option<String>) -> Option<String> {
@@ -54,6 +57,7 @@ impl Session {
             servers,
             format: global.format,
             lock_timeout: global.lock_timeout.map(Duration::from_millis),
+            backend: std::sync::OnceLock::new(),
         })
     }
 
@@ -119,8 +123,22 @@ impl Session {
     pub async fn connect(&self, size: usize) -> Result<(Pool, Object)> {
         let pool = connect::pool(&self.target, size)?;
         let mut conn = connect::first_connection(&pool, &self.target).await?;
+        // Before the registry: nothing is installed on a Citus worker node.
+        let backend = Backend::detect(
+            &conn,
+            self.settings.citus_distribute,
+            &self.target.describe(),
+        )
+        .await?;
+        let _ = self.backend.set(backend);
         registry::ensure(&mut conn, self.lock_deadline()).await?;
         Ok((pool, conn))
+    }
+
+    /// The server's kind (plain PostgreSQL or a Citus coordinator), as `connect` found it.
+    pub fn backend(&self) -> &Backend {
+        static PLAIN: Backend = Backend::Plain;
+        self.backend.get().unwrap_or(&PLAIN)
     }
 
     /// The concurrency the server can take: `wanted`, or fewer when the server lacks free

@@ -47,7 +47,10 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
     if let (Some(r), false) = (&shared, s.json()) {
         crate::outln!("{}", escape_line(&r.line()));
     }
-    let mut fleet = Fleet::new(&set, latest, args.all && !s.json());
+    // On Citus, where each tenant lives (one query for all of them).
+    let nodes = s.backend().nodes(&conn).await?;
+    let nodes = s.backend().is_citus().then_some(&nodes);
+    let mut fleet = Fleet::new(&set, latest, args.all && !s.json(), nodes);
     let unreachable = if s.json() || !args.slugs.is_empty() {
         let mut tenants = pick_tenants(
             &conn,
@@ -58,7 +61,7 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
         .await?;
         let unreachable = s.check_schemas_elsewhere(&mut tenants).await;
         if s.json() {
-            print_document(&tenants, &set, latest, shared.as_ref());
+            print_document(&tenants, &set, latest, shared.as_ref(), nodes);
         }
         for t in tenants {
             fleet.add(t);
@@ -182,7 +185,13 @@ async fn prometheus(
     })
 }
 
-fn print_document(tenants: &[Tenant], set: &MigrationSet, latest: i64, shared: Option<&SharedRow>) {
+fn print_document(
+    tenants: &[Tenant],
+    set: &MigrationSet,
+    latest: i64,
+    shared: Option<&SharedRow>,
+    nodes: Option<&Nodes>,
+) {
     let tenants = tenants
         .iter()
         .map(|t| Row {
@@ -191,6 +200,7 @@ fn print_document(tenants: &[Tenant], set: &MigrationSet, latest: i64, shared: O
             state: &t.state,
             server: &t.server,
             database: &t.database,
+            node: nodes.map(|n| n.get(&t.schema).map(String::as_str)),
             version: t.version,
             pending: set.pending_count(t.version, latest),
             last_error: t.last_error.as_deref(),
@@ -224,6 +234,10 @@ struct Row<'a> {
     /// Where it lives (docs/placements.md).
     server: &'a str,
     database: &'a str,
+    /// On a Citus coordinator only: the worker node (`host:port`) holding the tenant's
+    /// schema, null when it is not distributed (or has no table yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<Option<&'a str>>,
     version: i64,
     pending: usize,
     last_error: Option<&'a str>,
@@ -284,6 +298,8 @@ fn behind(t: &Tenant, latest: i64) -> bool {
 /// What text status knows about the tenants seen so far: counts, and the first rows.
 struct Fleet<'a> {
     set: &'a MigrationSet,
+    /// On Citus: each distributed schema's node, shown in a column of its own.
+    nodes: Option<&'a Nodes>,
     latest: i64,
     /// `--all`: each row is printed as it arrives.
     stream_rows: bool,
@@ -301,9 +317,15 @@ struct Fleet<'a> {
 }
 
 impl<'a> Fleet<'a> {
-    fn new(set: &'a MigrationSet, latest: i64, stream_rows: bool) -> Fleet<'a> {
+    fn new(
+        set: &'a MigrationSet,
+        latest: i64,
+        stream_rows: bool,
+        nodes: Option<&'a Nodes>,
+    ) -> Fleet<'a> {
         Fleet {
             set,
+            nodes,
             latest,
             stream_rows,
             first: Vec::new(),
@@ -337,9 +359,13 @@ impl<'a> Fleet<'a> {
         }
         if self.stream_rows {
             if self.n == 1 {
-                crate::outln!("{}", line(&HEADER.map(str::to_string)));
+                let header = with_node(HEADER.map(str::to_string).to_vec(), self.nodes, |_| {
+                    "node".to_string()
+                });
+                crate::outln!("{}", line(&header, self.nodes.is_some()));
             }
-            crate::outln!("{}", line(&cells(&t, self.set, self.latest)));
+            let row = cells(&t, self.set, self.latest, self.nodes);
+            crate::outln!("{}", line(&row, self.nodes.is_some()));
         } else if self.first.len() <= FULL_TABLE_LIMIT {
             self.first.push(t);
         }
@@ -365,7 +391,7 @@ impl<'a> Fleet<'a> {
     fn print_text(&self) {
         if !self.stream_rows {
             if self.n <= FULL_TABLE_LIMIT {
-                print_table(&self.first, self.set, self.latest);
+                print_table(&self.first, self.set, self.latest, self.nodes);
             } else {
                 self.print_summary();
             }
@@ -446,12 +472,30 @@ const HEADER: [&str; 8] = [
 /// Column widths of `--all`'s streamed rows: a value longer than its column pushes the
 /// rest of its row right rather than making every row wait for the widest.
 const WIDTHS: [usize; 7] = [24, 31, 10, 8, 7, 7, 20];
+/// The same with Citus's node column (`host:port`) after the server's.
+const WIDTHS_NODE: [usize; 8] = [24, 31, 10, 8, 21, 7, 7, 20];
 
-fn line(cells: &[String; 8]) -> String {
+/// Each tenant schema's Citus node, by schema.
+type Nodes = BTreeMap<String, String>;
+
+/// `cells` with the node column inserted after the server's when on Citus.
+fn with_node(
+    mut cells: Vec<String>,
+    nodes: Option<&Nodes>,
+    node: impl FnOnce(&Nodes) -> String,
+) -> Vec<String> {
+    if let Some(n) = nodes {
+        cells.insert(4, node(n));
+    }
+    cells
+}
+
+fn line(cells: &[String], node_column: bool) -> String {
+    let widths: &[usize] = if node_column { &WIDTHS_NODE } else { &WIDTHS };
     let mut out = String::new();
     for (i, c) in cells.iter().enumerate() {
         let c = escape_line(c);
-        match WIDTHS.get(i) {
+        match widths.get(i) {
             Some(w) => out.push_str(&format!("{c:<w$}  ")),
             None => out.push_str(&c),
         }
@@ -459,7 +503,7 @@ fn line(cells: &[String; 8]) -> String {
     out.trim_end().to_string()
 }
 
-fn cells(x: &Tenant, set: &MigrationSet, latest: i64) -> [String; 8] {
+fn cells(x: &Tenant, set: &MigrationSet, latest: i64, nodes: Option<&Nodes>) -> Vec<String> {
     let state = if x.schema_exists {
         x.state.clone()
     } else {
@@ -470,7 +514,7 @@ fn cells(x: &Tenant, set: &MigrationSet, latest: i64) -> [String; 8] {
     } else {
         set.pending_count(x.version, latest).to_string()
     };
-    [
+    let row = vec![
         x.slug.clone(),
         x.schema.clone(),
         state,
@@ -479,16 +523,22 @@ fn cells(x: &Tenant, set: &MigrationSet, latest: i64) -> [String; 8] {
         pending,
         x.migrated_at.clone().unwrap_or_default(),
         x.last_error.clone().unwrap_or_default(),
-    ]
+    ];
+    with_node(row, nodes, |n| {
+        n.get(&x.schema).cloned().unwrap_or_default()
+    })
 }
 
-fn print_table(tenants: &[Tenant], set: &MigrationSet, latest: i64) {
+fn print_table(tenants: &[Tenant], set: &MigrationSet, latest: i64, nodes: Option<&Nodes>) {
     if tenants.is_empty() {
         return;
     }
-    let mut t = table(HEADER.to_vec());
+    let header = with_node(HEADER.map(str::to_string).to_vec(), nodes, |_| {
+        "node".to_string()
+    });
+    let mut t = table(header.iter().map(String::as_str).collect());
     for x in tenants {
-        t.add_row(cells(x, set, latest).to_vec());
+        t.add_row(cells(x, set, latest, nodes));
     }
     crate::outln!("{t}");
 }

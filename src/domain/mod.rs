@@ -2,6 +2,7 @@
 //! folder and what a migration file may hold, exit codes.
 
 pub mod budget;
+pub mod citus_rules;
 pub mod dump_policy;
 pub mod exit;
 pub mod migration_set;

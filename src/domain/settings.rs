@@ -32,6 +32,16 @@ pub struct FileConfig {
     /// `[servers.NAME]`: the other PostgreSQL servers tenants may live on (docs/placements.md).
     #[serde(default)]
     pub servers: BTreeMap<String, ServerSection>,
+    /// `[citus]`: how tenants are made on a Citus coordinator (docs/citus.md).
+    #[serde(default)]
+    pub citus: CitusSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CitusSection {
+    /// New tenant schemas become Citus distributed schemas (default true).
+    pub distribute: Option<bool>,
 }
 
 /// One `[servers.NAME]` table: where the server is, and which environment variable holds
@@ -109,6 +119,8 @@ pub struct Settings {
     pub servers: BTreeMap<String, ServerSection>,
     /// Where `create` puts tenants without `--server` (`home` by default).
     pub default_server: String,
+    /// `[citus] distribute`: on a Citus coordinator, new tenant schemas are distributed.
+    pub citus_distribute: bool,
 }
 
 /// Refuses a shared schema name tenantctl could not keep apart from the tenants' schemas or
@@ -300,6 +312,7 @@ pub fn merge(
         per_tenant_roles,
         servers: file.servers,
         default_server,
+        citus_distribute: file.citus.distribute.unwrap_or(true),
     })
 }
 
@@ -390,6 +403,24 @@ mod tests {
             parse_file("[migrations]\ndir = \"m\"\n[tenants]\nschema_prefx = \"x\"\n").unwrap_err();
         assert!(err.contains("line 4"), "{err}");
         assert!(err.contains("schema_prefx"), "{err}");
+    }
+
+    #[test]
+    fn citus_section_defaults_to_distributing_and_names_unknown_keys() {
+        let on = merge(Overrides::default(), FileConfig::default(), None, None).unwrap();
+        assert!(on.citus_distribute);
+        let off = merge(
+            Overrides::default(),
+            file("[citus]\ndistribute = false\n"),
+            None,
+            None,
+        )
+        .unwrap();
+        assert!(!off.citus_distribute);
+        let err = parse_file("[citus]\ndistribute = true\nshards = 4\n").unwrap_err();
+        assert!(err.contains("line 3") && err.contains("shards"), "{err}");
+        let err = parse_file("[citus]\ndistribute = \"yes\"\n").unwrap_err();
+        assert!(err.contains("line 2"), "{err}");
     }
 
     #[test]

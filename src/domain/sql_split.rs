@@ -285,6 +285,59 @@ impl Statement<'_> {
     }
 }
 
+/// A statement's token as rules over its shape read it (`domain::citus_rules`): strings and
+/// dollar-quoted bodies are opaque, so nothing inside them is taken for a keyword.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// An unquoted word, lower-cased.
+    Word(String),
+    /// A quoted identifier's name.
+    Name(String),
+    /// A string or dollar-quoted literal (its content left out).
+    Literal,
+    Open,
+    Close,
+    /// Anything else (operators, numbers, `.`, `,`), as written.
+    Other(String),
+}
+
+impl Piece {
+    /// The identifier this piece names (a word lower-cased, or a quoted name).
+    pub fn ident(&self) -> Option<&str> {
+        match self {
+            Piece::Word(w) | Piece::Name(w) => Some(w),
+            _ => None,
+        }
+    }
+
+    pub fn is_word(&self, w: &str) -> bool {
+        matches!(self, Piece::Word(x) if x == w)
+    }
+}
+
+impl Statement<'_> {
+    /// The statement's tokens as `Piece`s, in order.
+    pub fn pieces(&self) -> Vec<Piece> {
+        let view = View {
+            tokens: &self.tokens,
+            text: self.text,
+            base: self.range.start,
+        };
+        (0..self.tokens.len())
+            .map(|i| match &self.tokens[i].kind {
+                Kind::Word => Piece::Word(view.word(i).unwrap_or_default()),
+                Kind::QuotedIdent => Piece::Name(view.name(i).unwrap_or_default()),
+                Kind::Str { .. } | Kind::Dollar { .. } => Piece::Literal,
+                Kind::Open => Piece::Open,
+                Kind::Close => Piece::Close,
+                Kind::Param | Kind::Semicolon | Kind::Other => {
+                    Piece::Other(view.slice(self.tokens[i].span.clone()).to_string())
+                }
+            })
+            .collect()
+    }
+}
+
 fn is_commit_or_rollback(what: &str) -> bool {
     what == "COMMIT" || what == "ROLLBACK"
 }

@@ -114,6 +114,8 @@ pub struct Tx<'c> {
     client: &'c ClientWrapper,
     pipeline: Pipeline<Step>,
     state: State,
+    /// Send each statement of a queued text as a query of its own (`split_statements`).
+    split: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -133,17 +135,59 @@ impl<'c> Tx<'c> {
             client,
             pipeline,
             state: State::Queued,
+            split: false,
         }
+    }
+
+    /// From now on, a text of several statements queued on this transaction goes out as
+    /// one query per statement (same step), still in the same flight. A Citus coordinator
+    /// needs it: DDL on a distributed table sent within a multi-statement query fails
+    /// ("cannot insert multiple commands into a prepared statement").
+    pub fn split_statements(&mut self) {
+        self.split = true;
     }
 
     /// Queues statements (no parameters, no rows wanted).
     pub fn queue(&mut self, step: Step, sql: impl Into<String>) {
-        self.pipeline.batch(step, sql);
+        let sql = sql.into();
+        match self.pieces(&sql) {
+            Some(statements) => {
+                for st in statements {
+                    self.pipeline.batch(step, st);
+                }
+            }
+            None => self.pipeline.batch(step, sql),
+        }
     }
 
-    /// Queues a simple query whose rows the next flight returns.
+    /// Queues a simple query whose rows the next flight returns (with `split_statements`,
+    /// the rows of its last statement).
     pub fn queue_query(&mut self, step: Step, sql: impl Into<String>) {
-        self.pipeline.query(step, sql);
+        let sql = sql.into();
+        match self.pieces(&sql) {
+            Some(mut statements) if !statements.is_empty() => {
+                let last = statements.pop().expect("not empty");
+                for st in statements {
+                    self.pipeline.batch(step, st);
+                }
+                self.pipeline.query(step, last);
+            }
+            _ => self.pipeline.query(step, sql),
+        }
+    }
+
+    /// The statements of `sql` when they must go one by one; `None` to send it whole (not
+    /// splitting, one statement, or a text the splitter cannot read: the server then
+    /// reports the error itself).
+    fn pieces(&self, sql: &str) -> Option<Vec<String>> {
+        if !self.split {
+            return None;
+        }
+        let statements = crate::domain::sql_split::split(sql).ok()?;
+        if statements.len() < 2 {
+            return None;
+        }
+        Some(statements.iter().map(|s| s.text.to_string()).collect())
     }
 
     /// Queues a prepared statement. Preparing costs a round trip the first time a

@@ -4,6 +4,7 @@
 pub mod adopt;
 pub mod apply;
 pub mod audit;
+pub mod citus;
 pub mod exec;
 pub mod grants;
 pub mod no_transaction;

@@ -1,0 +1,238 @@
+//! The kind of server the tenants live on, and what differs on a Citus coordinator: how a
+//! tenant's transaction starts (its schema made a distributed schema), how its statements are
+//! sent (one by one), which migrations can run, and where each tenant lives. Commands hold a
+//! `Backend` and call it at these points; they do not ask "is this Citus?" themselves.
+//! docs/citus.md describes the behaviour.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use deadpool_postgres::GenericClient;
+
+use crate::domain::citus_rules::{self, Needs};
+use crate::domain::exit::bad_input;
+use crate::domain::migration_set::MigrationSet;
+use crate::pg::connect::PgContext;
+use crate::pg::txn::{Step, Tx};
+
+/// Plain PostgreSQL, or a Citus coordinator.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Backend {
+    #[default]
+    Plain,
+    Citus(Citus),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Citus {
+    /// `[citus] distribute`: new tenant schemas become distributed schemas.
+    pub distribute: bool,
+    /// The migrations create triggers (checked safe by `Backend::check_migrations`).
+    pub triggers: bool,
+}
+
+/// What a tenant transaction does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// `create`: the schema is made in this transaction.
+    Create,
+    /// Migrations (or other changes) to an existing tenant.
+    Change,
+}
+
+/// Whether the database has the citus extension, and if so whether this node is the
+/// coordinator (its group is 0) and which node is (`host:port`, from the metadata the
+/// coordinator synced to its workers).
+const DETECT: &str =
+    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus')";
+const NODE_ROLE: &str = "SELECT (SELECT groupid FROM pg_catalog.pg_dist_local_group) = 0, \
+        (SELECT nodename || ':' || nodeport FROM pg_catalog.pg_dist_node \
+          WHERE groupid = 0 AND noderole = 'primary' LIMIT 1)";
+
+/// Each distributed schema's node(s), `host:port`, in one read of Citus's metadata tables
+/// (not the `citus_shards` view, which asks every node for every shard's size). A schema
+/// without tables has no shard yet, so no node.
+const NODES: &str = "SELECT ns.nspname::text, \
+        pg_catalog.string_agg(DISTINCT n.nodename || ':' || n.nodeport, ',') \
+      FROM pg_catalog.pg_dist_schema ds \
+      JOIN pg_catalog.pg_namespace ns ON ns.oid = ds.schemaid \
+      LEFT JOIN pg_catalog.pg_dist_partition p ON p.colocationid = ds.colocationid \
+      LEFT JOIN pg_catalog.pg_dist_shard s ON s.logicalrelid = p.logicalrelid \
+      LEFT JOIN pg_catalog.pg_dist_placement pl ON pl.shardid = s.shardid \
+      LEFT JOIN pg_catalog.pg_dist_node n ON n.groupid = pl.groupid \
+     GROUP BY 1";
+
+/// Whether `$1` (`schema.table`) exists, and is a Citus reference table.
+const REFERENCE_TABLE: &str = "SELECT pg_catalog.to_regclass($1) IS NOT NULL, EXISTS (\
+        SELECT 1 FROM pg_catalog.pg_dist_partition \
+         WHERE logicalrelid = pg_catalog.to_regclass($1) AND partmethod = 'n' AND repmodel = 't')";
+
+impl Backend {
+    /// What `conn`'s database is. A Citus worker node is refused (exit 2): tenantctl works
+    /// through the coordinator, which the message names when the worker knows it.
+    pub async fn detect(conn: &impl GenericClient, distribute: bool, at: &str) -> Result<Backend> {
+        let citus: bool = conn
+            .query_one(DETECT, &[])
+            .await
+            .pg_context("cannot look for the citus extension")?
+            .get(0);
+        if !citus {
+            return Ok(Backend::Plain);
+        }
+        let row = conn
+            .query_one(NODE_ROLE, &[])
+            .await
+            .pg_context("cannot read which Citus node this is")?;
+        let (coordinator, known): (Option<bool>, Option<String>) = (row.get(0), row.get(1));
+        if coordinator == Some(false) {
+            let hint = match known {
+                Some(c) => format!("connect to the coordinator, {c}, with the same database"),
+                None => "connect to the cluster's coordinator".to_string(),
+            };
+            return Err(bad_input(format!(
+                "{at} is a Citus worker node; tenantctl works through the coordinator (a \
+                 worker holds only shards of the tenants, and changes made there bypass \
+                 Citus): {hint}; nothing was changed"
+            )));
+        }
+        Ok(Backend::Citus(Citus {
+            distribute,
+            triggers: false,
+        }))
+    }
+
+    pub fn is_citus(&self) -> bool {
+        matches!(self, Backend::Citus(_))
+    }
+
+    /// Whether new tenant schemas are made distributed schemas.
+    pub fn distributes(&self) -> bool {
+        matches!(self, Backend::Citus(c) if c.distribute)
+    }
+
+    /// Refuses (exit 2) migrations Citus cannot run in a distributed schema, naming file,
+    /// statement and rule, and returns the backend ready for them. Statements that need the
+    /// server to decide (foreign keys to other schemas) are checked by `check_on_server`.
+    pub fn check_migrations(&self, set: &MigrationSet, upto: i64) -> Result<(Backend, Needs)> {
+        let Backend::Citus(c) = self else {
+            return Ok((Backend::Plain, Needs::default()));
+        };
+        if !c.distribute {
+            return Ok((self.clone(), Needs::default()));
+        }
+        let files: Vec<(String, String)> = set
+            .migrations
+            .iter()
+            .filter(|m| i64::from(m.version()) <= upto)
+            .map(|m| {
+                (
+                    format!("V{}__{}.sql", m.version(), m.name()),
+                    m.sql().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        let needs = citus_rules::check(&files).map_err(|r| {
+            bad_input(format!(
+                "{r}; nothing was changed (docs/citus.md lists what Citus cannot run)"
+            ))
+        })?;
+        let ready = Backend::Citus(Citus {
+            triggers: needs.triggers,
+            ..c.clone()
+        });
+        Ok((ready, needs))
+    }
+
+    /// The server side of `check_migrations`: every table a foreign key reaches outside the
+    /// tenant's schema must be a Citus reference table (a distributed schema's table can
+    /// reference only those). Exit 2, before any tenant is touched.
+    pub async fn check_on_server(&self, conn: &impl GenericClient, needs: &Needs) -> Result<()> {
+        if !self.distributes() {
+            return Ok(());
+        }
+        for r in &needs.outside_references {
+            let name = format!(
+                "{}.{}",
+                crate::domain::names::quote_ident(&r.schema),
+                crate::domain::names::quote_ident(&r.table)
+            );
+            let row = conn
+                .query_one(REFERENCE_TABLE, &[&name])
+                .await
+                .pg_context("cannot check a foreign key's table")?;
+            let (exists, reference): (bool, bool) = (row.get(0), row.get(1));
+            if !reference {
+                let why = if exists {
+                    "is not a Citus reference table"
+                } else {
+                    "does not exist (yet)"
+                };
+                return Err(bad_input(format!(
+                    "migration {} line {} (`{}`) cannot run in a Citus distributed schema: its \
+                     foreign key references {name}, which {why}; a tenant table can reference \
+                     only tables of its own schema or reference tables (SELECT \
+                     create_reference_table('{}') in a shared migration); nothing was changed",
+                    r.file,
+                    r.line,
+                    r.statement,
+                    name.replace('\'', "''")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Per-tenant roles cannot work on a distributed schema: Citus reaches the workers as
+    /// the current role, and a tenant's role is NOLOGIN. Exit 2 at create.
+    pub fn check_tenant_roles(&self, per_tenant_roles: bool) -> Result<()> {
+        if per_tenant_roles && self.distributes() {
+            return Err(bad_input(
+                "[tenants] per_tenant_roles does not work on Citus: Citus opens its \
+                 connections to the worker nodes as the current role, and a tenant's role is \
+                 NOLOGIN, so every query after SET ROLE to it would fail on the worker (and \
+                 moving the tenant too: citusdata/citus#7719); turn per_tenant_roles off and \
+                 rely on app_role with schema grants, or set [citus] distribute = false to \
+                 keep the tenants on the coordinator; nothing was created",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Starts a tenant transaction on this backend: right after `BEGIN`. On Citus the
+    /// statements go one by one; the transaction runs its shard commands sequentially (a
+    /// CREATE SCHEMA after a parallel multi-shard command would fail); a new schema becomes
+    /// a distributed schema; and triggers (checked safe) are allowed.
+    pub fn begin(&self, tx: &mut Tx<'_>, work: Work) {
+        let Backend::Citus(c) = self else {
+            return;
+        };
+        tx.split_statements();
+        let mut sql = String::from("SET LOCAL citus.multi_shard_modify_mode = 'sequential'");
+        if c.distribute && work == Work::Create {
+            sql.push_str(";\nSET LOCAL citus.enable_schema_based_sharding = on");
+        }
+        if c.triggers {
+            sql.push_str(";\nSET LOCAL citus.enable_unsafe_triggers = on");
+        }
+        tx.queue(Step::Sql("cannot prepare the transaction for Citus"), sql);
+    }
+
+    /// Each distributed tenant schema's node (`host:port`), by schema, in one query; empty
+    /// on plain PostgreSQL.
+    pub async fn nodes(&self, conn: &impl GenericClient) -> Result<BTreeMap<String, String>> {
+        if !self.is_citus() {
+            return Ok(BTreeMap::new());
+        }
+        let rows = conn
+            .query(NODES, &[])
+            .await
+            .pg_context("cannot read where Citus placed the tenants")?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let node: Option<String> = r.get(1);
+                node.map(|n| (r.get(0), n))
+            })
+            .collect())
+    }
+}
