@@ -36,6 +36,8 @@ pub fn with_port(url: &str, port: u16) -> String {
     url.replacen(&format!(":{}/", port_of(url)), &format!(":{port}/"), 1)
 }
 
+static SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 pub struct CitusDb {
     /// The database on the coordinator: `db.run`, `db.query`... work as for any test.
     pub db: TestDb,
@@ -65,7 +67,12 @@ impl CitusDb {
         for p in &ports {
             setup.push_str(&format!("SELECT citus_add_node('127.0.0.1', {p});"));
         }
-        query(&url, &setup);
+        {
+            // Adding a node copies the roles to it (ALTER ROLE postgres on the worker): two
+            // databases doing it at once collide there ("tuple concurrently updated").
+            let _one_at_a_time = SETUP.lock().unwrap_or_else(|e| e.into_inner());
+            query(&url, &setup);
+        }
         let dir = std::env::temp_dir().join(format!("tenantctl-{name}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
