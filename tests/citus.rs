@@ -27,7 +27,7 @@ fn shard_nodes(c: &CitusDb, schema: &str) -> (usize, BTreeSet<String>) {
         "SELECT table_name::text, nodename || ':' || nodeport FROM citus_shards \
           WHERE table_name::text LIKE '{schema}.%'"
     ));
-    let tables = rows.iter().map(|r| r[0].clone().unwrap()).count();
+    let tables = rows.len();
     let local = c.db.scalar(&format!(
         "SELECT count(*) FROM pg_tables WHERE schemaname = '{schema}'"
     ));

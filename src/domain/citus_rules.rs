@@ -269,10 +269,12 @@ fn set_search_path_at_top(p: &[&Piece]) -> bool {
         match x {
             Piece::Open => depth += 1,
             Piece::Close => depth = depth.saturating_sub(1),
-            Piece::Word(w) if w == "set" && depth == 0 => {
-                if p.get(i + 1).is_some_and(|n| n.is_word("search_path")) {
-                    return true;
-                }
+            Piece::Word(w)
+                if w == "set"
+                    && depth == 0
+                    && p.get(i + 1).is_some_and(|n| n.is_word("search_path")) =>
+            {
+                return true;
             }
             _ => {}
         }
