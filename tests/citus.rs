@@ -343,3 +343,35 @@ fn with_distribute_off_tenants_stay_local_on_the_coordinator() {
         .expect(2)
         .mentions("shard_count");
 }
+
+#[test]
+fn backup_and_drop_work_and_restore_is_refused_before_anything_changes() {
+    let c = CitusDb::new("backup");
+    create_tenants(&c.db, 2);
+    c.db.query("INSERT INTO tenant_t000.departments (name) VALUES ('Cardiology'), ('Radiology')");
+    let file = c.db.dir.join("t000.dump");
+    c.db.run(&["backup", "t000", "-o", path_str(&file)])
+        .expect(0);
+    // The coordinator's dump holds the rows, which live on a worker.
+    let listing = std::process::Command::new("pg_restore")
+        .args(["-f", "-", "--data-only", "-t", "departments"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&listing.stdout).contains("Radiology"));
+    // Restore is refused (exit 2) and the tenant is left as it was.
+    let before = c.db.snapshot();
+    let run = c.db.run(&["restore", "t000", path_str(&file), "--yes"]);
+    run.expect(2)
+        .mentions("restore does not work on Citus yet")
+        .mentions("NOLOGIN")
+        .mentions("nothing was restored");
+    assert_eq!(c.db.snapshot(), before);
+    // Drop removes the distributed schema and its shards on the worker.
+    c.db.run(&["drop", "t001", "--yes"]).expect(0);
+    assert_eq!(shard_nodes(&c, "tenant_t001").0, 0);
+    assert_eq!(
+        c.db.scalar("SELECT count(*) FROM citus_schemas WHERE schema_name::text = 'tenant_t001'"),
+        "0"
+    );
+}

@@ -90,6 +90,7 @@ pub async fn run(s: &Session, args: &RestoreArgs) -> Result<u8> {
     }
     let pg_dump = dump::find_tool("pg_dump")?;
     let (_pool, mut conn) = s.connect(1).await?;
+    s.backend().refuse_restore()?;
     let major = registry::server_major(&conn).await?;
     for (tool, name) in [(&pg_dump, "pg_dump"), (&pg_restore, "pg_restore")] {
         dump::check_not_older(tool, name, major).map_err(|e| bad_input(format!("{e:#}")))?;

@@ -198,6 +198,18 @@ impl Backend {
         Ok(())
     }
 
+    /// Restore is not made for Citus yet: it loads the tables as a NOLOGIN role, and Citus
+    /// reaches the workers as the current role (the load would fail on the worker after the
+    /// scratch work). Exit 2 before anything is done.
+    pub fn refuse_restore(&self) -> Result<()> {
+        if self.is_citus() {
+            return Err(bad_input(
+                "restore does not work on Citus yet: it loads the backup as a NOLOGIN role,                  and Citus connects to the worker nodes as the current role, which fails                  there; nothing was restored (restore into a plain PostgreSQL server, or load                  the dump by hand: docs/citus.md)",
+            ));
+        }
+        Ok(())
+    }
+
     /// Starts a tenant transaction on this backend: right after `BEGIN`. On Citus the
     /// statements go one by one; the transaction runs its shard commands sequentially (a
     /// CREATE SCHEMA after a parallel multi-shard command would fail); a new schema becomes
