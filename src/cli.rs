@@ -184,6 +184,13 @@ pub enum Command {
     /// and its free connections. Exit 1 when any server does not answer. See
     /// docs/placements.md.
     Servers,
+    /// On a Citus coordinator: start Citus's rebalancer (citus_rebalance_start), which moves
+    /// whole tenant schemas between the worker nodes until they hold about as much each, and
+    /// follow it to the end: a bar on a terminal, a line per finished move otherwise; then
+    /// the tenants per node. Tenants stay online during a move (logical replication). Exit 1
+    /// when the rebalance fails or is cancelled; Ctrl-C stops following it, not the
+    /// rebalance (exit 130). See docs/citus.md.
+    Rebalance(RebalanceArgs),
     /// Re-apply the configured grants ([tenants] app_role, per-tenant roles) to tenants (all
     /// when none is named): schema USAGE, default privileges, and the data privileges on every
     /// table and sequence the data role holds nothing on. For tenants created before app_role
@@ -572,6 +579,14 @@ pub struct DropArgs {
     /// Create the --archive folder (mode 0700) when it does not exist.
     #[arg(long, requires = "archive")]
     pub create_dir: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RebalanceArgs {
+    /// Start the rebalance and return at once (follow it with
+    /// `SELECT * FROM citus_rebalance_status()`).
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 #[derive(Debug, Args)]

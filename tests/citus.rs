@@ -375,3 +375,67 @@ fn backup_and_drop_work_and_restore_is_refused_before_anything_changes() {
         "0"
     );
 }
+
+#[test]
+fn rebalance_spreads_tenants_onto_a_new_worker_and_keeps_their_rows() {
+    let c = CitusDb::with_workers("rebalance", 1);
+    create_tenants(&c.db, 4);
+    for i in 0..4 {
+        c.db.query(&format!(
+            "INSERT INTO tenant_t00{i}.departments (name) VALUES ('dept {i}')"
+        ));
+    }
+    let first = c.worker_nodes()[0].clone();
+    let per_node = |c: &CitusDb| -> std::collections::BTreeMap<String, usize> {
+        let mut m = std::collections::BTreeMap::new();
+        for schema in c.db.tenant_schemas() {
+            let (_, nodes) = shard_nodes(c, &schema);
+            assert_eq!(nodes.len(), 1, "{schema}: {nodes:?}");
+            *m.entry(nodes.into_iter().next().unwrap()).or_default() += 1;
+        }
+        m
+    };
+    assert_eq!(per_node(&c), [(first.clone(), 4)].into_iter().collect());
+    c.add_worker(1);
+    let run = c.db.run(&["rebalance", "--format", "json"]);
+    run.expect(0);
+    let report = run.json();
+    assert_eq!(report["state"], "finished", "{report}");
+    let moves = report["moves"].as_u64().unwrap();
+    assert!(moves >= 1, "{report}");
+    let after = per_node(&c);
+    assert_eq!(after.len(), 2, "still on one node: {after:?}");
+    assert_eq!(after.values().sum::<usize>(), 4);
+    // The report's tenants per node are Citus's.
+    for (node, n) in &after {
+        assert_eq!(report["nodes"][node].as_u64(), Some(*n as u64), "{report}");
+    }
+    // Every tenant kept its row, and list shows where each one is now.
+    for i in 0..4 {
+        assert_eq!(
+            c.db.scalar(&format!("SELECT name FROM tenant_t00{i}.departments")),
+            format!("dept {i}")
+        );
+    }
+    let list = c.db.run(&["list", "--format", "json"]).json();
+    let listed: BTreeSet<String> = list["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["node"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listed.len(), 2);
+    // Balanced now: nothing to move.
+    c.db.run(&["rebalance"])
+        .expect(0)
+        .mentions("rebalance: nothing to move; tenants per node:");
+}
+
+#[test]
+fn rebalance_on_plain_postgresql_is_refused() {
+    let db = common::TestDb::new("rebalance_plain");
+    let run = db.run(&["rebalance"]);
+    run.expect(2)
+        .mentions("has no citus extension")
+        .mentions("nothing was moved");
+}

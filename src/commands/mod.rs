@@ -12,6 +12,7 @@ mod list;
 mod migrate;
 mod migrate_far;
 mod psql;
+mod rebalance;
 mod report;
 mod restore;
 pub(crate) mod route;
@@ -47,6 +48,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Verify(a) => verify::run(&Session::new(g, None)?, a).await,
         Command::Route(a) => route::run(&Session::new(g, None)?, a).await,
         Command::Servers => servers::run(&Session::new(g, None)?).await,
+        Command::Rebalance(a) => rebalance::run(&Session::new(g, None)?, a).await,
         Command::Adopt(a) => adopt::run(&Session::new(g, None)?, a).await,
         Command::Grant(a) => grant::run(&Session::new(g, None)?, a).await,
         Command::Exec(a) => exec::run(&Session::new(g, a.concurrency)?, a).await,

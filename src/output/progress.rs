@@ -116,3 +116,64 @@ impl Progress {
         }
     }
 }
+
+/// Progress of one job counted in steps that are not tenants (the moves of a Citus
+/// rebalance): a bar on a terminal, else a line each time the count changes.
+pub struct Steps {
+    bar: Option<ProgressBar>,
+    verb: &'static str,
+    unit: &'static str,
+    quiet: bool,
+    last: Mutex<(usize, usize)>,
+}
+
+impl Steps {
+    pub fn new(verb: &'static str, unit: &'static str, quiet: bool) -> Steps {
+        let bar = (std::io::stderr().is_terminal() && !quiet).then(|| {
+            let pb = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(10));
+            pb.set_style(
+                ProgressStyle::with_template(
+                    "{prefix} [{bar:30.cyan/blue}] {pos}/{len} {msg} {elapsed}",
+                )
+                .expect("valid progress template")
+                .progress_chars("=> "),
+            );
+            pb.set_prefix(verb);
+            pb.set_message(unit);
+            pb.enable_steady_tick(Duration::from_millis(200));
+            pb
+        });
+        Steps {
+            bar,
+            verb,
+            unit,
+            quiet,
+            last: Mutex::new((0, 0)),
+        }
+    }
+
+    /// `done` of `total` steps are finished.
+    pub fn set(&self, done: usize, total: usize) {
+        let mut last = self.last.lock().expect("progress lock");
+        if *last == (done, total) {
+            return;
+        }
+        *last = (done, total);
+        match &self.bar {
+            Some(pb) => {
+                pb.set_length(total as u64);
+                pb.set_position(done as u64);
+            }
+            None if !self.quiet => {
+                crate::errln!("{}: {done}/{total} {} done", self.verb, self.unit)
+            }
+            None => {}
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(pb) = &self.bar {
+            pb.finish_and_clear();
+        }
+    }
+}

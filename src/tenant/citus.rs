@@ -62,6 +62,37 @@ const NODES: &str = "SELECT ns.nspname::text, \
       LEFT JOIN pg_catalog.pg_dist_node n ON n.groupid = pl.groupid \
      GROUP BY 1";
 
+/// Starts Citus's rebalancer as a background job: its id, or NULL when nothing is to move.
+const REBALANCE_START: &str = "SELECT pg_catalog.citus_rebalance_start()";
+
+/// A rebalance job's state, and its finished and total moves (tasks).
+const REBALANCE_STATUS: &str = "SELECT state::text, \
+        coalesce((details -> 'task_state_counts' ->> 'done')::int, 0), \
+        (SELECT coalesce(sum(value::int), 0)::int \
+           FROM pg_catalog.jsonb_each_text(details -> 'task_state_counts')) \
+      FROM pg_catalog.citus_rebalance_status() WHERE job_id = $1";
+
+/// The errors of a rebalance job's failed moves.
+const REBALANCE_ERRORS: &str =
+    "SELECT coalesce(message, status::text) FROM pg_catalog.pg_dist_background_task \
+     WHERE job_id = $1 AND status IN ('error', 'cancelled') ORDER BY task_id";
+
+/// Where a Citus rebalance job is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RebalanceState {
+    /// Citus's `citus_job_status`: scheduled, running, finished, cancelling, cancelled,
+    /// failing, failed.
+    pub state: String,
+    pub done: usize,
+    pub total: usize,
+}
+
+impl RebalanceState {
+    pub fn ended(&self) -> bool {
+        matches!(self.state.as_str(), "finished" | "cancelled" | "failed")
+    }
+}
+
 /// Whether `$1` (`schema.table`) exists, and is a Citus reference table.
 const REFERENCE_TABLE: &str = "SELECT pg_catalog.to_regclass($1) IS NOT NULL, EXISTS (\
         SELECT 1 FROM pg_catalog.pg_dist_partition \
@@ -227,6 +258,46 @@ impl Backend {
             sql.push_str(";\nSET LOCAL citus.enable_unsafe_triggers = on");
         }
         tx.queue(Step::Sql("cannot prepare the transaction for Citus"), sql);
+    }
+
+    /// Starts Citus's rebalancer: the job's id, `None` when the nodes are balanced already.
+    pub async fn start_rebalance(&self, conn: &impl GenericClient) -> Result<Option<i64>> {
+        let row = conn
+            .query_one(REBALANCE_START, &[])
+            .await
+            .pg_context("cannot start the Citus rebalancer")?;
+        Ok(row.get(0))
+    }
+
+    /// Where rebalance job `job` is.
+    pub async fn rebalance_state(
+        &self,
+        conn: &impl GenericClient,
+        job: i64,
+    ) -> Result<RebalanceState> {
+        let row = conn
+            .query_opt(REBALANCE_STATUS, &[&job])
+            .await
+            .pg_context("cannot read the rebalance's progress")?
+            .ok_or_else(|| anyhow::anyhow!("Citus no longer knows rebalance job {job}"))?;
+        Ok(RebalanceState {
+            state: row.get(0),
+            done: row.get::<_, i32>(1).max(0) as usize,
+            total: row.get::<_, i32>(2).max(0) as usize,
+        })
+    }
+
+    /// The errors of rebalance job `job`'s failed moves, as Citus recorded them.
+    pub async fn rebalance_errors(
+        &self,
+        conn: &impl GenericClient,
+        job: i64,
+    ) -> Result<Vec<String>> {
+        let rows = conn
+            .query(REBALANCE_ERRORS, &[&job])
+            .await
+            .pg_context("cannot read the rebalance's errors")?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     /// Each distributed tenant schema's node (`host:port`), by schema, in one query; empty

@@ -47,6 +47,12 @@ pub struct CitusDb {
 
 impl CitusDb {
     pub fn new(label: &str) -> CitusDb {
+        CitusDb::with_workers(label, worker_ports().len())
+    }
+
+    /// Like `new`, with only the first `added` workers added to the coordinator (the others
+    /// have the database and the extension, for `add_worker`).
+    pub fn with_workers(label: &str, added: usize) -> CitusDb {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("c_{}_{}_{}", label.replace('-', "_"), std::process::id(), n);
         let admin = coordinator_url();
@@ -64,7 +70,7 @@ impl CitusDb {
             "SELECT citus_set_coordinator_host('127.0.0.1', {});",
             port_of(&url)
         );
-        for p in &ports {
+        for p in ports.iter().take(added) {
             setup.push_str(&format!("SELECT citus_add_node('127.0.0.1', {p});"));
         }
         {
@@ -80,6 +86,15 @@ impl CitusDb {
             db: TestDb { name, url, dir },
             workers,
         }
+    }
+
+    /// Adds worker `i` (0-based) to the coordinator.
+    pub fn add_worker(&self, i: usize) {
+        let _one_at_a_time = SETUP.lock().unwrap_or_else(|e| e.into_inner());
+        query(
+            &self.db.url,
+            &format!("SELECT citus_add_node('127.0.0.1', {})", worker_ports()[i]),
+        );
     }
 
     /// `host:port` of each worker, as Citus names them.
