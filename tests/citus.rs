@@ -113,6 +113,9 @@ fn create_spreads_tenants_over_both_workers_and_list_and_status_show_each_tenant
         assert!(row.contains(node.as_str()), "{row}");
     }
 
+    // verify finds nothing wrong with distributed tenants.
+    c.db.run(&["verify"]).expect(0).mentions("0 findings");
+
     // The example's audit trigger fires on the worker and writes to the tenant's audit_log.
     c.db.query(&format!(
         "INSERT INTO \"{schema}\".employees (email, full_name) VALUES ('a@example.org', 'A B')"
@@ -324,7 +327,9 @@ fn per_tenant_roles_are_refused_on_citus_saying_why() {
 #[test]
 fn with_distribute_off_tenants_stay_local_on_the_coordinator() {
     let c = CitusDb::new("local");
-    let cfg = c.db.config("[citus]\ndistribute = false\n");
+    // Not tenants.toml, which every run in the test's folder would read.
+    let cfg = c.db.dir.join("local.toml");
+    std::fs::write(&cfg, "[citus]\ndistribute = false\n").unwrap();
     c.db.run(&["--config", path_str(&cfg), "create", "acme"])
         .expect(0);
     assert_eq!(
@@ -336,6 +341,12 @@ fn with_distribute_off_tenants_stay_local_on_the_coordinator() {
             .expect(0)
             .json();
     assert!(list["tenants"][0]["node"].is_null(), "{list}");
+    // Where tenants are to be distributed (the default), verify finds the local one.
+    let run = c.db.run(&["verify"]);
+    run.expect(1)
+        .mentions("not_distributed")
+        .mentions("local schema on the Citus coordinator");
+    c.db.run(&["--config", path_str(&cfg), "verify"]).expect(0);
     // An unknown key of [citus] is refused like any other.
     let bad =
         c.db.config("[citus]\ndistribute = false\nshard_count = 4\n");

@@ -39,6 +39,7 @@ pub async fn run(s: &Session, args: &VerifyArgs) -> Result<u8> {
     findings.extend(tenant_role_memberships(s, &conn, &tenants).await?);
     findings.extend(missing_grants(s, &conn, &owner, &tenants).await?);
     findings.extend(history_drift(&mut conn, &tenants, &set).await?);
+    findings.extend(not_distributed(s, &conn, &tenants).await?);
     for (server, database) in places_elsewhere(s, &far, args.slugs.is_empty() && selector.is_none())
     {
         let here: Vec<Tenant> = far
@@ -143,6 +144,36 @@ async fn audit_place(
     findings.extend(missing_grants(s, &conn, &owner, &tenants).await?);
     findings.extend(history_drift(&mut conn, &tenants, set).await?);
     Ok(findings)
+}
+
+/// On a Citus coordinator that distributes tenants (`[citus] distribute`, the default): each
+/// tenant whose schema is a plain local schema on the coordinator (created before Citus, or
+/// with distribute off), so not spread over the workers.
+async fn not_distributed(s: &Session, conn: &Object, tenants: &[Tenant]) -> Result<Vec<Finding>> {
+    if !s.backend().distributes() {
+        return Ok(Vec::new());
+    }
+    let schemas: Vec<String> = tenants
+        .iter()
+        .filter(|t| t.schema_exists)
+        .map(|t| t.schema.clone())
+        .collect();
+    let distributed = s.backend().distributed(conn, &schemas).await?;
+    Ok(tenants
+        .iter()
+        .filter(|t| t.schema_exists && !distributed.contains(&t.schema))
+        .map(|t| {
+            finding(
+                t,
+                "not_distributed",
+                "its schema is a local schema on the Citus coordinator, not a distributed \
+                 schema on a worker (created before Citus or with [citus] distribute = false); \
+                 convert it with citus_schema_distribute, its triggers disabled meanwhile \
+                 (docs/citus.md)"
+                    .to_string(),
+            )
+        })
+        .collect())
 }
 
 fn finding(t: &Tenant, kind: &'static str, detail: String) -> Finding {

@@ -93,6 +93,10 @@ impl RebalanceState {
     }
 }
 
+/// Which of the schemas `$1` are Citus distributed schemas.
+const DISTRIBUTED: &str = "SELECT ns.nspname::text FROM pg_catalog.pg_dist_schema ds \
+      JOIN pg_catalog.pg_namespace ns ON ns.oid = ds.schemaid WHERE ns.nspname = ANY($1)";
+
 /// Whether `$1` (`schema.table`) exists, and is a Citus reference table.
 const REFERENCE_TABLE: &str = "SELECT pg_catalog.to_regclass($1) IS NOT NULL, EXISTS (\
         SELECT 1 FROM pg_catalog.pg_dist_partition \
@@ -297,6 +301,22 @@ impl Backend {
             .query(REBALANCE_ERRORS, &[&job])
             .await
             .pg_context("cannot read the rebalance's errors")?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Which of `schemas` are distributed schemas (empty on plain PostgreSQL).
+    pub async fn distributed(
+        &self,
+        conn: &impl GenericClient,
+        schemas: &[String],
+    ) -> Result<std::collections::BTreeSet<String>> {
+        if !self.is_citus() {
+            return Ok(Default::default());
+        }
+        let rows = conn
+            .query(DISTRIBUTED, &[&schemas])
+            .await
+            .pg_context("cannot read which schemas Citus distributes")?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
