@@ -511,3 +511,30 @@ fn verify_structure_finds_drift_on_the_second_server() {
         .unwrap()
         .contains("server gone"));
 }
+
+#[test]
+fn a_no_op_migrate_over_two_servers_reads_the_registry_once_and_contacts_no_server() {
+    let (db, second) = two_servers("pm_noop");
+    db.run(&["create", "h1"]).expect(0);
+    db.run(&["create", "e1", "--server", "eu"]).expect(0);
+    // Every statement writing the registry, counted (statement-level: even one that
+    // changes no row).
+    db.query(
+        "CREATE TABLE public.registry_writes (n int); \
+         CREATE FUNCTION public.count_write() RETURNS trigger LANGUAGE plpgsql AS \
+           $$ BEGIN INSERT INTO public.registry_writes VALUES (1); RETURN NULL; END $$; \
+         CREATE TRIGGER count_write AFTER INSERT OR UPDATE OR DELETE ON public.tenants \
+           FOR EACH STATEMENT EXECUTE FUNCTION public.count_write()",
+    );
+    // The far tenant's server on a closed port: a no-op run must not need it.
+    add_a_server_that_is_gone(&db, &second, 7);
+    db.query("UPDATE public.tenants SET migrations_digest = (SELECT migrations_digest FROM public.tenants WHERE slug = 'h1') WHERE slug = 'g1'");
+    db.query("DELETE FROM public.registry_writes");
+    db.run(&["--connect-timeout", "1", "migrate"])
+        .expect(0)
+        .mentions("3 up to date");
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM public.registry_writes"),
+        "0"
+    );
+}

@@ -612,6 +612,10 @@ async fn run_phase(
     interrupt: &Interrupt,
     progress: &Progress,
 ) -> Vec<TenantOutcome> {
+    // Nothing to mark: a no-op run stays one registry query.
+    if jobs.is_empty() {
+        return Vec::new();
+    }
     let slugs: Vec<String> = jobs.iter().map(|j| j.slug.clone()).collect();
     let before: Vec<(String, String)> = jobs
         .iter()
