@@ -538,3 +538,41 @@ fn a_no_op_migrate_over_two_servers_reads_the_registry_once_and_contacts_no_serv
         "0"
     );
 }
+
+#[test]
+fn a_far_transaction_cut_by_its_server_is_tried_again_when_the_server_answers() {
+    let (db, second) = two_servers("pm_outage");
+    db.run(&["create", "h1"]).expect(0);
+    db.run(&["create", "e1", "--server", "eu"]).expect(0);
+    let dir = db.migrations_with(
+        "slow",
+        &[(
+            "V8__slow.sql",
+            "SELECT pg_sleep(CASE WHEN current_schema() = 'tenant_e1' THEN 3 ELSE 0 END);\n\
+             CREATE TABLE slow (id int);",
+        )],
+    );
+    let child = spawn_tenantctl(&db, &["--migrations", path_str(&dir), "migrate"]);
+    // The far tenant's session, sleeping inside its transaction, is ended as a restart or a
+    // failover would end it (SQLSTATE 57P01).
+    let mut ended = false;
+    for _ in 0..200 {
+        let n = second.scalar(&format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+              WHERE datname = '{}' AND query LIKE '%pg_sleep(CASE%' AND pid <> pg_backend_pid()",
+            second.name
+        ));
+        if n != "0" {
+            ended = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(ended, "the far tenant's transaction was never seen");
+    let r = finish_within(child, Duration::from_secs(60));
+    r.expect(0)
+        .mentions("tried again after the server came back")
+        .mentions("server eu: the server went away");
+    assert_eq!(versions(&db), "e1:8:active,h1:8:active");
+    assert_eq!(history_count(&second, "tenant_e1"), "8");
+}

@@ -654,15 +654,15 @@ const MAX_SERVER_WAITS: u32 = 3;
 async fn migrate_job(shared: Arc<Shared>, t: Tenant) -> TenantOutcome {
     if !t.is_home(&shared.home_db) {
         let sh = &*shared;
-        return migrate_far::migrate_tenant(
-            &sh.pool,
-            &sh.places,
-            &sh.set,
-            sh.target,
-            sh.lock_timeout,
-            &t,
-        )
-        .await;
+        let run = migrate_far::Run {
+            home: &sh.pool,
+            places: &sh.places,
+            set: &sh.set,
+            target: sh.target,
+            lock_timeout: sh.lock_timeout,
+            progress: &sh.progress,
+        };
+        return migrate_far::migrate_tenant(&run, &t).await;
     }
     let started = Instant::now();
     let epoch = now_epoch();

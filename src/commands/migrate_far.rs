@@ -8,11 +8,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Object, Pool};
 
 use crate::commands::session::{now_epoch, Session};
 use crate::domain::migration_set::{AppliedMigration, MigrationSet};
+use crate::fleet::outage::Outage;
 use crate::output::outcome::{Outcome, TenantOutcome};
+use crate::output::progress::Progress;
 use crate::pg::connect;
 use crate::pg::txn::Tx;
 use crate::registry::{self, Tenant};
@@ -25,7 +27,14 @@ use crate::tenant::shared::SharedSet;
 /// concurrency rule holds per server. A place that cannot be reached holds why, naming it.
 #[derive(Default)]
 pub struct Places {
-    pools: BTreeMap<(String, String), Result<Pool, String>>,
+    pools: BTreeMap<(String, String), Result<Place, String>>,
+}
+
+/// One server and database elsewhere: its pool, and the run's view of its availability
+/// (the outage wait, as for home: `fleet::outage`).
+pub struct Place {
+    pool: Pool,
+    outage: Outage,
 }
 
 impl Places {
@@ -39,10 +48,14 @@ impl Places {
             .collect();
         let mut pools = BTreeMap::new();
         for (server, database) in places {
-            let pool = pool_for(s, &server, &database, size)
+            let place = pool_for(s, &server, &database, size)
                 .await
+                .map(|pool| Place {
+                    pool,
+                    outage: Outage::new(s.connect_budget()),
+                })
                 .map_err(|e| unreachable(&server, &database, &e));
-            pools.insert((server, database), pool);
+            pools.insert((server, database), place);
         }
         Places { pools }
     }
@@ -52,10 +65,10 @@ impl Places {
         self.pools.len()
     }
 
-    /// The pool of the place where `t` lives, or why it cannot be used.
-    fn pool(&self, t: &Tenant) -> Result<&Pool, String> {
+    /// The place where `t` lives, or why it cannot be used.
+    fn place(&self, t: &Tenant) -> Result<&Place, String> {
         match self.pools.get(&(t.server.clone(), t.database.clone())) {
-            Some(Ok(pool)) => Ok(pool),
+            Some(Ok(place)) => Ok(place),
             Some(Err(why)) => Err(why.clone()),
             None => Err(format!(
                 "server {} (database {}) was not opened for this run; nothing was applied",
@@ -65,20 +78,23 @@ impl Places {
     }
 }
 
+/// What every tenant elsewhere of one run needs.
+pub struct Run<'a> {
+    pub home: &'a Pool,
+    pub places: &'a Places,
+    pub set: &'a MigrationSet,
+    pub target: i64,
+    pub lock_timeout: Option<Duration>,
+    pub progress: &'a Progress,
+}
+
 /// Migrates one tenant that lives elsewhere: where it lives, then its row on home. Its
 /// outcome names the server; a server that cannot be reached fails it, recorded on home.
-pub async fn migrate_tenant(
-    home: &Pool,
-    places: &Places,
-    set: &MigrationSet,
-    target: i64,
-    lock_timeout: Option<Duration>,
-    t: &Tenant,
-) -> TenantOutcome {
-    let o = match places.pool(t) {
-        Ok(pool) => migrate_one(home, pool, set, target, lock_timeout, t).await,
+pub async fn migrate_tenant(run: &Run<'_>, t: &Tenant) -> TenantOutcome {
+    let o = match run.places.place(t) {
+        Ok(place) => migrate_one(run, place, t).await,
         Err(msg) => {
-            if let Ok(c) = home.get().await {
+            if let Ok(c) = run.home.get().await {
                 let _ = registry::record_failure(&c, &t.slug, &msg, None, now_epoch()).await;
             }
             TenantOutcome::failed(&t.slug, &t.schema, t.version, msg)
@@ -104,7 +120,7 @@ pub async fn dry_run(
             .partition(|t| &t.server == server && &t.database == database);
         tenants = rest;
         let histories = match pool {
-            Ok(pool) => read_place(pool, &here, server, database).await,
+            Ok(place) => read_place(&place.pool, &here, server, database).await,
             Err(why) => Err(why.clone()),
         };
         match histories {
@@ -217,22 +233,63 @@ async fn pool_for(s: &Session, server: &str, database: &str, size: usize) -> any
     Ok(pool)
 }
 
-async fn migrate_one(
-    home: &Pool,
-    pool: &Pool,
-    set: &MigrationSet,
-    target: i64,
-    lock_timeout: Option<Duration>,
-    t: &Tenant,
-) -> TenantOutcome {
+/// How many times one tenant waits for its server before it gives up (a server that keeps
+/// going away and coming back), as at home.
+const MAX_SERVER_WAITS: u32 = 3;
+
+async fn migrate_one(run: &Run<'_>, place: &Place, t: &Tenant) -> TenantOutcome {
     let started = Instant::now();
     let epoch = now_epoch();
     // The row may be behind the schema, never ahead: a file that runs alone after the row's
     // version may be pending; none before it can be.
-    if set.next_no_transaction(t.version, target).is_some() {
-        return alone_far(home, pool, set, target, lock_timeout, t, started, epoch).await;
+    if run.set.next_no_transaction(t.version, run.target).is_some() {
+        return alone_far(run, &place.pool, t, started, epoch).await;
     }
-    let result = apply_far(home, pool, set, target, lock_timeout, t).await;
+    // Whether a transaction of this tenant was cut by its server going away: it rolled
+    // back there, and the tenant is tried again once the server is back.
+    let mut cut: Option<String> = None;
+    let mut waits = 0;
+    let result = loop {
+        if place.outage.gone() {
+            let why = match &cut {
+                Some(why) => format!(
+                    "its server went away during its transaction ({why}) and did not come back \
+                     within {} s; it rolled back, nothing was applied",
+                    place.outage.budget().as_secs()
+                ),
+                None => format!(
+                    "not started: its server went away and did not come back within {} s",
+                    place.outage.budget().as_secs()
+                ),
+            };
+            break Err(ApplyError::Refused(why));
+        }
+        let seen = place.outage.epoch();
+        let gone = match place.pool.get().await {
+            Ok(client) => match apply_far(run, &client, t).await {
+                Err(ApplyError::ServerGone(f)) if waits < MAX_SERVER_WAITS => f.to_string(),
+                other => break other,
+            },
+            Err(e) if connect::is_pool_error_server_gone(&e) && waits < MAX_SERVER_WAITS => {
+                connect::describe_pool_error(&e)
+            }
+            Err(e) => {
+                break Err(ApplyError::Refused(format!(
+                    "no connection: {}",
+                    connect::describe_pool_error(&e)
+                )))
+            }
+        };
+        waits += 1;
+        cut = Some(gone.clone());
+        let server = &t.server;
+        place
+            .outage
+            .wait(&place.pool, seen, &gone, |m| {
+                run.progress.note(&format!("migrate: server {server}: {m}"))
+            })
+            .await;
+    };
     match result {
         Ok(applied) => {
             let kind = if applied.migrations.is_empty() {
@@ -242,11 +299,14 @@ async fn migrate_one(
             };
             let mut o = TenantOutcome::new(&t.slug, &t.schema, kind, t.version, applied.version);
             o.migrations = applied.migrations.iter().map(|m| m.to_string()).collect();
+            if cut.is_some() {
+                o.note = Some("tried again after the server came back".into());
+            }
             o.took(started.elapsed())
         }
         Err(e) => {
             let msg = e.to_string();
-            if let Ok(c) = home.get().await {
+            if let Ok(c) = run.home.get().await {
                 let _ =
                     registry::record_failure(&c, &t.slug, &msg, e.failed_migration(), epoch).await;
             }
@@ -258,17 +318,14 @@ async fn migrate_one(
 /// A run holding a migration that runs alone (`-- no-transaction`), as at home
 /// (`tenant::no_transaction`), on a connection where the tenant lives: each step under the
 /// tenant's lock there, its registry row written on home after each step's commit.
-#[allow(clippy::too_many_arguments)]
 async fn alone_far(
-    home: &Pool,
+    run: &Run<'_>,
     pool: &Pool,
-    set: &MigrationSet,
-    target: i64,
-    lock_timeout: Option<Duration>,
     t: &Tenant,
     started: Instant,
     epoch: f64,
 ) -> TenantOutcome {
+    let home = run.home;
     let client = match pool.get().await {
         Ok(c) => c,
         Err(e) => {
@@ -279,16 +336,16 @@ async fn alone_far(
             return TenantOutcome::failed(&t.slug, &t.schema, t.version, msg);
         }
     };
-    let run = no_transaction::TenantRun {
+    let alone = no_transaction::TenantRun {
         slug: &t.slug,
         schema: &t.schema,
-        set,
-        target,
-        lock_timeout,
+        set: run.set,
+        target: run.target,
+        lock_timeout: run.lock_timeout,
         home: Some(home),
     };
     let start = no_transaction::Start::Unknown;
-    no_transaction::migrate_tenant(&client, &run, t, start, started, epoch).await
+    no_transaction::migrate_tenant(&client, &alone, t, start, started, epoch).await
 }
 
 /// The tenant's migrations and history in one transaction where it lives, then its
@@ -296,33 +353,31 @@ async fn alone_far(
 /// tenant's schema is ahead of its row; the next run reads its history, applies nothing
 /// and records the version it found.
 async fn apply_far(
-    home: &Pool,
-    pool: &Pool,
-    set: &MigrationSet,
-    target: i64,
-    lock_timeout: Option<Duration>,
+    run: &Run<'_>,
+    client: &Object,
     t: &Tenant,
 ) -> Result<apply::Applied, ApplyError> {
-    let client = pool.get().await.map_err(|e| {
-        ApplyError::Refused(format!(
-            "no connection: {}",
-            connect::describe_pool_error(&e)
-        ))
-    })?;
+    let set = run.set;
     let applied = {
-        let mut tx = Tx::begin(&client);
-        let applied =
-            apply_pending(&mut tx, &t.schema, set, target, lock_timeout, History::Read).await?;
+        let mut tx = Tx::begin(client);
+        let applied = apply_pending(
+            &mut tx,
+            &t.schema,
+            set,
+            run.target,
+            run.lock_timeout,
+            History::Read,
+        )
+        .await?;
         apply::commit(&mut tx, &applied).await?;
         applied
     };
-    drop(client);
     let step = registry::record_success(
         &t.slug,
         applied.version,
         set.digest_at(applied.version),
         &applied.migrations,
     );
-    no_transaction::record_at_home(home, step).await?;
+    no_transaction::record_at_home(run.home, step).await?;
     Ok(applied)
 }
