@@ -653,6 +653,10 @@ const MAX_SERVER_WAITS: u32 = 3;
 
 async fn migrate_job(shared: Arc<Shared>, t: Tenant) -> TenantOutcome {
     if !t.is_home(&shared.home_db) {
+        // Its row is on home: with home gone for good, it is not started either.
+        if shared.outage.gone() {
+            return TenantOutcome::skipped(&t.slug, &t.schema, t.version, NOT_STARTED_GONE);
+        }
         let sh = &*shared;
         let run = migrate_far::Run {
             home: &sh.pool,

@@ -4,6 +4,11 @@
 //! commit in one transaction where it lives (its lock held there), then its row on home is
 //! updated. The history is always read first (never vouched for by the registry), so a row
 //! left behind by a crash between the two commits is put right by the next run.
+//!
+//! These tenants run in the same fleet as home's (`migrate::run_phase`: canaries, waves and
+//! budgets span the servers); this module gives each its place's pool and outage wait, runs
+//! files that run alone through `tenant::no_transaction` with the registry on home, and
+//! reads histories where they live for `--dry-run`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
