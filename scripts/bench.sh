@@ -22,6 +22,11 @@
 #                    floor: the same, BEGIN; SET LOCAL search_path; V8; COMMIT; per tenant
 #   migrate (no-op)  tenantctl migrate again (nothing to do; no floor)
 #   status           tenantctl status --format json; floor: one SELECT of the schema names
+#   migrate, 2 servers vs 1   (when TENANTCTL_TEST_SECOND_URL names a second server, as
+#                    scripts/with-postgres.sh exports it) tenantctl migrate (V8) of N tenants,
+#                    N/2 at home and N/2 on the second server ([servers.eu]), against the
+#                    same N tenants all at home: the "floor s" column of this line is that
+#                    one-server run, the ratio split/one (below 1: the split is faster)
 # The floor is "the same DDL with nothing else in the way": no registry, no history, no
 # locks. Its SQL files are written before its timer starts. Each run is checked afterwards
 # (exit code, registry versions, the DDL really present in every schema) and a failed check
@@ -254,6 +259,60 @@ floor_after() {
   keep "status,$n" floor "$(elapsed "$t0" "$t1")"
 }
 
+# migrate of N tenants split over two servers (home and TENANTCTL_TEST_SECOND_URL) against
+# the same N on home alone; both sides created untimed, then one timed migrate (V8) each.
+# Sets split_s and one_s, and keeps the row "migrate, 2 servers vs 1".
+second_url=${TENANTCTL_TEST_SECOND_URL:-}
+two_servers() {
+  local n=$1 half=$(($1 / 2)) home_db=bench_split_home_$1 far_db=bench_split_far_$1
+  local one_db=bench_split_one_$1 home_url far_url one_url far_admin
+  home_url=$(db_url "$home_db")
+  one_url=$(db_url "$one_db")
+  far_admin=$second_url
+  far_url=$(admin_url=$far_admin db_url "$far_db")
+  far_psql() { PGOPTIONS="-c client_min_messages=warning" psql -X -q -At -v ON_ERROR_STOP=1 "$far_admin" "$@"; }
+  for db in "$home_db" "$one_db"; do drop_db "$db"; psql_admin -c "CREATE DATABASE $db" >/dev/null; done
+  far_psql -c "DROP DATABASE IF EXISTS $far_db WITH (FORCE)" -c "CREATE DATABASE $far_db" >/dev/null
+  dbs_to_drop=("$home_db" "$one_db")
+  # tenants.toml: the second server without its password, which comes from a variable.
+  python3 - "$far_url" >"$work/split.toml" <<'PY'
+import sys, urllib.parse as u
+p = u.urlsplit(sys.argv[1])
+netloc = p.netloc.split("@")[-1]
+user = p.username or "postgres"
+print('[servers.eu]')
+print(f'url = "{u.urlunsplit((p.scheme, f"{user}@{netloc}", p.path, p.query, p.fragment))}"')
+print('password_env = "BENCH_SECOND_PASSWORD"')
+PY
+  export BENCH_SECOND_PASSWORD
+  BENCH_SECOND_PASSWORD=$(python3 -c 'import sys, urllib.parse as u; print(u.urlsplit(sys.argv[1]).password or "")' "$far_url")
+  local cfg="$work/split.toml"
+  echo "bench: N=$n migrate, 2 servers vs 1: creating (untimed)" >&2
+  TENANTCTL_CONFIG=$cfg run_tool "$home_url" "split create (home)" --migrations "$work/m-create" \
+    create --concurrency "$conc" "${slugs[@]:0:$half}"
+  TENANTCTL_CONFIG=$cfg run_tool "$home_url" "split create (eu)" --migrations "$work/m-create" \
+    create --concurrency "$conc" --server eu "${slugs[@]:$half}"
+  run_tool "$one_url" "one create" --migrations "$work/m-create" \
+    create --concurrency "$conc" "${slugs[@]}"
+  echo "bench: N=$n migrate, 2 servers: tenantctl" >&2
+  TENANTCTL_CONFIG=$cfg run_tool "$home_url" "migrate (2 servers)" --format json \
+    --migrations "$work/m-migrate" migrate --concurrency "$conc"
+  local split_s=$tool_s split_rss=$tool_rss_kib
+  check_eq "migrate (2 servers): active tenants at version 8" "$(count "$home_url" "$at_version 8")" "$n"
+  check_eq "migrate (2 servers): home tenants with the V8 column" "$(count "$home_url" "$v8_column")" "$half"
+  check_eq "migrate (2 servers): far tenants with the V8 column" "$(count "$far_url" "$v8_column")" "$((n - half))"
+  echo "bench: N=$n migrate, 1 server: tenantctl" >&2
+  run_tool "$one_url" "migrate (1 server)" --format json --migrations "$work/m-migrate" \
+    migrate --concurrency "$conc"
+  check_eq "migrate (1 server): tenants with the V8 column" "$(count "$one_url" "$v8_column")" "$n"
+  keep "migrate, 2 servers vs 1,$n" tool "$split_s" "$split_rss"
+  keep "migrate, 2 servers vs 1,$n" floor "$tool_s"
+  drop_db "$home_db"
+  drop_db "$one_db"
+  far_psql -c "DROP DATABASE IF EXISTS $far_db WITH (FORCE)" >/dev/null
+  dbs_to_drop=()
+}
+
 pg_version=$(psql_admin -c "SHOW server_version")
 tool_version=$("$bin" --version)
 ncpu=$(nproc)
@@ -309,7 +368,14 @@ for n in $bench_n; do
       dbs_to_drop=()
     done
   done
-  for op in create migrate "migrate (no-op)" status; do
+  ops=(create migrate "migrate (no-op)" status)
+  if [ -n "$second_url" ]; then
+    for round in $(seq 1 "$rounds"); do two_servers "$n"; done
+    ops+=("migrate, 2 servers vs 1")
+  else
+    echo "note: no second server (TENANTCTL_TEST_SECOND_URL), so no 2-servers line" >>"$work/notes"
+  fi
+  for op in "${ops[@]}"; do
     row "$op" "$n" "${best_tool[$op,$n]}" "${best_floor[$op,$n]:--}" "${peak_rss[$op,$n]}"
   done
   rm -f "$work"/floor-*.sql "$work"/floor-*.sql.err

@@ -509,6 +509,7 @@ async fn finish_alone(
         set: &shared.set,
         target: shared.set.latest(),
         lock_timeout: None,
+        home: None,
     };
     match no_transaction::run(client, &run, no_transaction::Start::Registry(version)).await {
         Ok(reached) => created(shared, job, reached.version).took(started.elapsed()),

@@ -15,7 +15,7 @@ use deadpool_postgres::Pool;
 use crate::cli::MigrateArgs;
 use crate::commands::session::{now_epoch, pick_tenants, Session};
 use crate::domain::exit::{bad_input, FAILED, OK};
-use crate::domain::migration_set::{MigrationSet, Plan};
+use crate::domain::migration_set::{AppliedMigration, MigrationSet, Plan};
 use crate::domain::selector::{self, Selector};
 use crate::fleet::outage::Outage;
 use crate::fleet::{self, Interrupt, Job};
@@ -44,6 +44,9 @@ struct Shared {
     other_runs: bool,
     outage: Outage,
     progress: Arc<Progress>,
+    /// Where the tenants elsewhere live (`migrate_far`), and the registry's own database.
+    places: migrate_far::Places,
+    home_db: String,
 }
 
 impl Shared {
@@ -94,49 +97,51 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
     // After the shared migrations, which may create the reference tables it looks for.
     backend.check_on_server(&conn, &needs).await?;
     let home_db = s.home_database().to_string();
-    let (tenants, far): (Vec<Tenant>, Vec<Tenant>) =
-        tenants.into_iter().partition(|t| t.is_home(&home_db));
-    if args.dry_run {
-        s.refuse_elsewhere(&far, "migrate --dry-run")?;
-    }
-    if !args.waves.is_empty() {
-        s.refuse_elsewhere(&far, "migrate --waves")?;
-    }
-
+    // The shared migrations at every other place holding tenants, before those tenants.
+    let shared_failed = match &shared_set {
+        Some(sh) if !args.dry_run && tenants.iter().any(|t| !t.is_home(&home_db)) => {
+            let far: Vec<Tenant> = tenants
+                .iter()
+                .filter(|t| !t.is_home(&home_db))
+                .cloned()
+                .collect();
+            migrate_far::shared_everywhere(s, sh, s.lock_timeout, &far).await
+        }
+        _ => Default::default(),
+    };
     let mut outcomes = Vec::new();
     let mut visits = Vec::new();
-    for t in tenants {
+    for mut t in tenants {
+        if !t.is_home(&home_db) {
+            // Elsewhere: its schema is looked for where it lives, by its visit.
+            t.schema_exists = true;
+            if let Some(why) = shared_failed.get(&(t.server.clone(), t.database.clone())) {
+                let _ = registry::record_failure(&conn, &t.slug, why, None, now_epoch()).await;
+                outcomes.push(TenantOutcome::failed(
+                    &t.slug,
+                    &t.schema,
+                    t.version,
+                    why.clone(),
+                ));
+                continue;
+            }
+        }
         match triage(&t, &set, target) {
             Some(o) => outcomes.push(o),
             None => visits.push(t),
         }
     }
-    // Elsewhere: answered from the registry when it vouches for them, else visited where
-    // they live (`migrate_far`); their schema is looked for there, not here.
-    let shared_failed = match &shared_set {
-        Some(sh) if !args.dry_run && !far.is_empty() => {
-            migrate_far::shared_everywhere(s, sh, s.lock_timeout, &far).await
-        }
-        _ => Default::default(),
+    // One fleet wherever its tenants live: the servers take turns in the order of the run
+    // (canaries, waves and failure budgets span them), each place with a pool of the run's
+    // concurrency, so the runner keeps that many tenants in flight per place.
+    let mut visits = interleave_places(visits);
+    let places = if args.dry_run {
+        migrate_far::Places::default()
+    } else {
+        migrate_far::Places::open(s, &visits, concurrency).await
     };
-    let mut far_visits = Vec::new();
-    for mut t in far {
-        t.schema_exists = true;
-        if let Some(why) = shared_failed.get(&(t.server.clone(), t.database.clone())) {
-            let _ = registry::record_failure(&conn, &t.slug, why, None, now_epoch()).await;
-            outcomes.push(TenantOutcome::failed(
-                &t.slug,
-                &t.schema,
-                t.version,
-                why.clone(),
-            ));
-            continue;
-        }
-        match triage(&t, &set, target) {
-            Some(o) => outcomes.push(o),
-            None => far_visits.push(t),
-        }
-    }
+    let home_visited = usize::from(visits.iter().any(|t| t.is_home(&home_db)));
+    let concurrency = concurrency * (home_visited + places.len()).max(1);
     // A run that will mark tenants says so first (its connection holds the mark until the
     // run ends), then looks for other live runs: read after the registry, so a tenant seen
     // `migrating` was marked by one of them, or by a run that is gone.
@@ -157,11 +162,7 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
     let run_mark = (!args.dry_run).then_some(conn);
     let progress = Arc::new(Progress::new(
         "migrate",
-        if args.dry_run {
-            0
-        } else {
-            visits.len() + far_visits.len()
-        },
+        if args.dry_run { 0 } else { visits.len() },
         s.json(),
     ));
     if !other_runs.is_empty() {
@@ -184,9 +185,15 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
         other_runs: !other_runs.is_empty(),
         outage: Outage::new(s.connect_budget()),
         progress: progress.clone(),
+        places,
+        home_db: home_db.clone(),
     });
     if args.dry_run {
-        outcomes.extend(dry_run(&shared, visits).await?);
+        let (home, far): (Vec<Tenant>, Vec<Tenant>) =
+            visits.into_iter().partition(|t| t.is_home(&home_db));
+        outcomes.extend(dry_run(&shared, home).await?);
+        let plan = |t: &Tenant, h| plan_outcome(&shared.set, shared.target, t, h);
+        outcomes.extend(migrate_far::dry_run(s, far, plan).await);
     } else {
         record_missing_schemas(&shared.pool, &outcomes).await;
         let interrupt = Interrupt::listen();
@@ -237,31 +244,6 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
             );
         } else {
             ran.extend(phase(rest).await);
-        }
-        let far_run = migrate_far::Run {
-            home: shared.pool.clone(),
-            set: Arc::new(shared.set.clone()),
-            target,
-            lock_timeout: s.lock_timeout,
-            concurrency,
-            fail_fast: args.fail_fast,
-            interrupt: &interrupt,
-            progress: &progress,
-        };
-        let stopped = canary_failed
-            || shared.outage.gone()
-            || (args.fail_fast && ran.iter().any(|o| o.outcome == Outcome::Failed));
-        if stopped {
-            ran.extend(far_visits.iter().map(|t| {
-                TenantOutcome::skipped(
-                    &t.slug,
-                    &t.schema,
-                    t.version,
-                    "not started: the run stopped before it",
-                )
-            }));
-        } else {
-            ran.extend(migrate_far::run(s, &far_run, far_visits).await);
         }
         progress.finish();
         drop(run_mark);
@@ -639,6 +621,10 @@ async fn run_phase(
     interrupt: &Interrupt,
     progress: &Progress,
 ) -> Vec<TenantOutcome> {
+    // Nothing to mark: a no-op run stays one registry query.
+    if jobs.is_empty() {
+        return Vec::new();
+    }
     let slugs: Vec<String> = jobs.iter().map(|j| j.slug.clone()).collect();
     let before: Vec<(String, String)> = jobs
         .iter()
@@ -675,6 +661,22 @@ async fn run_phase(
 const MAX_SERVER_WAITS: u32 = 3;
 
 async fn migrate_job(shared: Arc<Shared>, t: Tenant) -> TenantOutcome {
+    if !t.is_home(&shared.home_db) {
+        // Its row is on home: with home gone for good, it is not started either.
+        if shared.outage.gone() {
+            return TenantOutcome::skipped(&t.slug, &t.schema, t.version, NOT_STARTED_GONE);
+        }
+        let sh = &*shared;
+        let run = migrate_far::Run {
+            home: &sh.pool,
+            places: &sh.places,
+            set: &sh.set,
+            target: sh.target,
+            lock_timeout: sh.lock_timeout,
+            progress: &sh.progress,
+        };
+        return migrate_far::migrate_tenant(&run, &t).await;
+    }
     let started = Instant::now();
     let epoch = now_epoch();
     // Left `migrating` by a run that is gone (none other is live): its transaction rolled
@@ -714,6 +716,7 @@ async fn migrate_job(shared: Arc<Shared>, t: Tenant) -> TenantOutcome {
                 set: &shared.set,
                 target: shared.target,
                 lock_timeout: shared.lock_timeout,
+                home: None,
             };
             return no_transaction::migrate_tenant(&client, &run, &t, start, started, epoch).await;
         }
@@ -848,27 +851,59 @@ async fn dry_run(shared: &Shared, visits: Vec<Tenant>) -> Result<Vec<TenantOutco
     Ok(visits
         .iter()
         .zip(histories)
-        .map(
-            |(t, history)| match shared.set.plan(&history, shared.target) {
-                Plan::Apply(p) if p.is_empty() => {
-                    TenantOutcome::new(&t.slug, &t.schema, Outcome::UpToDate, t.version, t.version)
-                }
-                Plan::Apply(p) => {
-                    let names: Vec<String> = p.iter().map(|(v, n)| format!("V{v}__{n}")).collect();
-                    let shown: Vec<String> =
-                        p.iter().map(|(v, n)| shared.set.describe(*v, n)).collect();
-                    let why = format!("dry run: would apply {}", shown.join(", "));
-                    let mut o = TenantOutcome::skipped(&t.slug, &t.schema, t.version, why);
-                    o.to_version = p.last().map_or(t.version, |(v, _)| *v);
-                    o.migrations = names;
-                    o
-                }
-                Plan::Diverged(why) => {
-                    TenantOutcome::failed(&t.slug, &t.schema, t.version, format!("refused: {why}"))
-                }
-            },
-        )
+        .map(|(t, history)| plan_outcome(&shared.set, shared.target, t, history))
         .collect())
+}
+
+/// What a run would do to a tenant whose history is `history`: nothing (up to date), the
+/// migrations it would apply (reported skipped, with them), or a refusal (failed).
+fn plan_outcome(
+    set: &MigrationSet,
+    target: i64,
+    t: &Tenant,
+    history: Vec<AppliedMigration>,
+) -> TenantOutcome {
+    match set.plan(&history, target) {
+        Plan::Apply(p) if p.is_empty() => {
+            TenantOutcome::new(&t.slug, &t.schema, Outcome::UpToDate, t.version, t.version)
+        }
+        Plan::Apply(p) => {
+            let names: Vec<String> = p.iter().map(|(v, n)| format!("V{v}__{n}")).collect();
+            let shown: Vec<String> = p.iter().map(|(v, n)| set.describe(*v, n)).collect();
+            let why = format!("dry run: would apply {}", shown.join(", "));
+            let mut o = TenantOutcome::skipped(&t.slug, &t.schema, t.version, why);
+            o.to_version = p.last().map_or(t.version, |(v, _)| *v);
+            o.migrations = names;
+            o
+        }
+        Plan::Diverged(why) => {
+            TenantOutcome::failed(&t.slug, &t.schema, t.version, format!("refused: {why}"))
+        }
+    }
+}
+
+/// The tenants to visit with the places (server and database) they live at taking turns,
+/// in the order each place is first seen, each place's own order kept. A fleet on one
+/// place keeps its order exactly.
+fn interleave_places(visits: Vec<Tenant>) -> Vec<Tenant> {
+    let mut queues: Vec<((String, String), std::collections::VecDeque<Tenant>)> = Vec::new();
+    for t in visits {
+        let place = (t.server.clone(), t.database.clone());
+        match queues.iter_mut().find(|(p, _)| *p == place) {
+            Some((_, q)) => q.push_back(t),
+            None => queues.push((place, std::collections::VecDeque::from([t]))),
+        }
+    }
+    if queues.len() == 1 {
+        return queues.pop().map(|(_, q)| q.into()).unwrap_or_default();
+    }
+    let mut out = Vec::new();
+    while queues.iter().any(|(_, q)| !q.is_empty()) {
+        for (_, q) in &mut queues {
+            out.extend(q.pop_front());
+        }
+    }
+    out
 }
 
 #[cfg(test)]

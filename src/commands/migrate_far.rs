@@ -4,79 +4,179 @@
 //! commit in one transaction where it lives (its lock held there), then its row on home is
 //! updated. The history is always read first (never vouched for by the registry), so a row
 //! left behind by a crash between the two commits is put right by the next run.
+//!
+//! These tenants run in the same fleet as home's (`migrate::run_phase`: canaries, waves and
+//! budgets span the servers); this module gives each its place's pool and outage wait, runs
+//! files that run alone through `tenant::no_transaction` with the registry on home, and
+//! reads histories where they live for `--dry-run`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Object, Pool};
 
 use crate::commands::session::{now_epoch, Session};
-use crate::domain::migration_set::MigrationSet;
-use crate::fleet::{self, Interrupt};
+use crate::domain::migration_set::{AppliedMigration, MigrationSet};
+use crate::fleet::outage::Outage;
 use crate::output::outcome::{Outcome, TenantOutcome};
 use crate::output::progress::Progress;
 use crate::pg::connect;
 use crate::pg::txn::Tx;
 use crate::registry::{self, Tenant};
-use crate::tenant::apply::{self, apply_pending, ApplyError, History};
+use crate::tenant::apply::{self, apply_pending, read_histories, ApplyError, History};
 use crate::tenant::no_transaction;
 use crate::tenant::shared::SharedSet;
 
-/// What every tenant of one run needs.
+/// The pools of the places (server and database) where the tenants of one run live
+/// elsewhere, opened once before the run, each the size of the run's concurrency: the
+/// concurrency rule holds per server. A place that cannot be reached holds why, naming it.
+#[derive(Default)]
+pub struct Places {
+    pools: BTreeMap<(String, String), Result<Place, String>>,
+}
+
+/// One server and database elsewhere: its pool, and the run's view of its availability
+/// (the outage wait, as for home: `fleet::outage`).
+pub struct Place {
+    pool: Pool,
+    outage: Outage,
+}
+
+impl Places {
+    /// Opens a pool at every place where `tenants` live (home tenants are left out).
+    pub async fn open(s: &Session, tenants: &[Tenant], size: usize) -> Places {
+        let home_db = s.home_database().to_string();
+        let places: BTreeSet<(String, String)> = tenants
+            .iter()
+            .filter(|t| !t.is_home(&home_db))
+            .map(|t| (t.server.clone(), t.database.clone()))
+            .collect();
+        let mut pools = BTreeMap::new();
+        for (server, database) in places {
+            let place = pool_for(s, &server, &database, size)
+                .await
+                .map(|pool| Place {
+                    pool,
+                    outage: Outage::new(s.connect_budget()),
+                })
+                .map_err(|e| unreachable(&server, &database, &e));
+            pools.insert((server, database), place);
+        }
+        Places { pools }
+    }
+
+    /// How many places elsewhere the run reaches.
+    pub fn len(&self) -> usize {
+        self.pools.len()
+    }
+
+    /// The place where `t` lives, or why it cannot be used.
+    fn place(&self, t: &Tenant) -> Result<&Place, String> {
+        match self.pools.get(&(t.server.clone(), t.database.clone())) {
+            Some(Ok(place)) => Ok(place),
+            Some(Err(why)) => Err(why.clone()),
+            None => Err(format!(
+                "server {} (database {}) was not opened for this run; nothing was applied",
+                t.server, t.database
+            )),
+        }
+    }
+}
+
+/// What every tenant elsewhere of one run needs.
 pub struct Run<'a> {
-    pub home: Pool,
-    pub set: Arc<MigrationSet>,
+    pub home: &'a Pool,
+    pub places: &'a Places,
+    pub set: &'a MigrationSet,
     pub target: i64,
     pub lock_timeout: Option<Duration>,
-    pub concurrency: usize,
-    pub fail_fast: bool,
-    pub interrupt: &'a Interrupt,
     pub progress: &'a Progress,
 }
 
-/// Migrates `tenants` (all elsewhere, none answered from the registry), one pool per server
-/// and database, each with the run's concurrency. A server that cannot be reached fails
-/// its own tenants, with its name; the others go on.
-pub async fn run(s: &Session, run: &Run<'_>, tenants: Vec<Tenant>) -> Vec<TenantOutcome> {
-    let mut places: Vec<(String, String)> = tenants
-        .iter()
-        .map(|t| (t.server.clone(), t.database.clone()))
-        .collect();
-    places.sort();
-    places.dedup();
-    let mut outcomes = Vec::new();
+/// Migrates one tenant that lives elsewhere: where it lives, then its row on home. Its
+/// outcome names the server; a server that cannot be reached fails it, recorded on home.
+pub async fn migrate_tenant(run: &Run<'_>, t: &Tenant) -> TenantOutcome {
+    let o = match run.places.place(t) {
+        Ok(place) => migrate_one(run, place, t).await,
+        Err(msg) => {
+            if let Ok(c) = run.home.get().await {
+                let _ = registry::record_failure(&c, &t.slug, &msg, None, now_epoch()).await;
+            }
+            TenantOutcome::failed(&t.slug, &t.schema, t.version, msg)
+        }
+    };
+    placed(o, &t.server)
+}
+
+/// What `migrate --dry-run` reports for tenants elsewhere: each place's histories read in
+/// one read-only pass where they live, planned as at home (`plan`); nothing is changed,
+/// not even on home. A place that cannot be reached fails its tenants, naming it.
+pub async fn dry_run(
+    s: &Session,
+    tenants: Vec<Tenant>,
+    plan: impl Fn(&Tenant, Vec<AppliedMigration>) -> TenantOutcome,
+) -> Vec<TenantOutcome> {
+    let places = Places::open(s, &tenants, 1).await;
+    let mut outcomes = Vec::with_capacity(tenants.len());
     let mut tenants = tenants;
-    for (server, database) in places {
+    for ((server, database), pool) in &places.pools {
         let (here, rest): (Vec<Tenant>, Vec<Tenant>) = tenants
             .into_iter()
-            .partition(|t| t.server == server && t.database == database);
+            .partition(|t| &t.server == server && &t.database == database);
         tenants = rest;
-        if run.interrupt.is_set() {
-            outcomes.extend(here.iter().map(|t| {
-                TenantOutcome::skipped(&t.slug, &t.schema, t.version, "not started: interrupted")
-            }));
-            continue;
-        }
-        let ready = pool_for(s, &server, &database, run.concurrency.min(here.len()))
-            .await
-            .map_err(|e| unreachable(&server, &database, &e));
-        match ready {
-            Ok(pool) => outcomes.extend(run_place(run, &server, pool, here).await),
-            Err(msg) => {
-                for t in here {
-                    let o = TenantOutcome::failed(&t.slug, &t.schema, t.version, msg.clone());
-                    run.progress.finish_one(&o);
-                    if let Ok(c) = run.home.get().await {
-                        let _ =
-                            registry::record_failure(&c, &t.slug, &msg, None, now_epoch()).await;
-                    }
-                    outcomes.push(o);
-                }
-            }
+        let histories = match pool {
+            Ok(place) => read_place(&place.pool, &here, server, database).await,
+            Err(why) => Err(why.clone()),
+        };
+        match histories {
+            Ok(histories) => outcomes.extend(
+                here.iter()
+                    .zip(histories)
+                    .map(|(t, h)| placed(plan(t, h), server)),
+            ),
+            Err(why) => outcomes.extend(here.iter().map(|t| {
+                placed(
+                    TenantOutcome::failed(&t.slug, &t.schema, t.version, why.clone()),
+                    server,
+                )
+            })),
         }
     }
     outcomes
+}
+
+/// The histories of `tenants` at one place, in one read-only snapshot.
+async fn read_place(
+    pool: &Pool,
+    tenants: &[Tenant],
+    server: &str,
+    database: &str,
+) -> Result<Vec<Vec<AppliedMigration>>, String> {
+    let why = |e: &dyn std::fmt::Display| {
+        format!("cannot read the histories on server {server} (database {database}): {e}")
+    };
+    let mut conn = pool
+        .get()
+        .await
+        .map_err(|e| why(&connect::describe_pool_error(&e)))?;
+    let schemas: Vec<&str> = tenants.iter().map(|t| t.schema.as_str()).collect();
+    read_histories(&mut conn, &schemas)
+        .await
+        .map_err(|e| why(&format!("{e:#}")))
+}
+
+/// The outcome of a tenant elsewhere, saying so: the note names its server, and so does
+/// the end of its error.
+fn placed(mut o: TenantOutcome, server: &str) -> TenantOutcome {
+    let place = format!("on server {server}");
+    o.note = Some(match o.note.take() {
+        Some(n) => format!("{n}; {place}"),
+        None => place,
+    });
+    if let Some(e) = o.error.take() {
+        o.error = Some(format!("{e} (server {server})"));
+    }
+    o
 }
 
 fn unreachable(server: &str, database: &str, e: &anyhow::Error) -> String {
@@ -138,63 +238,63 @@ async fn pool_for(s: &Session, server: &str, database: &str, size: usize) -> any
     Ok(pool)
 }
 
-async fn run_place(
-    run: &Run<'_>,
-    server: &str,
-    pool: Pool,
-    here: Vec<Tenant>,
-) -> Vec<TenantOutcome> {
-    let jobs: Vec<Tenant> = here;
-    let shared = Arc::new((
-        run.home.clone(),
-        pool,
-        run.set.clone(),
-        run.target,
-        run.lock_timeout,
-        server.to_string(),
-    ));
-    fleet::run(
-        jobs,
-        run.concurrency,
-        run.fail_fast,
-        run.interrupt,
-        run.progress,
-        |j| {
-            let shared = shared.clone();
-            async move {
-                let (home, pool, set, target, lock_timeout, server) = &*shared;
-                let mut o = migrate_one(home, pool, set, *target, *lock_timeout, &j).await;
-                let place = format!("on server {server}");
-                o.note = Some(match o.note.take() {
-                    Some(n) => format!("{n}; {place}"),
-                    None => place,
-                });
-                if let Some(e) = o.error.take() {
-                    o.error = Some(format!("{e} (server {server})"));
-                }
-                o
-            }
-        },
-    )
-    .await
-}
+/// How many times one tenant waits for its server before it gives up (a server that keeps
+/// going away and coming back), as at home.
+const MAX_SERVER_WAITS: u32 = 3;
 
-async fn migrate_one(
-    home: &Pool,
-    pool: &Pool,
-    set: &MigrationSet,
-    target: i64,
-    lock_timeout: Option<Duration>,
-    t: &Tenant,
-) -> TenantOutcome {
+async fn migrate_one(run: &Run<'_>, place: &Place, t: &Tenant) -> TenantOutcome {
     let started = Instant::now();
     let epoch = now_epoch();
-    if no_transaction::needed(t, set, target).is_some() {
-        let msg = "a migration that runs alone (-- no-transaction) cannot yet be applied to a \
-                   tenant on another server; nothing was applied";
-        return TenantOutcome::failed(&t.slug, &t.schema, t.version, msg);
+    // The row may be behind the schema, never ahead: a file that runs alone after the row's
+    // version may be pending; none before it can be.
+    if run.set.next_no_transaction(t.version, run.target).is_some() {
+        return alone_far(run, &place.pool, t, started, epoch).await;
     }
-    let result = apply_far(home, pool, set, target, lock_timeout, t).await;
+    // Whether a transaction of this tenant was cut by its server going away: it rolled
+    // back there, and the tenant is tried again once the server is back.
+    let mut cut: Option<String> = None;
+    let mut waits = 0;
+    let result = loop {
+        if place.outage.gone() {
+            let why = match &cut {
+                Some(why) => format!(
+                    "its server went away during its transaction ({why}) and did not come back \
+                     within {} s; it rolled back, nothing was applied",
+                    place.outage.budget().as_secs()
+                ),
+                None => format!(
+                    "not started: its server went away and did not come back within {} s",
+                    place.outage.budget().as_secs()
+                ),
+            };
+            break Err(ApplyError::Refused(why));
+        }
+        let seen = place.outage.epoch();
+        let gone = match place.pool.get().await {
+            Ok(client) => match apply_far(run, &client, t).await {
+                Err(ApplyError::ServerGone(f)) if waits < MAX_SERVER_WAITS => f.to_string(),
+                other => break other,
+            },
+            Err(e) if connect::is_pool_error_server_gone(&e) && waits < MAX_SERVER_WAITS => {
+                connect::describe_pool_error(&e)
+            }
+            Err(e) => {
+                break Err(ApplyError::Refused(format!(
+                    "no connection: {}",
+                    connect::describe_pool_error(&e)
+                )))
+            }
+        };
+        waits += 1;
+        cut = Some(gone.clone());
+        let server = &t.server;
+        place
+            .outage
+            .wait(&place.pool, seen, &gone, |m| {
+                run.progress.note(&format!("migrate: server {server}: {m}"))
+            })
+            .await;
+    };
     match result {
         Ok(applied) => {
             let kind = if applied.migrations.is_empty() {
@@ -204,11 +304,14 @@ async fn migrate_one(
             };
             let mut o = TenantOutcome::new(&t.slug, &t.schema, kind, t.version, applied.version);
             o.migrations = applied.migrations.iter().map(|m| m.to_string()).collect();
+            if cut.is_some() {
+                o.note = Some("tried again after the server came back".into());
+            }
             o.took(started.elapsed())
         }
         Err(e) => {
             let msg = e.to_string();
-            if let Ok(c) = home.get().await {
+            if let Ok(c) = run.home.get().await {
                 let _ =
                     registry::record_failure(&c, &t.slug, &msg, e.failed_migration(), epoch).await;
             }
@@ -217,47 +320,69 @@ async fn migrate_one(
     }
 }
 
+/// A run holding a migration that runs alone (`-- no-transaction`), as at home
+/// (`tenant::no_transaction`), on a connection where the tenant lives: each step under the
+/// tenant's lock there, its registry row written on home after each step's commit.
+async fn alone_far(
+    run: &Run<'_>,
+    pool: &Pool,
+    t: &Tenant,
+    started: Instant,
+    epoch: f64,
+) -> TenantOutcome {
+    let home = run.home;
+    let client = match pool.get().await {
+        Ok(c) => c,
+        Err(e) => {
+            let msg = format!("no connection: {}", connect::describe_pool_error(&e));
+            if let Ok(c) = home.get().await {
+                let _ = registry::record_failure(&c, &t.slug, &msg, None, epoch).await;
+            }
+            return TenantOutcome::failed(&t.slug, &t.schema, t.version, msg);
+        }
+    };
+    let alone = no_transaction::TenantRun {
+        slug: &t.slug,
+        schema: &t.schema,
+        set: run.set,
+        target: run.target,
+        lock_timeout: run.lock_timeout,
+        home: Some(home),
+    };
+    let start = no_transaction::Start::Unknown;
+    no_transaction::migrate_tenant(&client, &alone, t, start, started, epoch).await
+}
+
 /// The tenant's migrations and history in one transaction where it lives, then its
 /// registry row on home. Should the second step fail (or tenantctl die between them), the
 /// tenant's schema is ahead of its row; the next run reads its history, applies nothing
 /// and records the version it found.
 async fn apply_far(
-    home: &Pool,
-    pool: &Pool,
-    set: &MigrationSet,
-    target: i64,
-    lock_timeout: Option<Duration>,
+    run: &Run<'_>,
+    client: &Object,
     t: &Tenant,
 ) -> Result<apply::Applied, ApplyError> {
-    let client = pool.get().await.map_err(|e| {
-        ApplyError::Refused(format!(
-            "no connection: {}",
-            connect::describe_pool_error(&e)
-        ))
-    })?;
+    let set = run.set;
     let applied = {
-        let mut tx = Tx::begin(&client);
-        let applied =
-            apply_pending(&mut tx, &t.schema, set, target, lock_timeout, History::Read).await?;
+        let mut tx = Tx::begin(client);
+        let applied = apply_pending(
+            &mut tx,
+            &t.schema,
+            set,
+            run.target,
+            run.lock_timeout,
+            History::Read,
+        )
+        .await?;
         apply::commit(&mut tx, &applied).await?;
         applied
     };
-    drop(client);
-    let home = home.get().await.map_err(|e| {
-        ApplyError::Refused(format!(
-            "its migrations were committed on its server, but the registry on home could not be \
-             reached to record them ({}); the next migrate records them",
-            connect::describe_pool_error(&e)
-        ))
-    })?;
-    let mut tx = Tx::begin(&home);
-    tx.queue_sql(registry::record_success(
+    let step = registry::record_success(
         &t.slug,
         applied.version,
         set.digest_at(applied.version),
         &applied.migrations,
-    ))
-    .await?;
-    tx.commit().await?;
+    );
+    no_transaction::record_at_home(run.home, step).await?;
     Ok(applied)
 }

@@ -3,14 +3,17 @@
 //! the statistics were reset; largest first. One catalog query per server, whatever the
 //! number of tenants (`registry::usage`).
 
+use std::collections::BTreeMap;
+
 use anyhow::Result;
 use serde::Serialize;
 
 use crate::cli::{Format, UsageArgs};
 use crate::commands::session::{lookup, Session};
-use crate::domain::exit::bad_input;
+use crate::domain::exit::{bad_input, FAILED, OK};
 use crate::output::{count, listed, print_json, table};
-use crate::registry::{self, Pick, Usage};
+use crate::pg::connect;
+use crate::registry::{self, Pick, Tenant, Usage};
 
 pub async fn run(s: &Session, args: &UsageArgs) -> Result<u8> {
     let (_pool, conn) = s.connect(1).await?;
@@ -28,13 +31,20 @@ pub async fn run(s: &Session, args: &UsageArgs) -> Result<u8> {
             )));
         }
     }
-    let pick = args
-        .select
-        .selector
-        .as_ref()
-        .map_or(Pick::All, Pick::Selected);
+    let pick = || {
+        args.select
+            .selector
+            .as_ref()
+            .map_or(Pick::All, Pick::Selected)
+    };
     let top = args.top.map(i64::from);
-    let rows = registry::usage(&conn, pick, &args.slugs, top).await?;
+    let mut rows = registry::usage(&conn, pick(), &args.slugs, top).await?;
+    let far = registry::elsewhere(&conn, pick(), &args.slugs).await?;
+    let unreached = usage_elsewhere(s, far, top, &mut rows).await;
+    rows.sort_by(|a, b| b.total_bytes.cmp(&a.total_bytes).then(a.slug.cmp(&b.slug)));
+    if let Some(top) = args.top {
+        rows.truncate(top as usize);
+    }
     if s.format == Format::Prometheus {
         print_prometheus(&rows);
     } else if s.json() {
@@ -42,7 +52,53 @@ pub async fn run(s: &Session, args: &UsageArgs) -> Result<u8> {
     } else {
         print_table(&rows);
     }
-    Ok(0)
+    for e in &unreached {
+        crate::errln!("error: {e}");
+    }
+    Ok(if unreached.is_empty() { OK } else { FAILED })
+}
+
+/// Adds to `rows` the usage of the tenants elsewhere (`far`): one catalog query per server
+/// and database where they live, each at most `top` rows. Returns, for each place that
+/// could not be read, why, naming it (its tenants are left out of `rows`).
+async fn usage_elsewhere(
+    s: &Session,
+    far: Vec<Tenant>,
+    top: Option<i64>,
+    rows: &mut Vec<Usage>,
+) -> Vec<String> {
+    let mut places: BTreeMap<(String, String), Vec<Tenant>> = BTreeMap::new();
+    for t in far {
+        places
+            .entry((t.server.clone(), t.database.clone()))
+            .or_default()
+            .push(t);
+    }
+    let mut errors = Vec::new();
+    for ((server, database), tenants) in places {
+        match usage_at(s, &server, &database, &tenants, top).await {
+            Ok(found) => rows.extend(found),
+            Err(e) => errors.push(format!(
+                "cannot read the usage of {} on server {server} (database {database}): {e:#}; \
+                 they are not shown",
+                count(tenants.len(), "tenant")
+            )),
+        }
+    }
+    errors
+}
+
+async fn usage_at(
+    s: &Session,
+    server: &str,
+    database: &str,
+    tenants: &[Tenant],
+    top: Option<i64>,
+) -> Result<Vec<Usage>> {
+    let target = s.servers.target_db(server, database)?;
+    let pool = connect::pool(&target, 1)?;
+    let conn = connect::first_connection(&pool, &target).await?;
+    registry::usage_at(&conn, tenants, top).await
 }
 
 #[derive(Serialize)]
@@ -110,6 +166,7 @@ fn print_table(rows: &[Usage]) {
         let mut t = table(vec![
             "tenant",
             "schema",
+            "server",
             "total",
             "tables",
             "indexes",
@@ -122,6 +179,7 @@ fn print_table(rows: &[Usage]) {
             t.add_row(vec![
                 u.slug.clone(),
                 u.schema.clone(),
+                u.server.clone(),
                 size(u.total_bytes),
                 size(u.table_bytes),
                 size(u.index_bytes),

@@ -1043,6 +1043,41 @@ pub struct Usage {
     pub writes: i64,
     /// Sequential and index scans since the statistics were reset.
     pub scans: i64,
+    /// Where the tenant lives: its server (`home`, or a `[servers.NAME]`) and database.
+    pub server: String,
+    pub database: String,
+}
+
+/// The sums of one schema's tables (`usage`), in the order of the columns both usage
+/// queries select after the slug, schema, server and database.
+const USAGE_SUMS: &str = "coalesce(sum(pg_catalog.pg_total_relation_size(c.oid)), 0)::bigint, \
+    coalesce(sum(pg_catalog.pg_table_size(c.oid)), 0)::bigint, \
+    coalesce(sum(pg_catalog.pg_indexes_size(c.oid)), 0)::bigint, \
+    coalesce(sum(CASE WHEN c.reltoastrelid <> 0 \
+        THEN pg_catalog.pg_total_relation_size(c.reltoastrelid) END), 0)::bigint, \
+    coalesce(sum(GREATEST(c.reltuples, 0)), 0)::bigint, \
+    coalesce(sum(s.n_tup_ins + s.n_tup_upd + s.n_tup_del), 0)::bigint, \
+    coalesce(sum(s.seq_scan + coalesce(s.idx_scan, 0)), 0)::bigint";
+
+/// The tables of the schema `n.nspname` names, with their statistics.
+const USAGE_JOINS: &str =
+    "LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'm') \
+    LEFT JOIN pg_catalog.pg_stat_user_tables s ON s.relid = c.oid";
+
+fn usage_row(r: &Row) -> Usage {
+    Usage {
+        slug: r.get(0),
+        schema: r.get(1),
+        server: r.get(2),
+        database: r.get(3),
+        total_bytes: r.get(4),
+        table_bytes: r.get(5),
+        index_bytes: r.get(6),
+        toast_bytes: r.get(7),
+        rows_estimate: r.get(8),
+        writes: r.get(9),
+        scans: r.get(10),
+    }
 }
 
 /// Usage of the tenants `pick` returns (with `slugs` when named), largest first, at most
@@ -1067,41 +1102,82 @@ pub async fn usage(
         .iter()
         .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
         .collect();
+    // Tenants elsewhere are not in this database's catalog: `usage_at` reads them there.
     let sql = format!(
-        "SELECT t.slug, t.schema_name, \
-                coalesce(sum(pg_catalog.pg_total_relation_size(c.oid)), 0)::bigint, \
-                coalesce(sum(pg_catalog.pg_table_size(c.oid)), 0)::bigint, \
-                coalesce(sum(pg_catalog.pg_indexes_size(c.oid)), 0)::bigint, \
-                coalesce(sum(CASE WHEN c.reltoastrelid <> 0 \
-                    THEN pg_catalog.pg_total_relation_size(c.reltoastrelid) END), 0)::bigint, \
-                coalesce(sum(GREATEST(c.reltuples, 0)), 0)::bigint, \
-                coalesce(sum(s.n_tup_ins + s.n_tup_upd + s.n_tup_del), 0)::bigint, \
-                coalesce(sum(s.seq_scan + coalesce(s.idx_scan, 0)), 0)::bigint \
+        "SELECT t.slug, t.schema_name, t.server_name, t.database_name, {USAGE_SUMS} \
            FROM public.tenants t \
            LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = t.schema_name \
-           LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'm') \
-           LEFT JOIN pg_catalog.pg_stat_user_tables s ON s.relid = c.oid \
-          WHERE {clause} \
-          GROUP BY t.slug, t.schema_name \
-          ORDER BY 3 DESC, t.slug \
+           {USAGE_JOINS} \
+          WHERE {clause} AND {HOME_ROW} \
+          GROUP BY t.slug, t.schema_name, t.server_name, t.database_name \
+          ORDER BY 5 DESC, t.slug \
           LIMIT ${limit}::bigint"
     );
     let rows = client
         .query(&sql, &refs)
         .await
         .pg_context("cannot read the tenants' sizes from the catalog")?;
-    Ok(rows
+    Ok(rows.iter().map(usage_row).collect())
+}
+
+/// A registry row of a tenant living in the registry's own database (on home).
+const HOME_ROW: &str =
+    "(t.server_name = 'home' AND t.database_name = pg_catalog.current_database())";
+
+/// The tenants `pick` returns (with `slugs` when named) that live elsewhere than the
+/// registry's database, by slug: where `usage` must read their catalog.
+pub async fn elsewhere(
+    client: &impl GenericClient,
+    pick: Pick<'_>,
+    slugs: &[String],
+) -> Result<Vec<Tenant>> {
+    let (mut clause, mut params) = match pick {
+        Pick::All => ("true".to_string(), Vec::new()),
+        Pick::Selected(sel) => selector_sql(sel),
+    };
+    if !slugs.is_empty() {
+        params.push(Box::new(slugs.to_vec()));
+        clause = format!("{clause} AND t.slug = ANY(${}::text[])", params.len());
+    }
+    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
         .iter()
-        .map(|r| Usage {
-            slug: r.get(0),
-            schema: r.get(1),
-            total_bytes: r.get(2),
-            table_bytes: r.get(3),
-            index_bytes: r.get(4),
-            toast_bytes: r.get(5),
-            rows_estimate: r.get(6),
-            writes: r.get(7),
-            scans: r.get(8),
-        })
-        .collect())
+        .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect();
+    let rows = client
+        .query(
+            &format!("{SELECT_TENANTS} WHERE {clause} AND NOT {HOME_ROW} ORDER BY t.slug"),
+            &refs,
+        )
+        .await
+        .pg_context("cannot read the tenant registry")?;
+    Ok(rows.iter().map(tenant).collect())
+}
+
+/// `usage` of `tenants` (all living in the database `client` reaches, elsewhere than the
+/// registry), largest first, at most `top`: ONE catalog query for all of them.
+pub async fn usage_at(
+    client: &impl GenericClient,
+    tenants: &[Tenant],
+    top: Option<i64>,
+) -> Result<Vec<Usage>> {
+    let slugs: Vec<&str> = tenants.iter().map(|t| t.slug.as_str()).collect();
+    let schemas: Vec<&str> = tenants.iter().map(|t| t.schema.as_str()).collect();
+    let servers: Vec<&str> = tenants.iter().map(|t| t.server.as_str()).collect();
+    let databases: Vec<&str> = tenants.iter().map(|t| t.database.as_str()).collect();
+    let sql = format!(
+        "SELECT t.slug, t.schema_name, t.server_name, t.database_name, {USAGE_SUMS} \
+           FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::text[]), \
+                           pg_catalog.unnest($3::text[]), pg_catalog.unnest($4::text[])) \
+                AS t(slug, schema_name, server_name, database_name) \
+           LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = t.schema_name \
+           {USAGE_JOINS} \
+          GROUP BY t.slug, t.schema_name, t.server_name, t.database_name \
+          ORDER BY 5 DESC, t.slug \
+          LIMIT $5::bigint"
+    );
+    let rows = client
+        .query(&sql, &[&slugs, &schemas, &servers, &databases, &top])
+        .await
+        .pg_context("cannot read the tenants' sizes from the catalog")?;
+    Ok(rows.iter().map(usage_row).collect())
 }

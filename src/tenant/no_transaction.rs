@@ -30,7 +30,7 @@
 
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::Object;
+use deadpool_postgres::{Object, Pool};
 use refinery::Migration;
 use time::format_description::well_known::Rfc3339;
 
@@ -38,8 +38,8 @@ use crate::domain::migration_set::{AppliedMigration, MigrationSet, Plan};
 use crate::domain::names::tenant_search_path;
 use crate::domain::sql_split;
 use crate::output::outcome::{Outcome, TenantOutcome};
-use crate::pg::connect::describe_pg_error;
-use crate::pg::txn::{Step, Tx, RESET_SESSION};
+use crate::pg::connect::{describe_pg_error, describe_pool_error};
+use crate::pg::txn::{Sql, Step, Tx, RESET_SESSION};
 use crate::registry::locks::LOCK_CLASS;
 use crate::registry::{self, Tenant};
 use crate::tenant::apply::{self, apply_pending, history_table, read_history, ApplyError, History};
@@ -71,6 +71,12 @@ pub struct TenantRun<'a> {
     pub set: &'a MigrationSet,
     pub target: i64,
     pub lock_timeout: Option<Duration>,
+    /// The registry's pool when the tenant lives elsewhere (another server, or a database
+    /// of its own): the client then reaches the tenant only, so each step commits where the
+    /// tenant lives (its lock held there) and its registry row is written on home after
+    /// (behind it, never ahead, as `migrate` elsewhere). `None`: the client reaches both,
+    /// and they commit together.
+    pub home: Option<&'a Pool>,
 }
 
 /// Where a run starts.
@@ -169,7 +175,18 @@ pub async fn migrate_tenant(
         Err(stopped) => {
             let msg = stopped.to_string();
             let failed = stopped.error.failed_migration();
-            let _ = registry::record_failure(client, &t.slug, &msg, failed, started_epoch).await;
+            match run.home {
+                None => {
+                    let _ = registry::record_failure(client, &t.slug, &msg, failed, started_epoch)
+                        .await;
+                }
+                Some(home) => {
+                    if let Ok(c) = home.get().await {
+                        let _ = registry::record_failure(&c, &t.slug, &msg, failed, started_epoch)
+                            .await;
+                    }
+                }
+            }
             let mut o = TenantOutcome::failed(&t.slug, &t.schema, t.version, msg);
             if !stopped.reached.applied.is_empty() {
                 o.to_version = stopped.reached.version;
@@ -305,7 +322,8 @@ async fn batch(
     in_sync: bool,
     last: bool,
 ) -> Result<(i64, Vec<AppliedMigration>), ApplyError> {
-    let vouched = in_sync
+    // Elsewhere the registry is not in the tenant's transaction to vouch for anything.
+    let vouched = (in_sync && run.home.is_none())
         .then(|| run.set.digest_at(version))
         .flatten()
         .filter(|_| version > 0);
@@ -341,16 +359,34 @@ async fn one_transaction(
     )
     .await?;
     let digest = run.set.digest_at(applied.version);
-    tx.queue_sql(registry::record_step(
-        run.slug,
-        applied.version,
-        digest,
-        &applied.migrations,
-        last,
-    ))
-    .await?;
-    apply::commit(&mut tx, &applied).await?;
+    let step = registry::record_step(run.slug, applied.version, digest, &applied.migrations, last);
+    match run.home {
+        None => {
+            tx.queue_sql(step).await?;
+            apply::commit(&mut tx, &applied).await?;
+        }
+        Some(home) => {
+            apply::commit(&mut tx, &applied).await?;
+            record_at_home(home, step).await?;
+        }
+    }
     Ok((applied.version, applied.migrations))
+}
+
+/// Writes `step` (a registry row update) on home, in a transaction of its own, after the
+/// tenant's own commit where it lives.
+pub async fn record_at_home(home: &Pool, step: Sql) -> Result<(), ApplyError> {
+    let home = home.get().await.map_err(|e| {
+        ApplyError::Refused(format!(
+            "its migrations were committed on its server, but the registry on home could not be \
+             reached to record them ({}); the next migrate records them",
+            describe_pool_error(&e)
+        ))
+    })?;
+    let mut tx = Tx::begin(&home);
+    tx.queue_sql(step).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// What running a file alone came to.
@@ -421,9 +457,29 @@ async fn alone_locked(
 
 /// The tenant must still be registered, not being dropped, with its schema.
 async fn check_registered(client: &Object, run: &TenantRun<'_>) -> Result<(), ApplyError> {
-    let rows = registry::some(client, &[run.slug.to_string()])
-        .await
-        .map_err(|e| ApplyError::Refused(format!("cannot read its registry row: {e:#}")))?;
+    let slugs = [run.slug.to_string()];
+    let unreadable =
+        |e: anyhow::Error| ApplyError::Refused(format!("cannot read its registry row: {e:#}"));
+    let mut rows = match run.home {
+        None => registry::some(client, &slugs).await.map_err(unreadable)?,
+        Some(home) => {
+            let c = home.get().await.map_err(|e| {
+                ApplyError::Refused(format!(
+                    "cannot reach the registry on home: {}",
+                    describe_pool_error(&e)
+                ))
+            })?;
+            registry::some(&c, &slugs).await.map_err(unreadable)?
+        }
+    };
+    // Elsewhere, the registry's database cannot see the schema: look where it lives.
+    if let (Some(_), Some(t)) = (run.home, rows.first_mut()) {
+        let schema = [run.schema.to_string()];
+        t.schema_exists = !registry::existing_schemas(client, &schema)
+            .await
+            .map_err(|e| ApplyError::Refused(format!("cannot look for its schema: {e:#}")))?
+            .is_empty();
+    }
     match rows.first() {
         None => Err(ApplyError::Refused(
             "it is no longer registered (dropped during the run)".into(),
@@ -499,18 +555,31 @@ async fn record(
         ],
     )
     .await?;
-    tx.queue_sql(registry::record_step(
+    let step = registry::record_step(
         run.slug,
         applied.version,
         run.set.digest_at(applied.version),
         std::slice::from_ref(applied),
         last,
-    ))
-    .await?;
-    let result = tx.commit().await;
+    );
+    let (here, after) = match run.home {
+        None => (Some(step), None),
+        Some(home) => (None, Some((home, step))),
+    };
+    let result = match here {
+        Some(step) => match tx.queue_sql(step).await {
+            Ok(()) => tx.commit().await,
+            Err(e) => Err(e),
+        },
+        None => tx.commit().await,
+    };
     // The statement names this tenant's table: keep it out of the connection's cache.
     client.statement_cache.remove(&insert, &[]);
-    result.map_err(ApplyError::from)
+    result?;
+    match after {
+        Some((home, step)) => record_at_home(home, step).await,
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
