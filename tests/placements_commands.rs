@@ -441,6 +441,29 @@ fn a_tenant_on_a_server_tenants_toml_does_not_name_is_bad_input_and_nothing_chan
     db.run(&["create", "far", "--server", "eu"]).expect(0);
     let file = db.dir.join("far.dump");
     db.run(&["backup", "far", "-o", path_str(&file)]).expect(0);
+    // The application role exists at home only: restoring where the tenant lives is refused.
+    let app = format!("app_{}", second.name);
+    query(
+        &admin_url(),
+        &format!("DROP ROLE IF EXISTS \"{app}\"; CREATE ROLE \"{app}\""),
+    );
+    db.config(&format!(
+        "[tenants]\napp_role = \"{app}\"\n{}",
+        second.server_toml("eu")
+    ));
+    let before = db.snapshot();
+    db.run(&["restore", "far", path_str(&file), "--yes"])
+        .expect(2)
+        .mentions("does not exist")
+        .mentions("on server eu");
+    assert_eq!(db.snapshot(), before);
+    assert_eq!(restore_leftovers(&second), "0");
+    db.config(&second.server_toml("eu"));
+    // A new slug that is taken, with --as: refused.
+    db.run(&["restore", "far", path_str(&file), "--as", "far"])
+        .expect(2)
+        .mentions("already exists");
+
     // The row now names a server the configuration lacks.
     db.query("UPDATE public.tenants SET server_name = 'nowhere' WHERE slug = 'far'");
     let before = format!(

@@ -114,12 +114,12 @@ pub async fn run(s: &Session, args: &RestoreArgs) -> Result<u8> {
         dump::check_not_older(tool, name, major).map_err(|e| bad_input(format!("{e:#}")))?;
     }
     if far.is_some() {
-        s.check_app_role(work).await.map_err(|e| {
-            bad_input(format!(
-                "{e:#} (on server {} of tenant {}); nothing was changed",
-                plan.existing.as_ref().map_or("", |t| t.server.as_str()),
+        let server = plan.existing.as_ref().map_or("", |t| t.server.as_str());
+        s.check_app_role(work).await.with_context(|| {
+            format!(
+                "on server {server}, where tenant {} lives; nothing was changed",
                 plan.slug
-            ))
+            )
         })?;
     }
     let bodies = dump_policy::migration_bodies(set.migrations.iter().filter_map(|m| m.sql()));
