@@ -716,8 +716,7 @@ fn create_elsewhere_gets_its_labels_and_its_seed_like_a_tenant_at_home() {
         db.scalar("SELECT labels ->> 'ring' FROM public.tenants WHERE slug = 'eu-seeded'"),
         "beta"
     );
-    // psql reaches the tenant where it lives; exec does not reach other servers yet and
-    // says so before anything runs.
+    // psql and exec reach the tenant where it lives.
     db.run(&[
         "psql",
         "eu-seeded",
@@ -728,9 +727,9 @@ fn create_elsewhere_gets_its_labels_and_its_seed_like_a_tenant_at_home() {
     ])
     .expect(0)
     .mentions("tenant_eu-seeded:1");
-    db.run(&["exec", "-c", "DELETE FROM employees"])
-        .expect(2)
-        .mentions("does not yet reach tenants on other servers");
+    db.run(&["exec", "-c", "SELECT count(*) AS seeded FROM employees"])
+        .expect(0)
+        .mentions("1 done");
     assert_eq!(
         second.scalar("SELECT count(*) FROM \"tenant_eu-seeded\".employees"),
         "1"
