@@ -261,9 +261,21 @@ fn drop_on_the_second_server_takes_its_schema_and_role_there_and_records_it_at_h
         ))
     };
     assert_eq!(role_there(), "1");
+    // Another tenant there registered with the same role keeps it alive.
+    db.query(&format!(
+        "INSERT INTO public.tenants (slug, schema_name, state, version, server_name, database_name, role_name) \
+         VALUES ('twin', 'tenant_twin', 'active', 7, 'eu', '{}', '{role}')",
+        second.name
+    ));
     db.run(&["drop", &slug, "--yes"])
         .expect(0)
         .mentions("server eu");
+    assert_eq!(
+        role_there(),
+        "1",
+        "the role of another tenant there was dropped"
+    );
+    db.run(&["drop", "twin", "--yes"]).expect(0);
     assert_eq!(
         second.scalar(&format!(
             "SELECT count(*) FROM pg_namespace WHERE nspname = '{role}'"
