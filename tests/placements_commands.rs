@@ -11,6 +11,14 @@ use common::*;
 
 static SLUGS: AtomicUsize = AtomicUsize::new(0);
 
+/// Held by the tests that restore onto the second server: they check that no restore left
+/// its scratch database or role there, which any restore in flight on that cluster has.
+static RESTORES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn restores_alone() -> std::sync::MutexGuard<'static, ()> {
+    RESTORES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A slug no other test of any process uses: a tenant's own database and role are named
 /// like its schema, and both are shared by the whole cluster.
 fn unique_slug(label: &str) -> String {
@@ -101,6 +109,7 @@ fn restore_leftovers(second: &SecondDb) -> String {
 
 #[test]
 fn backup_and_restore_a_tenant_on_the_second_server() {
+    let _alone = restores_alone();
     let db = TestDb::new("far_restore");
     let second = SecondDb::new("far_restore");
     let (app, app_url) = app_role_everywhere(&second, &second.name);
@@ -183,6 +192,7 @@ fn backup_and_restore_a_tenant_on_the_second_server() {
 
 #[test]
 fn a_tenant_in_its_own_database_backs_up_restores_and_drops_with_an_archive() {
+    let _alone = restores_alone();
     let db = TestDb::new("far_own");
     let second = SecondDb::new("far_own");
     db.config(&second.server_toml("eu"));
@@ -447,6 +457,7 @@ fn suspend_and_resume_a_tenant_on_the_second_server() {
 
 #[test]
 fn a_tenant_on_a_server_tenants_toml_does_not_name_is_bad_input_and_nothing_changes() {
+    let _alone = restores_alone();
     let db = TestDb::new("far_bad");
     let second = SecondDb::new("far_bad");
     db.config(&second.server_toml("eu"));
