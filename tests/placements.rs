@@ -273,26 +273,6 @@ fn a_server_that_cannot_be_reached_fails_create_naming_it() {
 }
 
 #[test]
-fn commands_that_do_not_reach_other_servers_yet_refuse_their_tenants() {
-    let (db, _second) = two_servers("place_refuse");
-    db.run(&["create", "home-one"]).expect(0);
-    db.run(&["create", "far", "--server", "eu"]).expect(0);
-    let before = db.snapshot();
-    for args in [
-        vec!["drop", "far", "--yes"],
-        vec!["backup", "far", "--output", "far.dump"],
-    ] {
-        db.run(&args)
-            .expect(2)
-            .mentions("does not yet reach tenants on other servers")
-            .mentions("far (on server eu");
-    }
-    assert_eq!(db.snapshot(), before);
-    // Home tenants named alone still work.
-    db.run(&["migrate", "home-one"]).expect(0);
-}
-
-#[test]
 fn servers_lists_each_server_with_its_answer_and_tenants() {
     let db = TestDb::new("place_servers");
     let second = SecondDb::new("place_servers");
@@ -719,8 +699,7 @@ fn create_elsewhere_gets_its_labels_and_its_seed_like_a_tenant_at_home() {
         db.scalar("SELECT labels ->> 'ring' FROM public.tenants WHERE slug = 'eu-seeded'"),
         "beta"
     );
-    // psql reaches the tenant where it lives; exec does not reach other servers yet and
-    // says so before anything runs.
+    // psql and exec reach the tenant where it lives.
     db.run(&[
         "psql",
         "eu-seeded",
@@ -731,9 +710,9 @@ fn create_elsewhere_gets_its_labels_and_its_seed_like_a_tenant_at_home() {
     ])
     .expect(0)
     .mentions("tenant_eu-seeded:1");
-    db.run(&["exec", "-c", "DELETE FROM employees"])
-        .expect(2)
-        .mentions("does not yet reach tenants on other servers");
+    db.run(&["exec", "-c", "SELECT count(*) AS seeded FROM employees"])
+        .expect(0)
+        .mentions("1 done");
     assert_eq!(
         second.scalar("SELECT count(*) FROM \"tenant_eu-seeded\".employees"),
         "1"

@@ -16,7 +16,8 @@ use crate::commands::session::Session;
 use crate::domain::exit::bad_input;
 use crate::domain::names::quote_ident;
 use crate::fleet::signals::{self, Signals};
-use crate::pg::dump::{self, Metadata};
+use crate::pg::connect::Target;
+use crate::pg::dump::{self, Metadata, Tool};
 use crate::pg::outfile::{self, PendingFile};
 use crate::registry;
 use crate::tenant::apply::locked_transaction;
@@ -75,8 +76,9 @@ pub fn check_destination(file: &Path) -> Result<()> {
     outfile::check_new_path(&dump::metadata_path(file), "backup records")
 }
 
-/// Dumps one tenant to `file` (refusing to overwrite), holding the tenant's lock so no
-/// migration changes it meanwhile, and writes the metadata beside it.
+/// Dumps one tenant to `file` (refusing to overwrite), holding the tenant's lock where it
+/// lives (home, another server, its own database) so no migration changes it meanwhile,
+/// and writes the metadata beside it, naming the server and database it came from.
 pub async fn backup_tenant(
     s: &Session,
     conn: &mut deadpool_postgres::Object,
@@ -85,19 +87,68 @@ pub async fn backup_tenant(
     deadline: std::time::Duration,
 ) -> Result<Metadata> {
     check_destination(file)?;
-    let pending = PendingFile::create(file)?;
-    let server_major = registry::server_major(&*conn).await?;
-    let pg_dump = dump::find_tool("pg_dump")?;
-    dump::check_not_older(&pg_dump, "pg_dump", server_major)
-        .map_err(|e| bad_input(format!("{e:#}")))?;
     let Some(found) = registry::some(&*conn, &[slug.to_string()]).await?.pop() else {
         return Err(bad_input(format!(
             "unknown tenant {slug} (see tenantctl list)"
         )));
     };
-    s.refuse_elsewhere(std::slice::from_ref(&found), "backup")?;
-    let schema = found.schema;
-    let (tx, exists) = locked_transaction(conn, slug, &schema, deadline)
+    let pending = PendingFile::create(file)?;
+    let pg_dump = dump::find_tool("pg_dump")?;
+    let dumped = if s.at_home(&found) {
+        dump_at_home(s, conn, &pg_dump, slug, &found.schema, &pending, deadline).await?
+    } else {
+        dump_elsewhere(s, &pg_dump, found, &pending, deadline).await?
+    };
+    let sha256 = dump::sha256_file(pending.temp_path())?;
+    let placed = pending.persist()?;
+    let t = dumped.tenant;
+    let m = Metadata {
+        format: dump::FORMAT.into(),
+        slug: t.slug.clone(),
+        schema: t.schema.clone(),
+        display_name: t.display_name.clone(),
+        version: dumped.version,
+        role: t.role.clone(),
+        file: file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        sha256,
+        created_at: time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        server_major: dumped.server_major,
+        pg_dump: pg_dump.version.clone(),
+        server: Some(t.server.clone()),
+        database: Some(t.database.clone()),
+    };
+    // The dump is kept only with its record.
+    dump::write_metadata(file, &m)?.keep();
+    placed.keep();
+    Ok(m)
+}
+
+/// What a dump was made of: the tenant's row, its version and its server's major version.
+struct Dumped {
+    tenant: registry::Tenant,
+    version: i64,
+    server_major: i32,
+}
+
+/// A tenant in the registry's own database: its lock and its row in one transaction.
+async fn dump_at_home(
+    s: &Session,
+    conn: &mut deadpool_postgres::Object,
+    pg_dump: &Tool,
+    slug: &str,
+    schema: &str,
+    pending: &PendingFile,
+    deadline: std::time::Duration,
+) -> Result<Dumped> {
+    let server_major = registry::server_major(&*conn).await?;
+    dump::check_not_older(pg_dump, "pg_dump", server_major)
+        .map_err(|e| bad_input(format!("{e:#}")))?;
+    let (tx, exists) = locked_transaction(conn, slug, schema, deadline)
         .await
         .with_context(|| format!("no backup of tenant {slug} was written"))?;
     if !exists {
@@ -112,12 +163,86 @@ pub async fn backup_tenant(
         .ok_or_else(|| {
             anyhow::anyhow!("tenant {slug} was dropped while the backup waited for it")
         })?;
-    let dbname = s.target.config.get_dbname().unwrap_or_default().to_string();
-    let mut cmd = dump::command(&pg_dump, &s.target, &dbname);
+    let dbname = s.home_database().to_string();
+    let cmd = dump_command(pg_dump, &s.target, &dbname, &t.schema, deadline);
+    dump_under_lock(tx, cmd, pending, slug, deadline).await?;
+    Ok(Dumped {
+        version: t.version,
+        tenant: t,
+        server_major,
+    })
+}
+
+/// A tenant on another server or in a database of its own: its lock is taken where it
+/// lives, and its version read from its own history there (the row on home may lag behind
+/// a migration that committed on its server).
+async fn dump_elsewhere(
+    s: &Session,
+    pg_dump: &Tool,
+    t: registry::Tenant,
+    pending: &PendingFile,
+    deadline: std::time::Duration,
+) -> Result<Dumped> {
+    let target = s.servers.target_db(&t.server, &t.database)?;
+    let (_pool, mut conn) = s
+        .connect_place(&t.server, &t.database, 1)
+        .await
+        .with_context(|| format!("no backup of tenant {} was written", t.slug))?;
+    let server_major = registry::server_major(&conn).await?;
+    dump::check_not_older(pg_dump, "pg_dump", server_major)
+        .map_err(|e| bad_input(format!("{e:#}")))?;
+    let (tx, exists) = locked_transaction(&mut conn, &t.slug, &t.schema, deadline)
+        .await
+        .with_context(|| {
+            format!(
+                "no backup of tenant {} was written (server {})",
+                t.slug, t.server
+            )
+        })?;
+    if !exists {
+        anyhow::bail!(
+            "the schema {} of tenant {} is missing from database {} of server {}; there is \
+             nothing to back up",
+            t.schema,
+            t.slug,
+            t.database,
+            t.server
+        );
+    }
+    let version = crate::commands::restore::history_version(&tx, &t.schema).await?;
+    let cmd = dump_command(pg_dump, &target, &t.database, &t.schema, deadline);
+    dump_under_lock(tx, cmd, pending, &t.slug, deadline).await?;
+    Ok(Dumped {
+        tenant: t,
+        version,
+        server_major,
+    })
+}
+
+/// pg_dump of one schema, in custom format.
+fn dump_command(
+    pg_dump: &Tool,
+    target: &Target,
+    dbname: &str,
+    schema: &str,
+    deadline: std::time::Duration,
+) -> std::process::Command {
+    let mut cmd = dump::command(pg_dump, target, dbname);
     // The pattern is quoted by the one quoting function: an exact, case-sensitive name.
     cmd.args(["--format=custom", "--schema"])
-        .arg(quote_ident(&t.schema))
+        .arg(quote_ident(schema))
         .arg(format!("--lock-wait-timeout={}", deadline.as_millis()));
+    cmd
+}
+
+/// Runs pg_dump into `pending` while `tx` holds the tenant's lock, then releases it.
+async fn dump_under_lock(
+    tx: deadpool_postgres::Transaction<'_>,
+    cmd: std::process::Command,
+    pending: &PendingFile,
+    slug: &str,
+    deadline: std::time::Duration,
+) -> Result<()> {
     let result = dump::run_to_file(cmd, pending.file(), format!("pg_dump of tenant {slug}")).await;
     tx.commit()
         .await
@@ -134,28 +259,5 @@ pub async fn backup_tenant(
         }
         return Err(e);
     }
-    let sha256 = dump::sha256_file(pending.temp_path())?;
-    let placed = pending.persist()?;
-    let m = Metadata {
-        format: dump::FORMAT.into(),
-        slug: t.slug.clone(),
-        schema: t.schema.clone(),
-        display_name: t.display_name.clone(),
-        version: t.version,
-        role: t.role.clone(),
-        file: file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        sha256,
-        created_at: time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
-        server_major,
-        pg_dump: pg_dump.version.clone(),
-    };
-    // The dump is kept only with its record.
-    dump::write_metadata(file, &m)?.keep();
-    placed.keep();
-    Ok(m)
+    Ok(())
 }

@@ -19,6 +19,7 @@ use crate::pg::outfile;
 use crate::registry::{self, Tenant};
 use crate::tenant::apply::locked_transaction;
 use crate::tenant::grants;
+use crate::tenant::placement;
 
 pub async fn run(s: &Session, args: &DropArgs) -> Result<u8> {
     let slugs = dedup(&args.slugs);
@@ -35,7 +36,11 @@ pub async fn run(s: &Session, args: &DropArgs) -> Result<u8> {
     };
     let (_pool, mut conn) = s.connect(1).await?;
     let (found, unknown) = lookup(&conn, &slugs).await?;
-    s.refuse_elsewhere(&found, "drop")?;
+    // A tenant elsewhere on a server tenants.toml does not name (or whose password variable
+    // is unset) is bad input, found before anything is marked.
+    for t in found.iter().filter(|t| !s.at_home(t)) {
+        s.servers.target_db(&t.server, &t.database)?;
+    }
     if !unknown.is_empty() && !args.if_exists {
         return Err(bad_input(format!(
             "unknown tenant {}; nothing was dropped (see tenantctl list, or pass --if-exists)",
@@ -80,15 +85,24 @@ pub async fn run(s: &Session, args: &DropArgs) -> Result<u8> {
             );
             return Ok(signals::interrupted(s.json(), &msg));
         }
-        drop_one(
-            &mut conn,
-            t,
-            archive.as_ref().map(|(f, h)| (f.as_str(), h.as_str())),
-            s.lock_deadline(),
-        )
-        .await?;
+        let archive = archive.as_ref().map(|(f, h)| (f.as_str(), h.as_str()));
+        if s.at_home(t) {
+            drop_one(&mut conn, t, archive, s.lock_deadline()).await?;
+        } else {
+            drop_elsewhere(s, &mut conn, t, archive).await?;
+        }
         if !s.json() {
-            crate::outln!("dropped {} (schema {})", t.slug, t.schema);
+            if s.at_home(t) {
+                crate::outln!("dropped {} (schema {})", t.slug, t.schema);
+            } else {
+                crate::outln!(
+                    "dropped {} (schema {}, database {} on server {})",
+                    t.slug,
+                    t.schema,
+                    t.database,
+                    t.server
+                );
+            }
         }
         dropped.push(t.slug.as_str());
     }
@@ -229,6 +243,103 @@ async fn drop_one(
     registry::record_drop(&tx, &t.slug, existed, archive).await?;
     tx.commit().await.with_pg_context(|| rerun_hint(t))?;
     Ok(())
+}
+
+/// Drops a tenant that lives elsewhere than the registry's database. Its row and its schema
+/// cannot go in one transaction, so: the row is marked `dropping` on home (under the
+/// tenant's lock there, which a create elsewhere holds while it runs); the schema is
+/// dropped where it lives, under its lock there and in batches as at home, or its own
+/// database dropped; its own role is dropped on its server unless another tenant there
+/// uses it; then the drop is recorded on home. A failure anywhere leaves the tenant marked
+/// `dropping`, and running drop again finishes (everything is dropped IF EXISTS).
+async fn drop_elsewhere(
+    s: &Session,
+    home: &mut deadpool_postgres::Object,
+    t: &Tenant,
+    archive: Option<(&str, &str)>,
+) -> Result<()> {
+    let deadline = s.lock_deadline();
+    let (tx, _) = locked_transaction(home, &t.slug, &t.schema, deadline)
+        .await
+        .with_context(|| format!("cannot drop tenant {}; it was not changed", t.slug))?;
+    registry::set_state(&tx, &t.slug, "dropping").await?;
+    tx.commit()
+        .await
+        .with_pg_context(|| format!("cannot mark tenant {} dropping", t.slug))?;
+    let existed = if t.database == t.schema {
+        drop_own_database(s, t).await
+    } else {
+        drop_schema_there(s, t).await
+    }
+    .with_context(|| rerun_hint_far(t))?;
+    if let Some(role) = &t.role {
+        if !registry::role_used_by_others(&*home, &t.server, role, &t.slug).await? {
+            let (_pool, admin) = s
+                .connect_place(&t.server, server_database(s, t)?.as_str(), 1)
+                .await
+                .with_context(|| rerun_hint_far(t))?;
+            placement::drop_role(&admin, role)
+                .await
+                .with_context(|| rerun_hint_far(t))?;
+        }
+    }
+    let tx = home
+        .transaction()
+        .await
+        .with_pg_context(|| rerun_hint_far(t))?;
+    registry::record_drop(&tx, &t.slug, existed, archive).await?;
+    tx.commit().await.with_pg_context(|| rerun_hint_far(t))?;
+    Ok(())
+}
+
+/// The tenant's schema, dropped in the database where it lives; whether it existed.
+async fn drop_schema_there(s: &Session, t: &Tenant) -> Result<bool> {
+    let deadline = s.lock_deadline();
+    let (_pool, mut conn) = s.connect_place(&t.server, &t.database, 1).await?;
+    while drop_table_batch(&mut conn, t, deadline).await? {}
+    let (tx, existed) = locked_transaction(&mut conn, &t.slug, &t.schema, deadline).await?;
+    tx.batch_execute(&format!(
+        "DROP SCHEMA IF EXISTS {} CASCADE",
+        quote_ident(&t.schema)
+    ))
+    .await
+    .pg_context("cannot drop the schema")?;
+    tx.commit().await.pg_context("cannot drop the schema")?;
+    Ok(existed)
+}
+
+/// The tenant's own database, dropped `WITH (FORCE)`; whether it existed. A migration of
+/// the tenant in flight finishes first (its lock is taken in the database, then let go:
+/// migrate leaves `dropping` tenants alone, and FORCE ends any session still there).
+async fn drop_own_database(s: &Session, t: &Tenant) -> Result<bool> {
+    let own = server_database(s, t)?;
+    let (_pool, admin) = s.connect_place(&t.server, &own, 1).await?;
+    if !placement::database_exists(&admin, &t.database).await? {
+        return Ok(false);
+    }
+    {
+        let (_pool, mut conn) = s.connect_place(&t.server, &t.database, 1).await?;
+        let (tx, _) = locked_transaction(&mut conn, &t.slug, &t.schema, s.lock_deadline()).await?;
+        tx.commit()
+            .await
+            .pg_context("cannot release the tenant's lock")?;
+    }
+    placement::drop_database(&admin, &t.database).await?;
+    Ok(true)
+}
+
+/// The database a server's url names (where tenantctl connects to drop a database or a role).
+fn server_database(s: &Session, t: &Tenant) -> Result<String> {
+    let target = s.servers.target(&t.server)?;
+    Ok(target.config.get_dbname().unwrap_or_default().to_string())
+}
+
+fn rerun_hint_far(t: &Tenant) -> String {
+    format!(
+        "cannot drop tenant {} on server {} (database {}); it stays marked dropping, run drop \
+         again to finish",
+        t.slug, t.server, t.database
+    )
 }
 
 /// Drops up to TABLES_PER_BATCH tables of a schema that has more than that, in a committed

@@ -60,7 +60,11 @@ fn load_script(args: &ExecArgs) -> Result<Script> {
 }
 
 struct Shared {
+    /// Home's pool: the registry, and the tenants in its own database.
     pool: Pool,
+    home_database: String,
+    /// A pool per other server and database where tenants live, or why it cannot be reached.
+    places: HashMap<(String, String), Result<Pool, String>>,
     sql: String,
     run_id: i64,
     dry_run: bool,
@@ -75,7 +79,10 @@ pub async fn run(s: &Session, args: &ExecArgs) -> Result<u8> {
     let (pool, conn) = s.connect(concurrency + 1).await?;
     let concurrency = s.fit_concurrency(&conn, concurrency, false).await?;
     let tenants = select_tenants(&conn, &args.slugs, "nothing was run").await?;
-    s.refuse_elsewhere(&tenants, "exec")?;
+    // An unknown server, or an unset password variable, is bad input found before anything runs.
+    for t in tenants.iter().filter(|t| !s.at_home(t)) {
+        s.servers.target_db(&t.server, &t.database)?;
+    }
     let run_id = exec_runs::start(
         &conn,
         &script.source,
@@ -86,14 +93,17 @@ pub async fn run(s: &Session, args: &ExecArgs) -> Result<u8> {
     .await?;
     let mut outcomes = Vec::new();
     let mut jobs = Vec::new();
+    let places = far_pools(s, &tenants, concurrency).await;
     for t in tenants {
-        match triage(&t) {
+        match triage(&t, s.at_home(&t)) {
             Some(o) => outcomes.push(o),
             None => jobs.push(t),
         }
     }
     let shared = Arc::new(Shared {
         pool,
+        home_database: s.home_database().to_string(),
+        places,
         sql: script.sql.clone(),
         run_id,
         dry_run: args.dry_run,
@@ -158,8 +168,38 @@ pub async fn run(s: &Session, args: &ExecArgs) -> Result<u8> {
     })
 }
 
-/// Tenants decided without a visit: being dropped (skipped), schema missing (failed).
-fn triage(t: &Tenant) -> Option<TenantOutcome> {
+/// A pool for each other server and database where `tenants` live (at most `concurrency`
+/// connections, fewer for few tenants), or why it cannot be reached: that place's tenants
+/// fail, the others run.
+async fn far_pools(
+    s: &Session,
+    tenants: &[Tenant],
+    concurrency: usize,
+) -> HashMap<(String, String), Result<Pool, String>> {
+    let mut count: HashMap<(String, String), usize> = HashMap::new();
+    for t in tenants
+        .iter()
+        .filter(|t| !s.at_home(t) && t.state != "dropping")
+    {
+        *count
+            .entry((t.server.clone(), t.database.clone()))
+            .or_default() += 1;
+    }
+    let mut places = HashMap::new();
+    for ((server, database), n) in count {
+        let pool = s
+            .connect_place(&server, &database, concurrency.min(n))
+            .await
+            .map(|(pool, _conn)| pool)
+            .map_err(|e| format!("{e:#}; nothing was run"));
+        places.insert((server, database), pool);
+    }
+    places
+}
+
+/// Tenants decided without a visit: being dropped (skipped), schema missing at home
+/// (failed; elsewhere it is found missing where the tenant lives).
+fn triage(t: &Tenant, at_home: bool) -> Option<TenantOutcome> {
     if t.state == "dropping" {
         return Some(TenantOutcome::skipped(
             &t.slug,
@@ -168,7 +208,7 @@ fn triage(t: &Tenant) -> Option<TenantOutcome> {
             "it is being dropped",
         ));
     }
-    (!t.schema_exists).then(|| {
+    (at_home && !t.schema_exists).then(|| {
         TenantOutcome::failed(
             &t.slug,
             &t.schema,
@@ -179,7 +219,27 @@ fn triage(t: &Tenant) -> Option<TenantOutcome> {
 }
 
 async fn exec_job(shared: Arc<Shared>, t: Tenant) -> TenantOutcome {
-    let mut client = match shared.pool.get().await {
+    if t.is_home(&shared.home_database) {
+        return exec_in(&shared, &shared.pool, &t, false).await;
+    }
+    let place = (t.server.clone(), t.database.clone());
+    let mut o = match shared.places.get(&place) {
+        Some(Ok(pool)) => exec_in(&shared, pool, &t, true).await,
+        Some(Err(why)) => TenantOutcome::failed(&t.slug, &t.schema, t.version, why.clone()),
+        None => TenantOutcome::failed(&t.slug, &t.schema, t.version, "no pool for its server"),
+    };
+    let server = format!("server {}", t.server);
+    o.error = o.error.take().map(|e| match e.contains(&server) {
+        true => e,
+        false => format!("{e} ({server})"),
+    });
+    o
+}
+
+/// Runs the SQL in one tenant with a connection from `pool`. Elsewhere (`far`), the
+/// tenant's transaction commits on its server and its `done` is recorded on home after.
+async fn exec_in(shared: &Shared, pool: &Pool, t: &Tenant, far: bool) -> TenantOutcome {
+    let mut client = match pool.get().await {
         Ok(c) => c,
         Err(e) => {
             return TenantOutcome::failed(
@@ -190,12 +250,12 @@ async fn exec_job(shared: Arc<Shared>, t: Tenant) -> TenantOutcome {
             )
         }
     };
-    let end = if shared.dry_run {
-        Commit::RollBack
-    } else {
-        Commit::Record {
+    let end = match (shared.dry_run, far) {
+        (true, _) => Commit::RollBack,
+        (false, true) => Commit::Plain,
+        (false, false) => Commit::Record {
             run_id: shared.run_id,
-        }
+        },
     };
     match exec::run(
         &mut client,
@@ -208,7 +268,11 @@ async fn exec_job(shared: Arc<Shared>, t: Tenant) -> TenantOutcome {
     .await
     {
         Ok(result) => {
-            let o = TenantOutcome::new(&t.slug, &t.schema, Outcome::Applied, t.version, t.version);
+            let mut o =
+                TenantOutcome::new(&t.slug, &t.schema, Outcome::Applied, t.version, t.version);
+            if far && !shared.dry_run {
+                o.error = record_done_on_home(shared, t, &result).await;
+            }
             shared
                 .results
                 .lock()
@@ -218,6 +282,27 @@ async fn exec_job(shared: Arc<Shared>, t: Tenant) -> TenantOutcome {
         }
         Err(msg) => TenantOutcome::failed(&t.slug, &t.schema, t.version, msg),
     }
+}
+
+/// Records `done` on home for a tenant whose SQL committed elsewhere; says why not when
+/// the registry cannot be written (the SQL did commit).
+async fn record_done_on_home(shared: &Shared, t: &Tenant, r: &TenantResult) -> Option<String> {
+    let recorded = match shared.pool.get().await {
+        Ok(c) => exec_runs::record(
+            &c,
+            shared.run_id,
+            &t.slug,
+            "done",
+            Some(r.rows_affected),
+            None,
+        )
+        .await
+        .map_err(|e| format!("{e:#}")),
+        Err(e) => Err(e.to_string()),
+    };
+    recorded.err().map(|e| {
+        format!("committed on its server, but its outcome could not be recorded on home: {e}")
+    })
 }
 
 /// The outcome of each tenant whose record was not written in its own transaction (failed,

@@ -19,7 +19,7 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::json;
 
 use crate::cli::RestoreArgs;
@@ -29,7 +29,7 @@ use crate::domain::exit::bad_input;
 use crate::domain::migration_set::MigrationSet;
 use crate::domain::names::{self, quote_ident};
 use crate::fleet::signals::{self, Signals};
-use crate::pg::connect::{self, PgContext};
+use crate::pg::connect::{self, PgContext, Target};
 use crate::pg::dump::{self, Metadata, Tool};
 use crate::pg::dump_load;
 use crate::registry::{self, Tenant};
@@ -62,7 +62,6 @@ struct Dumped {
 
 /// Everything the stages need.
 struct Ctx<'a> {
-    s: &'a Session,
     file: &'a Path,
     pg_restore: &'a Tool,
     pg_dump: &'a Tool,
@@ -72,6 +71,19 @@ struct Ctx<'a> {
     schemas: &'a [String],
     record: &'a Metadata,
     major: i32,
+    /// Where the tenant lives: the scratch database, the staged copy and the swap are made
+    /// on this server, in this database (home's own for a tenant at home or a new one).
+    place: &'a Target,
+    database: &'a str,
+}
+
+/// A tenant that lives elsewhere than the registry's database, and a connection there.
+struct Far {
+    server: String,
+    database: String,
+    target: Target,
+    _pool: deadpool_postgres::Pool,
+    conn: deadpool_postgres::Object,
 }
 
 pub async fn run(s: &Session, args: &RestoreArgs) -> Result<u8> {
@@ -91,13 +103,28 @@ pub async fn run(s: &Session, args: &RestoreArgs) -> Result<u8> {
     let pg_dump = dump::find_tool("pg_dump")?;
     let (_pool, mut conn) = s.connect(1).await?;
     s.backend().refuse_restore()?;
-    let major = registry::server_major(&conn).await?;
+    let plan = plan(s, &conn, args).await?;
+    let mut far = match plan.existing.as_ref().filter(|t| !s.at_home(t)) {
+        Some(t) => Some(reach(s, t).await?),
+        None => None,
+    };
+    // Everything below the registry happens where the tenant lives.
+    let work: &deadpool_postgres::Object = far.as_ref().map_or(&conn, |f| &f.conn);
+    let major = registry::server_major(work).await?;
     for (tool, name) in [(&pg_dump, "pg_dump"), (&pg_restore, "pg_restore")] {
         dump::check_not_older(tool, name, major).map_err(|e| bad_input(format!("{e:#}")))?;
     }
-    let plan = plan(s, &conn, args).await?;
+    if far.is_some() {
+        let server = plan.existing.as_ref().map_or("", |t| t.server.as_str());
+        s.check_app_role(work).await.with_context(|| {
+            format!(
+                "on server {server}, where tenant {} lives; nothing was changed",
+                plan.slug
+            )
+        })?;
+    }
     let bodies = dump_policy::migration_bodies(set.migrations.iter().filter_map(|m| m.sql()));
-    let schemas = registry::schema_names(&conn).await?;
+    let schemas = registry::schema_names(work).await?;
     let dumped = read_sql(&pg_restore, &args.file, schema, &bodies, &schemas).await?;
     if plan.existing.is_some() && !args.yes {
         confirm_by_typing(
@@ -105,8 +132,12 @@ pub async fn run(s: &Session, args: &RestoreArgs) -> Result<u8> {
             &format!("replace every row of tenant {} with the backup", plan.slug),
         )?;
     }
+    let home_db = s.home_database().to_string();
+    let (place, database) = match &far {
+        Some(f) => (f.target.clone(), f.database.clone()),
+        None => (s.target.clone(), home_db),
+    };
     let ctx = Ctx {
-        s,
         file: &args.file,
         pg_restore: &pg_restore,
         pg_dump: &pg_dump,
@@ -116,18 +147,21 @@ pub async fn run(s: &Session, args: &RestoreArgs) -> Result<u8> {
         schemas: &schemas,
         record: &m,
         major,
+        place: &place,
+        database: &database,
     };
     // Listened for only now: before, Ctrl-C simply ends the process (nothing exists yet).
     let mut signals = Signals::listen()?;
     let sandbox = Sandbox::new();
+    let work: &deadpool_postgres::Object = far.as_ref().map_or(&conn, |f| &f.conn);
     let staged = tokio::select! {
-        r = stage(&ctx, &conn, &sandbox) => Some(r),
+        r = stage(&ctx, work, &sandbox) => Some(r),
         _ = signals.recv() => None,
     };
     let version = match staged {
         Some(Ok(v)) => v,
         Some(Err(e)) => {
-            sandbox.remove(s, true).await;
+            sandbox.remove(&place, true).await;
             if let Some(sig) = signals.received() {
                 return Ok(interrupted(s, sig, &plan));
             }
@@ -137,30 +171,51 @@ pub async fn run(s: &Session, args: &RestoreArgs) -> Result<u8> {
             )));
         }
         None => {
-            sandbox.remove(s, true).await;
+            sandbox.remove(&place, true).await;
             let sig = signals.received().unwrap_or("a signal");
             return Ok(interrupted(s, sig, &plan));
         }
     };
     // The swap is one short transaction and is not interrupted: a signal now waits for it.
-    if let Err(e) = swap(
-        &mut conn,
-        &plan,
-        &m,
-        version,
-        &sandbox.role,
-        major,
-        s.lock_deadline(),
-    )
-    .await
-    {
-        sandbox.remove(s, true).await;
+    let swapped = match far.as_mut() {
+        None => swap(
+            &mut conn,
+            &plan,
+            &m,
+            version,
+            &sandbox.role,
+            major,
+            s.lock_deadline(),
+            true,
+        )
+        .await
+        .map(|()| None),
+        Some(f) => {
+            swap_elsewhere(
+                &mut conn,
+                f,
+                &plan,
+                &m,
+                version,
+                &sandbox.role,
+                major,
+                s.lock_deadline(),
+            )
+            .await
+        }
+    };
+    if let Ok(Some(unrecorded)) = swapped {
+        sandbox.remove(&place, false).await;
+        return Err(unrecorded);
+    }
+    if let Err(e) = swapped {
+        sandbox.remove(&place, true).await;
         return Err(e.context(format!(
             "restore of tenant {} failed; the tenant was not changed",
             plan.slug
         )));
     }
-    sandbox.remove(s, false).await;
+    sandbox.remove(&place, false).await;
     report(s, args, &plan, version, latest);
     Ok(0)
 }
@@ -322,7 +377,7 @@ fn restore_command(tool: &Tool, file: &Path, schema: &str, section: &str) -> std
 
 /// `pg_dump` printing one section of the scratch copy to stdout.
 fn scratch_dump_command(ctx: &Ctx, scratch: &str, section: &str) -> std::process::Command {
-    let mut cmd = dump::command(ctx.pg_dump, &ctx.s.target, scratch);
+    let mut cmd = dump::command(ctx.pg_dump, ctx.place, scratch);
     cmd.arg(format!("--section={section}"))
         .arg("--schema")
         .arg(quote_ident(&ctx.plan.staging))
@@ -336,9 +391,6 @@ async fn plan(s: &Session, conn: &deadpool_postgres::Object, args: &RestoreArgs)
     let existing = registry::some(conn, std::slice::from_ref(&slug))
         .await?
         .pop();
-    if let Some(t) = &existing {
-        s.refuse_elsewhere(std::slice::from_ref(t), "restore")?;
-    }
     if args.as_slug.is_some() && existing.is_some() {
         return Err(bad_input(format!(
             "tenant {slug} already exists; --as needs a new slug"
@@ -353,7 +405,11 @@ async fn plan(s: &Session, conn: &deadpool_postgres::Object, args: &RestoreArgs)
             "schema {schema} already exists but no tenant is registered for it; nothing was changed"
         )));
     }
-    let app_role = s.check_app_role(conn).await?;
+    // A tenant elsewhere needs the application role on its own server (checked there).
+    let app_role = match &existing {
+        Some(t) if !s.at_home(t) => s.settings.app_role.clone(),
+        _ => s.check_app_role(conn).await?,
+    };
     let (data_role, create_role) = match (&existing, s.settings.per_tenant_roles) {
         (Some(t), _) if t.role.is_some() => (t.role.clone(), false),
         (None, true) => (Some(schema.clone()), true),
@@ -421,8 +477,8 @@ impl Sandbox {
     /// in the middle of a statement. With `end_sessions`, those are ended first, so that an
     /// uncommitted load rolls back. Failures are reported, not raised: the restore's own
     /// outcome is what the operator needs.
-    async fn remove(&self, s: &Session, end_sessions: bool) {
-        let client = match fresh_connection(s).await {
+    async fn remove(&self, place: &Target, end_sessions: bool) {
+        let client = match fresh_connection(place).await {
             Ok(c) => c,
             Err(e) => {
                 crate::errln!(
@@ -475,10 +531,33 @@ impl Sandbox {
     }
 }
 
-/// A connection of its own to this database (not the command's, which may be busy).
-async fn fresh_connection(s: &Session) -> Result<deadpool_postgres::Object> {
-    let pool = connect::pool(&s.target, 1)?;
-    connect::first_connection(&pool, &s.target).await
+/// A connection of its own to the database where the tenant lives (not the command's,
+/// which may be busy).
+async fn fresh_connection(place: &Target) -> Result<deadpool_postgres::Object> {
+    let pool = connect::pool(place, 1)?;
+    connect::first_connection(&pool, place).await
+}
+
+/// A connection where tenant `t` lives; a server that cannot be reached fails the restore
+/// (exit 1) before anything is changed.
+async fn reach(s: &Session, t: &Tenant) -> Result<Far> {
+    let target = s.servers.target_db(&t.server, &t.database)?;
+    let (pool, conn) = s
+        .connect_place(&t.server, &t.database, 1)
+        .await
+        .with_context(|| {
+            format!(
+                "restore of tenant {} failed; the tenant was not changed",
+                t.slug
+            )
+        })?;
+    Ok(Far {
+        server: t.server.clone(),
+        database: t.database.clone(),
+        target,
+        _pool: pool,
+        conn,
+    })
 }
 
 /// Loads the dump into this database as `plan.staging`, by way of a scratch database, as
@@ -523,7 +602,7 @@ async fn stage(ctx: &Ctx<'_>, conn: &deadpool_postgres::Object, sb: &Sandbox) ->
 /// name, its pinned search_paths re-pointed at the tenant's final schema.
 async fn load_scratch(ctx: &Ctx<'_>, sb: &Sandbox) -> Result<i64> {
     let schema = &ctx.dumped.schema;
-    let mut client = connect::connect_db(&ctx.s.target, &sb.scratch).await?;
+    let mut client = connect::connect_db(ctx.place, &sb.scratch).await?;
     sb.track(&client).await?;
     let tx = client
         .transaction()
@@ -576,14 +655,7 @@ async fn load_staging(ctx: &Ctx<'_>, sb: &Sandbox) -> Result<()> {
         .await?;
         sections.push(dump_load::checked(&text, &p, what)?);
     }
-    let db = ctx
-        .s
-        .target
-        .config
-        .get_dbname()
-        .unwrap_or_default()
-        .to_string();
-    let mut client = connect::connect_db(&ctx.s.target, &db).await?;
+    let mut client = connect::connect_db(ctx.place, ctx.database).await?;
     sb.track(&client).await?;
     let tx = client
         .transaction()
@@ -611,7 +683,10 @@ async fn load_staging(ctx: &Ctx<'_>, sb: &Sandbox) -> Result<()> {
 }
 
 /// The highest version in the restored schema's own history (0 without one).
-async fn history_version(tx: &tokio_postgres::Transaction<'_>, schema: &str) -> Result<i64> {
+pub(crate) async fn history_version(
+    tx: &tokio_postgres::Transaction<'_>,
+    schema: &str,
+) -> Result<i64> {
     let table = history_table(schema);
     let present: bool = tx
         .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
@@ -679,8 +754,61 @@ async fn rename_in(
     Ok(())
 }
 
+/// A tenant elsewhere: its fingerprint is cleared on home first, then the swap commits where
+/// it lives, then its row on home is updated. Should home fail after the swap, the row
+/// lags behind the schema without a fingerprint, so the next migrate reads the history
+/// where the tenant lives and records its version.
+#[allow(clippy::too_many_arguments)]
+async fn swap_elsewhere(
+    home: &mut deadpool_postgres::Object,
+    far: &mut Far,
+    plan: &Plan,
+    m: &Metadata,
+    version: i64,
+    restore_role: &str,
+    major: i32,
+    deadline: std::time::Duration,
+) -> Result<Option<anyhow::Error>> {
+    registry::forget_digest(&*home, &plan.slug).await?;
+    swap(
+        &mut far.conn,
+        plan,
+        m,
+        version,
+        restore_role,
+        major,
+        deadline,
+        false,
+    )
+    .await
+    .with_context(|| format!("on server {} (database {})", far.server, far.database))?;
+    // The tenant is restored now: a failure on home is reported, not undone.
+    Ok(record_on_home(home, plan, m, version).await.err().map(|e| {
+        e.context(format!(
+            "tenant {} was restored on server {}, but the registry on home could not record \
+             it; run tenantctl migrate {} to record its version",
+            plan.slug, far.server, plan.slug
+        ))
+    }))
+}
+
+async fn record_on_home(
+    home: &mut deadpool_postgres::Object,
+    plan: &Plan,
+    m: &Metadata,
+    version: i64,
+) -> Result<()> {
+    let tx = home
+        .transaction()
+        .await
+        .pg_context("cannot start a transaction on home")?;
+    record(&tx, plan, m, version).await?;
+    tx.commit().await.pg_context("cannot commit on home")
+}
+
 /// One transaction: drop the replaced schema, rename the staged one, take it over from the
-/// restore role, grant, register.
+/// restore role, grant, and register (`register`: the registry is in this database).
+#[allow(clippy::too_many_arguments)]
 async fn swap(
     conn: &mut deadpool_postgres::Object,
     plan: &Plan,
@@ -689,6 +817,7 @@ async fn swap(
     restore_role: &str,
     major: i32,
     deadline: std::time::Duration,
+    register: bool,
 ) -> Result<()> {
     let (tx, _) = locked_transaction(conn, &plan.slug, &plan.schema, deadline).await?;
     let mut sql = String::new();
@@ -718,6 +847,20 @@ async fn swap(
     tx.batch_execute(&sql)
         .await
         .pg_context("cannot swap the restored schema in")?;
+    if register {
+        record(&tx, plan, m, version).await?;
+    }
+    tx.commit().await.pg_context("cannot commit the restore")?;
+    Ok(())
+}
+
+/// The restored tenant's row: active at the restored version.
+async fn record(
+    tx: &deadpool_postgres::Transaction<'_>,
+    plan: &Plan,
+    m: &Metadata,
+    version: i64,
+) -> Result<()> {
     let display = plan
         .existing
         .as_ref()
@@ -729,16 +872,14 @@ async fn swap(
         plan.existing.as_ref().and_then(|t| t.role.clone())
     };
     registry::record_restore(
-        &tx,
+        tx,
         &plan.slug,
         &plan.schema,
         display.as_deref(),
         version,
         role.as_deref(),
     )
-    .await?;
-    tx.commit().await.pg_context("cannot commit the restore")?;
-    Ok(())
+    .await
 }
 
 fn nanos() -> u128 {

@@ -228,34 +228,26 @@ impl Session {
         registry::existing_schemas(&conn, schemas).await
     }
 
-    /// Refuses (exit 2, nothing changed) to run `command` on tenants that live elsewhere
-    /// than the registry's own database: this command does not reach other servers yet
-    /// (docs/placements.md says which do).
-    pub fn refuse_elsewhere(&self, tenants: &[Tenant], command: &str) -> Result<()> {
-        let elsewhere: Vec<String> = tenants
-            .iter()
-            .filter(|t| !t.is_home(self.home_database()))
-            .map(|t| {
-                format!(
-                    "{} (on server {}, database {})",
-                    t.slug, t.server, t.database
-                )
-            })
-            .collect();
-        if elsewhere.is_empty() {
-            return Ok(());
-        }
-        Err(bad_input(format!(
-            "`tenantctl {command}` does not yet reach tenants on other servers, and {} {}: {}; \
-             nothing was changed (name the tenants of server home to {command} them)",
-            count(elsewhere.len(), "tenant"),
-            if elsewhere.len() == 1 {
-                "lives elsewhere"
-            } else {
-                "live elsewhere"
-            },
-            elsewhere.join(", ")
-        )))
+    /// Whether tenant `t` lives in the registry's own database.
+    pub fn at_home(&self, t: &Tenant) -> bool {
+        t.is_home(self.home_database())
+    }
+
+    /// A pool of `size` connections to database `database` of server `server`, and one
+    /// connection from it. An unknown server or an unset password variable is bad input
+    /// (exit 2); a server that does not answer is an error naming it (exit 1).
+    pub async fn connect_place(
+        &self,
+        server: &str,
+        database: &str,
+        size: usize,
+    ) -> Result<(Pool, Object)> {
+        let target = self.servers.target_db(server, database)?;
+        let pool = connect::pool(&target, size)?;
+        let conn = connect::first_connection(&pool, &target)
+            .await
+            .with_context(|| format!("cannot reach server {server} (database {database})"))?;
+        Ok((pool, conn))
     }
 
     /// The role that holds a tenant's data privileges: its own role when it was created with

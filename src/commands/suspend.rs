@@ -6,7 +6,8 @@
 //! is recorded in `public.tenant_suspensions`, so resume grants back exactly that. Both run
 //! in one transaction under the tenant's lock, so they never overlap a migration of it.
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use deadpool_postgres::Object;
 use serde_json::json;
 
 use crate::cli::{ResumeArgs, SuspendArgs};
@@ -14,63 +15,201 @@ use crate::commands::session::Session;
 use crate::domain::exit::{bad_input, OK};
 use crate::output::{escape_line, print_json};
 use crate::pg::connect::PgContext;
-use crate::registry::{self, SchemaGrant};
+use crate::registry::{self, SchemaGrant, Tenant};
 use crate::tenant::apply::locked_transaction;
 use crate::tenant::grants;
 
 pub async fn suspend(s: &Session, args: &SuspendArgs) -> Result<u8> {
     let (_pool, mut conn) = s.connect(1).await?;
     let t = one_tenant(&conn, &args.slug, "nothing was suspended").await?;
-    s.refuse_elsewhere(std::slice::from_ref(&t), "suspend")?;
     if !matches!(t.state.as_str(), "active" | "failed") {
         return Err(bad_input(format!(
             "tenant {} is {}; only an active or failed tenant can be suspended; nothing was changed",
             t.slug, t.state
         )));
     }
-    let (tx, exists) = locked_transaction(&mut conn, &t.slug, &t.schema, s.lock_deadline()).await?;
+    let revoked = if s.at_home(&t) {
+        suspend_at_home(s, &mut conn, &t, args.reason.as_deref()).await?
+    } else {
+        suspend_elsewhere(s, &mut conn, &t, args.reason.as_deref()).await?
+    };
+    report(s, "suspended", &t.slug, &revoked);
+    Ok(OK)
+}
+
+async fn suspend_at_home(
+    s: &Session,
+    conn: &mut Object,
+    t: &Tenant,
+    reason: Option<&str>,
+) -> Result<Vec<SchemaGrant>> {
+    let (tx, exists) = locked_transaction(conn, &t.slug, &t.schema, s.lock_deadline()).await?;
+    let revoked = revoke_all(&tx, t, exists).await?;
+    registry::record_suspend(&tx, &t.slug, reason, &revoked).await?;
+    tx.commit()
+        .await
+        .pg_context("cannot commit the suspension")?;
+    Ok(revoked)
+}
+
+/// A tenant elsewhere: the privileges are revoked on its server, under its lock there, and
+/// the suspension recorded on home. Home commits first: should its server then fail to
+/// commit, the record says more than was done, and `resume` (granting back what is already
+/// granted) puts it right; the other order could lose what was revoked.
+async fn suspend_elsewhere(
+    s: &Session,
+    home: &mut Object,
+    t: &Tenant,
+    reason: Option<&str>,
+) -> Result<Vec<SchemaGrant>> {
+    let (_pool, mut far) = s
+        .connect_place(&t.server, &t.database, 1)
+        .await
+        .context("nothing was suspended")?;
+    let (tx, exists) = locked_transaction(&mut far, &t.slug, &t.schema, s.lock_deadline()).await?;
+    let revoked = revoke_all(&tx, t, exists).await?;
+    let home_tx = home
+        .transaction()
+        .await
+        .pg_context("cannot start a transaction on home")?;
+    registry::record_suspend(&home_tx, &t.slug, reason, &revoked).await?;
+    home_tx
+        .commit()
+        .await
+        .pg_context("cannot commit the suspension on home; nothing was suspended")?;
+    tx.commit().await.with_pg_context(|| {
+        format!(
+            "the registry on home records tenant {} suspended, but server {} did not commit \
+             the revoke, so its access is unchanged; run tenantctl resume {} and suspend it again",
+            t.slug, t.server, t.slug
+        )
+    })?;
+    Ok(revoked)
+}
+
+/// Revokes every privilege on the tenant's schema held by a role other than its owner, in
+/// `tx` (which holds the tenant's lock); returns what was revoked.
+async fn revoke_all(
+    tx: &deadpool_postgres::Transaction<'_>,
+    t: &Tenant,
+    exists: bool,
+) -> Result<Vec<SchemaGrant>> {
     if !exists {
         bail!(
-            "tenant {}'s schema {} is missing from the database; nothing was suspended",
+            "tenant {}'s schema {} is missing from {}; nothing was suspended",
             t.slug,
-            t.schema
+            t.schema,
+            place(t)
         );
     }
-    let revoked = registry::schema_grants(&tx, &t.schema).await?;
+    let revoked = registry::schema_grants(tx, &t.schema).await?;
     let mut grantees: Vec<&str> = revoked.iter().map(|g| g.grantee.as_str()).collect();
     grantees.dedup();
     tx.batch_execute(&grants::revoke_schema(&t.schema, &grantees))
         .await
         .pg_context("cannot revoke the privileges on the tenant's schema")?;
-    registry::record_suspend(&tx, &t.slug, args.reason.as_deref(), &revoked).await?;
-    tx.commit()
-        .await
-        .pg_context("cannot commit the suspension")?;
-    report(s, "suspended", &t.slug, &revoked);
-    Ok(OK)
+    Ok(revoked)
+}
+
+/// Where a tenant lives, for messages.
+fn place(t: &Tenant) -> String {
+    format!("database {} of server {}", t.database, t.server)
 }
 
 pub async fn resume(s: &Session, args: &ResumeArgs) -> Result<u8> {
     let (_pool, mut conn) = s.connect(1).await?;
     let t = one_tenant(&conn, &args.slug, "nothing was resumed").await?;
-    s.refuse_elsewhere(std::slice::from_ref(&t), "resume")?;
     if t.state != "suspended" {
         return Err(bad_input(format!(
             "tenant {} is {}, not suspended; nothing was changed",
             t.slug, t.state
         )));
     }
-    let (tx, _) = locked_transaction(&mut conn, &t.slug, &t.schema, s.lock_deadline()).await?;
-    let Some(revoked) = registry::open_suspension(&tx, &t.slug).await? else {
+    let (state, revoked) = if s.at_home(&t) {
+        let (tx, _) = locked_transaction(&mut conn, &t.slug, &t.schema, s.lock_deadline()).await?;
+        let revoked = suspension_of(&tx, &t).await?;
+        tx.batch_execute(&grant_back_sql(&t, &revoked)?)
+            .await
+            .pg_context("cannot grant the privileges on the tenant's schema back")?;
+        let state = registry::record_resume(&tx, &t.slug).await?;
+        tx.commit().await.pg_context("cannot commit the resume")?;
+        (state, revoked)
+    } else {
+        resume_elsewhere(s, &mut conn, &t).await?
+    };
+    report(s, &state, &t.slug, &revoked);
+    Ok(OK)
+}
+
+/// A tenant elsewhere: the privileges are granted back on its server, under its lock there,
+/// then the suspension is closed on home. Should home fail after its server committed, the
+/// tenant is reachable again but still shown suspended; running resume again grants
+/// (already granted) privileges once more and closes the record.
+async fn resume_elsewhere(
+    s: &Session,
+    home: &mut Object,
+    t: &Tenant,
+) -> Result<(String, Vec<SchemaGrant>)> {
+    let (_pool, mut far) = s
+        .connect_place(&t.server, &t.database, 1)
+        .await
+        .context("nothing was resumed")?;
+    let home_tx = home
+        .transaction()
+        .await
+        .pg_context("cannot start a transaction on home")?;
+    let revoked = suspension_of(&home_tx, t).await?;
+    let sql = grant_back_sql(t, &revoked)?;
+    let (tx, exists) = locked_transaction(&mut far, &t.slug, &t.schema, s.lock_deadline()).await?;
+    if !exists {
         bail!(
-            "tenant {} is suspended but public.tenant_suspensions has no open record of what \
+            "tenant {}'s schema {} is missing from {}; nothing was resumed",
+            t.slug,
+            t.schema,
+            place(t)
+        );
+    }
+    tx.batch_execute(&sql)
+        .await
+        .pg_context("cannot grant the privileges on the tenant's schema back")?;
+    let state = registry::record_resume(&home_tx, &t.slug).await?;
+    tx.commit().await.with_pg_context(|| {
+        format!(
+            "cannot commit the resume on server {}; nothing was resumed",
+            t.server
+        )
+    })?;
+    home_tx.commit().await.with_pg_context(|| {
+        format!(
+            "tenant {} can be reached again on server {}, but the registry on home could not \
+             record it; run tenantctl resume {} again",
+            t.slug, t.server, t.slug
+        )
+    })?;
+    Ok((state, revoked))
+}
+
+/// What the tenant's open suspension revoked (read with FOR UPDATE in `tx`).
+async fn suspension_of(
+    tx: &deadpool_postgres::Transaction<'_>,
+    t: &Tenant,
+) -> Result<Vec<SchemaGrant>> {
+    registry::open_suspension(tx, &t.slug)
+        .await?
+        .ok_or_else(|| {
+            anyhow!(
+                "tenant {} is suspended but public.tenant_suspensions has no open record of what \
              was revoked; grant the access back by hand (tenantctl grant) and set its state; \
              nothing was changed",
-            t.slug
-        );
-    };
+                t.slug
+            )
+        })
+}
+
+/// The statements granting back what a suspension revoked.
+fn grant_back_sql(t: &Tenant, revoked: &[SchemaGrant]) -> Result<String> {
     let mut sql = String::new();
-    for g in &revoked {
+    for g in revoked {
         match grants::grant_schema(&t.schema, &g.grantee, &g.privilege, g.grantable) {
             Some(stmt) => sql.push_str(&stmt),
             None => bail!(
@@ -81,13 +220,7 @@ pub async fn resume(s: &Session, args: &ResumeArgs) -> Result<u8> {
             ),
         }
     }
-    tx.batch_execute(&sql)
-        .await
-        .pg_context("cannot grant the privileges on the tenant's schema back")?;
-    let state = registry::record_resume(&tx, &t.slug).await?;
-    tx.commit().await.pg_context("cannot commit the resume")?;
-    report(s, &state, &t.slug, &revoked);
-    Ok(OK)
+    Ok(sql)
 }
 
 async fn one_tenant(

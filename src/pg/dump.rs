@@ -31,6 +31,13 @@ pub struct Metadata {
     pub created_at: String,
     pub server_major: i32,
     pub pg_dump: String,
+    /// The server (`home` or a `[servers.NAME]`) and database the tenant was dumped from.
+    /// Absent from records written before tenants could live elsewhere; restore does not
+    /// need them (a tenant is restored where its registry row says it lives now).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
 }
 
 pub fn metadata_path(dump: &Path) -> PathBuf {

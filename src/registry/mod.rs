@@ -753,6 +753,40 @@ pub async fn record_restore(
     Ok(())
 }
 
+/// Whether another tenant than `slug` on server `server` is registered with role `role`
+/// (roles belong to a server: the role of a tenant being dropped stays while one does).
+pub async fn role_used_by_others(
+    client: &impl GenericClient,
+    server: &str,
+    role: &str,
+    slug: &str,
+) -> Result<bool> {
+    Ok(client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM public.tenants \
+              WHERE server_name = $1 AND role_name = $2 AND slug <> $3)",
+            &[&server, &role, &slug],
+        )
+        .await
+        .with_pg_context(|| format!("cannot look up which tenants use role {role}"))?
+        .get(0))
+}
+
+/// Clears a tenant's fingerprint, so that the next migrate reads its history where it
+/// lives instead of trusting its row (before a restore elsewhere, whose row on home is
+/// written after its server commits).
+pub async fn forget_digest(client: &impl GenericClient, slug: &str) -> Result<()> {
+    client
+        .execute(
+            "UPDATE public.tenants SET migrations_digest = NULL, updated_at = pg_catalog.now() \
+              WHERE slug = $1",
+            &[&slug],
+        )
+        .await
+        .with_pg_context(|| format!("cannot clear the fingerprint of tenant {slug}"))?;
+    Ok(())
+}
+
 /// Removes the tenant from the registry and records its destruction (when, by which role),
 /// in the dropping transaction. Its rows in `public.tenant_migrations` go too: their errors
 /// can quote the tenant's data, and only the record of the destruction may outlive it.

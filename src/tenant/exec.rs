@@ -31,6 +31,9 @@ pub struct TenantResult {
 pub enum Commit {
     /// Commit, recording `done` for run `run_id` in the same transaction.
     Record { run_id: i64 },
+    /// Commit without a record: a tenant elsewhere than the registry's database, whose
+    /// outcome is recorded on home after its own server committed.
+    Plain,
     /// Roll back (a dry run).
     RollBack,
 }
@@ -87,6 +90,11 @@ pub async fn run(
             tx.rollback()
                 .await
                 .map_err(|e| format!("cannot roll back: {}", describe_pg_error(&e)))?;
+        }
+        Commit::Plain => {
+            tx.commit().await.map_err(|e| {
+                format!("COMMIT failed: {}; nothing changed", describe_pg_error(&e))
+            })?;
         }
         Commit::Record { run_id } => {
             let no_error: Option<&str> = None;
