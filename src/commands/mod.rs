@@ -12,6 +12,7 @@ mod list;
 mod migrate;
 mod migrate_far;
 mod psql;
+mod relocate;
 mod report;
 mod restore;
 pub(crate) mod route;
@@ -46,6 +47,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Restore(a) => restore::run(&Session::new(g, None)?, a).await,
         Command::Verify(a) => verify::run(&Session::new(g, None)?, a).await,
         Command::Route(a) => route::run(&Session::new(g, None)?, a).await,
+        Command::Move(a) => relocate::run(&Session::new(g, None)?, a).await,
         Command::Servers => servers::run(&Session::new(g, None)?).await,
         Command::Adopt(a) => adopt::run(&Session::new(g, None)?, a).await,
         Command::Grant(a) => grant::run(&Session::new(g, None)?, a).await,

@@ -4,10 +4,12 @@
 pub mod adopt;
 pub mod apply;
 pub mod audit;
+pub mod copy_check;
 pub mod exec;
 pub mod grants;
 pub mod no_transaction;
 pub mod placement;
+pub mod relocate;
 pub mod seed;
 pub mod shared;
 pub mod structure;
