@@ -195,7 +195,10 @@ fn per_tenant_roles_move_with_the_tenant_between_clusters() {
         "move_roles",
         &format!("[tenants]\napp_role = \"{label}\"\nper_tenant_roles = true"),
     );
-    query(&admin_url(), &format!("CREATE ROLE \"{label}\" LOGIN NOINHERIT"));
+    query(
+        &admin_url(),
+        &format!("CREATE ROLE \"{label}\" LOGIN NOINHERIT"),
+    );
     second.query(&format!("CREATE ROLE \"{label}\" LOGIN NOINHERIT"));
     db.run(&["create", &slug]).expect(0);
     db.run(&["move", &slug, "--to", "eu"]).expect(0);
@@ -210,7 +213,10 @@ fn per_tenant_roles_move_with_the_tenant_between_clusters() {
     assert_eq!(has(&second.url, &role, "employees", "DELETE"), "t");
     assert_eq!(has(&second.url, &role, "audit_log", "INSERT"), "t");
     assert_eq!(has(&second.url, &role, "audit_log", "SELECT"), "f");
-    assert_eq!(has(&second.url, &role, "refinery_schema_history", "SELECT"), "f");
+    assert_eq!(
+        has(&second.url, &role, "refinery_schema_history", "SELECT"),
+        "f"
+    );
     assert_eq!(
         second.scalar(&format!(
             "SELECT pg_has_role('{label}', '{role}', 'MEMBER')"
@@ -228,10 +234,15 @@ fn per_tenant_roles_move_with_the_tenant_between_clusters() {
     assert_eq!(has(&db.url, &role, "audit_log", "SELECT"), "f");
     assert_eq!(has(&db.url, &role, "employees", "UPDATE"), "t");
     assert_eq!(
-        second.scalar(&format!("SELECT count(*) FROM pg_roles WHERE rolname = '{role}'")),
+        second.scalar(&format!(
+            "SELECT count(*) FROM pg_roles WHERE rolname = '{role}'"
+        )),
         "0"
     );
-    let _ = try_query(&admin_url(), &format!("DROP OWNED BY \"{role}\"; DROP ROLE IF EXISTS \"{role}\""));
+    let _ = try_query(
+        &admin_url(),
+        &format!("DROP OWNED BY \"{role}\"; DROP ROLE IF EXISTS \"{role}\""),
+    );
 }
 
 #[test]
@@ -247,7 +258,16 @@ fn dry_run_says_what_it_would_move_and_changes_nothing() {
         .mentions(&format!("to server eu (database {})", second.name))
         .mentions("employees: about 172 rows");
     let doc = db
-        .run(&["move", "acme", "--to", "eu", "--own-database", "--dry-run", "--format", "json"])
+        .run(&[
+            "move",
+            "acme",
+            "--to",
+            "eu",
+            "--own-database",
+            "--dry-run",
+            "--format",
+            "json",
+        ])
         .expect(0)
         .json();
     assert_eq!(doc["dry_run"], true);
@@ -260,9 +280,18 @@ fn dry_run_says_what_it_would_move_and_changes_nothing() {
 
 /// Bad input: exit 2, the message, and neither server changed.
 fn refused(db: &TestDb, second: &SecondDb, args: &[&str], message: &str) {
-    let before = (db.snapshot(), second.query("SELECT nspname FROM pg_namespace ORDER BY 1"));
-    db.run(args).expect(2).mentions(message).mentions("nothing was changed");
-    let after = (db.snapshot(), second.query("SELECT nspname FROM pg_namespace ORDER BY 1"));
+    let before = (
+        db.snapshot(),
+        second.query("SELECT nspname FROM pg_namespace ORDER BY 1"),
+    );
+    db.run(args)
+        .expect(2)
+        .mentions(message)
+        .mentions("nothing was changed");
+    let after = (
+        db.snapshot(),
+        second.query("SELECT nspname FROM pg_namespace ORDER BY 1"),
+    );
     assert_eq!(after, before, "{args:?} changed something");
     assert_eq!(db.scalar("SELECT count(*) FROM public.tenant_moves"), "0");
 }
@@ -270,22 +299,39 @@ fn refused(db: &TestDb, second: &SecondDb, args: &[&str], message: &str) {
 #[test]
 fn bad_input_is_refused_and_changes_nothing() {
     let (db, second) = two_servers("move_bad", "");
-    db.run(&["create", "acme", "taken", "paused", "broken"]).expect(0);
+    db.run(&["create", "acme", "taken", "paused", "broken"])
+        .expect(0);
     fill(&db.url, "tenant_acme");
-    refused(&db, &second, &["move", "ghost", "--to", "eu"], "unknown tenant ghost");
-    refused(&db, &second, &["move", "acme", "--to", "mars"], "unknown server 'mars'");
+    refused(
+        &db,
+        &second,
+        &["move", "ghost", "--to", "eu"],
+        "unknown tenant ghost",
+    );
+    refused(
+        &db,
+        &second,
+        &["move", "acme", "--to", "mars"],
+        "unknown server 'mars'",
+    );
     refused(
         &db,
         &second,
         &["move", "acme", "--to", "home"],
-        &format!("tenant acme already lives on server home (database {})", db.name),
+        &format!(
+            "tenant acme already lives on server home (database {})",
+            db.name
+        ),
     );
     second.query("CREATE SCHEMA tenant_taken");
     refused(
         &db,
         &second,
         &["move", "taken", "--to", "eu"],
-        &format!("schema tenant_taken already exists in database {} on server eu", second.name),
+        &format!(
+            "schema tenant_taken already exists in database {} on server eu",
+            second.name
+        ),
     );
     db.run(&["suspend", "paused"]).expect(0);
     refused(
@@ -295,9 +341,16 @@ fn bad_input_is_refused_and_changes_nothing() {
         "tenant paused is suspended, and only an active tenant can be moved",
     );
     db.query("UPDATE public.tenants SET state = 'failed' WHERE slug = 'broken'");
-    refused(&db, &second, &["move", "broken", "--to", "eu"], "tenant broken is failed");
+    refused(
+        &db,
+        &second,
+        &["move", "broken", "--to", "eu"],
+        "tenant broken is failed",
+    );
     let before = db.snapshot();
-    db.run(&["move", "Bad!", "--to", "eu"]).expect(2).mentions("slug");
+    db.run(&["move", "Bad!", "--to", "eu"])
+        .expect(2)
+        .mentions("slug");
     assert_eq!(db.snapshot(), before);
 
     // An own database that exists already on the target; and asking for the own database
@@ -314,12 +367,15 @@ fn bad_input_is_refused_and_changes_nothing() {
         &format!("database {schema} already exists on server eu"),
     );
     second.query(&format!("DROP DATABASE \"{schema}\""));
-    db.run(&["move", &slug, "--to", "eu", "--own-database"]).expect(0);
+    db.run(&["move", &slug, "--to", "eu", "--own-database"])
+        .expect(0);
     let moves = db.scalar("SELECT count(*) FROM public.tenant_moves");
     let before = db.snapshot();
     db.run(&["move", &slug, "--to", "eu", "--own-database"])
         .expect(2)
-        .mentions(&format!("already has its own database ({schema}) on server eu"));
+        .mentions(&format!(
+            "already has its own database ({schema}) on server eu"
+        ));
     assert_eq!(db.snapshot(), before);
     assert_eq!(db.scalar("SELECT count(*) FROM public.tenant_moves"), moves);
 }
@@ -407,7 +463,10 @@ fn start_writer(home: String, places: Vec<(String, String)>) -> Writer {
             );
             let Some(url) = route.ok().and_then(|r| {
                 let server = r[0][0].clone()?;
-                places.iter().find(|(n, _)| *n == server).map(|(_, u)| u.clone())
+                places
+                    .iter()
+                    .find(|(n, _)| *n == server)
+                    .map(|(_, u)| u.clone())
             }) else {
                 f.fetch_add(1, Ordering::SeqCst);
                 continue;
@@ -439,7 +498,10 @@ fn a_move_under_a_concurrent_writer_loses_and_duplicates_nothing() {
     let label = format!("app_{}", unique_slug("w").replace('-', "_"));
     let (db, second) = two_servers("move_writer", &format!("[tenants]\napp_role = \"{label}\""));
     let pw = "writer-pw-1";
-    query(&admin_url(), &format!("CREATE ROLE \"{label}\" LOGIN PASSWORD '{pw}'"));
+    query(
+        &admin_url(),
+        &format!("CREATE ROLE \"{label}\" LOGIN PASSWORD '{pw}'"),
+    );
     second.query(&format!("CREATE ROLE \"{label}\" LOGIN PASSWORD '{pw}'"));
     db.run(&["create", "acme"]).expect(0);
     fill(&db.url, "tenant_acme");
@@ -480,11 +542,9 @@ fn a_move_under_a_concurrent_writer_loses_and_duplicates_nothing() {
     for id in &committed {
         assert!(found.contains(id), "committed insert {id} was lost");
     }
-    eprintln!(
-        "{} inserts committed, {} attempts failed and were retried",
-        committed.len(),
-        writer.failures.load(Ordering::SeqCst)
-    );
+    // The writer did meet the moves: its inserts waiting at the switch failed and were
+    // sent again to the new place.
+    assert!(writer.failures.load(Ordering::SeqCst) >= 1);
     assert_eq!(schema_count(&second.url, "tenant_acme"), "0");
 }
 

@@ -135,7 +135,10 @@ fn refuse_same_place(t: &Tenant, from: &Place, to: &Place, own_database: bool) -
         return Ok(());
     }
     let already = match own_database {
-        true => format!("already has its own database ({}) on server {}", to.database, to.server),
+        true => format!(
+            "already has its own database ({}) on server {}",
+            to.database, to.server
+        ),
         false => format!("already lives on {}", to.describe()),
     };
     Err(bad_input(format!(
@@ -186,7 +189,11 @@ async fn dry_run(s: &Session, p: &Plan) -> Result<u8> {
         }));
         return Ok(0);
     }
-    let created = if p.to_own_database { ", created by the move" } else { "" };
+    let created = if p.to_own_database {
+        ", created by the move"
+    } else {
+        ""
+    };
     crate::outln!(
         "would move tenant {} (schema {}) from {} to server {} (database {}{created}): {}, \
          about {rows} rows, {} kB; nothing was changed",

@@ -74,7 +74,10 @@ const REGISTRY_MIGRATIONS: &[(&str, &str)] = &[
         include_str!("sql/V8__labels_suspend.sql"),
     ),
     ("V9__adopted", include_str!("sql/V9__adopted.sql")),
-    ("V10__tenant_moves", include_str!("sql/V10__tenant_moves.sql")),
+    (
+        "V10__tenant_moves",
+        include_str!("sql/V10__tenant_moves.sql"),
+    ),
 ];
 
 fn registry_migrations() -> Vec<Migration> {

@@ -65,7 +65,11 @@ pub async fn tables(client: &impl GenericClient, schema: &str) -> Result<Vec<Str
     relations(client, schema, &["r"]).await
 }
 
-async fn relations(client: &impl GenericClient, schema: &str, kinds: &[&str]) -> Result<Vec<String>> {
+async fn relations(
+    client: &impl GenericClient,
+    schema: &str,
+    kinds: &[&str],
+) -> Result<Vec<String>> {
     let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
     let rows = client
         .query(
@@ -115,7 +119,11 @@ pub async fn fingerprint(client: &impl GenericClient, schema: &str) -> Result<Fi
 /// `GRANT` statements giving `role` at the copy exactly the privileges it holds on each
 /// table, view and sequence of `schema` at the source (a migration may have narrowed some
 /// on purpose: the example V7 leaves INSERT only on audit_log).
-pub async fn privileges_of(client: &impl GenericClient, schema: &str, role: &str) -> Result<String> {
+pub async fn privileges_of(
+    client: &impl GenericClient,
+    schema: &str,
+    role: &str,
+) -> Result<String> {
     let rows = client
         .query(
             "SELECT c.relname::text, c.relkind = 'S', \
@@ -133,7 +141,11 @@ pub async fn privileges_of(client: &impl GenericClient, schema: &str, role: &str
     Ok(rows
         .iter()
         .map(|row| {
-            let kind = if row.get::<_, bool>(1) { "SEQUENCE" } else { "TABLE" };
+            let kind = if row.get::<_, bool>(1) {
+                "SEQUENCE"
+            } else {
+                "TABLE"
+            };
             format!(
                 "GRANT {} ON {kind} {s}.{} TO {r};\n",
                 row.get::<_, String>(2),
@@ -213,6 +225,9 @@ mod tests {
             ]
         );
         let fewer = fp(&[("a", 1, "9"), ("b", 1, "5")], &[("s", 3, true)]);
-        assert_eq!(src.differences(&fewer), vec!["table a has 2 rows, the copy 1"]);
+        assert_eq!(
+            src.differences(&fewer),
+            vec!["table a has 2 rows, the copy 1"]
+        );
     }
 }

@@ -378,7 +378,10 @@ fn dump_command(p: &Plan, section: &str) -> std::process::Command {
         .arg("--schema")
         .arg(quote_ident(&p.schema))
         .args(["--no-owner", "--no-privileges"])
-        .arg(format!("--lock-wait-timeout={}", p.deadline.as_millis().max(1)));
+        .arg(format!(
+            "--lock-wait-timeout={}",
+            p.deadline.as_millis().max(1)
+        ));
     cmd
 }
 
@@ -465,7 +468,12 @@ pub async fn finish(
     match released {
         Ok(()) => {
             made.edit(|m| m.switched = true);
-            warnings.extend(remove_source(p, &retired).await.err().map(|e| format!("{e:#}")));
+            warnings.extend(
+                remove_source(p, &retired)
+                    .await
+                    .err()
+                    .map(|e| format!("{e:#}")),
+            );
         }
         Err(e) if p.home == HomeIs::Source => {
             return Err(e).pg_context("cannot commit the switch of the tenant at home");
@@ -617,7 +625,8 @@ mod tests {
 
     #[test]
     fn psql_commands_are_left_out_of_the_dump() {
-        let text = "\\restrict abc123\nSET x = 1;\nCREATE TABLE \"t\" (a int);\n\\unrestrict abc123\n";
+        let text =
+            "\\restrict abc123\nSET x = 1;\nCREATE TABLE \"t\" (a int);\n\\unrestrict abc123\n";
         assert_eq!(
             without_psql_commands(text),
             "SET x = 1;\nCREATE TABLE \"t\" (a int);\n"
