@@ -282,7 +282,8 @@ print(u.urlunsplit((p.scheme, f"{user}@{host}", "/" + sys.argv[2], "", "")),
       u.unquote(p.password or "-"))
 PY
 )
-  local second_psql=(psql -X -q -At -v ON_ERROR_STOP=1 "$second")
+  local second_psql=(env PGOPTIONS="-c client_min_messages=warning"
+    psql -X -q -At -v ON_ERROR_STOP=1 "$second")
   "${second_psql[@]}" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
   "${second_psql[@]}" -c "CREATE DATABASE $db" >/dev/null
   drop_db "$db"
@@ -292,7 +293,8 @@ PY
     "$second_url" >"$cfg"
   local tc=(env TENANTCTL_CONFIG="$cfg" BENCH_SECOND_PASSWORD="$second_pw"
     DATABASE_URL="$home_url" "$bin" --migrations "$work/m-create")
-  "${tc[@]}" create mover >/dev/null
+  "${tc[@]}" create mover >/dev/null 2>"$work/move.err" ||
+    { cat "$work/move.err" >&2; fail "tenantctl create of the tenant to move failed"; }
   count "$home_url" "INSERT INTO tenant_mover.departments (name, cost_center) \
     SELECT 'department ' || i, 'cc-' || (i % 97) FROM generate_series(1, $rows) i" >/dev/null
   count "$home_url" "VACUUM ANALYZE tenant_mover.departments" >/dev/null
