@@ -421,8 +421,18 @@ pub async fn finish(
     made: &Made,
     started: Instant,
 ) -> Result<Moved> {
+    let Staged {
+        source,
+        target,
+        fingerprint,
+        writes_stopped_at,
+    } = st;
+    let clock = Clock {
+        started,
+        writes_stopped_at,
+    };
     let retired = retired_name();
-    st.source
+    source
         .batch_execute(&format!(
             "ALTER SCHEMA {} RENAME TO {}",
             quote_ident(&p.schema),
@@ -435,41 +445,95 @@ pub async fn finish(
         schema: p.schema.clone(),
         from: p.from.placement(),
         to: p.to.placement(),
-        tables: st.fingerprint.tables.len() as i32,
-        rows: st.fingerprint.rows(),
+        tables: fingerprint.tables.len() as i32,
+        rows: fingerprint.rows(),
         writes_stopped_ms: 0,
         duration_ms: 0,
     };
-    let mut record_id = None;
-    if p.home == HomeIs::Target {
-        stamp(&mut record, st.writes_stopped_at, started);
-        record_id = Some(registry::record_move(&st.target, &record).await?);
+    let record_id = switch(p, home, &source, target, made, &mut record, &clock).await?;
+    let (writes_stopped, warnings) = let_go(p, source, made, &retired, &clock).await?;
+    let duration = started.elapsed();
+    let _ = registry::finish_move_record(
+        &*home,
+        record_id,
+        writes_stopped.as_millis() as i64,
+        duration.as_millis() as i64,
+    )
+    .await;
+    Ok(Moved {
+        tables: record.tables as usize,
+        rows: record.rows,
+        writes_stopped,
+        duration,
+        warnings,
+    })
+}
+
+/// When the move started, and when the writes were stopped.
+struct Clock {
+    started: Instant,
+    writes_stopped_at: Instant,
+}
+
+impl Clock {
+    fn stamp(&self, record: &mut MoveRecord) {
+        record.writes_stopped_ms = self.writes_stopped_at.elapsed().as_millis() as i64;
+        record.duration_ms = self.started.elapsed().as_millis() as i64;
     }
-    st.target
+}
+
+/// Commits the copy and switches the registry where home is: in the copy's transaction,
+/// in one of its own on home, or (home the source) in the source's, committed by `let_go`.
+/// Returns the id of the move's record.
+async fn switch(
+    p: &Plan,
+    home: &mut Object,
+    source: &Transaction<'_>,
+    target: Transaction<'_>,
+    made: &Made,
+    record: &mut MoveRecord,
+    clock: &Clock,
+) -> Result<i64> {
+    clock.stamp(record);
+    let mut id = None;
+    if p.home == HomeIs::Target {
+        id = Some(registry::record_move(&target, record).await?);
+    }
+    target
         .commit()
         .await
         .pg_context("cannot commit the copy at the target")?;
     made.edit(|m| m.target_committed = true);
-    match p.home {
-        HomeIs::Target => made.edit(|m| m.switched = true),
-        HomeIs::Apart => {
-            stamp(&mut record, st.writes_stopped_at, started);
-            record_id = Some(switch_at_home(home, &record).await?);
-            made.edit(|m| m.switched = true);
-        }
-        HomeIs::Source => {
-            stamp(&mut record, st.writes_stopped_at, started);
-            record_id = Some(registry::record_move(&st.source, &record).await?);
-        }
+    let id = match (p.home, id) {
+        (HomeIs::Target, Some(id)) => id,
+        (HomeIs::Source, _) => registry::record_move(source, record).await?,
+        _ => switch_at_home(home, record).await?,
+    };
+    if p.home != HomeIs::Source {
+        made.edit(|m| m.switched = true);
     }
-    let released = st.source.commit().await;
-    let writes_stopped = st.writes_stopped_at.elapsed();
+    Ok(id)
+}
+
+/// Commits the source's transaction: the waiting writers are let go (and fail on the
+/// vanished schema), then the old copy is removed. Returns how long the writes were
+/// stopped, and what could not be cleaned up. Fails only when home is the source and its
+/// commit (the switch) fails.
+async fn let_go(
+    p: &Plan,
+    source: Transaction<'_>,
+    made: &Made,
+    retired: &str,
+    clock: &Clock,
+) -> Result<(Duration, Vec<String>)> {
+    let released = source.commit().await;
+    let writes_stopped = clock.writes_stopped_at.elapsed();
     let mut warnings = Vec::new();
     match released {
         Ok(()) => {
             made.edit(|m| m.switched = true);
             warnings.extend(
-                remove_source(p, &retired)
+                remove_source(p, retired)
                     .await
                     .err()
                     .map(|e| format!("{e:#}")),
@@ -487,28 +551,7 @@ pub async fn finish(
             p.schema
         )),
     }
-    let duration = started.elapsed();
-    if let Some(id) = record_id {
-        let _ = registry::finish_move_record(
-            &*home,
-            id,
-            writes_stopped.as_millis() as i64,
-            duration.as_millis() as i64,
-        )
-        .await;
-    }
-    Ok(Moved {
-        tables: record.tables as usize,
-        rows: record.rows,
-        writes_stopped,
-        duration,
-        warnings,
-    })
-}
-
-fn stamp(record: &mut MoveRecord, writes_stopped_at: Instant, started: Instant) {
-    record.writes_stopped_ms = writes_stopped_at.elapsed().as_millis() as i64;
-    record.duration_ms = started.elapsed().as_millis() as i64;
+    Ok((writes_stopped, warnings))
 }
 
 /// The switch in a transaction of its own on home (neither end is the registry's database).
