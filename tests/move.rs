@@ -432,6 +432,66 @@ fn writes_that_cannot_be_stopped_in_time_name_the_holder_and_change_nothing() {
     assert_eq!(schema_count(&second.url, "tenant_acme"), "0");
 }
 
+/// Another session holds tenant `schema`'s lock on home (as a running migrate, backup or
+/// move would); returns that psql session.
+fn hold_lock(db: &TestDb, schema: &str) -> std::process::Child {
+    use std::io::Write;
+    let mut s = psql_session(db);
+    let stdin = s.stdin.as_mut().unwrap();
+    writeln!(
+        stdin,
+        "SELECT pg_advisory_lock({}, hashtext('{schema}'));",
+        tenantctl::registry::locks::LOCK_CLASS
+    )
+    .unwrap();
+    stdin.flush().unwrap();
+    wait_for_tenant_lock_holder(db, schema);
+    s
+}
+
+#[test]
+fn a_move_waits_for_the_tenants_lock_and_names_its_holder() {
+    let (db, second) = two_servers("move_locked", "");
+    let slug = unique_slug("locked");
+    let schema = format!("tenant_{slug}");
+    db.run(&["create", "acme"]).expect(0);
+    db.run(&["create", &slug, "--server", "eu"]).expect(0);
+    // A tenant at home: the lock is taken in the source's transaction there.
+    let mut holder = hold_lock(&db, "tenant_acme");
+    let before = db.snapshot();
+    db.run(&["--lock-timeout", "1s", "move", "acme", "--to", "eu"])
+        .expect(1)
+        .mentions("tenant acme is locked by pid")
+        .mentions("stays at server home");
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(db.snapshot(), before);
+    assert_eq!(schema_count(&second.url, "tenant_acme"), "0");
+    // A tenant elsewhere moving elsewhere: the lock on home is a session lock.
+    second.own_database(&schema);
+    let mut holder = hold_lock(&db, &schema);
+    db.run(&[
+        "--lock-timeout",
+        "1s",
+        "move",
+        &slug,
+        "--to",
+        "eu",
+        "--own-database",
+    ])
+    .expect(1)
+    .mentions(&format!("cannot move tenant {slug}; nothing was changed"))
+    .mentions(&format!("tenant {slug} is locked by pid"));
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(db.snapshot(), before);
+    assert!(!second.database_exists(&schema));
+    // Once the lock is free the same moves go through.
+    db.run(&["move", &slug, "--to", "eu", "--own-database"])
+        .expect(0);
+    db.run(&["move", "acme", "--to", "eu"]).expect(0);
+}
+
 /// `url` with another user and password.
 fn as_user(url: &str, user: &str, password: &str) -> String {
     let (scheme, rest) = url.split_once("//").unwrap();

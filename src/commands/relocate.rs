@@ -229,7 +229,7 @@ async fn execute(s: &Session, home: &mut Object, p: &Plan) -> Result<u8> {
     if p.home == HomeIs::Apart {
         locks::hold_tenant_within(&*home, &p.slug, &p.schema, p.deadline)
             .await
-            .context("nothing was changed")?;
+            .with_context(|| format!("cannot move tenant {}; nothing was changed", p.slug))?;
     }
     let mut signals = Signals::listen()?;
     let made = Made::default();
