@@ -34,6 +34,8 @@
 #
 # Prints one table (also written to bench/last-run.txt): wall-clock seconds for tenantctl
 # and the floor, their ratio, tenantctl's tenants per second and its peak RSS.
+# Then one line for `move` of a tenant holding 100,000 rows to the second server (see
+# bench_move: total time, writes stopped, rows per second).
 # Needs bash, psql, python3 and /usr/bin/time (GNU time). bench/trace-statements.sh
 # counts the statements and CPU per tenant behind the numbers.
 set -euo pipefail
@@ -313,6 +315,76 @@ PY
   dbs_to_drop=()
 }
 
+# move: one tenant holding 100,000 rows moved from home to the second server
+# (TENANTCTL_TEST_SECOND_URL, which with-postgres.sh exports; skipped without it): the
+# wall-clock time of `tenantctl move`, how long the application's writes were stopped (as
+# tenantctl reports it and records it in public.tenant_moves), and rows copied per second.
+# Checked afterwards: the registry places the tenant on the second server, every row is
+# there and its schema is gone from home; a failed check prints FAIL and reports nothing.
+bench_move() {
+  local second=${TENANTCTL_TEST_SECOND_URL:-} db=bench_move rows=100000 rc=0 t0 t1
+  if [ -z "$second" ]; then
+    echo "move: skipped (no second server: TENANTCTL_TEST_SECOND_URL is not set)"
+    return
+  fi
+  local home_url second_url second_db_url second_pw cfg="$work/move.toml"
+  home_url=$(db_url "$db")
+  # The second server's url for tenants.toml (no password: it goes in password_env), the
+  # url of its bench database for the checks, and the password.
+  read -r second_url second_db_url second_pw < <(python3 - "$second" "$db" <<'PY'
+import sys, urllib.parse as u
+p = u.urlsplit(sys.argv[1])
+host = p.netloc.rsplit("@", 1)[-1]
+user = u.quote(u.unquote(p.username or "postgres"))
+print(u.urlunsplit((p.scheme, f"{user}@{host}", "/" + sys.argv[2], "", "")),
+      u.urlunsplit((p.scheme, p.netloc, "/" + sys.argv[2], p.query, "")),
+      u.unquote(p.password or "-"))
+PY
+)
+  local second_psql=(env PGOPTIONS="-c client_min_messages=warning"
+    psql -X -q -At -v ON_ERROR_STOP=1 "$second")
+  "${second_psql[@]}" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
+  "${second_psql[@]}" -c "CREATE DATABASE $db" >/dev/null
+  drop_db "$db"
+  psql_admin -c "CREATE DATABASE $db" >/dev/null
+  dbs_to_drop=("$db")
+  printf '[servers.second]\nurl = "%s"\npassword_env = "BENCH_SECOND_PASSWORD"\n' \
+    "$second_url" >"$cfg"
+  local tc=(env TENANTCTL_CONFIG="$cfg" BENCH_SECOND_PASSWORD="$second_pw"
+    DATABASE_URL="$home_url" "$bin" --migrations "$work/m-create")
+  "${tc[@]}" create mover >/dev/null 2>"$work/move.err" ||
+    { cat "$work/move.err" >&2; fail "tenantctl create of the tenant to move failed"; }
+  count "$home_url" "INSERT INTO tenant_mover.departments (name, cost_center) \
+    SELECT 'department ' || i, 'cc-' || (i % 97) FROM generate_series(1, $rows) i" >/dev/null
+  count "$home_url" "VACUUM ANALYZE tenant_mover.departments" >/dev/null
+  checkpoint
+  t0=$(now)
+  "${tc[@]}" move mover --to second --format json \
+    </dev/null >"$work/move.json" 2>"$work/move.err" || rc=$?
+  t1=$(now)
+  if [ "$rc" -ne 0 ]; then
+    tail -n 20 "$work/move.err" >&2
+    fail "tenantctl move exited with status $rc; no numbers reported"
+  fi
+  check_eq "move: registry placement" \
+    "$(count "$home_url" "select server_name from public.tenants where slug = 'mover'")" second
+  check_eq "move: rows on the second server" \
+    "$(count "$second_db_url" "select count(*) from tenant_mover.departments")" "$rows"
+  check_eq "move: schema left at home" \
+    "$(count "$home_url" "select count(*) from pg_namespace where nspname = 'tenant_mover'")" 0
+  python3 - "$work/move.json" "$(elapsed "$t0" "$t1")" <<'PY'
+import json, sys
+m, wall = json.load(open(sys.argv[1])), float(sys.argv[2])
+took = max(m["duration_ms"] / 1000, 1e-9)
+print(f"move: one tenant, {m['rows']} rows in {m['tables']} tables, home -> second server: "
+      f"{wall:.3f} s wall clock ({took:.3f} s inside tenantctl), "
+      f"writes stopped {m['writes_stopped_ms'] / 1000:.3f} s, {m['rows'] / took:.0f} rows/s")
+PY
+  drop_db "$db"
+  "${second_psql[@]}" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
+  dbs_to_drop=()
+}
+
 pg_version=$(psql_admin -c "SHOW server_version")
 tool_version=$("$bin" --version)
 ncpu=$(nproc)
@@ -404,3 +476,6 @@ for r in table:
     cells = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]
     print("  ".join(cells).rstrip())
 EOF
+
+# The move measurement, printed after the table and kept with it in bench/last-run.txt.
+bench_move | tee -a "$out_file"

@@ -179,6 +179,14 @@ pub enum Command {
     /// (provisioning, failed, dropping, or any later state), with its route and state still
     /// printed; 2 when no such tenant is registered.
     Route(RouteArgs),
+
+    /// Move one tenant, with nothing lost, to another server (--to NAME: its url's database)
+    /// or to a database of its own there (--own-database). The application's writes to it
+    /// wait while it is copied (reads go on); the copy is verified (rows, checksums,
+    /// sequences, migration history) before the registry switches; then the old copy is
+    /// removed. A failure or Ctrl-C before the switch leaves the tenant where it was.
+    /// Every move is recorded in public.tenant_moves. See docs/placements.md.
+    Move(MoveArgs),
     /// Each server tenants may live on (home, and every [servers.NAME] of tenants.toml):
     /// whether it answers, its PostgreSQL version, the tenants the registry places on it
     /// and its free connections. Exit 1 when any server does not answer. See
@@ -594,6 +602,28 @@ pub struct RouteArgs {
     /// The tenant to route to.
     #[arg(value_name = "SLUG", value_parser = slug)]
     pub slug: String,
+}
+
+#[derive(Debug, Args)]
+pub struct MoveArgs {
+    /// The tenant to move.
+    #[arg(value_name = "SLUG", value_parser = slug)]
+    pub slug: String,
+
+    /// The server to move it to: `home` or a [servers.NAME] of tenants.toml. Without
+    /// --own-database the tenant goes into that server's own database (its url's).
+    #[arg(long = "to", value_name = "NAME")]
+    pub to: String,
+
+    /// Give the tenant a database of its own on that server, named like its schema,
+    /// created by the move (and dropped again if the move fails).
+    #[arg(long)]
+    pub own_database: bool,
+
+    /// Say what would be moved (from, to, schema, database, tables, estimated rows and
+    /// size) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[cfg(test)]

@@ -378,6 +378,13 @@ fn backup_and_drop_work_and_restore_is_refused_before_anything_changes() {
         .mentions("NOLOGIN")
         .mentions("nothing was restored");
     assert_eq!(c.db.snapshot(), before);
+    // move --to would copy a distributed schema into a plain one: refused, nothing changed.
+    c.db.config("[servers.eu]\nurl = \"postgres://nobody@127.0.0.1:1/x\"\n");
+    c.db.run(&["move", "t000", "--to", "eu"])
+        .expect(2)
+        .mentions("move --to does not work on a Citus coordinator yet")
+        .mentions("nothing was changed");
+    assert_eq!(c.db.snapshot(), before);
     // Drop removes the distributed schema and its shards on the worker.
     c.db.run(&["drop", "t001", "--yes"]).expect(0);
     assert_eq!(shard_nodes(&c, "tenant_t001").0, 0);

@@ -45,6 +45,7 @@ fn create_builds_a_complete_tenant() {
             "tenant_exec_results",
             "tenant_exec_runs",
             "tenant_migrations",
+            "tenant_moves",
             "tenant_suspensions",
             "tenantctl_registry_history",
             "tenants"

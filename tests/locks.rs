@@ -195,6 +195,7 @@ fn a_registry_upgrade_behind_an_application_transaction_ends_by_its_deadline() {
              ADD CONSTRAINT tenants_state_check CHECK (state IN \
                  ('provisioning', 'active', 'migrating', 'failed', 'dropping')); \
          DROP TABLE public.tenant_suspensions; \
+         DROP TABLE public.tenant_moves; \
          DELETE FROM public.tenantctl_registry_history WHERE version > 1;",
     );
     let before = db.snapshot();

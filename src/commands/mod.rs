@@ -13,6 +13,7 @@ mod migrate;
 mod migrate_far;
 mod psql;
 mod rebalance;
+mod relocate;
 mod report;
 mod restore;
 pub(crate) mod route;
@@ -47,6 +48,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Restore(a) => restore::run(&Session::new(g, None)?, a).await,
         Command::Verify(a) => verify::run(&Session::new(g, None)?, a).await,
         Command::Route(a) => route::run(&Session::new(g, None)?, a).await,
+        Command::Move(a) => relocate::run(&Session::new(g, None)?, a).await,
         Command::Servers => servers::run(&Session::new(g, None)?).await,
         Command::Rebalance(a) => rebalance::run(&Session::new(g, None)?, a).await,
         Command::Adopt(a) => adopt::run(&Session::new(g, None)?, a).await,

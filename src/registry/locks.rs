@@ -40,6 +40,42 @@ pub async fn try_hold_tenant(
         .get(0))
 }
 
+/// Takes tenant `schema`'s lock for the session, waiting at most `deadline`: an error
+/// naming the holder when it is not granted by then. `move` holds it on home while the
+/// tenant is copied elsewhere (docs/placements.md).
+pub async fn hold_tenant_within(
+    client: &impl GenericClient,
+    slug: &str,
+    schema: &str,
+    deadline: Duration,
+) -> anyhow::Result<()> {
+    let timeout = lock_timeout_value(deadline);
+    client
+        .query_one(
+            "SELECT pg_catalog.set_config('lock_timeout', $1, false)",
+            &[&timeout],
+        )
+        .await?;
+    let taken = client
+        .query_one(
+            "SELECT pg_catalog.pg_advisory_lock($1, pg_catalog.hashtext($2))::text",
+            &[&LOCK_CLASS, &schema],
+        )
+        .await;
+    let _ = client.batch_execute("RESET lock_timeout").await;
+    match taken {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+            let holders = tenant_lock_holders(client, schema).await?;
+            anyhow::bail!(tenant_locked_message(slug, &holders, Some(deadline)))
+        }
+        Err(e) => Err(anyhow::anyhow!(
+            "cannot take the lock of tenant {slug}: {}",
+            crate::pg::connect::describe_pg_error(&e)
+        )),
+    }
+}
+
 /// Releases what `try_hold_tenant` took.
 pub async fn release_tenant(
     client: &impl GenericClient,
@@ -159,6 +195,32 @@ pub async fn tenant_lock_holders(
         .query(&sql, &[&TENANT_TX_MARK, &i64::from(LOCK_CLASS), &schema])
         .await?;
     Ok(rows.iter().map(holder).collect())
+}
+
+/// The sessions other than this one holding a lock on a table of `schema` (a writer in
+/// flight, or anyone who locked a table explicitly): who `move` waits for when it stops the
+/// application's writes. The longest-running first.
+pub async fn table_lock_holders(
+    client: &impl GenericClient,
+    schema: &str,
+) -> Result<Vec<Holder>, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT DISTINCT ON (l.pid) {HOLDER_COLUMNS} \
+           FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
+          WHERE l.granted AND l.pid <> pg_catalog.pg_backend_pid() AND l.locktype = 'relation' \
+            AND l.database = (SELECT oid FROM pg_database WHERE datname = pg_catalog.current_database()) \
+            AND l.relation IN (SELECT c.oid FROM pg_catalog.pg_class c \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $2) \
+          ORDER BY l.pid"
+    );
+    let mut holders: Vec<Holder> = client
+        .query(&sql, &[&TENANT_TX_MARK, &schema])
+        .await?
+        .iter()
+        .map(holder)
+        .collect();
+    holders.sort_by_key(|h| std::cmp::Reverse(h.seconds.unwrap_or(0)));
+    Ok(holders)
 }
 
 /// The sessions other than this one holding a lock a registry upgrade takes: the registry's

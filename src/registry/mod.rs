@@ -38,6 +38,7 @@ pub const TABLES: &[&str] = &[
     "tenantctl_registry_history",
     "tenant_exec_runs",
     "tenant_exec_results",
+    "tenant_moves",
 ];
 
 /// The columns of `public.tenants` the application role may read, to route requests: not
@@ -73,6 +74,10 @@ const REGISTRY_MIGRATIONS: &[(&str, &str)] = &[
         include_str!("sql/V8__labels_suspend.sql"),
     ),
     ("V9__adopted", include_str!("sql/V9__adopted.sql")),
+    (
+        "V10__tenant_moves",
+        include_str!("sql/V10__tenant_moves.sql"),
+    ),
 ];
 
 fn registry_migrations() -> Vec<Migration> {
@@ -568,6 +573,89 @@ pub async fn register_elsewhere(
         )
         .await
         .map(|_| ())
+}
+
+/// One move of a tenant (`tenantctl move`), as `public.tenant_moves` records it.
+#[derive(Debug, Clone)]
+pub struct MoveRecord {
+    pub slug: String,
+    pub schema: String,
+    pub from: Placement,
+    pub to: Placement,
+    pub tables: i32,
+    pub rows: i64,
+    pub writes_stopped_ms: i64,
+    pub duration_ms: i64,
+}
+
+/// Switches the tenant's placement from `m.from` to `m.to` and records the move, in the
+/// caller's transaction (the one that commits the switch). Fails, changing nothing, when
+/// the row no longer says the tenant is `active` at `m.from` (it changed meanwhile).
+/// Returns the id of the `tenant_moves` row.
+pub async fn record_move(client: &impl GenericClient, m: &MoveRecord) -> Result<i64> {
+    let switched = client
+        .execute(
+            "UPDATE public.tenants SET server_name = $4, database_name = $5, \
+                    updated_at = pg_catalog.now() \
+              WHERE slug = $1 AND server_name = $2 AND database_name = $3 AND state = 'active'",
+            &[
+                &m.slug,
+                &m.from.server,
+                &m.from.database,
+                &m.to.server,
+                &m.to.database,
+            ],
+        )
+        .await
+        .with_pg_context(|| format!("cannot switch tenant {} to its new place", m.slug))?;
+    if switched != 1 {
+        bail!(
+            "tenant {} is no longer registered `active` on server {} (database {}): it changed \
+             while it was copied",
+            m.slug,
+            m.from.server,
+            m.from.database
+        );
+    }
+    let row = client
+        .query_one(
+            "INSERT INTO public.tenant_moves (slug, schema_name, from_server, from_database, \
+                    to_server, to_database, tables, rows, writes_stopped_ms, duration_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+            &[
+                &m.slug,
+                &m.schema,
+                &m.from.server,
+                &m.from.database,
+                &m.to.server,
+                &m.to.database,
+                &m.tables,
+                &m.rows,
+                &m.writes_stopped_ms,
+                &m.duration_ms,
+            ],
+        )
+        .await
+        .with_pg_context(|| format!("cannot record the move of tenant {}", m.slug))?;
+    Ok(row.get(0))
+}
+
+/// Writes the final timings of a move into its record, once the source has let the
+/// application's writes go (the switch records them as they were at the switch).
+pub async fn finish_move_record(
+    client: &impl GenericClient,
+    id: i64,
+    writes_stopped_ms: i64,
+    duration_ms: i64,
+) -> Result<()> {
+    client
+        .execute(
+            "UPDATE public.tenant_moves SET writes_stopped_ms = $2, duration_ms = $3 WHERE id = $1",
+            &[&id, &writes_stopped_ms, &duration_ms],
+        )
+        .await
+        .pg_context("cannot record the timings of the move")?;
+    Ok(())
 }
 
 /// Removes the row of a tenant whose creation elsewhere failed (still `provisioning`).

@@ -239,7 +239,25 @@ impl Backend {
     pub fn refuse_restore(&self) -> Result<()> {
         if self.is_citus() {
             return Err(bad_input(
-                "restore does not work on Citus yet: it loads the backup as a NOLOGIN role,                  and Citus connects to the worker nodes as the current role, which fails                  there; nothing was restored (restore into a plain PostgreSQL server, or load                  the dump by hand: docs/citus.md)",
+                "restore does not work on Citus yet: it loads the backup as a NOLOGIN role, \
+                 and Citus connects to the worker nodes as the current role, which fails \
+                 there; nothing was restored (restore into a plain PostgreSQL server, or load \
+                 the dump by hand: docs/citus.md)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `move --to NAME` copies a schema with pg_dump into a plain one: on a Citus
+    /// coordinator the copy would land as a local, undistributed schema (or leave one), and
+    /// Citus moves tenants between its nodes itself.
+    pub fn refuse_move_to(&self) -> Result<()> {
+        if self.is_citus() {
+            return Err(bad_input(
+                "move --to does not work on a Citus coordinator yet: Citus places each tenant \
+                 on a worker node itself, and a copy made with pg_dump would not be a \
+                 distributed schema; nothing was changed (to spread tenants over the nodes run \
+                 tenantctl rebalance: docs/citus.md)",
             ));
         }
         Ok(())
