@@ -64,6 +64,7 @@ fn json_and_no_op_migrate_do_not_grow_with_the_fleet() {
     let large = TestDb::new("stream_large");
     fleet(&small, 1_000);
     fleet(&large, 25_000);
+    let mut grows = Vec::new();
     for args in [
         &["status", "--format", "json"][..],
         &["list", "--format", "json"],
@@ -88,12 +89,18 @@ fn json_and_no_op_migrate_do_not_grow_with_the_fleet() {
                 "{out_l}"
             );
         }
-        assert!(
-            l < s + 8 * 1024,
-            "tenantctl {args:?} took {l} KiB at 25,001 tenants against {s} KiB at 1,001: \
-             its memory grows with the fleet"
-        );
+        eprintln!("tenantctl {args:?}: {s} KiB at 1,001 tenants, {l} KiB at 25,001");
+        if l >= s + 8 * 1024 {
+            grows.push(format!(
+                "tenantctl {args:?} took {l} KiB at 25,001 tenants against {s} KiB at 1,001"
+            ));
+        }
     }
+    assert!(
+        grows.is_empty(),
+        "memory grows with the fleet:\n{}",
+        grows.join("\n")
+    );
 }
 
 /// The elsewhere-tenants of `status --format json` are checked where they live before their
