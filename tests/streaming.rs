@@ -89,7 +89,6 @@ fn json_and_no_op_migrate_do_not_grow_with_the_fleet() {
                 "{out_l}"
             );
         }
-        eprintln!("tenantctl {args:?}: {s} KiB at 1,001 tenants, {l} KiB at 25,001");
         if l >= s + 8 * 1024 {
             grows.push(format!(
                 "tenantctl {args:?} took {l} KiB at 25,001 tenants against {s} KiB at 1,001"
@@ -268,6 +267,16 @@ fn a_streamed_no_op_migrate_reports_what_the_full_run_reports() {
         }
     }
     // The streamed run recorded the missing schema as the full run does.
+    assert_eq!(
+        db.scalar("SELECT state FROM public.tenants WHERE slug = 'f7'"),
+        "failed"
+    );
+    // With one session (a pool of two connections) too.
+    db.query("UPDATE public.tenants SET state = 'active', last_error = NULL WHERE slug = 'f7'");
+    let child = spawn_tenantctl(&db, &["migrate", "--concurrency", "1"]);
+    finish_within(child, std::time::Duration::from_secs(60))
+        .expect(1)
+        .mentions("0 applied, 60 up to date, 1 failed, 1 skipped");
     assert_eq!(
         db.scalar("SELECT state FROM public.tenants WHERE slug = 'f7'"),
         "failed"

@@ -69,7 +69,6 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
         set: &set,
         target,
         shared_set: shared_set.as_ref(),
-        pool: &pool,
     };
     if let Some(code) = migrate_noop::run(&noop, &mut conn).await? {
         return Ok(code);
@@ -612,7 +611,7 @@ pub(super) fn triage(t: &Tenant, set: &MigrationSet, target: i64) -> Option<Tena
 }
 
 /// Registered tenants without a schema are recorded as failed, not silently skipped.
-pub(super) async fn record_missing_schemas(pool: &Pool, outcomes: &[TenantOutcome]) {
+async fn record_missing_schemas(pool: &Pool, outcomes: &[TenantOutcome]) {
     let missing: Vec<&TenantOutcome> = outcomes
         .iter()
         .filter(|o| o.outcome == Outcome::Failed)

@@ -279,6 +279,76 @@ impl<W: Write> JsonStream<W> {
     }
 }
 
+impl<W: Write> JsonStream<W> {
+    /// Appends the items set aside in `spool`, in their order.
+    pub fn items_from(&mut self, spool: JsonSpool) -> io::Result<()> {
+        let JsonSpool { file, items } = spool;
+        if items == 0 {
+            return Ok(());
+        }
+        let mut file = file.into_inner().map_err(io::IntoInnerError::into_error)?;
+        io::Seek::seek(&mut file, io::SeekFrom::Start(0))?;
+        if self.items > 0 {
+            self.out.write_all(b",")?;
+        }
+        io::copy(&mut file, &mut self.out)?;
+        self.items += items;
+        Ok(())
+    }
+}
+
+/// Items of a JSON array set aside on disk while they are decided, for a document whose
+/// fields before the array (counts) are known only once every item is: memory holds none
+/// of them. The file has no name (O_TMPFILE; where the file system lacks it, a private
+/// file removed as soon as it is open), so nothing is left behind and nobody else reads it.
+pub struct JsonSpool {
+    file: io::BufWriter<std::fs::File>,
+    items: usize,
+}
+
+impl JsonSpool {
+    /// A spool in the temporary folder (TMPDIR).
+    pub fn new() -> io::Result<JsonSpool> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = std::env::temp_dir();
+        let unnamed = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_TMPFILE)
+            .open(&dir);
+        let file = match unnamed {
+            Ok(f) => f,
+            Err(_) => {
+                let path = dir.join(format!(".tenantctl-report-{}.json", std::process::id()));
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&path)?;
+                std::fs::remove_file(&path)?;
+                f
+            }
+        };
+        Ok(JsonSpool {
+            file: io::BufWriter::new(file),
+            items: 0,
+        })
+    }
+
+    /// Sets one item aside (as [`JsonStream::item`] would write it).
+    pub fn item(&mut self, item: &impl Serialize) -> io::Result<()> {
+        if self.items > 0 {
+            self.file.write_all(b",")?;
+        }
+        self.items += 1;
+        let mut ser = serde_json::Serializer::with_formatter(&mut self.file, TerminalSafe);
+        item.serialize(&mut ser).map_err(io::Error::other)
+    }
+}
+
 /// `value` as compact, terminal-safe JSON.
 fn to_json(value: &impl Serialize) -> Vec<u8> {
     let mut buf = Vec::new();
@@ -426,6 +496,25 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn spooled_items_come_back_in_order() {
+        let mut spool = JsonSpool::new().unwrap();
+        for i in 0..3 {
+            spool
+                .item(&serde_json::json!({ "n": i, "s": "\u{9b}" }))
+                .unwrap();
+        }
+        let mut stream = JsonStream::begin(Vec::new(), &Empty {}, "tenants");
+        stream.item(&"first");
+        stream.items_from(spool).unwrap();
+        stream.items_from(JsonSpool::new().unwrap()).unwrap();
+        assert_eq!(
+            String::from_utf8(stream.end()).unwrap(),
+            "{\"tenants\":[\"first\",{\"n\":0,\"s\":\"\\u009b\"},{\"n\":1,\"s\":\"\\u009b\"},\
+             {\"n\":2,\"s\":\"\\u009b\"}]}\n"
+        );
     }
 
     #[test]
