@@ -129,7 +129,9 @@ async fn run_selected(s: &Session, args: &BackupArgs, sel: &Selector) -> Result<
     };
     let done = done.into_inner();
     if s.json() {
-        crate::output::print_json(&json!({ "output_dir": dir, "backups": done }));
+        crate::output::print_json(
+            &json!({ "output_dir": dir.display().to_string(), "backups": done }),
+        );
     } else {
         crate::outln!(
             "backup: {} written to {}",
