@@ -4,8 +4,10 @@
 # release binary. Run against a throwaway server:
 #   cargo build --release && N=10000 scripts/with-postgres.sh measure scripts/fleet-measure.sh
 #   N=100000 TABLES=0 scripts/with-postgres.sh measure scripts/fleet-measure.sh
+# BINS="old/tenantctl new/tenantctl" measures each binary in turn on the same fleet.
 set -euo pipefail
-B=$PWD/target/release/tenantctl
+BINS=${BINS:-$PWD/target/release/tenantctl}
+B=${BINS%% *}
 N=${N:-10000}
 db=fleet_$N
 psql -q "$DATABASE_URL" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
@@ -35,15 +37,29 @@ m() {
     >/dev/null 2>"$PWD/time.err" || true
   tail -1 "$PWD/time.err"
 }
-"$B" status | tail -1
-"$B" status --all | wc -l
-m status
-m status --all
-m status -l ring=beta
-m list
-m usage --top 10
-# Every tenant current, so that migrate has nothing to do.
-psql -q "$URL" -c "UPDATE public.tenants SET state = 'active', version = 7, last_error = NULL"
-m migrate
-m status --format json
-"$B" migrate | tail -1
+fill_state() {
+  psql -q "$URL" <<SQL
+UPDATE public.tenants SET state = CASE WHEN slug LIKE 'f%' AND substr(slug, 2)::int % 100 = 0 THEN 'failed' ELSE 'active' END,
+       version = CASE WHEN slug LIKE 'f%' AND substr(slug, 2)::int % 10 = 0 THEN 6 ELSE 7 END,
+       last_error = CASE WHEN slug LIKE 'f%' AND substr(slug, 2)::int % 100 = 0 THEN 'relation "x" already exists' END;
+SQL
+}
+for B in $BINS; do
+  echo "== $B"
+  fill_state
+  "$B" status | tail -1
+  "$B" status --all | wc -l
+  m status
+  m status --all
+  m status -l ring=beta
+  m list
+  m list --format json
+  m usage --top 10
+  m status --format json
+  # Every tenant current, so that migrate has nothing to do.
+  psql -q "$URL" -c "UPDATE public.tenants SET state = 'active', version = 7, last_error = NULL"
+  m migrate
+  m migrate --format json
+  m status --format json
+  "$B" migrate | tail -1
+done

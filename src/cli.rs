@@ -431,14 +431,28 @@ pub struct StatusArgs {
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
-    /// The tenant to back up.
-    #[arg(value_name = "SLUG", value_parser = slug)]
-    pub slug: String,
+    /// The tenant to back up (or -l to back up every tenant a selector picks).
+    #[arg(value_name = "SLUG", value_parser = slug, required_unless_present = "selector")]
+    pub slug: Option<String>,
+
+    /// Back up each tenant the selector picks, one after the other, into --output-dir (see
+    /// -l of migrate for the grammar). Not with SLUG or -o.
+    #[command(flatten)]
+    pub select: SelectorArg,
 
     /// Dump file to write (default: ./<slug>-<UTC time>.dump), and FILE.json beside it;
     /// both created 0600, never over an existing file or through a symbolic link.
-    #[arg(short, long, value_name = "FILE")]
+    #[arg(short, long, value_name = "FILE", conflicts_with = "output_dir")]
     pub output: Option<PathBuf>,
+
+    /// Folder to write each tenant's <slug>-<UTC time>.dump and its .json in (required
+    /// with -l; with SLUG instead of -o). It must exist unless --create-dir is given.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+
+    /// Create the --output-dir folder (mode 0700) when it does not exist.
+    #[arg(long, requires = "output_dir")]
+    pub create_dir: bool,
 }
 
 #[derive(Debug, Args)]

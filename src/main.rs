@@ -33,9 +33,7 @@ fn main() -> ExitCode {
             let code = exit::code_for(&e);
             errln!("error: {e:#}");
             if json {
-                output::print_json(
-                    &serde_json::json!({ "error": format!("{e:#}"), "exit_code": code }),
-                );
+                output::print_json_error(&format!("{e:#}"), code);
             }
             code
         }

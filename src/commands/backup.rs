@@ -1,11 +1,13 @@
 //! `tenantctl backup SLUG [-o FILE]`: a consistent custom-format dump of one tenant's schema,
 //! its registry row and version recorded beside it, and the dump's SHA-256.
+//! `backup -l SEL --output-dir DIR`: the same for each tenant a selector picks, in turn.
 //!
 //! The dump and its record hold health data: both are created 0600, with O_EXCL and
 //! O_NOFOLLOW, under a temporary name in the destination folder, and get their final names
 //! only when complete; a failure, a lock wait that runs out or Ctrl-C leaves neither.
 
 use crate::pg::connect::PgContext;
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -15,6 +17,7 @@ use crate::cli::BackupArgs;
 use crate::commands::session::Session;
 use crate::domain::exit::bad_input;
 use crate::domain::names::quote_ident;
+use crate::domain::selector::Selector;
 use crate::fleet::signals::{self, Signals};
 use crate::pg::connect::Target;
 use crate::pg::dump::{self, Metadata, Tool};
@@ -23,17 +26,35 @@ use crate::registry;
 use crate::tenant::apply::locked_transaction;
 
 pub async fn run(s: &Session, args: &BackupArgs) -> Result<u8> {
-    let file = args
-        .output
-        .clone()
-        .unwrap_or_else(|| default_file(Path::new("."), &args.slug));
+    let slug = match (&args.slug, &args.select.selector) {
+        (Some(_), Some(_)) => {
+            return Err(bad_input(
+                "name a tenant or give -l/--selector, not both; no backup was written",
+            ))
+        }
+        (None, Some(sel)) => return run_selected(s, args, sel).await,
+        (Some(slug), None) => slug,
+        (None, None) => return Err(bad_input("name a tenant to back up, or give -l/--selector")),
+    };
+    let file = match (&args.output, &args.output_dir) {
+        (Some(file), _) => file.clone(),
+        (None, Some(dir)) => {
+            let create = check_folder(dir, args.create_dir)?;
+            let file = default_file(dir, slug);
+            if create {
+                outfile::create_private_dir(dir)?;
+            }
+            file
+        }
+        (None, None) => default_file(Path::new("."), slug),
+    };
     // Before anything is changed, the registry included.
     check_destination(&file)?;
     let (_pool, mut conn) = s.connect(1).await?;
     let lock_wait = s.lock_deadline();
     let mut signals = Signals::listen()?;
     let m = tokio::select! {
-        r = backup_tenant(s, &mut conn, &args.slug, &file, lock_wait) => r?,
+        r = backup_tenant(s, &mut conn, slug, &file, lock_wait) => r?,
         sig = signals.recv() => {
             let msg = format!("interrupted by {sig}: the backup was stopped and no file was left");
             return Ok(signals::interrupted(s.json(), &msg));
@@ -53,6 +74,138 @@ pub async fn run(s: &Session, args: &BackupArgs) -> Result<u8> {
         );
     }
     Ok(0)
+}
+
+/// `backup -l SEL --output-dir DIR`: every tenant the selector picks, one after the other,
+/// each under its lock, into DIR. Every file name is checked before the first is written;
+/// the first failure stops the run and says which tenants were backed up.
+async fn run_selected(s: &Session, args: &BackupArgs, sel: &Selector) -> Result<u8> {
+    if args.output.is_some() {
+        return Err(bad_input(
+            "-o/--output names one file; with -l/--selector give --output-dir DIR (one dump \
+             per tenant in it); no backup was written",
+        ));
+    }
+    let Some(dir) = &args.output_dir else {
+        return Err(bad_input(
+            "with -l/--selector give --output-dir DIR: each tenant's dump is written there \
+             (--create-dir to create it); no backup was written",
+        ));
+    };
+    let create = check_folder(dir, args.create_dir)?;
+    let (_pool, mut conn) = s.connect(1).await?;
+    let tenants = registry::selected(&conn, sel).await?;
+    if tenants.is_empty() {
+        return Err(bad_input(format!(
+            "selector '{sel}' matched no tenant; no backup was written (see tenantctl list)"
+        )));
+    }
+    let files: Vec<(String, PathBuf)> = tenants
+        .iter()
+        .map(|t| (t.slug.clone(), default_file(dir, &t.slug)))
+        .collect();
+    if !create {
+        for (_, file) in &files {
+            check_destination(file)?;
+        }
+    }
+    if create {
+        outfile::create_private_dir(dir)?;
+    }
+    let lock_wait = s.lock_deadline();
+    let done = RefCell::new(Vec::new());
+    let mut signals = Signals::listen()?;
+    tokio::select! {
+        r = back_up_each(s, &mut conn, &files, lock_wait, &done) => r?,
+        sig = signals.recv() => {
+            let msg = format!(
+                "interrupted by {sig}: {}; the backup in progress was stopped and left no file",
+                backed_up(&done.borrow(), files.len())
+            );
+            return Ok(signals::interrupted(s.json(), &msg));
+        }
+    };
+    let done = done.into_inner();
+    if s.json() {
+        crate::output::print_json(
+            &json!({ "output_dir": dir.display().to_string(), "backups": done }),
+        );
+    } else {
+        crate::outln!(
+            "backup: {} written to {}",
+            crate::output::count(done.len(), "tenant"),
+            dir.display()
+        );
+    }
+    Ok(0)
+}
+
+/// Backs each tenant up to its file, in order, printing a line per tenant (text); the
+/// metadata of each backed up goes into `done`. Stops at the first failure.
+async fn back_up_each(
+    s: &Session,
+    conn: &mut deadpool_postgres::Object,
+    files: &[(String, PathBuf)],
+    deadline: std::time::Duration,
+    done: &RefCell<Vec<Metadata>>,
+) -> Result<()> {
+    for (slug, file) in files {
+        let m = backup_tenant(s, conn, slug, file, deadline)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot back up tenant {slug}; {} (the rest were not started)",
+                    backed_up(&done.borrow(), files.len())
+                )
+            })?;
+        if !s.json() {
+            crate::outln!(
+                "backup of {} (schema {}, version {}) written to {} (sha256 {})",
+                crate::output::escape_line(&m.slug),
+                m.schema,
+                m.version,
+                file.display(),
+                m.sha256
+            );
+        }
+        done.borrow_mut().push(m);
+    }
+    Ok(())
+}
+
+/// `backed up 2 of 5 tenants: acme, globex` (their files are kept).
+fn backed_up(done: &[Metadata], total: usize) -> String {
+    if done.is_empty() {
+        return format!("no tenant of {total} was backed up");
+    }
+    let slugs: Vec<&str> = done.iter().map(|m| m.slug.as_str()).collect();
+    format!(
+        "backed up {} of {total} ({}; their files are kept)",
+        done.len(),
+        slugs.join(", ")
+    )
+}
+
+/// Refuses (exit 2) a path that is not a folder, and a missing folder unless `create`;
+/// whether the folder is to be created.
+fn check_folder(dir: &Path, create: bool) -> Result<bool> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(false),
+        Ok(_) => Err(bad_input(format!(
+            "{} is not a folder; no backup was written",
+            dir.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(bad_input(format!(
+            "folder {} does not exist; create it (mode 0700) or pass --create-dir; no backup \
+             was written",
+            dir.display()
+        ))),
+        Err(e) => Err(bad_input(format!(
+            "cannot use folder {}: {e}; no backup was written",
+            dir.display()
+        ))),
+    }
 }
 
 /// `<dir>/<slug>-<UTC timestamp>.dump`.

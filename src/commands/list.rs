@@ -1,11 +1,12 @@
-//! `tenantctl list`: slug, schema, state; one tenant a line.
+//! `tenantctl list`: slug, schema, state; one tenant a line. Text and JSON are both written
+//! as the registry rows arrive, so memory does not grow with the fleet.
 
 use anyhow::Result;
 use serde::Serialize;
 
 use crate::cli::ListArgs;
-use crate::commands::session::{pick_tenants, Session};
-use crate::output::{escape_line, print_json};
+use crate::commands::session::Session;
+use crate::output::{escape_line, JsonStream};
 use crate::registry::{self, Pick};
 
 pub async fn run(s: &Session, args: &ListArgs) -> Result<u8> {
@@ -14,11 +15,12 @@ pub async fn run(s: &Session, args: &ListArgs) -> Result<u8> {
     // On Citus, where each tenant lives (one query for all of them).
     let nodes = s.backend().nodes(&conn).await?;
     let citus = s.backend().is_citus();
+    let pick = selector.map_or(Pick::All, Pick::Selected);
     if s.json() {
-        let tenants = pick_tenants(&conn, &[], selector, "nothing was listed").await?;
-        let tenants = tenants
-            .iter()
-            .map(|t| Row {
+        // Streamed too: each row is written as it arrives, inside one document.
+        let mut doc = JsonStream::stdout(&Empty {}, "tenants");
+        registry::for_each_tenant(&conn, pick, |t| {
+            doc.item(&Row {
                 slug: &t.slug,
                 schema: &t.schema,
                 state: &t.state,
@@ -27,13 +29,13 @@ pub async fn run(s: &Session, args: &ListArgs) -> Result<u8> {
                 node: citus.then(|| nodes.get(&t.schema).map(String::as_str)),
                 labels: &t.labels,
             })
-            .collect();
-        print_json(&Document { tenants });
+        })
+        .await?;
+        doc.end();
         return Ok(0);
     }
     // Streamed: one line per row as the registry returns it, in the same memory at any
     // fleet size. Fields are escaped, so a tab or newline cannot shift columns.
-    let pick = selector.map_or(Pick::All, Pick::Selected);
     registry::for_each_tenant(&conn, pick, |t| {
         // On Citus a fourth field: the tenant's node (empty when it has none).
         let node = match citus {
@@ -55,10 +57,9 @@ pub async fn run(s: &Session, args: &ListArgs) -> Result<u8> {
     Ok(0)
 }
 
+/// The document's fields before its `tenants` array: none.
 #[derive(Serialize)]
-struct Document<'a> {
-    tenants: Vec<Row<'a>>,
-}
+struct Empty {}
 
 #[derive(Serialize)]
 struct Row<'a> {

@@ -29,8 +29,8 @@ use crate::tenant::apply::{self, apply_pending, read_histories, ApplyError, Hist
 use crate::tenant::no_transaction;
 use crate::tenant::shared::{self, SharedSet};
 
-use super::migrate_far;
 use super::report::{self, SharedReport};
+use super::{migrate_far, migrate_noop};
 
 struct Shared {
     pool: Pool,
@@ -71,6 +71,17 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
     let (backend, needs) = s.backend().check_migrations(&set, target)?;
     // The first connection is kept for the run's mark (see `locks::RUN_MARK`).
     let concurrency = s.fit_concurrency(&conn, concurrency, !args.dry_run).await?;
+    // Nothing to visit (the usual run): answered from a streamed read (migrate_noop.rs).
+    let noop = migrate_noop::Run {
+        s,
+        args,
+        set: &set,
+        target,
+        shared_set: shared_set.as_ref(),
+    };
+    if let Some(code) = migrate_noop::run(&noop, &mut conn).await? {
+        return Ok(code);
+    }
     let tenants = pick_tenants(
         &conn,
         &args.slugs,
@@ -290,7 +301,10 @@ pub(super) async fn apply_shared(
 }
 
 /// What a run would apply to the shared schema; a diverged history is reported failed.
-async fn shared_plan(conn: &mut deadpool_postgres::Object, sh: &SharedSet) -> Result<SharedReport> {
+pub(super) async fn shared_plan(
+    conn: &mut deadpool_postgres::Object,
+    sh: &SharedSet,
+) -> Result<SharedReport> {
     let st = shared::state(conn, sh).await?;
     let (outcome, migrations, error) = match &st.plan {
         Plan::Diverged(why) => ("failed", Vec::new(), Some(format!("refused: {why}"))),
@@ -311,7 +325,7 @@ async fn shared_plan(conn: &mut deadpool_postgres::Object, sh: &SharedSet) -> Re
 }
 
 /// The shared migrations failed: no tenant is started; each is reported skipped. Exit 1.
-fn refuse_tenants_after_shared(
+pub(super) fn refuse_tenants_after_shared(
     s: &Session,
     r: &SharedReport,
     tenants: &[Tenant],
@@ -568,7 +582,7 @@ fn and_list(items: impl ExactSizeIterator<Item = String>) -> String {
 }
 
 /// Decides from the registry alone when a tenant needs no visit.
-fn triage(t: &Tenant, set: &MigrationSet, target: i64) -> Option<TenantOutcome> {
+pub(super) fn triage(t: &Tenant, set: &MigrationSet, target: i64) -> Option<TenantOutcome> {
     if t.state == "dropping" {
         return Some(TenantOutcome::skipped(
             &t.slug,

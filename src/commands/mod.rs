@@ -11,6 +11,7 @@ mod label;
 mod list;
 mod migrate;
 mod migrate_far;
+mod migrate_noop;
 mod psql;
 mod rebalance;
 mod relocate;

@@ -8,7 +8,7 @@ use crate::domain::exit::{FAILED, INTERRUPTED, OK};
 use crate::fleet::Interrupt;
 use crate::output::junit;
 use crate::output::outcome::{self, Outcome, Summary, TenantOutcome};
-use crate::output::{count, escape_line, print_json};
+use crate::output::{count, escape_line, print_json, JsonStream, Stdout};
 
 #[derive(Serialize)]
 struct RunDocument<'a> {
@@ -19,6 +19,35 @@ struct RunDocument<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     shared: Option<&'a SharedReport>,
     tenants: &'a [TenantOutcome],
+}
+
+/// The fields of [`RunDocument`] before its `tenants`, for a report written as a stream.
+#[derive(Serialize)]
+struct RunHead<'a> {
+    command: &'a str,
+    target_version: i64,
+    summary: Summary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shared: Option<&'a SharedReport>,
+}
+
+/// Begins the JSON report of a run whose counts are known before its tenants are read
+/// again: the same document as [`print`] writes, each tenant then added with `item`.
+pub fn begin_run_document(
+    verb: &str,
+    target: i64,
+    summary: Summary,
+    shared: Option<&SharedReport>,
+) -> JsonStream<std::io::BufWriter<Stdout>> {
+    JsonStream::stdout(
+        &RunHead {
+            command: verb,
+            target_version: target,
+            summary,
+            shared,
+        },
+        "tenants",
+    )
 }
 
 /// What a run did (or, dry, would do) to the shared schema: `shared` in the JSON document.
@@ -35,7 +64,7 @@ pub struct SharedReport {
 }
 
 impl SharedReport {
-    fn line(&self) -> String {
+    pub fn line(&self) -> String {
         let schema = &self.schema;
         match self.outcome {
             "applied" => format!(

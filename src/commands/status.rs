@@ -4,7 +4,8 @@
 //! The text form over the whole fleet (or a selector) reads the registry as a stream and
 //! keeps only counts: up to `FULL_TABLE_LIMIT` tenants it prints the table, above that a
 //! summary (tenants per version and per state, the oldest pending, failures grouped by
-//! error), and with `--all` every row as it arrives. Its memory does not grow with the fleet.
+//! error), and with `--all` every row as it arrives. `--format json` writes each row into
+//! its one document as it arrives. Neither's memory grows with the fleet.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -15,7 +16,7 @@ use crate::cli::{Format, StatusArgs};
 use crate::commands::session::{pick_tenants, Session};
 use crate::domain::exit::{FAILED, OK};
 use crate::domain::migration_set::MigrationSet;
-use crate::output::{count, escape_line, print_json, table};
+use crate::output::{count, escape_line, table, JsonStream};
 use crate::registry::{self, Pick, Tenant};
 use crate::tenant::shared::{self, SharedSet};
 
@@ -51,7 +52,11 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
     let nodes = s.backend().nodes(&conn).await?;
     let nodes = s.backend().is_citus().then_some(&nodes);
     let mut fleet = Fleet::new(&set, latest, args.all && !s.json(), nodes);
-    let unreachable = if s.json() || !args.slugs.is_empty() {
+    let pick = match &args.select.selector {
+        Some(sel) => Pick::Selected(sel),
+        None => Pick::All,
+    };
+    let unreachable = if !args.slugs.is_empty() {
         let mut tenants = pick_tenants(
             &conn,
             &args.slugs,
@@ -60,18 +65,40 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
         )
         .await?;
         let unreachable = s.check_schemas_elsewhere(&mut tenants).await;
-        if s.json() {
-            print_document(&tenants, &set, latest, shared.as_ref(), nodes);
-        }
+        let mut doc = s.json().then(|| begin_document(latest, shared.as_ref()));
         for t in tenants {
+            if let Some(doc) = &mut doc {
+                doc.item(&row(&t, &set, latest, nodes));
+            }
             fleet.add(t);
         }
+        if let Some(doc) = doc {
+            doc.end();
+        }
+        unreachable
+    } else if s.json() {
+        let home_db = s.home_database().to_string();
+        registry::begin_snapshot(&conn).await?;
+        // Tenants elsewhere first (their schemas are checked where they live), then every
+        // row written as it arrives, in slug order, from the same snapshot.
+        let mut far = registry::elsewhere(&conn, pick, &[]).await?;
+        let unreachable = s.check_schemas_elsewhere(&mut far).await;
+        let mut far: HashMap<String, Tenant> =
+            far.into_iter().map(|t| (t.slug.clone(), t)).collect();
+        let mut doc = begin_document(latest, shared.as_ref());
+        registry::for_each_tenant(&conn, pick, |t| {
+            let t = match far.remove(&t.slug) {
+                Some(checked) if !t.is_home(&home_db) => checked,
+                _ => t,
+            };
+            doc.item(&row(&t, &set, latest, nodes));
+            fleet.add(t);
+        })
+        .await?;
+        doc.end();
+        registry::end_snapshot(&conn).await?;
         unreachable
     } else {
-        let pick = match &args.select.selector {
-            Some(sel) => Pick::Selected(sel),
-            None => Pick::All,
-        };
         // Tenants elsewhere are held back until their schemas are checked where they live.
         let home_db = s.home_database().to_string();
         let mut far = Vec::new();
@@ -185,44 +212,45 @@ async fn prometheus(
     })
 }
 
-fn print_document(
-    tenants: &[Tenant],
-    set: &MigrationSet,
+/// Begins `status --format json` on stdout: `latest_version` and `shared`, then the
+/// `tenants` array, one [`Row`] at a time.
+fn begin_document(
     latest: i64,
     shared: Option<&SharedRow>,
-    nodes: Option<&Nodes>,
-) {
-    let tenants = tenants
-        .iter()
-        .map(|t| Row {
-            slug: &t.slug,
-            schema: &t.schema,
-            state: &t.state,
-            server: &t.server,
-            database: &t.database,
-            node: nodes.map(|n| n.get(&t.schema).map(String::as_str)),
-            version: t.version,
-            pending: set.pending_count(t.version, latest),
-            last_error: t.last_error.as_deref(),
-            migrated_at: t.migrated_at.as_deref(),
-            schema_exists: t.schema_exists,
-            ahead: ahead(t, latest),
-        })
-        .collect();
-    print_json(&Document {
-        latest_version: latest,
-        shared,
-        tenants,
-    });
+) -> JsonStream<std::io::BufWriter<crate::output::Stdout>> {
+    JsonStream::stdout(
+        &Head {
+            latest_version: latest,
+            shared,
+        },
+        "tenants",
+    )
 }
 
+fn row<'a>(t: &'a Tenant, set: &MigrationSet, latest: i64, nodes: Option<&'a Nodes>) -> Row<'a> {
+    Row {
+        slug: &t.slug,
+        schema: &t.schema,
+        state: &t.state,
+        server: &t.server,
+        database: &t.database,
+        node: nodes.map(|n| n.get(&t.schema).map(String::as_str)),
+        version: t.version,
+        pending: set.pending_count(t.version, latest),
+        last_error: t.last_error.as_deref(),
+        migrated_at: t.migrated_at.as_deref(),
+        schema_exists: t.schema_exists,
+        ahead: ahead(t, latest),
+    }
+}
+
+/// The fields of `status --format json` before its `tenants` array (written as a stream).
 #[derive(Serialize)]
-struct Document<'a> {
+struct Head<'a> {
     latest_version: i64,
     /// Present only when shared migrations are configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     shared: Option<&'a SharedRow>,
-    tenants: Vec<Row<'a>>,
 }
 
 /// One tenant of `status --format json`, in the contract's order.

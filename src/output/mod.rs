@@ -222,6 +222,164 @@ pub fn print_json(doc: &impl Serialize) {
     let _ = out.flush();
 }
 
+/// Whether a [`JsonStream`] has begun its document on stdout and not yet closed it: an
+/// error that ends the command then closes that document (see [`print_json_error`]) instead
+/// of writing a second one.
+static STREAM_OPEN: AtomicBool = AtomicBool::new(false);
+
+/// One JSON document written as it goes: the fields of `head`, then an array under `key`
+/// whose items are written one at a time, then the closing brackets. The bytes are those
+/// [`print_json`] writes for the whole document (a unit test holds them equal), but only one
+/// item is in memory at a time, so a document about 100,000 tenants takes the memory of one.
+pub struct JsonStream<W: Write> {
+    out: W,
+    items: usize,
+}
+
+impl JsonStream<io::BufWriter<Stdout>> {
+    /// Begins the document on stdout.
+    pub fn stdout(head: &impl Serialize, key: &str) -> Self {
+        STREAM_OPEN.store(true, Ordering::Relaxed);
+        JsonStream::begin(io::BufWriter::new(Stdout), head, key)
+    }
+}
+
+impl<W: Write> JsonStream<W> {
+    /// Writes `head` without its closing brace, then `"key":[`. `head` must serialize as an
+    /// object (a struct); its fields come first, in their order.
+    pub fn begin(mut out: W, head: &impl Serialize, key: &str) -> Self {
+        let mut bytes = to_json(head);
+        debug_assert_eq!(bytes.last(), Some(&b'}'), "the head is an object");
+        bytes.pop();
+        if bytes.len() > 1 {
+            bytes.push(b',');
+        }
+        bytes.extend(to_json(&key));
+        bytes.extend(b":[");
+        let _ = out.write_all(&bytes);
+        JsonStream { out, items: 0 }
+    }
+
+    /// Writes one element of the array.
+    pub fn item(&mut self, item: &impl Serialize) {
+        if self.items > 0 {
+            let _ = self.out.write_all(b",");
+        }
+        self.items += 1;
+        let mut ser = serde_json::Serializer::with_formatter(&mut self.out, TerminalSafe);
+        let _ = item.serialize(&mut ser);
+    }
+
+    /// Closes the array and the document, and hands the writer back.
+    pub fn end(mut self) -> W {
+        let _ = self.out.write_all(b"]}\n");
+        let _ = self.out.flush();
+        STREAM_OPEN.store(false, Ordering::Relaxed);
+        self.out
+    }
+}
+
+impl<W: Write> JsonStream<W> {
+    /// Appends the items set aside in `spool`, in their order.
+    pub fn items_from(&mut self, spool: JsonSpool) -> io::Result<()> {
+        let JsonSpool { file, items } = spool;
+        if items == 0 {
+            return Ok(());
+        }
+        let mut file = file.into_inner().map_err(io::IntoInnerError::into_error)?;
+        io::Seek::seek(&mut file, io::SeekFrom::Start(0))?;
+        if self.items > 0 {
+            self.out.write_all(b",")?;
+        }
+        io::copy(&mut file, &mut self.out)?;
+        self.items += items;
+        Ok(())
+    }
+}
+
+/// Items of a JSON array set aside on disk while they are decided, for a document whose
+/// fields before the array (counts) are known only once every item is: memory holds none
+/// of them. The file has no name (O_TMPFILE; where the file system lacks it, a private
+/// file removed as soon as it is open), so nothing is left behind and nobody else reads it.
+pub struct JsonSpool {
+    file: io::BufWriter<std::fs::File>,
+    items: usize,
+}
+
+impl JsonSpool {
+    /// A spool in the temporary folder (TMPDIR).
+    pub fn new() -> io::Result<JsonSpool> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = std::env::temp_dir();
+        let unnamed = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_TMPFILE)
+            .open(&dir);
+        let file = match unnamed {
+            Ok(f) => f,
+            Err(_) => {
+                let path = dir.join(format!(".tenantctl-report-{}.json", std::process::id()));
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&path)?;
+                std::fs::remove_file(&path)?;
+                f
+            }
+        };
+        Ok(JsonSpool {
+            file: io::BufWriter::new(file),
+            items: 0,
+        })
+    }
+
+    /// Sets one item aside (as [`JsonStream::item`] would write it).
+    pub fn item(&mut self, item: &impl Serialize) -> io::Result<()> {
+        if self.items > 0 {
+            self.file.write_all(b",")?;
+        }
+        self.items += 1;
+        let mut ser = serde_json::Serializer::with_formatter(&mut self.file, TerminalSafe);
+        item.serialize(&mut ser).map_err(io::Error::other)
+    }
+}
+
+/// `value` as compact, terminal-safe JSON.
+fn to_json(value: &impl Serialize) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, TerminalSafe);
+    // Our documents always serialize (no maps with non-string keys).
+    let _ = value.serialize(&mut ser);
+    buf
+}
+
+/// The error that ends a `--format json` run, as JSON on stdout: its own document
+/// `{"error", "exit_code"}`, or, when a streamed document was begun (a registry read that
+/// failed half way), the same two fields closing that document, so stdout still holds
+/// exactly one JSON document.
+pub fn print_json_error(error: &str, exit_code: u8) {
+    #[derive(Serialize)]
+    struct Failure<'a> {
+        error: &'a str,
+        exit_code: u8,
+    }
+    let failure = Failure { error, exit_code };
+    if !STREAM_OPEN.swap(false, Ordering::Relaxed) {
+        return print_json(&failure);
+    }
+    let mut tail = b"],".to_vec();
+    tail.extend(&to_json(&failure)[1..]);
+    tail.push(b'\n');
+    let mut out = Stdout;
+    let _ = out.write_all(&tail);
+    let _ = out.flush();
+}
+
 /// serde_json's compact format, with DEL and C1 control characters escaped too (serde_json
 /// escapes only C0): the document means the same to a parser, and `cat`ting it is safe.
 struct TerminalSafe;
@@ -283,6 +441,88 @@ mod tests {
             listed("tenant", &["acme", "globex"]),
             "tenants acme, globex"
         );
+    }
+
+    #[derive(Serialize)]
+    struct Head<'a> {
+        latest_version: i64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        shared: Option<&'a str>,
+    }
+
+    #[derive(Serialize)]
+    struct Whole<'a> {
+        latest_version: i64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        shared: Option<&'a str>,
+        tenants: Vec<serde_json::Value>,
+    }
+
+    #[derive(Serialize)]
+    struct Empty {}
+
+    #[test]
+    fn a_streamed_document_is_byte_for_byte_the_whole_one() {
+        let rows = [
+            serde_json::json!({"slug": "a\u{9b}", "version": 7}),
+            serde_json::json!({"slug": "b", "last_error": null}),
+        ];
+        for shared in [None, Some("shared\x1b")] {
+            for n in 0..=rows.len() {
+                let mut whole = Vec::new();
+                let doc = Whole {
+                    latest_version: 7,
+                    shared,
+                    tenants: rows[..n].to_vec(),
+                };
+                doc.serialize(&mut serde_json::Serializer::with_formatter(
+                    &mut whole,
+                    TerminalSafe,
+                ))
+                .unwrap();
+                whole.push(b'\n');
+                let head = Head {
+                    latest_version: 7,
+                    shared,
+                };
+                let mut stream = JsonStream::begin(Vec::new(), &head, "tenants");
+                for r in &rows[..n] {
+                    stream.item(r);
+                }
+                let streamed = stream.end();
+                assert_eq!(
+                    String::from_utf8(streamed).unwrap(),
+                    String::from_utf8(whole).unwrap()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn spooled_items_come_back_in_order() {
+        let mut spool = JsonSpool::new().unwrap();
+        for i in 0..3 {
+            spool
+                .item(&serde_json::json!({ "n": i, "s": "\u{9b}" }))
+                .unwrap();
+        }
+        let mut stream = JsonStream::begin(Vec::new(), &Empty {}, "tenants");
+        stream.item(&"first");
+        stream.items_from(spool).unwrap();
+        stream.items_from(JsonSpool::new().unwrap()).unwrap();
+        assert_eq!(
+            String::from_utf8(stream.end()).unwrap(),
+            "{\"tenants\":[\"first\",{\"n\":0,\"s\":\"\\u009b\"},{\"n\":1,\"s\":\"\\u009b\"},\
+             {\"n\":2,\"s\":\"\\u009b\"}]}\n"
+        );
+    }
+
+    #[test]
+    fn a_stream_under_an_empty_head_is_one_object() {
+        let mut stream = JsonStream::begin(Vec::new(), &Empty {}, "tenants");
+        stream.item(&1);
+        stream.item(&2);
+        assert_eq!(stream.end(), b"{\"tenants\":[1,2]}\n");
     }
 
     #[test]

@@ -116,32 +116,45 @@ impl Summary {
     pub fn of(outcomes: &[TenantOutcome]) -> Summary {
         let mut s = Summary::default();
         for o in outcomes {
-            match o.outcome {
-                Outcome::Applied => s.applied += 1,
-                Outcome::UpToDate => s.up_to_date += 1,
-                Outcome::Failed => s.failed += 1,
-                Outcome::Skipped => s.skipped += 1,
-            }
+            s.add(o.outcome);
         }
         s
+    }
+
+    /// Counts one more tenant.
+    pub fn add(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Applied => self.applied += 1,
+            Outcome::UpToDate => self.up_to_date += 1,
+            Outcome::Failed => self.failed += 1,
+            Outcome::Skipped => self.skipped += 1,
+        }
     }
 }
 
 /// Tables longer than this show only the tenants that need attention.
-const FULL_TABLE_LIMIT: usize = 50;
+pub const FULL_TABLE_LIMIT: usize = 50;
 
 /// The text summary of a run: a table (all tenants when few, else only the ones that did
 /// not succeed), then one line of counts.
 pub fn print_text(verb: &str, outcomes: &[TenantOutcome]) {
-    let summary = Summary::of(outcomes);
     let rows: Vec<&TenantOutcome> = if outcomes.len() <= FULL_TABLE_LIMIT {
         outcomes.iter().collect()
     } else {
-        outcomes
-            .iter()
-            .filter(|o| matches!(o.outcome, Outcome::Failed | Outcome::Skipped))
-            .collect()
+        outcomes.iter().filter(|o| needs_attention(o)).collect()
     };
+    print_text_of(verb, outcomes.len(), Summary::of(outcomes), &rows);
+}
+
+/// Whether a tenant's row is shown in the table of a run over many tenants.
+pub fn needs_attention(o: &TenantOutcome) -> bool {
+    matches!(o.outcome, Outcome::Failed | Outcome::Skipped)
+}
+
+/// [`print_text`] from what a streamed run kept: how many tenants, their counts, and the
+/// rows of its table (every tenant up to [`FULL_TABLE_LIMIT`], else those that need
+/// attention), in slug order; the failed ones among them close the report.
+pub fn print_text_of(verb: &str, total: usize, summary: Summary, rows: &[&TenantOutcome]) {
     if !rows.is_empty() {
         let mut t = table(vec![
             "tenant", "schema", "outcome", "from", "to", "ms", "error",
@@ -164,13 +177,13 @@ pub fn print_text(verb: &str, outcomes: &[TenantOutcome]) {
     }
     crate::outln!(
         "{verb}: {}: {} applied, {} up to date, {} failed, {} skipped",
-        count(outcomes.len(), "tenant"),
+        count(total, "tenant"),
         summary.applied,
         summary.up_to_date,
         summary.failed,
         summary.skipped
     );
-    for o in outcomes.iter().filter(|o| o.outcome == Outcome::Failed) {
+    for o in rows.iter().filter(|o| o.outcome == Outcome::Failed) {
         crate::outln!("failed: {}", o.line());
     }
 }
