@@ -219,9 +219,17 @@ fn a_selector_backs_up_tenants_wherever_they_live() {
     let db = TestDb::new("bsel_far");
     let second = SecondDb::new("bsel_far");
     db.config(&second.server_toml("eu"));
-    db.run(&["create", "acme", "--label", "ring=beta"]).expect(0);
-    db.run(&["create", "faraway", "--server", "eu", "--label", "ring=beta"])
+    db.run(&["create", "acme", "--label", "ring=beta"])
         .expect(0);
+    db.run(&[
+        "create",
+        "faraway",
+        "--server",
+        "eu",
+        "--label",
+        "ring=beta",
+    ])
+    .expect(0);
     db.run(&["create", "globex"]).expect(0);
     let dir = db.dir.join("beta");
     let run = db.run(&[
@@ -254,11 +262,16 @@ fn a_selector_backs_up_tenants_wherever_they_live() {
         "{doc}"
     );
     // The far tenant's dump holds its schema, taken from the second server.
-    let far = backups[1]["file"].as_str().unwrap();
+    let far = files(&dir)
+        .into_iter()
+        .find(|n| n.starts_with("faraway-") && n.ends_with(".dump"))
+        .unwrap();
     let listing = std::process::Command::new("pg_restore")
-        .args(["--list", far])
+        .arg("--list")
+        .arg(dir.join(&far))
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&listing.stdout).contains("tenant_faraway"));
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.contains("tenant_faraway"), "{listing}");
     assert_eq!(files(&dir).len(), 4);
 }
