@@ -665,3 +665,37 @@ fn a_restore_failing_after_citus_distributed_the_copy_leaves_the_tenant_as_it_wa
     assert_eq!(shard_nodes(&c, "tenant_t000").0, 9);
     assert_eq!(restore_leftovers(&c), Vec::<String>::new());
 }
+
+#[test]
+fn restore_as_a_new_tenant_with_per_tenant_roles_is_refused_on_citus_before_anything_changes() {
+    let _one_at_a_time = RESTORES.lock().unwrap_or_else(|e| e.into_inner());
+    let c = CitusDb::new("restore_roles");
+    create_tenants(&c.db, 1);
+    let file = c.db.dir.join("t000.dump");
+    c.db.run(&["backup", "t000", "-o", path_str(&file)])
+        .expect(0);
+    let app = format!("app_{}", c.db.name);
+    c.db.query(&format!("CREATE ROLE \"{app}\" LOGIN NOINHERIT"));
+    let cfg = c.db.config(&format!(
+        "[tenants]\napp_role = \"{app}\"\nper_tenant_roles = true\n"
+    ));
+    let before = c.db.snapshot();
+    c.db.run(&[
+        "--config",
+        path_str(&cfg),
+        "restore",
+        "t000",
+        path_str(&file),
+        "--as",
+        "t001",
+    ])
+    .expect(2)
+    .mentions("per_tenant_roles does not work on Citus")
+    .mentions("NOLOGIN");
+    assert_eq!(c.db.snapshot(), before);
+    assert_eq!(restore_leftovers(&c), Vec::<String>::new());
+    assert_eq!(
+        c.db.scalar("SELECT count(*) FROM pg_roles WHERE rolname = 'tenant_t001'"),
+        "0"
+    );
+}
