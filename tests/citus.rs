@@ -476,6 +476,7 @@ fn restore_leftovers(c: &CitusDb) -> Vec<String> {
 fn restore_brings_a_distributed_tenant_back_distributed_with_rows_history_and_grants() {
     let _one_at_a_time = RESTORES.lock().unwrap_or_else(|e| e.into_inner());
     let c = CitusDb::new("restore");
+    let _no_node_added = common::citus::no_node_added();
     // The application role, on every node (Citus copies it to the workers).
     let app = format!("app_{}", c.db.name);
     c.db.query(&format!("CREATE ROLE \"{app}\" LOGIN"));
@@ -593,7 +594,12 @@ fn restore_brings_a_distributed_tenant_back_distributed_with_rows_history_and_gr
         c.db.scalar("SELECT count(*) FROM tenant_t001.departments"),
         other
     );
-    assert_eq!(restore_leftovers(&c), Vec::<String>::new());
+    assert_eq!(
+        restore_leftovers(&c),
+        Vec::<String>::new(),
+        "{}",
+        run.stderr
+    );
 
     // --as: the same backup as a new tenant, distributed too; t000 is left alone.
     c.db.run(&[
@@ -619,6 +625,7 @@ fn restore_brings_a_distributed_tenant_back_distributed_with_rows_history_and_gr
 fn a_restore_failing_after_citus_distributed_the_copy_leaves_the_tenant_as_it_was() {
     let _one_at_a_time = RESTORES.lock().unwrap_or_else(|e| e.into_inner());
     let c = CitusDb::new("restore_fail");
+    let _no_node_added = common::citus::no_node_added();
     create_tenants(&c.db, 1);
     c.db.query("INSERT INTO tenant_t000.departments (name) VALUES ('Cardiology')");
     let file = c.db.dir.join("t000.dump");
@@ -670,6 +677,7 @@ fn a_restore_failing_after_citus_distributed_the_copy_leaves_the_tenant_as_it_wa
 fn restore_as_a_new_tenant_with_per_tenant_roles_is_refused_on_citus_before_anything_changes() {
     let _one_at_a_time = RESTORES.lock().unwrap_or_else(|e| e.into_inner());
     let c = CitusDb::new("restore_roles");
+    let _no_node_added = common::citus::no_node_added();
     create_tenants(&c.db, 1);
     let file = c.db.dir.join("t000.dump");
     c.db.run(&["backup", "t000", "-o", path_str(&file)])
