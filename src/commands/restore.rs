@@ -15,6 +15,11 @@
 //! the staged one renamed and handed to tenantctl's role, grants applied, the registry
 //! updated. The role and the scratch database are removed on success, error, Ctrl-C and
 //! SIGTERM; the rows never touch the local disk.
+//!
+//! On a Citus coordinator (`Backend`) the staged copy stays a local schema of the
+//! coordinator (the NOLOGIN role could not reach a worker), and the swap distributes it, in
+//! the same transaction; the workers' sequences are then moved past the restored rows
+//! (docs/citus.md, "Restore").
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
