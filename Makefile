@@ -40,8 +40,13 @@ lint:
 	$(CARGO) clippy --all-targets -- -D warnings
 
 # create / migrate / status over many tenants, against a raw-SQL floor; prints the ratios.
+# Then create / migrate of BENCH_CITUS_N tenants on a Citus cluster (scripts/with-citus.sh,
+# Citus built first when missing, as for make test) against plain PostgreSQL, and rebalance.
+BENCH_CITUS_N ?= 50
 bench: release
-	BENCH_N="$(BENCH_N)" scripts/with-postgres.sh bench scripts/bench.sh
+	scripts/need-citus.sh
+	BENCH_N="$(BENCH_N)" BENCH_CITUS_N="$(BENCH_CITUS_N)" scripts/with-postgres.sh bench \
+	  scripts/with-citus.sh bench scripts/bench.sh
 
 install:
 	$(CARGO) install --locked --path . --root $(PREFIX)

@@ -36,6 +36,9 @@
 # and the floor, their ratio, tenantctl's tenants per second and its peak RSS.
 # Then one line for `move` of a tenant holding 100,000 rows to the second server (see
 # bench_move: total time, writes stopped, rows per second).
+# Then the Citus lines (see bench_citus; make bench starts a coordinator and two workers):
+# create and migrate of BENCH_CITUS_N tenants (default 50) on Citus against plain PostgreSQL
+# with the ratio, tenants per node after create (one worker), and rebalance onto a second.
 # Needs bash, psql, python3 and /usr/bin/time (GNU time). bench/trace-statements.sh
 # counts the statements and CPU per tenant behind the numbers.
 set -euo pipefail
@@ -385,6 +388,118 @@ PY
   dbs_to_drop=()
 }
 
+# Citus: create and migrate (V8) of BENCH_CITUS_N tenants (default 50) on a Citus
+# coordinator (TENANTCTL_TEST_CITUS_URL and TENANTCTL_TEST_CITUS_WORKERS, which
+# scripts/with-citus.sh exports; skipped without them) against the same work on plain
+# PostgreSQL (DATABASE_URL) in the same run (V8 is bench/migrations-citus's, which Citus can
+# run), and the tenants per node: the bench database
+# starts with the first worker only, so every tenant is created there; then the second
+# worker is added and `tenantctl rebalance` spreads them (timed too). Checked afterwards:
+# every tenant active at the version, the V8 column in every schema, every schema
+# distributed; a failed check prints FAIL and reports nothing.
+bench_citus() {
+  local coord=${TENANTCTL_TEST_CITUS_URL:-} ports=${TENANTCTL_TEST_CITUS_WORKERS:-}
+  local n=${BENCH_CITUS_N:-50} db=bench_citus plain_db=bench_citus_plain
+  if [ -z "$coord" ] || [ -z "$ports" ]; then
+    echo "citus: skipped (no Citus cluster: TENANTCTL_TEST_CITUS_URL is not set; make bench starts one)"
+    return
+  fi
+  [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "BENCH_CITUS_N must be a positive integer, not '$n'"
+  local w1 w2 citus_url plain_url node_url url host
+  IFS=, read -r w1 w2 <<<"$ports"
+  [ -n "$w2" ] || die "TENANTCTL_TEST_CITUS_WORKERS must name two worker ports, not '$ports'"
+  citus_url=$(admin_url=$coord db_url "$db")
+  plain_url=$(db_url "$plain_db")
+  host=$(python3 -c 'import sys, urllib.parse as u; print(u.urlsplit(sys.argv[1]).hostname)' "$coord")
+  # The coordinator's url with another port (the workers run beside it, same user).
+  node_url() { python3 - "$1" "$2" <<'PY'
+import sys, urllib.parse as u
+p = u.urlsplit(sys.argv[1])
+netloc = p.netloc.rsplit(":", 1)[0] + ":" + sys.argv[2]
+print(u.urlunsplit((p.scheme, netloc, p.path, p.query, p.fragment)))
+PY
+  }
+  cpsql() { PGOPTIONS="-c client_min_messages=warning" psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
+  local coord_port
+  coord_port=$(python3 -c 'import sys, urllib.parse as u; print(u.urlsplit(sys.argv[1]).port)' "$coord")
+  local nodes=("$coord" "$(node_url "$coord" "$w1")" "$(node_url "$coord" "$w2")")
+  for url in "${nodes[@]}"; do
+    cpsql "$url" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null
+    cpsql "$(admin_url=$url db_url "$db")" -c "CREATE EXTENSION citus" >/dev/null
+  done
+  cpsql "$citus_url" -c "SELECT citus_set_coordinator_host('$host', $coord_port)" \
+    -c "SELECT citus_add_node('$host', $w1)" >/dev/null
+  drop_db "$plain_db"
+  psql_admin -c "CREATE DATABASE $plain_db" >/dev/null
+  dbs_to_drop=("$plain_db")
+  drop_citus_db() {
+    for url in "${nodes[@]}"; do
+      cpsql "$url" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+    done
+  }
+  trap 'drop_citus_db; cleanup' EXIT
+  local width=$((${#n} > 5 ? ${#n} : 5)) cslugs
+  mapfile -t cslugs < <(seq -f "c%0${width}.0f" 1 "$n")
+  local per_node="select count(*) from pg_catalog.pg_dist_schema"
+  # Tenants per node (host:port N, ...), from tenantctl list's node field.
+  tenants_per_node() {
+    DATABASE_URL=$citus_url "$bin" list --format json | python3 -c '
+import collections, json, sys
+c = collections.Counter(t.get("node") or "coordinator (not distributed)" for t in json.load(sys.stdin)["tenants"])
+print(", ".join(f"{k} {v}" for k, v in sorted(c.items())))'
+  }
+  # V8 as Citus can run it (bench/migrations-citus: the CHECK constraint in a statement of
+  # its own), on both sides.
+  mkdir -p "$work/m-citus-migrate"
+  cp migrations/V*.sql bench/migrations-citus/V*.sql "$work/m-citus-migrate/"
+  local op citus_s plain_s dir
+  for op in create migrate; do
+    dir=$work/m-create
+    [ "$op" = create ] || dir=$work/m-citus-migrate
+    local args=(--format json --migrations "$dir" "$op" --concurrency "$conc")
+    [ "$op" = migrate ] || args+=("${cslugs[@]}")
+    echo "bench: citus N=$n $op: tenantctl on Citus" >&2
+    run_tool "$citus_url" "$op (Citus)" "${args[@]}"
+    citus_s=$tool_s
+    echo "bench: citus N=$n $op: tenantctl on plain PostgreSQL" >&2
+    run_tool "$plain_url" "$op (plain)" "${args[@]}"
+    plain_s=$tool_s
+    local v=7
+    [ "$op" = create ] || v=8
+    check_eq "citus $op: active tenants at version $v" "$(count "$citus_url" "$at_version $v")" "$n"
+    check_eq "plain $op: active tenants at version $v" "$(count "$plain_url" "$at_version $v")" "$n"
+    check_eq "citus $op: distributed schemas" "$(count "$citus_url" "$per_node")" "$n"
+    if [ "$op" = migrate ]; then
+      check_eq "citus migrate: tenants with the V8 column" "$(count "$citus_url" "$v8_column")" "$n"
+      check_eq "plain migrate: tenants with the V8 column" "$(count "$plain_url" "$v8_column")" "$n"
+    fi
+    awk -v op="$op" -v n="$n" -v c="$citus_s" -v p="$plain_s" 'BEGIN {
+      printf "citus: %s of %d tenants: Citus %.3f s, plain PostgreSQL %.3f s, ratio %.2f (%.1f ms per tenant on Citus)\n",
+        op, n, c, p, c / (p > 0 ? p : 1e-9), 1000 * c / n }'
+    if [ "$op" = create ]; then
+      echo "citus: tenants per node after create (one worker): $(tenants_per_node)"
+    fi
+  done
+  cpsql "$citus_url" -c "SELECT citus_add_node('$host', $w2)" >/dev/null
+  echo "bench: citus N=$n rebalance onto a second worker" >&2
+  run_tool "$citus_url" rebalance --format json rebalance
+  python3 - "$work/tool.out" "$tool_s" "$n" <<'PY' || fail "citus rebalance did not finish with every tenant placed"
+import json, sys
+r, took, n = json.load(open(sys.argv[1])), float(sys.argv[2]), int(sys.argv[3])
+nodes = r["nodes"]
+if r["state"] != "finished" or sum(nodes.values()) != n:
+    sys.exit(1)
+print(f"citus: rebalance after adding a second worker: {r['moves']} moves in {took:.3f} s; "
+      f"tenants per node: " + ", ".join(f"{k} {v}" for k, v in sorted(nodes.items())))
+PY
+  check_eq "citus rebalance: distributed schemas" "$(count "$citus_url" "$per_node")" "$n"
+  echo "citus: tenants per node after rebalance (tenantctl list): $(tenants_per_node)"
+  drop_citus_db
+  drop_db "$plain_db"
+  dbs_to_drop=()
+  trap cleanup EXIT
+}
+
 pg_version=$(psql_admin -c "SHOW server_version")
 tool_version=$("$bin" --version)
 ncpu=$(nproc)
@@ -479,3 +594,6 @@ EOF
 
 # The move measurement, printed after the table and kept with it in bench/last-run.txt.
 bench_move | tee -a "$out_file"
+
+# The Citus lines (see bench_citus), after the move line.
+bench_citus | tee -a "$out_file"

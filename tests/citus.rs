@@ -356,7 +356,7 @@ fn with_distribute_off_tenants_stay_local_on_the_coordinator() {
 }
 
 #[test]
-fn backup_and_drop_work_and_restore_is_refused_before_anything_changes() {
+fn backup_and_drop_work_and_move_to_is_refused_before_anything_changes() {
     let c = CitusDb::new("backup");
     create_tenants(&c.db, 2);
     c.db.query("INSERT INTO tenant_t000.departments (name) VALUES ('Cardiology'), ('Radiology')");
@@ -370,14 +370,8 @@ fn backup_and_drop_work_and_restore_is_refused_before_anything_changes() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&listing.stdout).contains("Radiology"));
-    // Restore is refused (exit 2) and the tenant is left as it was.
+    // (restore: restore_brings_a_distributed_tenant_back_distributed_with_rows_history_and_grants)
     let before = c.db.snapshot();
-    let run = c.db.run(&["restore", "t000", path_str(&file), "--yes"]);
-    run.expect(2)
-        .mentions("restore does not work on Citus yet")
-        .mentions("NOLOGIN")
-        .mentions("nothing was restored");
-    assert_eq!(c.db.snapshot(), before);
     // move --to would copy a distributed schema into a plain one: refused, nothing changed.
     c.db.config("[servers.eu]\nurl = \"postgres://nobody@127.0.0.1:1/x\"\n");
     c.db.run(&["move", "t000", "--to", "eu"])
@@ -456,4 +450,260 @@ fn rebalance_on_plain_postgresql_is_refused() {
     run.expect(2)
         .mentions("has no citus extension")
         .mentions("nothing was moved");
+}
+
+/// Roles and databases are the cluster's, not the test database's: the restore tests run
+/// one at a time, so that one sees no other's scratch database or role.
+static RESTORES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Restore state that must not outlive a restore: scratch databases and restore roles, on
+/// the coordinator and on every worker (Citus copies roles to the workers).
+fn restore_leftovers(c: &CitusDb) -> Vec<String> {
+    let mut left = Vec::new();
+    for url in std::iter::once(&c.db.url).chain(&c.workers) {
+        for row in query(
+            url,
+            "SELECT datname::text FROM pg_database WHERE datname LIKE 'tenantctl\\_restore%' \
+             UNION ALL SELECT rolname::text FROM pg_roles WHERE rolname LIKE 'tenantctl\\_restore%'",
+        ) {
+            left.push(row[0].clone().unwrap());
+        }
+    }
+    left
+}
+
+#[test]
+fn restore_brings_a_distributed_tenant_back_distributed_with_rows_history_and_grants() {
+    let _one_at_a_time = RESTORES.lock().unwrap_or_else(|e| e.into_inner());
+    let c = CitusDb::new("restore");
+    let _no_node_added = common::citus::no_node_added();
+    // The application role, on every node (Citus copies it to the workers).
+    let app = format!("app_{}", c.db.name);
+    c.db.query(&format!("CREATE ROLE \"{app}\" LOGIN"));
+    let cfg = c.db.config(&format!("[tenants]\napp_role = \"{app}\"\n"));
+    let cfg = path_str(&cfg);
+    c.db.run(&["--config", cfg, "create", "t000", "t001"])
+        .expect(0);
+    c.db.query(
+        "INSERT INTO tenant_t000.departments (name) VALUES ('Cardiology'), ('Radiology');
+         INSERT INTO tenant_t000.employees (email, full_name) VALUES ('a@x', 'Ada')",
+    );
+    let audit = "SELECT count(*) FROM tenant_t000.audit_log";
+    let audited = c.db.scalar(audit);
+    assert_eq!(
+        audited, "1",
+        "the example's audit trigger logs the employee"
+    );
+    let file = c.db.dir.join("t000.dump");
+    c.db.run(&["--config", cfg, "backup", "t000", "-o", path_str(&file)])
+        .expect(0);
+    // The tenant changes after the backup; the restore brings back the backed-up rows.
+    c.db.query(
+        "DELETE FROM tenant_t000.departments; \
+         INSERT INTO tenant_t000.departments (name) VALUES ('Wrong')",
+    );
+    let other = c.db.scalar("SELECT count(*) FROM tenant_t001.departments");
+    let run =
+        c.db.run(&["--config", cfg, "restore", "t000", path_str(&file), "--yes"]);
+    run.expect(0).mentions("restored tenant t000");
+    let restored = |schema: &str| {
+        // Rows, and the audit trail as it was: the triggers did not fire on Citus's copy.
+        assert_eq!(
+            c.db.query(&format!("SELECT name FROM {schema}.departments ORDER BY 1")),
+            vec![
+                vec![Some("Cardiology".to_string())],
+                vec![Some("Radiology".to_string())]
+            ],
+            "{schema}"
+        );
+        assert_eq!(
+            c.db.scalar(&format!("SELECT count(*) FROM {schema}.audit_log")),
+            audited
+        );
+        // The migration history came back with the tables.
+        assert_eq!(
+            c.db.scalar(&format!(
+                "SELECT max(version) FROM {schema}.refinery_schema_history"
+            )),
+            "7"
+        );
+        // A distributed schema again, every table on one worker.
+        assert_eq!(
+            c.db.scalar(&format!(
+                "SELECT count(*) FROM pg_dist_schema WHERE schemaid = '{schema}'::regnamespace"
+            )),
+            "1",
+            "{schema} is not a distributed schema"
+        );
+        let (tables, nodes) = shard_nodes(&c, schema);
+        assert_eq!(tables, 9, "{schema}");
+        assert_eq!(nodes.len(), 1, "{schema}: {nodes:?}");
+        // The coordinator kept no copy of the rows (Citus leaves it unless truncated).
+        assert_eq!(
+            c.db.scalar(&format!(
+                "SELECT sum(pg_relation_size(c.oid)) FROM pg_class c \
+                  WHERE c.relnamespace = '{schema}'::regnamespace AND c.relkind = 'r'"
+            )),
+            "0",
+            "{schema}: rows left on the coordinator"
+        );
+        // The application's grants, and not on the history.
+        assert_eq!(
+            c.db.scalar(&format!(
+                "SELECT has_table_privilege('{app}', '{schema}.departments', 'SELECT, INSERT') \
+                    AND NOT has_table_privilege('{app}', '{schema}.refinery_schema_history', 'SELECT') \
+                    AND has_schema_privilege('{app}', '{schema}', 'USAGE')"
+            )),
+            "t",
+            "{schema}: grants"
+        );
+        // The identity sequence goes on after the restored rows, and the trigger fires again.
+        c.db.query(&format!(
+            "INSERT INTO {schema}.departments (name) VALUES ('New'); \
+             INSERT INTO {schema}.employees (email, full_name) VALUES ('b@x', 'Bo')"
+        ));
+        assert_eq!(
+            c.db.scalar(&format!("SELECT count(*) FROM {schema}.audit_log")),
+            "2",
+            "{schema}: the audit trigger does not fire after the restore"
+        );
+        assert_eq!(
+            c.db.scalar(&format!(
+                "SELECT count(DISTINCT id) FROM {schema}.departments"
+            )),
+            "3"
+        );
+    };
+    restored("tenant_t000");
+    let listed =
+        c.db.run(&["--config", cfg, "list", "--format", "json"])
+            .json();
+    let t000 = listed["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["slug"] == "t000")
+        .unwrap()
+        .clone();
+    assert!(t000["node"].is_string(), "{t000}");
+    assert_eq!(
+        c.db.scalar("SELECT state || ' ' || version FROM public.tenants WHERE slug = 't000'"),
+        "active 7"
+    );
+    assert_eq!(
+        c.db.scalar("SELECT count(*) FROM tenant_t001.departments"),
+        other
+    );
+    assert_eq!(
+        restore_leftovers(&c),
+        Vec::<String>::new(),
+        "{}",
+        run.stderr
+    );
+
+    // --as: the same backup as a new tenant, distributed too; t000 is left alone.
+    c.db.run(&[
+        "--config",
+        cfg,
+        "restore",
+        "t000",
+        path_str(&file),
+        "--as",
+        "t009",
+    ])
+    .expect(0)
+    .mentions("restored tenant t009");
+    restored("tenant_t009");
+    assert_eq!(
+        c.db.scalar("SELECT count(*) FROM tenant_t000.departments"),
+        "3"
+    );
+    assert_eq!(restore_leftovers(&c), Vec::<String>::new());
+}
+
+#[test]
+fn a_restore_failing_after_citus_distributed_the_copy_leaves_the_tenant_as_it_was() {
+    let _one_at_a_time = RESTORES.lock().unwrap_or_else(|e| e.into_inner());
+    let c = CitusDb::new("restore_fail");
+    let _no_node_added = common::citus::no_node_added();
+    create_tenants(&c.db, 1);
+    c.db.query("INSERT INTO tenant_t000.departments (name) VALUES ('Cardiology')");
+    let file = c.db.dir.join("t000.dump");
+    c.db.run(&["backup", "t000", "-o", path_str(&file)])
+        .expect(0);
+    c.db.query("INSERT INTO tenant_t000.departments (name) VALUES ('Later')");
+    // Fails the swap after citus_schema_distribute made the staged copy a distributed
+    // schema: the first ALTER TABLE once a tenantctl_restore_* schema is distributed, in the
+    // restore's transaction (turning the audit triggers back on).
+    c.db.query(
+        "CREATE FUNCTION public.fail_after_distribute() RETURNS event_trigger \
+           LANGUAGE plpgsql AS $f$ BEGIN \
+             IF tg_tag = 'ALTER TABLE' \
+                AND current_setting('citus.enable_unsafe_triggers') = 'on' \
+                AND EXISTS (SELECT 1 FROM pg_dist_schema d \
+                               JOIN pg_namespace n ON n.oid = d.schemaid \
+                              WHERE n.nspname LIKE 'tenantctl\\_restore\\_%') THEN \
+               RAISE EXCEPTION 'injected failure after distributing'; \
+             END IF; END $f$; \
+         CREATE EVENT TRIGGER fail_after_distribute ON ddl_command_start \
+           EXECUTE FUNCTION public.fail_after_distribute()",
+    );
+    let before = c.db.snapshot();
+    let rows = "SELECT string_agg(name, ',' ORDER BY name) FROM tenant_t000.departments";
+    let run = c.db.run(&["restore", "t000", path_str(&file), "--yes"]);
+    run.expect(1)
+        .mentions("injected failure after distributing")
+        .mentions("the tenant was not changed");
+    // The old schema, distributed, with its rows; the registry as it was; nothing left over.
+    assert_eq!(c.db.snapshot(), before);
+    assert_eq!(c.db.scalar(rows), "Cardiology,Later");
+    assert_eq!(shard_nodes(&c, "tenant_t000").0, 9);
+    assert_eq!(
+        restore_leftovers(&c),
+        Vec::<String>::new(),
+        "{}",
+        run.stderr
+    );
+    // Without the fault, the same restore goes through.
+    c.db.query("DROP EVENT TRIGGER fail_after_distribute");
+    c.db.run(&["restore", "t000", path_str(&file), "--yes"])
+        .expect(0);
+    assert_eq!(c.db.scalar(rows), "Cardiology");
+    assert_eq!(shard_nodes(&c, "tenant_t000").0, 9);
+    assert_eq!(restore_leftovers(&c), Vec::<String>::new());
+}
+
+#[test]
+fn restore_as_a_new_tenant_with_per_tenant_roles_is_refused_on_citus_before_anything_changes() {
+    let _one_at_a_time = RESTORES.lock().unwrap_or_else(|e| e.into_inner());
+    let c = CitusDb::new("restore_roles");
+    let _no_node_added = common::citus::no_node_added();
+    create_tenants(&c.db, 1);
+    let file = c.db.dir.join("t000.dump");
+    c.db.run(&["backup", "t000", "-o", path_str(&file)])
+        .expect(0);
+    let app = format!("app_{}", c.db.name);
+    c.db.query(&format!("CREATE ROLE \"{app}\" LOGIN NOINHERIT"));
+    let cfg = c.db.config(&format!(
+        "[tenants]\napp_role = \"{app}\"\nper_tenant_roles = true\n"
+    ));
+    let before = c.db.snapshot();
+    c.db.run(&[
+        "--config",
+        path_str(&cfg),
+        "restore",
+        "t000",
+        path_str(&file),
+        "--as",
+        "t001",
+    ])
+    .expect(2)
+    .mentions("per_tenant_roles does not work on Citus")
+    .mentions("NOLOGIN");
+    assert_eq!(c.db.snapshot(), before);
+    assert_eq!(restore_leftovers(&c), Vec::<String>::new());
+    assert_eq!(
+        c.db.scalar("SELECT count(*) FROM pg_roles WHERE rolname = 'tenant_t001'"),
+        "0"
+    );
 }

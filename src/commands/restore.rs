@@ -15,6 +15,11 @@
 //! the staged one renamed and handed to tenantctl's role, grants applied, the registry
 //! updated. The role and the scratch database are removed on success, error, Ctrl-C and
 //! SIGTERM; the rows never touch the local disk.
+//!
+//! On a Citus coordinator (`Backend`) the staged copy stays a local schema of the
+//! coordinator (the NOLOGIN role could not reach a worker), and the swap distributes it, in
+//! the same transaction; the workers' sequences are then moved past the restored rows
+//! (docs/citus.md, "Restore").
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -34,6 +39,7 @@ use crate::pg::dump::{self, Metadata, Tool};
 use crate::pg::dump_load;
 use crate::registry::{self, Tenant};
 use crate::tenant::apply::{history_table, locked_transaction};
+use crate::tenant::citus::Backend;
 use crate::tenant::grants;
 
 /// Where a restore goes, decided before anything changes.
@@ -75,6 +81,8 @@ struct Ctx<'a> {
     /// on this server, in this database (home's own for a tenant at home or a new one).
     place: &'a Target,
     database: &'a str,
+    /// The backend of the database the copy is staged in (Citus: home only, for now).
+    backend: &'a Backend,
 }
 
 /// A tenant that lives elsewhere than the registry's database, and a connection there.
@@ -102,8 +110,9 @@ pub async fn run(s: &Session, args: &RestoreArgs) -> Result<u8> {
     }
     let pg_dump = dump::find_tool("pg_dump")?;
     let (_pool, mut conn) = s.connect(1).await?;
-    s.backend().refuse_restore()?;
     let plan = plan(s, &conn, args).await?;
+    // A tenant role is NOLOGIN: on a distributed schema every query as it would fail.
+    s.backend().check_tenant_roles(plan.create_role)?;
     let mut far = match plan.existing.as_ref().filter(|t| !s.at_home(t)) {
         Some(t) => Some(reach(s, t).await?),
         None => None,
@@ -149,6 +158,11 @@ pub async fn run(s: &Session, args: &RestoreArgs) -> Result<u8> {
         major,
         place: &place,
         database: &database,
+        backend: if far.is_some() {
+            &Backend::Plain
+        } else {
+            s.backend()
+        },
     };
     // Listened for only now: before, Ctrl-C simply ends the process (nothing exists yet).
     let mut signals = Signals::listen()?;
@@ -186,7 +200,7 @@ pub async fn run(s: &Session, args: &RestoreArgs) -> Result<u8> {
             &sandbox.role,
             major,
             s.lock_deadline(),
-            true,
+            Some(s.backend()),
         )
         .await
         .map(|()| None),
@@ -216,6 +230,16 @@ pub async fn run(s: &Session, args: &RestoreArgs) -> Result<u8> {
         )));
     }
     sandbox.remove(&place, false).await;
+    if far.is_none() {
+        if let Err(e) = s.backend().sync_worker_sequences(&conn, &plan.schema).await {
+            return Err(e.context(format!(
+                "tenant {} was restored and is distributed, but rows that triggers add on its \
+                 worker may collide with restored ones; run the same restore again, or set \
+                 the worker's sequences past the restored values by hand (docs/citus.md)",
+                plan.slug
+            )));
+        }
+    }
     report(s, args, &plan, version, latest);
     Ok(0)
 }
@@ -661,6 +685,11 @@ async fn load_staging(ctx: &Ctx<'_>, sb: &Sandbox) -> Result<()> {
         .transaction()
         .await
         .pg_context("cannot start loading the restored copy")?;
+    if let Some(sql) = ctx.backend.restore_staging_sql() {
+        tx.batch_execute(sql)
+            .await
+            .pg_context("cannot keep the staged copy on the coordinator")?;
+    }
     tx.batch_execute(&format!(
         "CREATE SCHEMA {} AUTHORIZATION {r}; SET LOCAL ROLE {r}",
         quote_ident(staging),
@@ -778,7 +807,7 @@ async fn swap_elsewhere(
         restore_role,
         major,
         deadline,
-        false,
+        None,
     )
     .await
     .with_context(|| format!("on server {} (database {})", far.server, far.database))?;
@@ -807,7 +836,8 @@ async fn record_on_home(
 }
 
 /// One transaction: drop the replaced schema, rename the staged one, take it over from the
-/// restore role, grant, and register (`register`: the registry is in this database).
+/// restore role, distribute it (on a Citus coordinator that distributes tenants), grant,
+/// and register (`home`: the registry is in this database, whose backend this is).
 #[allow(clippy::too_many_arguments)]
 async fn swap(
     conn: &mut deadpool_postgres::Object,
@@ -817,9 +847,25 @@ async fn swap(
     restore_role: &str,
     major: i32,
     deadline: std::time::Duration,
-    register: bool,
+    home: Option<&Backend>,
 ) -> Result<()> {
     let (tx, _) = locked_transaction(conn, &plan.slug, &plan.schema, deadline).await?;
+    let backend = home.unwrap_or(&Backend::Plain);
+    backend.begin_restore_swap(&tx).await?;
+    // The staged copy is tenantctl's before anything else: on Citus, distributing it
+    // recreates its objects on a worker with their owner.
+    run_one_by_one(
+        &tx,
+        &backend.on_coordinator_only(&grants::take_over_restored(restore_role)),
+        backend,
+        "cannot take the restored schema over from the restore's role",
+    )
+    .await?;
+    // Distributed under its staging name, before the replaced schema is dropped (Citus
+    // cannot distribute a schema in the transaction that dropped a distributed one of the
+    // same name: its workers no longer have it), and before the grants, so that Citus
+    // grants on the shards too.
+    backend.distribute_restored(&tx, &plan.staging).await?;
     let mut sql = String::new();
     if plan.existing.is_some() {
         sql.push_str(&format!(
@@ -828,7 +874,6 @@ async fn swap(
             s = quote_ident(&plan.schema)
         ));
     }
-    sql.push_str(&grants::take_over_restored(restore_role));
     if let (true, Some(role), Some(app)) = (
         plan.create_role,
         plan.data_role.as_deref(),
@@ -836,6 +881,8 @@ async fn swap(
     ) {
         sql.push_str(&grants::create_tenant_role(role, app, major));
     }
+    run_one_by_one(&tx, &sql, backend, "cannot swap the restored schema in").await?;
+    let mut sql = String::new();
     sql.push_str(&grants::before_migrations(
         &plan.schema,
         plan.data_role.as_deref(),
@@ -844,13 +891,31 @@ async fn swap(
         &plan.schema,
         plan.data_role.as_deref(),
     ));
-    tx.batch_execute(&sql)
-        .await
-        .pg_context("cannot swap the restored schema in")?;
-    if register {
+    run_one_by_one(&tx, &sql, backend, "cannot grant on the restored schema").await?;
+    if home.is_some() {
         record(&tx, plan, m, version).await?;
     }
     tx.commit().await.pg_context("cannot commit the restore")?;
+    Ok(())
+}
+
+/// Runs tenantctl's own statements: one by one on Citus, which refuses DDL on distributed
+/// tables inside a multi-statement query (and whose coordinator crashed on the swap's
+/// DROP SCHEMA, ALTER SCHEMA and REASSIGN OWNED sent as one).
+async fn run_one_by_one(
+    tx: &deadpool_postgres::Transaction<'_>,
+    sql: &str,
+    backend: &Backend,
+    what: &'static str,
+) -> Result<()> {
+    if !backend.is_citus() {
+        return tx.batch_execute(sql).await.pg_context(what);
+    }
+    let statements = crate::domain::sql_split::split(sql)
+        .map_err(|e| anyhow::anyhow!("{what}: cannot split tenantctl's own statements: {e}"))?;
+    for statement in statements {
+        tx.batch_execute(statement.text).await.pg_context(what)?;
+    }
     Ok(())
 }
 

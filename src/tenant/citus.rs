@@ -12,6 +12,7 @@ use deadpool_postgres::GenericClient;
 use crate::domain::citus_rules::{self, Needs};
 use crate::domain::exit::bad_input;
 use crate::domain::migration_set::MigrationSet;
+use crate::domain::names::quote_ident;
 use crate::pg::connect::PgContext;
 use crate::pg::txn::{Step, Tx};
 
@@ -96,6 +97,47 @@ impl RebalanceState {
 /// Which of the schemas `$1` are Citus distributed schemas.
 const DISTRIBUTED: &str = "SELECT ns.nspname::text FROM pg_catalog.pg_dist_schema ds \
       JOIN pg_catalog.pg_namespace ns ON ns.oid = ds.schemaid WHERE ns.nspname = ANY($1)";
+
+/// The enabled user triggers of schema `$1`'s tables: table (regclass text), trigger, and
+/// how it fires (`tgenabled`: O origin, A always, R replica).
+const RESTORED_TRIGGERS: &str = "SELECT t.tgrelid::pg_catalog.regclass::text, t.tgname::text, \
+        t.tgenabled::text \
+      FROM pg_catalog.pg_trigger t \
+      JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid \
+      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+     WHERE n.nspname = $1 AND NOT t.tgisinternal AND t.tgenabled <> 'D' \
+     ORDER BY 1, 2";
+
+/// Empties the coordinator's local copy of each distributed table of schema `$1` (the rows
+/// live in the shards).
+const TRUNCATE_LOCAL: &str =
+    "SELECT pg_catalog.truncate_local_data_after_distributing_table(c.oid) \
+       FROM pg_catalog.pg_class c \
+       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+      WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition";
+
+/// Run on each worker by `sync_worker_sequences` for schema `{schema}` (a tenant schema
+/// name, validated, its quotes doubled): each sequence owned by a column of the schema is
+/// set to the column's highest value when that lies in this worker's range of the sequence
+/// (from its start, 2^48 values) and past its last value.
+const WORKER_SEQUENCES: &str = "DO $tenantctl$ DECLARE r record; m bigint; BEGIN \
+    FOR r IN SELECT d.objid AS seq, d.refobjid::pg_catalog.regclass AS tbl, a.attname, \
+                    s.seqstart \
+               FROM pg_catalog.pg_depend d \
+               JOIN pg_catalog.pg_sequence s ON s.seqrelid = d.objid \
+               JOIN pg_catalog.pg_class t ON t.oid = d.refobjid \
+               JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace \
+               JOIN pg_catalog.pg_attribute a \
+                 ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid \
+              WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+                AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+                AND d.deptype IN ('a', 'i') AND n.nspname = '{schema}' LOOP \
+      EXECUTE pg_catalog.format('SELECT max(%I)::bigint FROM %s', r.attname, r.tbl) INTO m; \
+      IF m >= r.seqstart AND m - r.seqstart < (1::bigint << 48) \
+         AND m > coalesce(pg_catalog.pg_sequence_last_value(r.seq), 0) THEN \
+        PERFORM pg_catalog.setval(r.seq, m); \
+      END IF; \
+    END LOOP; END $tenantctl$";
 
 /// Whether `$1` (`schema.table`) exists, and is a Citus reference table.
 const REFERENCE_TABLE: &str = "SELECT pg_catalog.to_regclass($1) IS NOT NULL, EXISTS (\
@@ -233,18 +275,135 @@ impl Backend {
         Ok(())
     }
 
-    /// Restore is not made for Citus yet: it loads the tables as a NOLOGIN role, and Citus
-    /// reaches the workers as the current role (the load would fail on the worker after the
-    /// scratch work). Exit 2 before anything is done.
-    pub fn refuse_restore(&self) -> Result<()> {
-        if self.is_citus() {
-            return Err(bad_input(
-                "restore does not work on Citus yet: it loads the backup as a NOLOGIN role, \
-                 and Citus connects to the worker nodes as the current role, which fails \
-                 there; nothing was restored (restore into a plain PostgreSQL server, or load \
-                 the dump by hand: docs/citus.md)",
-            ));
+    /// On Citus, the restored copy is staged in a local schema of the coordinator by the
+    /// restore's NOLOGIN role: Citus's DDL propagation is turned off for that load, so none
+    /// of its statements reaches a worker (where that role could not log in). Run right
+    /// after the staging load's `BEGIN`; `None` on plain PostgreSQL.
+    pub fn restore_staging_sql(&self) -> Option<&'static str> {
+        self.is_citus()
+            .then_some("SET LOCAL citus.enable_ddl_propagation = off")
+    }
+
+    /// `sql` kept on the coordinator (Citus's DDL propagation off around it, on again
+    /// after): the restore's `REASSIGN OWNED` of its staged copy, a local schema the
+    /// workers never had. Citus 13.2 propagating that statement crashes the coordinator
+    /// (signal 11, found by this restore's tests). `sql` unchanged on plain PostgreSQL.
+    pub fn on_coordinator_only(&self, sql: &str) -> String {
+        if !self.is_citus() {
+            return sql.to_string();
         }
+        format!(
+            "SET LOCAL citus.enable_ddl_propagation = off;\n{sql}\
+             SET LOCAL citus.enable_ddl_propagation = on;\n"
+        )
+    }
+
+    /// Moves the workers' sequences of restored schema `schema` past the restored rows.
+    /// Each worker draws a distributed table's sequence values from its own range
+    /// (`groupid << 48` on), for rows that triggers add there (the example's audit trail);
+    /// a freshly distributed copy starts that range again, and restored rows drawn from the
+    /// same worker's range would collide with the next ones. Run after the swap committed
+    /// (the workers' sequences exist only then), on each worker, for each sequence owned by
+    /// a column of the schema, only when the column's highest value lies in that worker's
+    /// range. Nothing on plain PostgreSQL or with `[citus] distribute = false`.
+    pub async fn sync_worker_sequences(
+        &self,
+        conn: &impl GenericClient,
+        schema: &str,
+    ) -> Result<()> {
+        if !self.distributes() {
+            return Ok(());
+        }
+        let command = WORKER_SEQUENCES.replace("{schema}", &schema.replace('\'', "''"));
+        let rows = conn
+            .query(
+                "SELECT nodename || ':' || nodeport, success, result \
+                   FROM pg_catalog.run_command_on_workers($1)",
+                &[&command],
+            )
+            .await
+            .pg_context(
+                "cannot reach the workers to move their sequences past the restored rows",
+            )?;
+        let failed: Vec<String> = rows
+            .iter()
+            .filter(|r| !r.get::<_, bool>(1))
+            .map(|r| format!("{}: {}", r.get::<_, String>(0), r.get::<_, String>(2)))
+            .collect();
+        if !failed.is_empty() {
+            anyhow::bail!(
+                "cannot move the workers' sequences past the restored rows ({})",
+                failed.join("; ")
+            );
+        }
+        Ok(())
+    }
+
+    /// Starts the restore's swap transaction: its shard commands sequential (the replaced
+    /// distributed schema is dropped in the same transaction as the copy is distributed),
+    /// and the restored tables' triggers allowed on a distributed table.
+    pub async fn begin_restore_swap(&self, tx: &impl GenericClient) -> Result<()> {
+        if self.distributes() {
+            tx.batch_execute(
+                "SET LOCAL citus.multi_shard_modify_mode = 'sequential'; \
+                 SET LOCAL citus.enable_unsafe_triggers = on",
+            )
+            .await
+            .pg_context("cannot prepare the restore's transaction for Citus")?;
+        }
+        Ok(())
+    }
+
+    /// Makes the restored schema a distributed schema with its rows, in the swap's
+    /// transaction, as tenantctl's own role. Citus fires user triggers on the rows it copies
+    /// to the worker (an audit trigger would log every row again), so the enabled ones are
+    /// disabled around it and set back as they were; then the coordinator's local copy of
+    /// the rows is emptied (the shards hold them). Nothing on plain PostgreSQL or with
+    /// `[citus] distribute = false`.
+    pub async fn distribute_restored(&self, tx: &impl GenericClient, schema: &str) -> Result<()> {
+        if !self.distributes() {
+            return Ok(());
+        }
+        let triggers = tx
+            .query(RESTORED_TRIGGERS, &[&schema])
+            .await
+            .pg_context("cannot list the restored tables' triggers")?;
+        let triggers: Vec<(String, String, String)> = triggers
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        for (table, name, _) in &triggers {
+            // regclass's text is PostgreSQL's own quoted, schema-qualified name.
+            tx.batch_execute(&format!(
+                "ALTER TABLE {table} DISABLE TRIGGER {}",
+                quote_ident(name)
+            ))
+            .await
+            .with_pg_context(|| format!("cannot disable trigger {name} on {table}"))?;
+        }
+        tx.execute(
+            "SELECT pg_catalog.citus_schema_distribute($1::text::regnamespace)",
+            &[&quote_ident(schema)],
+        )
+        .await
+        .with_pg_context(|| format!("cannot make the restored schema {schema} distributed"))?;
+        for (table, name, enabled) in &triggers {
+            let how = match enabled.as_str() {
+                "A" => "ALWAYS ",
+                "R" => "REPLICA ",
+                _ => "",
+            };
+            tx.batch_execute(&format!(
+                "ALTER TABLE {table} ENABLE {how}TRIGGER {}",
+                quote_ident(name)
+            ))
+            .await
+            .with_pg_context(|| format!("cannot enable trigger {name} on {table} again"))?;
+        }
+        // Citus leaves the rows it copied in the coordinator's tables, hidden: freed here.
+        tx.execute(TRUNCATE_LOCAL, &[&schema])
+            .await
+            .with_pg_context(|| format!("cannot free the coordinator's copy of {schema}'s rows"))?;
         Ok(())
     }
 

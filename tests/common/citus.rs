@@ -38,6 +38,14 @@ pub fn with_port(url: &str, port: u16) -> String {
 
 static SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Keeps other tests of this process from adding nodes while it is held: adding a node
+/// copies every role of the cluster to it, so a test's restore role that exists just then
+/// could be copied to a worker after the restore dropped it (roles are the cluster's, not
+/// one database's). Take it after `CitusDb::new`, which takes it too.
+pub fn no_node_added() -> std::sync::MutexGuard<'static, ()> {
+    SETUP.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub struct CitusDb {
     /// The database on the coordinator: `db.run`, `db.query`... work as for any test.
     pub db: TestDb,
