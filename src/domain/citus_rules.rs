@@ -141,7 +141,9 @@ pub fn check(files: &[(String, String)]) -> Result<Needs, Refusal> {
                     }
                 }
                 Shape::AlterTable => {
-                    if let Some(rule) = added_sequence_column(&p) {
+                    if let Some(rule) =
+                        added_sequence_column(&p).or_else(|| added_unnamed_check(&p))
+                    {
                         return Err(refuse(rule));
                     }
                 }
@@ -367,6 +369,54 @@ fn added_sequence_column(p: &[Piece]) -> Option<String> {
     None
 }
 
+/// In an `ALTER TABLE`, a column added with a `CHECK` that has no `CONSTRAINT name`: Citus
+/// 13 refuses it ("all constraints in Citus must have explicit names"; tested: an unnamed
+/// inline UNIQUE or REFERENCES is accepted, a named CHECK too).
+fn added_unnamed_check(p: &[Piece]) -> Option<String> {
+    for action in top_level_actions(p) {
+        if !action.first().is_some_and(|x| x.is_word("add")) {
+            continue;
+        }
+        // `ADD CHECK (...)` / `ADD CONSTRAINT ...` add a table constraint, which Citus names.
+        if action.get(1).is_some_and(|x| {
+            [
+                "constraint",
+                "check",
+                "unique",
+                "primary",
+                "foreign",
+                "exclude",
+            ]
+            .iter()
+            .any(|w| x.is_word(w))
+        }) {
+            continue;
+        }
+        let mut depth = 0usize;
+        for (k, x) in action.iter().enumerate() {
+            match x {
+                Piece::Open => depth += 1,
+                Piece::Close => depth = depth.saturating_sub(1),
+                _ if depth == 0 && x.is_word("check") => {
+                    let named = k >= 2 && action[k - 2].is_word("constraint");
+                    if !named {
+                        return Some(
+                            "Citus cannot add a column with an unnamed CHECK constraint in one \
+                             statement (all constraints in Citus must have explicit names); \
+                             name it (`ADD COLUMN c int CONSTRAINT c_positive CHECK (c > 0)`), \
+                             or add the column, then `ALTER TABLE ... ADD CONSTRAINT name \
+                             CHECK (...)`"
+                                .into(),
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    None
+}
+
 /// An `ALTER TABLE`'s actions: what follows the table name, split at top-level commas.
 fn top_level_actions(p: &[Piece]) -> Vec<Vec<Piece>> {
     // Skip `ALTER TABLE [IF EXISTS] [ONLY] name [*]`.
@@ -507,6 +557,29 @@ mod tests {
             "ALTER TABLE t ADD CONSTRAINT c CHECK (n > 0)",
             "ALTER TABLE t ADD COLUMN \"serial\" text",
             "CREATE TABLE x (id bigserial PRIMARY KEY)",
+        ] {
+            assert!(check(&files(&[("V9__x.sql", sql)])).is_ok(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn a_column_added_with_an_unnamed_check_is_refused() {
+        for sql in [
+            "ALTER TABLE t ADD COLUMN c int CHECK (c > 0)",
+            "alter table t add c int default 1 check (c > 0)",
+            "ALTER TABLE t ADD COLUMN a int, ADD COLUMN b int NOT NULL CHECK (b <> 0)",
+        ] {
+            let r = check(&files(&[("V9__x.sql", sql)])).unwrap_err();
+            assert!(r.rule.contains("unnamed CHECK"), "{sql}: {r}");
+        }
+        for sql in [
+            "ALTER TABLE t ADD COLUMN c int CONSTRAINT c_pos CHECK (c > 0)",
+            "ALTER TABLE t ADD COLUMN c int CONSTRAINT \"C pos\" CHECK (c > 0)",
+            "ALTER TABLE t ADD CHECK (x > 0)",
+            "ALTER TABLE t ADD CONSTRAINT c CHECK (x > 0)",
+            "ALTER TABLE t ADD COLUMN c int UNIQUE",
+            "ALTER TABLE t ADD COLUMN c int DEFAULT check_me(1)",
+            "CREATE TABLE x (c int CHECK (c > 0))",
         ] {
             assert!(check(&files(&[("V9__x.sql", sql)])).is_ok(), "{sql}");
         }
