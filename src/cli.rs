@@ -199,6 +199,13 @@ pub enum Command {
     /// when the rebalance fails or is cancelled; Ctrl-C stops following it, not the
     /// rebalance (exit 130). See docs/citus.md.
     Rebalance(RebalanceArgs),
+    /// On a Citus coordinator: make local tenant schemas (created before Citus, or with
+    /// [citus] distribute = false) distributed schemas on a worker (citus_schema_distribute),
+    /// all of them when none is named. One transaction per tenant under its lock, its
+    /// triggers disabled meanwhile (so an audit trigger does not log every row again); the
+    /// coordinator's local copy is emptied. Tenants already distributed are skipped. Exit 1
+    /// when any fails. See docs/citus.md.
+    Distribute(DistributeArgs),
     /// Re-apply the configured grants ([tenants] app_role, per-tenant roles) to tenants (all
     /// when none is named): schema USAGE, default privileges, and the data privileges on every
     /// table and sequence the data role holds nothing on. For tenants created before app_role
@@ -590,6 +597,13 @@ pub struct DropArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct DistributeArgs {
+    /// Tenants to distribute (default: every tenant).
+    #[arg(value_name = "SLUG", value_parser = slug)]
+    pub slugs: Vec<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct RebalanceArgs {
     /// Start the rebalance and return at once (follow it with
     /// `SELECT * FROM citus_rebalance_status()`).
@@ -604,7 +618,9 @@ pub struct RouteArgs {
     pub slug: String,
 }
 
+/// Exactly one of --to and --node.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("destination").required(true).args(["to", "node"])))]
 pub struct MoveArgs {
     /// The tenant to move.
     #[arg(value_name = "SLUG", value_parser = slug)]
@@ -613,7 +629,23 @@ pub struct MoveArgs {
     /// The server to move it to: `home` or a [servers.NAME] of tenants.toml. Without
     /// --own-database the tenant goes into that server's own database (its url's).
     #[arg(long = "to", value_name = "NAME")]
-    pub to: String,
+    pub to: Option<String>,
+
+    /// On a Citus coordinator: the worker node (`host:port`, as pg_dist_node names it) to
+    /// move the tenant's distributed schema to, with citus_schema_move, under the tenant's
+    /// lock. Writes go on (logical replication) when every table has a primary key or
+    /// replica identity; otherwise they wait for the move. See docs/citus.md.
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        conflicts_with = "own_database"
+    )]
+    pub node: Option<String>,
+
+    /// With --node: make the application's writes wait for the whole move
+    /// (citus_schema_move's block_writes mode) even where logical replication would do.
+    #[arg(long, conflicts_with = "to")]
+    pub block_writes: bool,
 
     /// Give the tenant a database of its own on that server, named like its schema,
     /// created by the move (and dropped again if the move fails).

@@ -3,6 +3,7 @@
 mod adopt;
 pub(crate) mod backup;
 mod create;
+mod distribute;
 mod drop;
 mod exec;
 mod grant;
@@ -11,6 +12,7 @@ mod label;
 mod list;
 mod migrate;
 mod migrate_far;
+mod move_node;
 mod psql;
 mod rebalance;
 mod relocate;
@@ -51,6 +53,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Move(a) => relocate::run(&Session::new(g, None)?, a).await,
         Command::Servers => servers::run(&Session::new(g, None)?).await,
         Command::Rebalance(a) => rebalance::run(&Session::new(g, None)?, a).await,
+        Command::Distribute(a) => distribute::run(&Session::new(g, None)?, a).await,
         Command::Adopt(a) => adopt::run(&Session::new(g, None)?, a).await,
         Command::Grant(a) => grant::run(&Session::new(g, None)?, a).await,
         Command::Exec(a) => exec::run(&Session::new(g, a.concurrency)?, a).await,

@@ -14,6 +14,7 @@ use crate::domain::exit::bad_input;
 use crate::domain::migration_set::MigrationSet;
 use crate::pg::connect::PgContext;
 use crate::pg::txn::{Step, Tx};
+use crate::tenant::citus_schema::SchemaOps;
 
 /// Plain PostgreSQL, or a Citus coordinator.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -261,6 +262,18 @@ impl Backend {
             ));
         }
         Ok(())
+    }
+
+    /// What only Citus does to a tenant's schema (`move --node`, `distribute`): refused
+    /// (exit 2, nothing changed) on plain PostgreSQL, `at` naming the database.
+    pub fn schema_ops(&self, what: &str, at: &str) -> Result<SchemaOps> {
+        if !self.is_citus() {
+            return Err(bad_input(format!(
+                "{what} works on a Citus coordinator, and {at} has no citus extension; \
+                 nothing was changed"
+            )));
+        }
+        Ok(SchemaOps(()))
     }
 
     /// Starts a tenant transaction on this backend: right after `BEGIN`. On Citus the
