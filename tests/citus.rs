@@ -642,6 +642,45 @@ fn move_node_and_distribute_refuse_what_they_cannot_do_and_change_nothing() {
     refused(&["distribute", "nobody"], &["unknown tenant nobody", "nothing was distributed"]);
     assert!(c.db.scalar("SELECT count(*) FROM public.tenant_moves") == "0");
 
+    // Another session holds the tenant's lock (as a migrate or backup would): the move
+    // waits for it, then gives up naming the holder, and nothing moves.
+    let mut holder = {
+        use std::io::Write;
+        let mut s = common::psql_session(&c.db);
+        let stdin = s.stdin.as_mut().unwrap();
+        writeln!(
+            stdin,
+            "SELECT pg_advisory_lock({}, hashtext('tenant_acme'));",
+            tenantctl::registry::locks::LOCK_CLASS
+        )
+        .unwrap();
+        stdin.flush().unwrap();
+        s
+    };
+    let pid = common::wait_for_tenant_lock_holder(&c.db, "tenant_acme");
+    c.db.run(&["--lock-timeout", "1s", "move", "acme", "--node", &other])
+        .expect(1)
+        .mentions(&format!("pid {pid}"))
+        .mentions("cannot move tenant acme; nothing was changed");
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!((c.db.snapshot(), c.nodes()), before);
+    // The move holds the tenant's lock while citus_schema_move runs.
+    let mover = common::spawn_tenantctl(&c.db, &["move", "acme", "--node", &other]);
+    let pid = common::wait_for_tenant_lock_holder(&c.db, "tenant_acme");
+    let mut seen = false;
+    for _ in 0..200 {
+        let q = c.db.scalar(&format!("SELECT query FROM pg_stat_activity WHERE pid = {pid}"));
+        if q.contains("citus_schema_move") {
+            seen = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    common::finish_within(mover, std::time::Duration::from_secs(60)).expect(0);
+    assert!(seen, "citus_schema_move did not run in the session holding the lock");
+    assert_eq!(c.nodes()["tenant_acme"], other);
+
     // On plain PostgreSQL both are refused before any tenant is looked at.
     let plain = common::TestDb::new("move_node_plain");
     for args in [&["move", "acme", "--node", &other][..], &["distribute"][..]] {
