@@ -635,11 +635,7 @@ pub struct MoveArgs {
     /// move the tenant's distributed schema to, with citus_schema_move, under the tenant's
     /// lock. Writes go on (logical replication) when every table has a primary key or
     /// replica identity; otherwise they wait for the move. See docs/citus.md.
-    #[arg(
-        long,
-        value_name = "HOST:PORT",
-        conflicts_with = "own_database"
-    )]
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "own_database")]
     pub node: Option<String>,
 
     /// With --node: make the application's writes wait for the whole move

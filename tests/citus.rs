@@ -512,16 +512,14 @@ fn move_node_moves_a_tenant_to_the_other_worker_under_a_concurrent_writer_and_re
     c.db.config(&format!("[tenants]\napp_role = \"{app}\"\n"));
     c.db.run(&["create", "acme"]).expect(0);
     let from = c.nodes()["tenant_acme"].clone();
-    let to = c
-        .worker_nodes()
-        .into_iter()
-        .find(|w| *w != from)
-        .unwrap();
+    let to = c.worker_nodes().into_iter().find(|w| *w != from).unwrap();
     // --dry-run says what would happen and changes nothing.
     let before = c.db.snapshot();
     c.db.run(&["move", "acme", "--node", &to, "--dry-run"])
         .expect(0)
-        .mentions(&format!("would move tenant acme (schema tenant_acme) from node {from} to node {to}"))
+        .mentions(&format!(
+            "would move tenant acme (schema tenant_acme) from node {from} to node {to}"
+        ))
         .mentions("auto: logical replication, writes go on")
         .mentions("nothing was changed");
     assert_eq!(c.nodes()["tenant_acme"], from);
@@ -530,7 +528,8 @@ fn move_node_moves_a_tenant_to_the_other_worker_under_a_concurrent_writer_and_re
     let app_url = c.db.url.replacen("postgres@", &format!("{app}@"), 1);
     let writer = start_writer(app_url);
     writer.wait_for(20);
-    let run = c.db.run(&["move", "acme", "--node", &to, "--format", "json"]);
+    let run =
+        c.db.run(&["move", "acme", "--node", &to, "--format", "json"]);
     run.expect(0);
     let report = run.json();
     assert_eq!(report["from"]["node"], from.as_str(), "{report}");
@@ -565,7 +564,9 @@ fn move_node_moves_a_tenant_to_the_other_worker_under_a_concurrent_writer_and_re
     // Back, with writes blocked: text output, and both moves recorded.
     c.db.run(&["move", "acme", "--node", &from, "--block-writes"])
         .expect(0)
-        .mentions(&format!("moved tenant acme (schema tenant_acme) from node {to} to node {from}"))
+        .mentions(&format!(
+            "moved tenant acme (schema tenant_acme) from node {to} to node {from}"
+        ))
         .mentions("block_writes, as asked");
     assert_eq!(c.nodes()["tenant_acme"], from);
     let records = c.db.query(
@@ -577,11 +578,29 @@ fn move_node_moves_a_tenant_to_the_other_worker_under_a_concurrent_writer_and_re
     assert_eq!(records.len(), 2);
     assert_eq!(
         row(&records[0]),
-        ["home", "home", "t", "t", from.as_str(), to.as_str(), "auto", "9"]
+        [
+            "home",
+            "home",
+            "t",
+            "t",
+            from.as_str(),
+            to.as_str(),
+            "auto",
+            "9"
+        ]
     );
     assert_eq!(
         row(&records[1]),
-        ["home", "home", "t", "t", to.as_str(), from.as_str(), "block_writes", "9"]
+        [
+            "home",
+            "home",
+            "t",
+            "t",
+            to.as_str(),
+            from.as_str(),
+            "block_writes",
+            "9"
+        ]
     );
     assert_eq!(
         c.db.scalar("SELECT state FROM public.tenants WHERE slug = 'acme'"),
@@ -600,11 +619,7 @@ fn move_node_and_distribute_refuse_what_they_cannot_do_and_change_nothing() {
     c.db.run(&["create", "idle"]).expect(0);
     c.db.query("UPDATE public.tenants SET state = 'suspended' WHERE slug = 'idle'");
     let here = c.nodes()["tenant_acme"].clone();
-    let other = c
-        .worker_nodes()
-        .into_iter()
-        .find(|w| *w != here)
-        .unwrap();
+    let other = c.worker_nodes().into_iter().find(|w| *w != here).unwrap();
     let before = (c.db.snapshot(), c.nodes());
     let refused = |args: &[&str], pieces: &[&str]| {
         let run = c.db.run(args);
@@ -616,30 +631,65 @@ fn move_node_and_distribute_refuse_what_they_cannot_do_and_change_nothing() {
     };
     refused(
         &["move", "acme", "--node", "127.0.0.1:1"],
-        &["127.0.0.1:1 is not an active worker node", &other, "nothing was changed"],
+        &[
+            "127.0.0.1:1 is not an active worker node",
+            &other,
+            "nothing was changed",
+        ],
     );
-    let coordinator = format!("127.0.0.1:{}", c.db.url.split(':').nth(2).unwrap().split('/').next().unwrap());
+    let coordinator = format!(
+        "127.0.0.1:{}",
+        c.db.url
+            .split(':')
+            .nth(2)
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+    );
     refused(
         &["move", "acme", "--node", &coordinator],
         &["is not an active worker node"],
     );
     refused(
         &["move", "acme", "--node", &here],
-        &[&format!("tenant acme already lives on node {here}"), "nothing was changed"],
+        &[
+            &format!("tenant acme already lives on node {here}"),
+            "nothing was changed",
+        ],
     );
     refused(
         &["move", "plain", "--node", &other],
-        &["tenant plain is not distributed", "tenantctl distribute plain", "nothing was changed"],
+        &[
+            "tenant plain is not distributed",
+            "tenantctl distribute plain",
+            "nothing was changed",
+        ],
     );
     refused(
         &["move", "idle", "--node", &other],
-        &["tenant idle is suspended", "only an active tenant can be moved"],
+        &[
+            "tenant idle is suspended",
+            "only an active tenant can be moved",
+        ],
     );
-    refused(&["move", "nobody", "--node", &other], &["unknown tenant nobody"]);
-    refused(&["move", "acme", "--node", &other, "--to", "home"], &["cannot be used with"]);
+    refused(
+        &["move", "nobody", "--node", &other],
+        &["unknown tenant nobody"],
+    );
+    refused(
+        &["move", "acme", "--node", &other, "--to", "home"],
+        &["cannot be used with"],
+    );
     refused(&["move", "acme"], &["--node"]);
-    refused(&["move", "acme", "--to", "home", "--block-writes"], &["cannot be used with"]);
-    refused(&["distribute", "nobody"], &["unknown tenant nobody", "nothing was distributed"]);
+    refused(
+        &["move", "acme", "--to", "home", "--block-writes"],
+        &["cannot be used with"],
+    );
+    refused(
+        &["distribute", "nobody"],
+        &["unknown tenant nobody", "nothing was distributed"],
+    );
     assert!(c.db.scalar("SELECT count(*) FROM public.tenant_moves") == "0");
 
     // Another session holds the tenant's lock (as a migrate or backup would): the move
@@ -670,7 +720,9 @@ fn move_node_and_distribute_refuse_what_they_cannot_do_and_change_nothing() {
     let pid = common::wait_for_tenant_lock_holder(&c.db, "tenant_acme");
     let mut seen = false;
     for _ in 0..200 {
-        let q = c.db.scalar(&format!("SELECT query FROM pg_stat_activity WHERE pid = {pid}"));
+        let q = c.db.scalar(&format!(
+            "SELECT query FROM pg_stat_activity WHERE pid = {pid}"
+        ));
         if q.contains("citus_schema_move") {
             seen = true;
             break;
@@ -678,7 +730,10 @@ fn move_node_and_distribute_refuse_what_they_cannot_do_and_change_nothing() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     common::finish_within(mover, std::time::Duration::from_secs(60)).expect(0);
-    assert!(seen, "citus_schema_move did not run in the session holding the lock");
+    assert!(
+        seen,
+        "citus_schema_move did not run in the session holding the lock"
+    );
     assert_eq!(c.nodes()["tenant_acme"], other);
 
     // On plain PostgreSQL both are refused before any tenant is looked at.
@@ -717,7 +772,10 @@ fn distribute_makes_local_tenants_distributed_keeping_their_rows_and_audit_trail
                     (SELECT count(*) FROM tenant_{slug}.departments)"
         ))
     };
-    assert_eq!(counts("alpha")[0], [Some("30".into()), Some("35".into()), Some("1".into())]);
+    assert_eq!(
+        counts("alpha")[0],
+        [Some("30".into()), Some("35".into()), Some("1".into())]
+    );
     c.db.run(&["verify"]).expect(1).mentions("not_distributed");
 
     let run = c.db.run(&["distribute", "--format", "json"]);
@@ -738,7 +796,10 @@ fn distribute_makes_local_tenants_distributed_keeping_their_rows_and_audit_trail
         assert_eq!(t["tables"], 9, "{report}");
         let schema = format!("tenant_{slug}");
         // Rows kept, audit rows not logged again.
-        assert_eq!(counts(slug)[0], [Some("30".into()), Some("35".into()), Some("1".into())]);
+        assert_eq!(
+            counts(slug)[0],
+            [Some("30".into()), Some("35".into()), Some("1".into())]
+        );
         // Every table on one worker, the one reported; the coordinator's copy emptied.
         let (tables, nodes) = shard_nodes(&c, &schema);
         assert_eq!((tables, nodes.len()), (9, 1), "{schema}");
@@ -772,4 +833,48 @@ fn distribute_makes_local_tenants_distributed_keeping_their_rows_and_audit_trail
         .expect(0)
         .mentions("alpha (tenant_alpha): skipped: already distributed")
         .mentions("distribute: 1 tenant: 0 distributed, 0 failed, 1 skipped");
+}
+
+#[test]
+fn ctrl_c_during_move_node_cancels_citus_schema_move_and_leaves_the_tenant_where_it_was() {
+    let c = CitusDb::new("move_node_int");
+    c.db.run(&["create", "acme"]).expect(0);
+    // Enough rows for the move to take a while.
+    c.db.query(
+        "INSERT INTO tenant_acme.departments (name, cost_center) \
+         SELECT 'd' || i, repeat('x', 200) FROM generate_series(1, 200000) i",
+    );
+    let from = c.nodes()["tenant_acme"].clone();
+    let to = c.worker_nodes().into_iter().find(|w| *w != from).unwrap();
+    let mover = common::spawn_tenantctl(&c.db, &["move", "acme", "--node", &to]);
+    let pid = common::wait_for_tenant_lock_holder(&c.db, "tenant_acme");
+    for _ in 0..500 {
+        let q = c.db.scalar(&format!(
+            "SELECT query FROM pg_stat_activity WHERE pid = {pid}"
+        ));
+        if q.contains("citus_schema_move") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    unsafe {
+        libc::kill(mover.id() as i32, libc::SIGINT);
+    }
+    common::finish_within(mover, std::time::Duration::from_secs(60))
+        .expect(130)
+        .mentions("interrupted by SIGINT: citus_schema_move was cancelled")
+        .mentions(&format!("tenant acme stays on node {from}"));
+    assert_eq!(c.nodes()["tenant_acme"], from);
+    assert_eq!(
+        c.db.scalar("SELECT count(*) FROM tenant_acme.departments"),
+        "200000"
+    );
+    assert_eq!(c.db.scalar("SELECT count(*) FROM public.tenant_moves"), "0");
+    // What Citus left on the target is recorded for cleanup, and goes.
+    c.db.query("CALL citus_cleanup_orphaned_resources()");
+    assert_eq!(c.db.scalar("SELECT count(*) FROM pg_dist_cleanup"), "0");
+    // The lock was let go, and the tenant can move.
+    c.db.run(&["move", "acme", "--node", &to]).expect(0);
+    assert_eq!(c.nodes()["tenant_acme"], to);
 }

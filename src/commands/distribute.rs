@@ -28,9 +28,7 @@ struct Distributed {
 
 pub async fn run(s: &Session, args: &DistributeArgs) -> Result<u8> {
     let (_pool, mut conn) = s.connect(1).await?;
-    let ops = s
-        .backend()
-        .schema_ops("distribute", &s.target.describe())?;
+    let ops = s.backend().schema_ops("distribute", &s.target.describe())?;
     let tenants = select_tenants(&conn, &args.slugs, "nothing was distributed").await?;
     let mut results = Vec::new();
     for t in &tenants {

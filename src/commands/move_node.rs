@@ -93,7 +93,7 @@ async fn locked(
             // citus_schema_move is one statement: cancelled, it rolls back and the tenant
             // stays where it was (docs/citus.md). It may also have finished meanwhile.
             let _ = canceller
-                .query_one("SELECT pg_catalog.pg_cancel_backend($1)", &[&pid])
+                .query_one("SELECT pg_catalog.pg_cancel_backend($1::integer)", &[&pid])
                 .await;
             match moving.await {
                 Ok(()) => Ok(None),

@@ -48,7 +48,8 @@ const NO_IDENTITY: &str = "SELECT c.relname::text FROM pg_catalog.pg_class c \
      ORDER BY 1";
 
 /// The size of schema `$1`'s distributed tables, shards included (asks their node).
-const SIZE: &str = "SELECT coalesce(sum(pg_catalog.citus_total_relation_size(p.logicalrelid)), 0)::bigint \
+const SIZE: &str =
+    "SELECT coalesce(sum(pg_catalog.citus_total_relation_size(p.logicalrelid)), 0)::bigint \
       FROM pg_catalog.pg_dist_partition p JOIN pg_catalog.pg_class c ON c.oid = p.logicalrelid \
       JOIN pg_catalog.pg_namespace ns ON ns.oid = c.relnamespace WHERE ns.nspname = $1";
 
