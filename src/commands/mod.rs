@@ -50,7 +50,11 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Restore(a) => restore::run(&Session::new(g, None)?, a).await,
         Command::Verify(a) => verify::run(&Session::new(g, None)?, a).await,
         Command::Route(a) => route::run(&Session::new(g, None)?, a).await,
-        Command::Move(a) => relocate::run(&Session::new(g, None)?, a).await,
+        // --node: between the worker nodes of a Citus coordinator; --to: between servers.
+        Command::Move(a) => match &a.node {
+            Some(node) => move_node::run(&Session::new(g, None)?, a, node).await,
+            None => relocate::run(&Session::new(g, None)?, a).await,
+        },
         Command::Servers => servers::run(&Session::new(g, None)?).await,
         Command::Rebalance(a) => rebalance::run(&Session::new(g, None)?, a).await,
         Command::Distribute(a) => distribute::run(&Session::new(g, None)?, a).await,

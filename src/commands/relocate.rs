@@ -9,7 +9,6 @@ use deadpool_postgres::Object;
 use serde_json::json;
 
 use crate::cli::MoveArgs;
-use crate::commands::move_node;
 use crate::commands::session::{check_app_role_noinherit, Session};
 use crate::domain::exit::bad_input;
 use crate::domain::settings::HOME_SERVER;
@@ -23,9 +22,6 @@ use crate::tenant::relocate::{self, HomeIs, Made, Moved, NewRole, Place, Plan};
 
 pub async fn run(s: &Session, args: &MoveArgs) -> Result<u8> {
     s.schemas_for(std::slice::from_ref(&args.slug))?;
-    if let Some(node) = &args.node {
-        return move_node::run(s, args, node).await;
-    }
     let (_pool, mut home) = s.connect(1).await?;
     s.backend().refuse_move_to()?;
     let t = registry::some(&home, std::slice::from_ref(&args.slug))
