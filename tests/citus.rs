@@ -383,6 +383,7 @@ fn backup_and_drop_work_and_restore_is_refused_before_anything_changes() {
     c.db.run(&["move", "t000", "--to", "eu"])
         .expect(2)
         .mentions("move --to does not work on a Citus coordinator yet")
+        .mentions("move SLUG --node HOST:PORT")
         .mentions("nothing was changed");
     assert_eq!(c.db.snapshot(), before);
     // Drop removes the distributed schema and its shards on the worker.
@@ -776,7 +777,10 @@ fn distribute_makes_local_tenants_distributed_keeping_their_rows_and_audit_trail
         counts("alpha")[0],
         [Some("30".into()), Some("35".into()), Some("1".into())]
     );
-    c.db.run(&["verify"]).expect(1).mentions("not_distributed");
+    c.db.run(&["verify"])
+        .expect(1)
+        .mentions("not_distributed")
+        .mentions("tenantctl distribute alpha");
 
     let run = c.db.run(&["distribute", "--format", "json"]);
     run.expect(0);

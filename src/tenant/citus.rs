@@ -251,13 +251,14 @@ impl Backend {
 
     /// `move --to NAME` copies a schema with pg_dump into a plain one: on a Citus
     /// coordinator the copy would land as a local, undistributed schema (or leave one), and
-    /// Citus moves tenants between its nodes itself.
+    /// Citus moves tenants between its nodes itself (`move --node`).
     pub fn refuse_move_to(&self) -> Result<()> {
         if self.is_citus() {
             return Err(bad_input(
                 "move --to does not work on a Citus coordinator yet: Citus places each tenant \
                  on a worker node itself, and a copy made with pg_dump would not be a \
-                 distributed schema; nothing was changed (to spread tenants over the nodes run \
+                 distributed schema; nothing was changed (to move a tenant to another worker \
+                 node run tenantctl move SLUG --node HOST:PORT, to spread tenants over the nodes \
                  tenantctl rebalance: docs/citus.md)",
             ));
         }
