@@ -633,15 +633,16 @@ pub struct MoveArgs {
 
     /// On a Citus coordinator: the worker node (`host:port`, as pg_dist_node names it) to
     /// move the tenant's distributed schema to, with citus_schema_move, under the tenant's
-    /// lock. Writes go on (logical replication) when every table has a primary key or
-    /// replica identity; otherwise they wait for the move. See docs/citus.md.
+    /// lock. The application's writes wait for the move (block_writes); reads go on. See
+    /// docs/citus.md.
     #[arg(long, value_name = "HOST:PORT", conflicts_with = "own_database")]
     pub node: Option<String>,
 
-    /// With --node: make the application's writes wait for the whole move
-    /// (citus_schema_move's block_writes mode) even where logical replication would do.
+    /// With --node: let writes go on during the move (citus_schema_move's logical
+    /// replication, `auto`), when every table has a primary key or replica identity. In our
+    /// tests writes arriving at the switch were lost this way: see docs/citus.md first.
     #[arg(long, conflicts_with = "to")]
-    pub block_writes: bool,
+    pub online: bool,
 
     /// Give the tenant a database of its own on that server, named like its schema,
     /// created by the move (and dropped again if the move fails).

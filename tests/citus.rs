@@ -521,7 +521,7 @@ fn move_node_moves_a_tenant_to_the_other_worker_under_a_concurrent_writer_and_re
         .mentions(&format!(
             "would move tenant acme (schema tenant_acme) from node {from} to node {to}"
         ))
-        .mentions("auto: logical replication, writes go on")
+        .mentions("block_writes: writes wait for the move, reads go on")
         .mentions("nothing was changed");
     assert_eq!(c.nodes()["tenant_acme"], from);
     assert_eq!(c.db.snapshot(), before);
@@ -536,7 +536,7 @@ fn move_node_moves_a_tenant_to_the_other_worker_under_a_concurrent_writer_and_re
     assert_eq!(report["from"]["node"], from.as_str(), "{report}");
     assert_eq!(report["to"]["node"], to.as_str(), "{report}");
     assert_eq!(report["to"]["server"], "home", "{report}");
-    assert_eq!(report["transfer_mode"], "auto", "{report}");
+    assert_eq!(report["transfer_mode"], "block_writes", "{report}");
     assert_eq!(report["tables"], 9, "{report}");
     let after_move = writer.committed.lock().unwrap().len();
     writer.wait_for(after_move + 20);
@@ -562,13 +562,13 @@ fn move_node_moves_a_tenant_to_the_other_worker_under_a_concurrent_writer_and_re
         assert!(found.contains(id), "committed insert {id} was lost");
     }
 
-    // Back, with writes blocked: text output, and both moves recorded.
-    c.db.run(&["move", "acme", "--node", &from, "--block-writes"])
+    // Back, with logical replication as asked (--online): text output, both moves recorded.
+    c.db.run(&["move", "acme", "--node", &from, "--online"])
         .expect(0)
         .mentions(&format!(
             "moved tenant acme (schema tenant_acme) from node {to} to node {from}"
         ))
-        .mentions("block_writes, as asked");
+        .mentions("auto, as asked (--online)");
     assert_eq!(c.nodes()["tenant_acme"], from);
     let records = c.db.query(
         "SELECT from_server, to_server, from_database = current_database(), \
@@ -586,7 +586,7 @@ fn move_node_moves_a_tenant_to_the_other_worker_under_a_concurrent_writer_and_re
             "t",
             from.as_str(),
             to.as_str(),
-            "auto",
+            "block_writes",
             "9"
         ]
     );
@@ -599,7 +599,7 @@ fn move_node_moves_a_tenant_to_the_other_worker_under_a_concurrent_writer_and_re
             "t",
             to.as_str(),
             from.as_str(),
-            "block_writes",
+            "auto",
             "9"
         ]
     );
@@ -684,7 +684,7 @@ fn move_node_and_distribute_refuse_what_they_cannot_do_and_change_nothing() {
     );
     refused(&["move", "acme"], &["--node"]);
     refused(
-        &["move", "acme", "--to", "home", "--block-writes"],
+        &["move", "acme", "--to", "home", "--online"],
         &["cannot be used with"],
     );
     refused(
@@ -850,7 +850,7 @@ fn ctrl_c_during_move_node_cancels_citus_schema_move_and_leaves_the_tenant_where
     );
     let from = c.nodes()["tenant_acme"].clone();
     let to = c.worker_nodes().into_iter().find(|w| *w != from).unwrap();
-    let mover = common::spawn_tenantctl(&c.db, &["move", "acme", "--node", &to]);
+    let mover = common::spawn_tenantctl(&c.db, &["move", "acme", "--node", &to, "--online"]);
     let pid = common::wait_for_tenant_lock_holder(&c.db, "tenant_acme");
     for _ in 0..500 {
         let q = c.db.scalar(&format!(

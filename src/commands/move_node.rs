@@ -29,13 +29,13 @@ pub async fn run(s: &Session, args: &MoveArgs, node: &str) -> Result<u8> {
         .schema_ops("move --node", &s.target.describe())?;
     let t = tenant(s, &home, &args.slug).await?;
     if args.dry_run {
-        let m = ops.plan_move(&home, &t, node, args.block_writes).await?;
+        let m = ops.plan_move(&home, &t, node, args.online).await?;
         return dry_run(s, &ops, &home, &m).await;
     }
     locks::hold_tenant_within(&home, &t.slug, &t.schema, s.lock_deadline())
         .await
         .with_context(|| format!("cannot move tenant {}; nothing was changed", t.slug))?;
-    let result = locked(s, &ops, &pool, &home, &t.slug, node, args.block_writes).await;
+    let result = locked(s, &ops, &pool, &home, &t.slug, node, args.online).await;
     let _ = locks::release_tenant(&home, &t.schema).await;
     result
 }
@@ -70,10 +70,10 @@ async fn locked(
     home: &Object,
     slug: &str,
     node: &str,
-    block_writes: bool,
+    online: bool,
 ) -> Result<u8> {
     let t = tenant(s, home, slug).await?;
-    let m = ops.plan_move(home, &t, node, block_writes).await?;
+    let m = ops.plan_move(home, &t, node, online).await?;
     let canceller = pool
         .get()
         .await
@@ -174,11 +174,11 @@ fn node_json(s: &Session, node: &str) -> serde_json::Value {
 /// Why the mode, for the operator.
 fn mode_reason(m: &NodeMove) -> String {
     match (m.mode, m.unkeyed.is_empty()) {
-        ("auto", _) => "auto: logical replication, writes go on".to_string(),
-        (_, true) => "block_writes, as asked: writes wait for the move".to_string(),
+        ("auto", _) => "auto, as asked (--online): logical replication, writes go on".to_string(),
+        (_, true) => "block_writes: writes wait for the move, reads go on".to_string(),
         (_, false) => format!(
-            "block_writes: writes wait for the move, because {} no primary key or replica \
-             identity",
+            "block_writes: writes wait for the move, although --online was given, because {} \
+             no primary key or replica identity",
             match m.unkeyed.len() {
                 1 => format!("table {} has", escape(&m.unkeyed[0])),
                 _ => format!(
