@@ -185,7 +185,9 @@ pub enum Command {
     /// wait while it is copied (reads go on); the copy is verified (rows, checksums,
     /// sequences, migration history) before the registry switches; then the old copy is
     /// removed. A failure or Ctrl-C before the switch leaves the tenant where it was.
-    /// Every move is recorded in public.tenant_moves. See docs/placements.md.
+    /// Every move is recorded in public.tenant_moves. See docs/placements.md. On a Citus
+    /// coordinator, --node HOST:PORT moves it to another worker node instead
+    /// (citus_schema_move, docs/citus.md).
     Move(MoveArgs),
     /// Each server tenants may live on (home, and every [servers.NAME] of tenants.toml):
     /// whether it answers, its PostgreSQL version, the tenants the registry places on it
