@@ -185,7 +185,9 @@ pub enum Command {
     /// wait while it is copied (reads go on); the copy is verified (rows, checksums,
     /// sequences, migration history) before the registry switches; then the old copy is
     /// removed. A failure or Ctrl-C before the switch leaves the tenant where it was.
-    /// Every move is recorded in public.tenant_moves. See docs/placements.md.
+    /// Every move is recorded in public.tenant_moves. See docs/placements.md. On a Citus
+    /// coordinator, --node HOST:PORT moves it to another worker node instead
+    /// (citus_schema_move, docs/citus.md).
     Move(MoveArgs),
     /// Each server tenants may live on (home, and every [servers.NAME] of tenants.toml):
     /// whether it answers, its PostgreSQL version, the tenants the registry places on it
@@ -199,6 +201,13 @@ pub enum Command {
     /// when the rebalance fails or is cancelled; Ctrl-C stops following it, not the
     /// rebalance (exit 130). See docs/citus.md.
     Rebalance(RebalanceArgs),
+    /// On a Citus coordinator: make local tenant schemas (created before Citus, or with
+    /// [citus] distribute = false) distributed schemas on a worker (citus_schema_distribute),
+    /// all of them when none is named. One transaction per tenant under its lock, its
+    /// triggers disabled meanwhile (so an audit trigger does not log every row again); the
+    /// coordinator's local copy is emptied. Tenants already distributed are skipped. Exit 1
+    /// when any fails. See docs/citus.md.
+    Distribute(DistributeArgs),
     /// Re-apply the configured grants ([tenants] app_role, per-tenant roles) to tenants (all
     /// when none is named): schema USAGE, default privileges, and the data privileges on every
     /// table and sequence the data role holds nothing on. For tenants created before app_role
@@ -604,6 +613,13 @@ pub struct DropArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct DistributeArgs {
+    /// Tenants to distribute (default: every tenant).
+    #[arg(value_name = "SLUG", value_parser = slug)]
+    pub slugs: Vec<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct RebalanceArgs {
     /// Start the rebalance and return at once (follow it with
     /// `SELECT * FROM citus_rebalance_status()`).
@@ -618,7 +634,9 @@ pub struct RouteArgs {
     pub slug: String,
 }
 
+/// Exactly one of --to and --node.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("destination").required(true).args(["to", "node"])))]
 pub struct MoveArgs {
     /// The tenant to move.
     #[arg(value_name = "SLUG", value_parser = slug)]
@@ -627,7 +645,20 @@ pub struct MoveArgs {
     /// The server to move it to: `home` or a [servers.NAME] of tenants.toml. Without
     /// --own-database the tenant goes into that server's own database (its url's).
     #[arg(long = "to", value_name = "NAME")]
-    pub to: String,
+    pub to: Option<String>,
+
+    /// On a Citus coordinator: the worker node (`host:port`, as pg_dist_node names it) to
+    /// move the tenant's distributed schema to, with citus_schema_move, under the tenant's
+    /// lock. The application's writes wait for the move (block_writes); reads go on. See
+    /// docs/citus.md.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "own_database")]
+    pub node: Option<String>,
+
+    /// With --node: let writes go on during the move (citus_schema_move's logical
+    /// replication, `auto`), when every table has a primary key or replica identity. In our
+    /// tests writes arriving at the switch were lost this way: see docs/citus.md first.
+    #[arg(long, conflicts_with = "to")]
+    pub online: bool,
 
     /// Give the tenant a database of its own on that server, named like its schema,
     /// created by the move (and dropped again if the move fails).

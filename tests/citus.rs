@@ -377,6 +377,7 @@ fn backup_and_drop_work_and_move_to_is_refused_before_anything_changes() {
     c.db.run(&["move", "t000", "--to", "eu"])
         .expect(2)
         .mentions("move --to does not work on a Citus coordinator yet")
+        .mentions("move SLUG --node HOST:PORT")
         .mentions("nothing was changed");
     assert_eq!(c.db.snapshot(), before);
     // Drop removes the distributed schema and its shards on the worker.
@@ -706,4 +707,426 @@ fn restore_as_a_new_tenant_with_per_tenant_roles_is_refused_on_citus_before_anyt
         c.db.scalar("SELECT count(*) FROM pg_roles WHERE rolname = 'tenant_t001'"),
         "0"
     );
+/// An application writing to tenant acme through the coordinator in a loop, as the
+/// application role, keeping the ids of the inserts that committed.
+struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    committed: std::sync::Arc<std::sync::Mutex<Vec<i64>>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+fn start_writer(url: String) -> Writer {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let stop = Arc::new(AtomicBool::new(false));
+    let committed = Arc::new(Mutex::new(Vec::new()));
+    let (s, c) = (stop.clone(), committed.clone());
+    let thread = std::thread::spawn(move || {
+        let mut next = 0i64;
+        while !s.load(Ordering::SeqCst) {
+            next += 1;
+            let sql = format!(
+                "INSERT INTO tenant_acme.audit_log (actor, action, entity, entity_id) \
+                 VALUES ('writer', 'insert', 'probe', {next})"
+            );
+            match common::try_query(&url, &sql) {
+                Ok(_) => c.lock().unwrap().push(next),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        }
+    });
+    Writer {
+        stop,
+        committed,
+        thread,
+    }
+}
+
+impl Writer {
+    fn wait_for(&self, n: usize) {
+        let t = std::time::Instant::now();
+        while self.committed.lock().unwrap().len() < n {
+            assert!(t.elapsed().as_secs() < 60, "the writer is stuck");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
+#[test]
+fn move_node_moves_a_tenant_to_the_other_worker_under_a_concurrent_writer_and_records_it() {
+    let c = CitusDb::new("move_node");
+    let app = format!("app_{}", c.db.name);
+    // Created on the coordinator, Citus creates the role on the workers too.
+    c.db.query(&format!("CREATE ROLE \"{app}\" LOGIN"));
+    c.db.config(&format!("[tenants]\napp_role = \"{app}\"\n"));
+    c.db.run(&["create", "acme"]).expect(0);
+    let from = c.nodes()["tenant_acme"].clone();
+    let to = c.worker_nodes().into_iter().find(|w| *w != from).unwrap();
+    // --dry-run says what would happen and changes nothing.
+    let before = c.db.snapshot();
+    c.db.run(&["move", "acme", "--node", &to, "--dry-run"])
+        .expect(0)
+        .mentions(&format!(
+            "would move tenant acme (schema tenant_acme) from node {from} to node {to}"
+        ))
+        .mentions("block_writes: writes wait for the move, reads go on")
+        .mentions("nothing was changed");
+    assert_eq!(c.nodes()["tenant_acme"], from);
+    assert_eq!(c.db.snapshot(), before);
+
+    let app_url = c.db.url.replacen("postgres@", &format!("{app}@"), 1);
+    let writer = start_writer(app_url);
+    writer.wait_for(20);
+    let run =
+        c.db.run(&["move", "acme", "--node", &to, "--format", "json"]);
+    run.expect(0);
+    let report = run.json();
+    assert_eq!(report["from"]["node"], from.as_str(), "{report}");
+    assert_eq!(report["to"]["node"], to.as_str(), "{report}");
+    assert_eq!(report["to"]["server"], "home", "{report}");
+    assert_eq!(report["transfer_mode"], "block_writes", "{report}");
+    assert_eq!(report["tables"], 9, "{report}");
+    let after_move = writer.committed.lock().unwrap().len();
+    writer.wait_for(after_move + 20);
+    writer.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.thread.join().unwrap();
+    assert_eq!(c.nodes()["tenant_acme"], to);
+    let (tables, nodes) = shard_nodes(&c, "tenant_acme");
+    assert_eq!((tables, nodes.len()), (9, 1));
+
+    // Every committed insert is there, exactly once.
+    let committed = writer.committed.lock().unwrap().clone();
+    let found: Vec<i64> =
+        c.db.query(
+            "SELECT entity_id FROM tenant_acme.audit_log WHERE entity = 'probe' ORDER BY entity_id",
+        )
+        .into_iter()
+        .map(|r| r[0].clone().unwrap().parse().unwrap())
+        .collect();
+    let mut unique = found.clone();
+    unique.dedup();
+    assert_eq!(unique, found, "a row arrived twice");
+    for id in &committed {
+        assert!(found.contains(id), "committed insert {id} was lost");
+    }
+
+    // Back, with logical replication as asked (--online): text output, both moves recorded.
+    c.db.run(&["move", "acme", "--node", &from, "--online"])
+        .expect(0)
+        .mentions(&format!(
+            "moved tenant acme (schema tenant_acme) from node {to} to node {from}"
+        ))
+        .mentions("auto, as asked (--online)");
+    assert_eq!(c.nodes()["tenant_acme"], from);
+    let records = c.db.query(
+        "SELECT from_server, to_server, from_database = current_database(), \
+                to_database = current_database(), from_node, to_node, transfer_mode, tables \
+           FROM public.tenant_moves WHERE slug = 'acme' ORDER BY id",
+    );
+    let row = |r: &Vec<Option<String>>| r.iter().map(|v| v.clone().unwrap()).collect::<Vec<_>>();
+    assert_eq!(records.len(), 2);
+    assert_eq!(
+        row(&records[0]),
+        [
+            "home",
+            "home",
+            "t",
+            "t",
+            from.as_str(),
+            to.as_str(),
+            "block_writes",
+            "9"
+        ]
+    );
+    assert_eq!(
+        row(&records[1]),
+        [
+            "home",
+            "home",
+            "t",
+            "t",
+            to.as_str(),
+            from.as_str(),
+            "auto",
+            "9"
+        ]
+    );
+    assert_eq!(
+        c.db.scalar("SELECT state FROM public.tenants WHERE slug = 'acme'"),
+        "active"
+    );
+}
+
+#[test]
+fn move_node_and_distribute_refuse_what_they_cannot_do_and_change_nothing() {
+    let c = CitusDb::new("move_node_refused");
+    let local = c.db.dir.join("local.toml");
+    std::fs::write(&local, "[citus]\ndistribute = false\n").unwrap();
+    c.db.run(&["create", "acme"]).expect(0);
+    c.db.run(&["--config", path_str(&local), "create", "plain"])
+        .expect(0);
+    c.db.run(&["create", "idle"]).expect(0);
+    c.db.query("UPDATE public.tenants SET state = 'suspended' WHERE slug = 'idle'");
+    let here = c.nodes()["tenant_acme"].clone();
+    let other = c.worker_nodes().into_iter().find(|w| *w != here).unwrap();
+    let before = (c.db.snapshot(), c.nodes());
+    let refused = |args: &[&str], pieces: &[&str]| {
+        let run = c.db.run(args);
+        run.expect(2);
+        for p in pieces {
+            run.mentions(p);
+        }
+        assert_eq!((c.db.snapshot(), c.nodes()), before, "{args:?}");
+    };
+    refused(
+        &["move", "acme", "--node", "127.0.0.1:1"],
+        &[
+            "127.0.0.1:1 is not an active worker node",
+            &other,
+            "nothing was changed",
+        ],
+    );
+    let coordinator = format!(
+        "127.0.0.1:{}",
+        c.db.url
+            .split(':')
+            .nth(2)
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+    );
+    refused(
+        &["move", "acme", "--node", &coordinator],
+        &["is not an active worker node"],
+    );
+    refused(
+        &["move", "acme", "--node", &here],
+        &[
+            &format!("tenant acme already lives on node {here}"),
+            "nothing was changed",
+        ],
+    );
+    refused(
+        &["move", "plain", "--node", &other],
+        &[
+            "tenant plain is not distributed",
+            "tenantctl distribute plain",
+            "nothing was changed",
+        ],
+    );
+    refused(
+        &["move", "idle", "--node", &other],
+        &[
+            "tenant idle is suspended",
+            "only an active tenant can be moved",
+        ],
+    );
+    refused(
+        &["move", "nobody", "--node", &other],
+        &["unknown tenant nobody"],
+    );
+    refused(
+        &["move", "acme", "--node", &other, "--to", "home"],
+        &["cannot be used with"],
+    );
+    refused(&["move", "acme"], &["--node"]);
+    refused(
+        &["move", "acme", "--to", "home", "--online"],
+        &["cannot be used with"],
+    );
+    refused(
+        &["distribute", "nobody"],
+        &["unknown tenant nobody", "nothing was distributed"],
+    );
+    assert!(c.db.scalar("SELECT count(*) FROM public.tenant_moves") == "0");
+
+    // Another session holds the tenant's lock (as a migrate or backup would): the move
+    // waits for it, then gives up naming the holder, and nothing moves.
+    let mut holder = {
+        use std::io::Write;
+        let mut s = common::psql_session(&c.db);
+        let stdin = s.stdin.as_mut().unwrap();
+        writeln!(
+            stdin,
+            "SELECT pg_advisory_lock({}, hashtext('tenant_acme'));",
+            tenantctl::registry::locks::LOCK_CLASS
+        )
+        .unwrap();
+        stdin.flush().unwrap();
+        s
+    };
+    let pid = common::wait_for_tenant_lock_holder(&c.db, "tenant_acme");
+    c.db.run(&["--lock-timeout", "1s", "move", "acme", "--node", &other])
+        .expect(1)
+        .mentions(&format!("pid {pid}"))
+        .mentions("cannot move tenant acme; nothing was changed");
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!((c.db.snapshot(), c.nodes()), before);
+    // The move holds the tenant's lock while citus_schema_move runs.
+    let mover = common::spawn_tenantctl(&c.db, &["move", "acme", "--node", &other]);
+    let pid = common::wait_for_tenant_lock_holder(&c.db, "tenant_acme");
+    let mut seen = false;
+    for _ in 0..200 {
+        let q = c.db.scalar(&format!(
+            "SELECT query FROM pg_stat_activity WHERE pid = {pid}"
+        ));
+        if q.contains("citus_schema_move") {
+            seen = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    common::finish_within(mover, std::time::Duration::from_secs(60)).expect(0);
+    assert!(
+        seen,
+        "citus_schema_move did not run in the session holding the lock"
+    );
+    assert_eq!(c.nodes()["tenant_acme"], other);
+
+    // On plain PostgreSQL both are refused before any tenant is looked at.
+    let plain = common::TestDb::new("move_node_plain");
+    for args in [&["move", "acme", "--node", &other][..], &["distribute"][..]] {
+        plain
+            .run(args)
+            .expect(2)
+            .mentions("works on a Citus coordinator")
+            .mentions("has no citus extension")
+            .mentions("nothing was changed");
+    }
+}
+
+#[test]
+fn distribute_makes_local_tenants_distributed_keeping_their_rows_and_audit_trail() {
+    let c = CitusDb::new("distribute");
+    let local = c.db.dir.join("local.toml");
+    std::fs::write(&local, "[citus]\ndistribute = false\n").unwrap();
+    for slug in ["alpha", "beta"] {
+        c.db.run(&["--config", path_str(&local), "create", slug])
+            .expect(0);
+        // The audit trigger logs each insert and update.
+        c.db.query(&format!(
+            "INSERT INTO tenant_{slug}.departments (name) VALUES ('Cardiology'); \
+             INSERT INTO tenant_{slug}.employees (email, full_name, department_id) \
+               SELECT 'e' || i || '@x.org', 'E ' || i, 1 FROM generate_series(1, 30) i; \
+             UPDATE tenant_{slug}.employees SET full_name = 'F' WHERE id <= 5"
+        ));
+    }
+    c.db.run(&["create", "gamma"]).expect(0);
+    let counts = |slug: &str| {
+        c.db.query(&format!(
+            "SELECT (SELECT count(*) FROM tenant_{slug}.employees), \
+                    (SELECT count(*) FROM tenant_{slug}.audit_log), \
+                    (SELECT count(*) FROM tenant_{slug}.departments)"
+        ))
+    };
+    assert_eq!(
+        counts("alpha")[0],
+        [Some("30".into()), Some("35".into()), Some("1".into())]
+    );
+    c.db.run(&["verify"])
+        .expect(1)
+        .mentions("not_distributed")
+        .mentions("tenantctl distribute alpha");
+
+    let run = c.db.run(&["distribute", "--format", "json"]);
+    run.expect(0);
+    let report = run.json();
+    let by_slug = |slug: &str| {
+        report["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["slug"] == slug)
+            .unwrap()
+            .clone()
+    };
+    for slug in ["alpha", "beta"] {
+        let t = by_slug(slug);
+        assert_eq!(t["outcome"], "distributed", "{report}");
+        assert_eq!(t["tables"], 9, "{report}");
+        let schema = format!("tenant_{slug}");
+        // Rows kept, audit rows not logged again.
+        assert_eq!(
+            counts(slug)[0],
+            [Some("30".into()), Some("35".into()), Some("1".into())]
+        );
+        // Every table on one worker, the one reported; the coordinator's copy emptied.
+        let (tables, nodes) = shard_nodes(&c, &schema);
+        assert_eq!((tables, nodes.len()), (9, 1), "{schema}");
+        assert_eq!(t["node"].as_str(), nodes.iter().next().map(String::as_str));
+        assert_eq!(
+            c.db.scalar(&format!(
+                "SELECT count(*) FROM pg_dist_partition p JOIN pg_class r ON r.oid = p.logicalrelid \
+                  JOIN pg_namespace n ON n.oid = r.relnamespace WHERE n.nspname = '{schema}'"
+            )),
+            "9"
+        );
+        assert_eq!(
+            c.db.scalar(&format!(
+                "SELECT sum(pg_relation_size(r.oid)) FROM pg_class r JOIN pg_namespace n \
+                  ON n.oid = r.relnamespace WHERE n.nspname = '{schema}' AND r.relkind = 'r'"
+            )),
+            "0",
+            "{schema}: the coordinator still holds rows"
+        );
+    }
+    assert_eq!(by_slug("gamma")["outcome"], "skipped");
+    assert_eq!(by_slug("gamma")["error"], "already distributed");
+    // The trigger works again, on the worker.
+    c.db.query("INSERT INTO tenant_alpha.employees (email, full_name) VALUES ('n@x.org', 'N')");
+    assert_eq!(
+        c.db.scalar("SELECT count(*) FROM tenant_alpha.audit_log"),
+        "36"
+    );
+    c.db.run(&["verify"]).expect(0).mentions("0 findings");
+    c.db.run(&["distribute", "alpha"])
+        .expect(0)
+        .mentions("alpha (tenant_alpha): skipped: already distributed")
+        .mentions("distribute: 1 tenant: 0 distributed, 0 failed, 1 skipped");
+}
+
+#[test]
+fn ctrl_c_during_move_node_cancels_citus_schema_move_and_leaves_the_tenant_where_it_was() {
+    let c = CitusDb::new("move_node_int");
+    c.db.run(&["create", "acme"]).expect(0);
+    // Enough rows for the move to take a while.
+    c.db.query(
+        "INSERT INTO tenant_acme.departments (name, cost_center) \
+         SELECT 'd' || i, repeat('x', 200) FROM generate_series(1, 200000) i",
+    );
+    let from = c.nodes()["tenant_acme"].clone();
+    let to = c.worker_nodes().into_iter().find(|w| *w != from).unwrap();
+    let mover = common::spawn_tenantctl(&c.db, &["move", "acme", "--node", &to, "--online"]);
+    let pid = common::wait_for_tenant_lock_holder(&c.db, "tenant_acme");
+    for _ in 0..500 {
+        let q = c.db.scalar(&format!(
+            "SELECT query FROM pg_stat_activity WHERE pid = {pid}"
+        ));
+        if q.contains("citus_schema_move") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    unsafe {
+        libc::kill(mover.id() as i32, libc::SIGINT);
+    }
+    common::finish_within(mover, std::time::Duration::from_secs(60))
+        .expect(130)
+        .mentions("interrupted by SIGINT: citus_schema_move was cancelled")
+        .mentions(&format!("tenant acme stays on node {from}"));
+    assert_eq!(c.nodes()["tenant_acme"], from);
+    assert_eq!(
+        c.db.scalar("SELECT count(*) FROM tenant_acme.departments"),
+        "200000"
+    );
+    assert_eq!(c.db.scalar("SELECT count(*) FROM public.tenant_moves"), "0");
+    // What Citus left on the target is recorded for cleanup, and goes.
+    c.db.query("CALL citus_cleanup_orphaned_resources()");
+    assert_eq!(c.db.scalar("SELECT count(*) FROM pg_dist_cleanup"), "0");
+    // The lock was let go, and the tenant can move.
+    c.db.run(&["move", "acme", "--node", &to]).expect(0);
+    assert_eq!(c.nodes()["tenant_acme"], to);
 }

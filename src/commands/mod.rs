@@ -3,6 +3,7 @@
 mod adopt;
 pub(crate) mod backup;
 mod create;
+mod distribute;
 mod drop;
 mod exec;
 mod grant;
@@ -12,6 +13,7 @@ mod list;
 mod migrate;
 mod migrate_far;
 mod migrate_noop;
+mod move_node;
 mod psql;
 mod rebalance;
 mod relocate;
@@ -49,9 +51,14 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Restore(a) => restore::run(&Session::new(g, None)?, a).await,
         Command::Verify(a) => verify::run(&Session::new(g, None)?, a).await,
         Command::Route(a) => route::run(&Session::new(g, None)?, a).await,
-        Command::Move(a) => relocate::run(&Session::new(g, None)?, a).await,
+        // --node: between the worker nodes of a Citus coordinator; --to: between servers.
+        Command::Move(a) => match &a.node {
+            Some(node) => move_node::run(&Session::new(g, None)?, a, node).await,
+            None => relocate::run(&Session::new(g, None)?, a).await,
+        },
         Command::Servers => servers::run(&Session::new(g, None)?).await,
         Command::Rebalance(a) => rebalance::run(&Session::new(g, None)?, a).await,
+        Command::Distribute(a) => distribute::run(&Session::new(g, None)?, a).await,
         Command::Adopt(a) => adopt::run(&Session::new(g, None)?, a).await,
         Command::Grant(a) => grant::run(&Session::new(g, None)?, a).await,
         Command::Exec(a) => exec::run(&Session::new(g, a.concurrency)?, a).await,

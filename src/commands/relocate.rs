@@ -44,7 +44,7 @@ pub async fn run(s: &Session, args: &MoveArgs) -> Result<u8> {
 /// Only an `active` tenant moves. `provisioning`, `migrating`, `failed`, `dropping`: another
 /// command is at work on it, or it must be repaired first. `suspended`: suspend revoked
 /// its privileges and recorded them where it lives, which a move would not carry along.
-fn check_state(t: &Tenant) -> Result<()> {
+pub(crate) fn check_state(t: &Tenant) -> Result<()> {
     if t.state == "active" {
         return Ok(());
     }
@@ -64,10 +64,12 @@ fn check_state(t: &Tenant) -> Result<()> {
 
 /// Where the tenant is and where it goes, checked at both ends before anything changes.
 async fn plan(s: &Session, t: &Tenant, args: &MoveArgs) -> Result<Plan> {
-    if !s.servers.knows(&args.to) {
+    // clap requires --to when --node is not given.
+    let to_name = args.to.as_deref().unwrap_or_default();
+    if !s.servers.knows(to_name) {
         return Err(bad_input(format!(
             "unknown server '{}' (configured: {}); nothing was changed",
-            args.to.escape_debug(),
+            to_name.escape_debug(),
             s.servers.names().join(", ")
         )));
     }
@@ -77,7 +79,7 @@ async fn plan(s: &Session, t: &Tenant, args: &MoveArgs) -> Result<Plan> {
         target: s.servers.target_db(&t.server, &t.database)?,
         server_target: s.servers.target(&t.server)?,
     };
-    let to = destination(s, t, args)?;
+    let to = destination(s, t, to_name, args.own_database)?;
     refuse_same_place(t, &from, &to, args.own_database)?;
     let home_place = (HOME_SERVER, s.home_database());
     let is_home = |p: &Place| (p.server.as_str(), p.database.as_str()) == home_place;
@@ -115,16 +117,16 @@ async fn plan(s: &Session, t: &Tenant, args: &MoveArgs) -> Result<Plan> {
 }
 
 /// `--to NAME`: its url's database, or with --own-database one named like the schema.
-fn destination(s: &Session, t: &Tenant, args: &MoveArgs) -> Result<Place> {
-    let server_target = s.servers.target(&args.to)?;
-    let (database, target) = if args.own_database {
+fn destination(s: &Session, t: &Tenant, to_name: &str, own_database: bool) -> Result<Place> {
+    let server_target = s.servers.target(to_name)?;
+    let (database, target) = if own_database {
         (t.schema.clone(), server_target.with_dbname(&t.schema))
     } else {
         let db = server_target.config.get_dbname().unwrap_or_default();
         (db.to_string(), server_target.clone())
     };
     Ok(Place {
-        server: args.to.clone(),
+        server: to_name.to_string(),
         database,
         target,
         server_target,

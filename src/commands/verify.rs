@@ -169,11 +169,12 @@ async fn not_distributed(s: &Session, conn: &Object, tenants: &[Tenant]) -> Resu
             finding(
                 t,
                 "not_distributed",
-                "its schema is a local schema on the Citus coordinator, not a distributed \
-                 schema on a worker (created before Citus or with [citus] distribute = false); \
-                 convert it with citus_schema_distribute, its triggers disabled meanwhile \
-                 (docs/citus.md)"
-                    .to_string(),
+                format!(
+                    "its schema is a local schema on the Citus coordinator, not a distributed \
+                     schema on a worker (created before Citus or with [citus] distribute = \
+                     false); convert it with tenantctl distribute {} (docs/citus.md)",
+                    t.slug
+                ),
             )
         })
         .collect())

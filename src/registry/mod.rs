@@ -79,6 +79,7 @@ const REGISTRY_MIGRATIONS: &[(&str, &str)] = &[
         "V10__tenant_moves",
         include_str!("sql/V10__tenant_moves.sql"),
     ),
+    ("V11__node_moves", include_str!("sql/V11__node_moves.sql")),
 ];
 
 fn registry_migrations() -> Vec<Migration> {
@@ -587,6 +588,16 @@ pub struct MoveRecord {
     pub rows: i64,
     pub writes_stopped_ms: i64,
     pub duration_ms: i64,
+    /// A move between Citus worker nodes (`move --node`): from and to `host:port`, and
+    /// citus_schema_move's mode (registry V11).
+    pub nodes: Option<NodeMoveRecord>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeMoveRecord {
+    pub from: String,
+    pub to: String,
+    pub mode: String,
 }
 
 /// Switches the tenant's placement from `m.from` to `m.to` and records the move, in the
@@ -621,8 +632,9 @@ pub async fn record_move(client: &impl GenericClient, m: &MoveRecord) -> Result<
     let row = client
         .query_one(
             "INSERT INTO public.tenant_moves (slug, schema_name, from_server, from_database, \
-                    to_server, to_database, tables, rows, writes_stopped_ms, duration_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+                    to_server, to_database, tables, rows, writes_stopped_ms, duration_ms, \
+                    from_node, to_node, transfer_mode) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
             &[
                 &m.slug,
                 &m.schema,
@@ -634,6 +646,9 @@ pub async fn record_move(client: &impl GenericClient, m: &MoveRecord) -> Result<
                 &m.rows,
                 &m.writes_stopped_ms,
                 &m.duration_ms,
+                &m.nodes.as_ref().map(|n| n.from.as_str()),
+                &m.nodes.as_ref().map(|n| n.to.as_str()),
+                &m.nodes.as_ref().map(|n| n.mode.as_str()),
             ],
         )
         .await

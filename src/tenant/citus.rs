@@ -15,6 +15,7 @@ use crate::domain::migration_set::MigrationSet;
 use crate::domain::names::quote_ident;
 use crate::pg::connect::PgContext;
 use crate::pg::txn::{Step, Tx};
+use crate::tenant::citus_schema::SchemaOps;
 
 /// Plain PostgreSQL, or a Citus coordinator.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -409,17 +410,30 @@ impl Backend {
 
     /// `move --to NAME` copies a schema with pg_dump into a plain one: on a Citus
     /// coordinator the copy would land as a local, undistributed schema (or leave one), and
-    /// Citus moves tenants between its nodes itself.
+    /// Citus moves tenants between its nodes itself (`move --node`).
     pub fn refuse_move_to(&self) -> Result<()> {
         if self.is_citus() {
             return Err(bad_input(
                 "move --to does not work on a Citus coordinator yet: Citus places each tenant \
                  on a worker node itself, and a copy made with pg_dump would not be a \
-                 distributed schema; nothing was changed (to spread tenants over the nodes run \
+                 distributed schema; nothing was changed (to move a tenant to another worker \
+                 node run tenantctl move SLUG --node HOST:PORT, to spread tenants over the nodes \
                  tenantctl rebalance: docs/citus.md)",
             ));
         }
         Ok(())
+    }
+
+    /// What only Citus does to a tenant's schema (`move --node`, `distribute`): refused
+    /// (exit 2, nothing changed) on plain PostgreSQL, `at` naming the database.
+    pub fn schema_ops(&self, what: &str, at: &str) -> Result<SchemaOps> {
+        if !self.is_citus() {
+            return Err(bad_input(format!(
+                "{what} works on a Citus coordinator, and {at} has no citus extension; \
+                 nothing was changed"
+            )));
+        }
+        Ok(SchemaOps(()))
     }
 
     /// Starts a tenant transaction on this backend: right after `BEGIN`. On Citus the

@@ -5,6 +5,7 @@ pub mod adopt;
 pub mod apply;
 pub mod audit;
 pub mod citus;
+pub mod citus_schema;
 pub mod copy_check;
 pub mod exec;
 pub mod grants;

@@ -449,6 +449,7 @@ pub async fn finish(
         rows: fingerprint.rows(),
         writes_stopped_ms: 0,
         duration_ms: 0,
+        nodes: None,
     };
     let record_id = switch(p, home, &source, target, made, &mut record, &clock).await?;
     let (writes_stopped, warnings) = let_go(p, source, made, &retired, &clock).await?;

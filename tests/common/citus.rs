@@ -74,8 +74,15 @@ impl CitusDb {
             );
             query(u, "CREATE EXTENSION citus");
         }
+        // A shard move names its replication slots, publications and roles on the workers
+        // after an operation id counted per coordinator database, from 1; slots and roles
+        // belong to the whole worker instance, which every test database here shares: two
+        // tests moving tenants at once would collide there ("replication slot ... already
+        // exists"). Each test database counts from a number of its own.
+        let first_operation = (std::process::id() as i64 % 100_000) * 100_000 + n as i64 * 1000 + 1;
         let mut setup = format!(
-            "SELECT citus_set_coordinator_host('127.0.0.1', {});",
+            "SELECT setval('pg_catalog.pg_dist_operationid_seq', {first_operation}, false);\
+             SELECT citus_set_coordinator_host('127.0.0.1', {});",
             port_of(&url)
         );
         for p in ports.iter().take(added) {

@@ -471,11 +471,13 @@ pub fn finish_within(mut child: Child, limit: std::time::Duration) -> Run {
 }
 
 /// Waits until a session other than tenantctl's holds tenant `schema`'s advisory lock, and
-/// returns that session's pid.
+/// returns that session's pid. In this test's database only: pg_locks shows every
+/// database's, and parallel tests use the same schema names.
 pub fn wait_for_tenant_lock_holder(db: &TestDb, schema: &str) -> String {
     for _ in 0..200 {
         let pid = db.scalar(&format!(
             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 \
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
                AND classid = {}::bigint::oid \
                AND objid = (hashtext('{schema}')::bigint & 4294967295)::oid",
             tenantctl::registry::locks::LOCK_CLASS
