@@ -707,6 +707,8 @@ fn restore_as_a_new_tenant_with_per_tenant_roles_is_refused_on_citus_before_anyt
         c.db.scalar("SELECT count(*) FROM pg_roles WHERE rolname = 'tenant_t001'"),
         "0"
     );
+}
+
 /// An application writing to tenant acme through the coordinator in a loop, as the
 /// application role, keeping the ids of the inserts that committed.
 struct Writer {
