@@ -416,6 +416,25 @@ fn rebalance_spreads_tenants_onto_a_new_worker_and_keeps_their_rows() {
     assert_eq!(report["state"], "finished", "{report}");
     let moves = report["moves"].as_u64().unwrap();
     assert!(moves >= 1, "{report}");
+    // block_writes by default (Citus's own default is auto): every move of the job says so.
+    assert_eq!(report["transfer_mode"], "block_writes", "{report}");
+    let job = report["job_id"].as_i64().unwrap();
+    let commands = c.db.scalar(&format!(
+        "SELECT string_agg(command, ' | ' ORDER BY task_id) FROM pg_dist_background_task \
+         WHERE job_id = {job}"
+    ));
+    assert!(
+        commands.contains("citus_move_shard_placement"),
+        "{commands}"
+    );
+    assert_eq!(
+        c.db.scalar(&format!(
+            "SELECT count(*) FROM pg_dist_background_task WHERE job_id = {job} \
+             AND command NOT LIKE '%''block_writes'')'"
+        )),
+        "0",
+        "{commands}"
+    );
     let after = per_node(&c);
     assert_eq!(after.len(), 2, "still on one node: {after:?}");
     assert_eq!(after.values().sum::<usize>(), 4);
