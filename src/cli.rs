@@ -433,8 +433,9 @@ pub struct StatusArgs {
     pub check: bool,
 
     /// Text: list every tenant, row by row as the registry returns them. Without it, more
-    /// than 50 tenants are shown as a summary: tenants per version and per state, the
-    /// oldest pending, failures grouped by error (top 5, with example slugs).
+    /// than 50 tenants are shown as a summary: tenants per version and per state (and per
+    /// worker node on a Citus coordinator), the oldest pending, failures grouped by error
+    /// (top 5, with example slugs).
     #[arg(long)]
     pub all: bool,
 }

@@ -464,6 +464,18 @@ fn rebalance_spreads_tenants_onto_a_new_worker_and_keeps_their_rows() {
 }
 
 #[test]
+fn status_summary_counts_tenants_per_node() {
+    // Above 50 tenants text status is a summary; on Citus it says how many each node holds.
+    let c = CitusDb::with_workers("status_per_node", 1);
+    create_tenants(&c.db, 51);
+    let node = c.worker_nodes()[0].clone();
+    c.db.run(&["status"])
+        .expect(0)
+        .mentions("by state:")
+        .mentions(&format!("by node:    {node}: 51\n"));
+}
+
+#[test]
 fn rebalance_on_plain_postgresql_is_refused() {
     let db = common::TestDb::new("rebalance_plain");
     let run = db.run(&["rebalance"]);
