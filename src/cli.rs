@@ -197,7 +197,8 @@ pub enum Command {
     /// On a Citus coordinator: start Citus's rebalancer (citus_rebalance_start), which moves
     /// whole tenant schemas between the worker nodes until they hold about as much each, and
     /// follow it to the end: a bar on a terminal, a line per finished move otherwise; then
-    /// the tenants per node. Tenants stay online during a move (logical replication). Exit 1
+    /// the tenants per node. Moves use block_writes: the application's writes to a moving
+    /// tenant wait for its move, reads go on (--online for logical replication). Exit 1
     /// when the rebalance fails or is cancelled; Ctrl-C stops following it, not the
     /// rebalance (exit 130). See docs/citus.md.
     Rebalance(RebalanceArgs),
@@ -432,8 +433,9 @@ pub struct StatusArgs {
     pub check: bool,
 
     /// Text: list every tenant, row by row as the registry returns them. Without it, more
-    /// than 50 tenants are shown as a summary: tenants per version and per state, the
-    /// oldest pending, failures grouped by error (top 5, with example slugs).
+    /// than 50 tenants are shown as a summary: tenants per version and per state (and per
+    /// worker node on a Citus coordinator), the oldest pending, failures grouped by error
+    /// (top 5, with example slugs).
     #[arg(long)]
     pub all: bool,
 }
@@ -625,6 +627,13 @@ pub struct RebalanceArgs {
     /// `SELECT * FROM citus_rebalance_status()`).
     #[arg(long)]
     pub no_wait: bool,
+
+    /// Let writes go on during the moves (Citus's `auto` transfer mode, logical
+    /// replication; every table needs a primary key or replica identity, the nodes
+    /// `wal_level = logical`). Default `block_writes`, as `move --node`: in our tests `auto`
+    /// lost committed writes made during a move. See docs/citus.md first.
+    #[arg(long)]
+    pub online: bool,
 }
 
 #[derive(Debug, Args)]

@@ -416,6 +416,25 @@ fn rebalance_spreads_tenants_onto_a_new_worker_and_keeps_their_rows() {
     assert_eq!(report["state"], "finished", "{report}");
     let moves = report["moves"].as_u64().unwrap();
     assert!(moves >= 1, "{report}");
+    // block_writes by default (Citus's own default is auto): every move of the job says so.
+    assert_eq!(report["transfer_mode"], "block_writes", "{report}");
+    let job = report["job_id"].as_i64().unwrap();
+    let commands = c.db.scalar(&format!(
+        "SELECT string_agg(command, ' | ' ORDER BY task_id) FROM pg_dist_background_task \
+         WHERE job_id = {job}"
+    ));
+    assert!(
+        commands.contains("citus_move_shard_placement"),
+        "{commands}"
+    );
+    assert_eq!(
+        c.db.scalar(&format!(
+            "SELECT count(*) FROM pg_dist_background_task WHERE job_id = {job} \
+             AND command NOT LIKE '%''block_writes'')'"
+        )),
+        "0",
+        "{commands}"
+    );
     let after = per_node(&c);
     assert_eq!(after.len(), 2, "still on one node: {after:?}");
     assert_eq!(after.values().sum::<usize>(), 4);
@@ -442,6 +461,18 @@ fn rebalance_spreads_tenants_onto_a_new_worker_and_keeps_their_rows() {
     c.db.run(&["rebalance"])
         .expect(0)
         .mentions("rebalance: nothing to move; tenants per node:");
+}
+
+#[test]
+fn status_summary_counts_tenants_per_node() {
+    // Above 50 tenants text status is a summary; on Citus it says how many each node holds.
+    let c = CitusDb::with_workers("status_per_node", 1);
+    create_tenants(&c.db, 51);
+    let node = c.worker_nodes()[0].clone();
+    c.db.run(&["status"])
+        .expect(0)
+        .mentions("by state:")
+        .mentions(&format!("by node:    {node}: 51\n"));
 }
 
 #[test]

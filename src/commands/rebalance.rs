@@ -21,6 +21,8 @@ const POLL: Duration = Duration::from_millis(300);
 struct Report {
     /// Citus's background job, null when nothing had to move.
     job_id: Option<i64>,
+    /// Citus's shard transfer mode of the moves: `block_writes` (default) or `auto` (--online).
+    transfer_mode: &'static str,
     /// `finished`, `failed`, `cancelled`, or `started` (--no-wait), `balanced` (nothing to do).
     state: String,
     moves: usize,
@@ -41,8 +43,11 @@ pub async fn run(s: &Session, args: &RebalanceArgs) -> Result<u8> {
     }
     // Listened for before the job starts: from then on Ctrl-C stops the following only.
     let mut signals = Signals::listen()?;
-    let Some(job) = backend.start_rebalance(&conn).await? else {
-        return finish(s, &conn, None, "balanced", 0, Vec::new()).await;
+    // block_writes unless --online: Citus's `auto` lost committed writes in our tests of
+    // citus_schema_move (docs/citus.md, move --node).
+    let mode = if args.online { "auto" } else { "block_writes" };
+    let Some(job) = backend.start_rebalance(&conn, mode).await? else {
+        return finish(s, &conn, None, mode, "balanced", 0, Vec::new()).await;
     };
     if args.no_wait {
         let st = backend.rebalance_state(&conn, job).await?;
@@ -50,7 +55,7 @@ pub async fn run(s: &Session, args: &RebalanceArgs) -> Result<u8> {
             "rebalance: job {job} started ({}); follow it with SELECT * FROM citus_rebalance_status()",
             count(st.total, "move")
         );
-        return finish(s, &conn, Some(job), "started", st.total, Vec::new()).await;
+        return finish(s, &conn, Some(job), mode, "started", st.total, Vec::new()).await;
     }
     let steps = Steps::new("rebalance", "moves", s.json());
     let st = loop {
@@ -79,7 +84,7 @@ pub async fn run(s: &Session, args: &RebalanceArgs) -> Result<u8> {
         "finished" => Vec::new(),
         _ => backend.rebalance_errors(&conn, job).await?,
     };
-    finish(s, &conn, Some(job), &st.state, st.done, errors).await
+    finish(s, &conn, Some(job), mode, &st.state, st.done, errors).await
 }
 
 /// Reports the run with the tenants per node, and returns the exit code.
@@ -87,6 +92,7 @@ async fn finish(
     s: &Session,
     conn: &deadpool_postgres::Object,
     job_id: Option<i64>,
+    transfer_mode: &'static str,
     state: &str,
     moves: usize,
     errors: Vec<String>,
@@ -99,6 +105,7 @@ async fn finish(
     if s.json() {
         print_json(&Report {
             job_id,
+            transfer_mode,
             state: state.to_string(),
             moves,
             nodes,
@@ -107,7 +114,10 @@ async fn finish(
     } else {
         let what = match (state, job_id) {
             ("balanced", _) => "nothing to move".to_string(),
-            (_, Some(job)) => format!("job {job} {state}: {}", count(moves, "move")),
+            (_, Some(job)) => format!(
+                "job {job} {state}: {} ({transfer_mode})",
+                count(moves, "move")
+            ),
             (_, None) => state.to_string(),
         };
         let per_node: Vec<String> = nodes.iter().map(|(n, c)| format!("{n} {c}")).collect();

@@ -3,8 +3,8 @@
 //!
 //! The text form over the whole fleet (or a selector) reads the registry as a stream and
 //! keeps only counts: up to `FULL_TABLE_LIMIT` tenants it prints the table, above that a
-//! summary (tenants per version and per state, the oldest pending, failures grouped by
-//! error), and with `--all` every row as it arrives. `--format json` writes each row into
+//! summary (tenants per version, per state and, on Citus, per node; the oldest pending;
+//! failures grouped by error), and with `--all` every row as it arrives. `--format json` writes each row into
 //! its one document as it arrives. Neither's memory grows with the fleet.
 
 use std::collections::{BTreeMap, HashMap};
@@ -342,6 +342,43 @@ struct Fleet<'a> {
     errors: HashMap<String, (usize, Vec<String>)>,
     /// Failed tenants whose error is not among the kept groups.
     other_errors: usize,
+    /// On Citus: tenants per worker node.
+    by_node: NodeCounts,
+}
+
+/// Tenants per Citus node (`host:port`, from the node map status reads anyway), and how many
+/// have none (a local schema, or no table yet).
+#[derive(Default)]
+struct NodeCounts {
+    nodes: BTreeMap<String, usize>,
+    none: usize,
+}
+
+impl NodeCounts {
+    fn add(&mut self, node: Option<&str>) {
+        match node {
+            Some(n) => match self.nodes.get_mut(n) {
+                Some(c) => *c += 1,
+                None => {
+                    self.nodes.insert(n.to_string(), 1);
+                }
+            },
+            None => self.none += 1,
+        }
+    }
+
+    /// `host:port: N, ..., no node: K` (the last only when some tenant has none).
+    fn line(&self) -> String {
+        let mut parts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|(n, c)| format!("{}: {c}", escape_line(n)))
+            .collect();
+        if self.none > 0 || parts.is_empty() {
+            parts.push(format!("no node: {}", self.none));
+        }
+        parts.join(", ")
+    }
 }
 
 impl<'a> Fleet<'a> {
@@ -365,6 +402,7 @@ impl<'a> Fleet<'a> {
             oldest: None,
             errors: HashMap::new(),
             other_errors: 0,
+            by_node: NodeCounts::default(),
         }
     }
 
@@ -384,6 +422,9 @@ impl<'a> Fleet<'a> {
         }
         if let Some(e) = &t.last_error {
             self.add_error(e, &t.slug);
+        }
+        if let Some(nodes) = self.nodes {
+            self.by_node.add(nodes.get(&t.schema).map(String::as_str));
         }
         if self.stream_rows {
             if self.n == 1 {
@@ -456,6 +497,9 @@ impl<'a> Fleet<'a> {
             .map(|(s, n)| format!("{}: {n}", escape_line(s)))
             .collect();
         crate::outln!("by state:   {}", states.join(", "));
+        if self.nodes.is_some() {
+            crate::outln!("by node:    {}", self.by_node.line());
+        }
         if let Some((v, slug)) = &self.oldest {
             crate::outln!(
                 "oldest pending: {} at version {v} ({} pending)",
@@ -569,4 +613,22 @@ fn print_table(tenants: &[Tenant], set: &MigrationSet, latest: i64, nodes: Optio
         t.add_row(cells(x, set, latest, nodes));
     }
     crate::outln!("{t}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NodeCounts;
+
+    #[test]
+    fn tenants_per_node_count_each_node_and_those_without_one() {
+        let mut c = NodeCounts::default();
+        for n in [Some("w2:5432"), Some("w1:5432"), None, Some("w2:5432")] {
+            c.add(n);
+        }
+        assert_eq!(c.line(), "w1:5432: 1, w2:5432: 2, no node: 1");
+        let mut c = NodeCounts::default();
+        c.add(Some("w1:5432"));
+        assert_eq!(c.line(), "w1:5432: 1");
+        assert_eq!(NodeCounts::default().line(), "no node: 0");
+    }
 }

@@ -64,8 +64,10 @@ const NODES: &str = "SELECT ns.nspname::text, \
       LEFT JOIN pg_catalog.pg_dist_node n ON n.groupid = pl.groupid \
      GROUP BY 1";
 
-/// Starts Citus's rebalancer as a background job: its id, or NULL when nothing is to move.
-const REBALANCE_START: &str = "SELECT pg_catalog.citus_rebalance_start()";
+/// Starts Citus's rebalancer as a background job in transfer mode `$1` (`block_writes` or
+/// `auto`): its id, or NULL when nothing is to move.
+const REBALANCE_START: &str = "SELECT pg_catalog.citus_rebalance_start(\
+        shard_transfer_mode := $1::text::citus.shard_transfer_mode)";
 
 /// A rebalance job's state, and its finished and total moves (tasks).
 const REBALANCE_STATUS: &str = "SELECT state::text, \
@@ -455,10 +457,16 @@ impl Backend {
         tx.queue(Step::Sql("cannot prepare the transaction for Citus"), sql);
     }
 
-    /// Starts Citus's rebalancer: the job's id, `None` when the nodes are balanced already.
-    pub async fn start_rebalance(&self, conn: &impl GenericClient) -> Result<Option<i64>> {
+    /// Starts Citus's rebalancer, its moves in transfer mode `mode` (`block_writes`, or
+    /// `auto` for logical replication): the job's id, `None` when the nodes are balanced
+    /// already.
+    pub async fn start_rebalance(
+        &self,
+        conn: &impl GenericClient,
+        mode: &str,
+    ) -> Result<Option<i64>> {
         let row = conn
-            .query_one(REBALANCE_START, &[])
+            .query_one(REBALANCE_START, &[&mode])
             .await
             .pg_context("cannot start the Citus rebalancer")?;
         Ok(row.get(0))
