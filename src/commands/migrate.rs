@@ -761,6 +761,11 @@ async fn migrate_job(shared: Arc<Shared>, t: Tenant) -> TenantOutcome {
                 shared.wait_for_server(seen, &why).await;
             }
             Err(e) => {
+                if matches!(e, ApplyError::SchemaMissing) {
+                    if let Some(o) = migrate_far::moved_meanwhile(&client, &t).await {
+                        return o.took(started.elapsed());
+                    }
+                }
                 let failed = e.failed_migration();
                 let msg = e.to_string();
                 let _ = registry::record_failure(&client, &t.slug, &msg, failed, epoch).await;

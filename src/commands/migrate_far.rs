@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::{Object, Pool};
+use deadpool_postgres::{GenericClient, Object, Pool};
 
 use crate::commands::session::{now_epoch, Session};
 use crate::domain::migration_set::{AppliedMigration, MigrationSet};
@@ -312,12 +312,42 @@ async fn migrate_one(run: &Run<'_>, place: &Place, t: &Tenant) -> TenantOutcome 
         Err(e) => {
             let msg = e.to_string();
             if let Ok(c) = run.home.get().await {
+                if matches!(e, ApplyError::SchemaMissing) {
+                    if let Some(o) = moved_meanwhile(&c, t).await {
+                        return o.took(started.elapsed());
+                    }
+                }
                 let _ =
                     registry::record_failure(&c, &t.slug, &msg, e.failed_migration(), epoch).await;
             }
             TenantOutcome::failed(&t.slug, &t.schema, t.version, msg).took(started.elapsed())
         }
     }
+}
+
+/// A tenant whose schema was missing where this run looked for it, re-read from the
+/// registry on `home`: if its row now names another place, `tenantctl move` switched it
+/// after this run read the registry (while the run waited for its lock at the old place,
+/// which the move held). It is fine there, so it is reported `skipped` and its row is not
+/// marked `failed`. `None` when it did not move (or the registry cannot say): a failure.
+pub(super) async fn moved_meanwhile(
+    home: &impl GenericClient,
+    t: &Tenant,
+) -> Option<TenantOutcome> {
+    let now = registry::some(home, std::slice::from_ref(&t.slug))
+        .await
+        .ok()?
+        .into_iter()
+        .next()?;
+    if now.server == t.server && now.database == t.database {
+        return None;
+    }
+    let why = format!(
+        "moved from server {} (database {}) to server {} (database {}) while this run \
+         waited for it; nothing was applied: run migrate again to migrate it there",
+        t.server, t.database, now.server, now.database
+    );
+    Some(TenantOutcome::skipped(&t.slug, &t.schema, t.version, why))
 }
 
 /// A run holding a migration that runs alone (`-- no-transaction`), as at home

@@ -510,10 +510,29 @@ fn refinery_error(e: refinery::Error, set: &MigrationSet) -> ApplyError {
         )),
         // Every error of `Queued` is a `StepError` (its history read; queuing a migration
         // cannot fail): a migration's own failure surfaces at `commit`, by its step.
-        Kind::Connection(msg, src) => match src.downcast_ref::<StepError>() {
+        // refinery wraps the history read twice ("error getting current schema version"
+        // around "error getting applied migrations"), so the `StepError` is looked for
+        // through the wrappers: a schema missing there is `SchemaMissing`, a server gone
+        // is `ServerGone`.
+        Kind::Connection(msg, src) => match step_error_within(&**src) {
             Some(e) => step_error(e),
             None => ApplyError::Refinery(format!("{msg}: {src}")),
         },
         other => ApplyError::Refinery(other.to_string()),
+    }
+}
+
+/// The `StepError` a refinery error was made of, through refinery's own wrappers.
+fn step_error_within<'a>(
+    mut e: &'a (dyn std::error::Error + Send + Sync + 'static),
+) -> Option<&'a StepError> {
+    loop {
+        if let Some(step) = e.downcast_ref::<StepError>() {
+            return Some(step);
+        }
+        match e.downcast_ref::<refinery::Error>().map(|r| r.kind()) {
+            Some(Kind::Connection(_, inner)) => e = &**inner,
+            _ => return None,
+        }
     }
 }
