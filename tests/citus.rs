@@ -1290,6 +1290,14 @@ fn two_migrate_runs_at_once_apply_each_migration_once() {
     );
     a.expect(0);
     b.expect(0);
+    // Each tenant was migrated by one of the runs; the other found it up to date.
+    let applied = |r: &common::Run| -> usize {
+        let all = r.all();
+        let line = all.lines().find(|l| l.contains(" applied, ")).unwrap();
+        let before = line.split(" applied, ").next().unwrap();
+        before.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(applied(&a) + applied(&b), 4, "{}\n{}", a.all(), b.all());
     assert_eq!(at_eight(&c.db), (4, 4));
     for schema in c.db.tenant_schemas() {
         let history = c.db.scalar(&format!(
