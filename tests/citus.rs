@@ -1163,3 +1163,185 @@ fn ctrl_c_during_move_node_cancels_citus_schema_move_and_leaves_the_tenant_where
     c.db.run(&["move", "acme", "--node", &to]).expect(0);
     assert_eq!(c.nodes()["tenant_acme"], to);
 }
+
+/// Each tenant's departments as `name:cost_center` (cost_center `-` when NULL), by name.
+fn departments(c: &CitusDb, schema: &str) -> Vec<String> {
+    c.db.query(&format!(
+        "SELECT name || ':' || coalesce(cost_center, '-') FROM \"{schema}\".departments ORDER BY 1"
+    ))
+    .into_iter()
+    .map(|r| r[0].clone().unwrap())
+    .collect()
+}
+
+#[test]
+fn exec_runs_several_statements_in_distributed_tenants_by_c_and_by_file() {
+    let c = CitusDb::new("exec");
+    create_tenants(&c.db, 2);
+    let sql = "INSERT INTO departments (name) VALUES ('Cardiology');\n\
+               UPDATE departments SET cost_center = 'cc-' || name;\n\
+               INSERT INTO departments (name) VALUES ('Radiology')";
+    c.db.run(&["exec", "-c", sql])
+        .expect(0)
+        .mentions("2 done, 0 failed");
+    for schema in c.db.tenant_schemas() {
+        assert_eq!(
+            departments(&c, &schema),
+            vec!["Cardiology:cc-Cardiology", "Radiology:-"],
+            "{schema}"
+        );
+    }
+    // A file with DDL among the statements, and rows of the last one in the report.
+    std::fs::write(
+        c.db.dir.join("fix.sql"),
+        "CREATE INDEX departments_cost_center_idx ON departments (cost_center);\n\
+         UPDATE departments SET cost_center = 'all' WHERE cost_center IS NULL;\n\
+         DELETE FROM departments WHERE name = 'Cardiology';\n\
+         SELECT name, cost_center FROM departments ORDER BY name;\n",
+    )
+    .unwrap();
+    let r =
+        c.db.run(&["exec", "--file", "fix.sql", "t001", "--format", "json"]);
+    r.expect(0);
+    let doc = r.json();
+    assert_eq!(doc["summary"]["done"], 1, "{doc}");
+    assert_eq!(doc["tenants"][0]["rows_affected"], 2, "{doc}");
+    assert_eq!(
+        departments(&c, "tenant_t000"),
+        vec!["Cardiology:cc-Cardiology", "Radiology:-"]
+    );
+    assert_eq!(departments(&c, "tenant_t001"), vec!["Radiology:all"]);
+    assert_eq!(
+        c.db.scalar(
+            "SELECT count(*) FROM pg_indexes WHERE indexname = 'departments_cost_center_idx'"
+        ),
+        "1"
+    );
+    // A failing statement after the DDL rolls the tenant back whole, on its worker too.
+    let r = c.db.run(&[
+        "exec",
+        "-c",
+        "CREATE INDEX departments_name_idx ON departments (name);\n\
+         UPDATE departments SET cost_center = 'half';\n\
+         SELECT 1 / 0",
+        "t000",
+    ]);
+    r.expect(1).mentions("division by zero");
+    assert_eq!(
+        departments(&c, "tenant_t000"),
+        vec!["Cardiology:cc-Cardiology", "Radiology:-"]
+    );
+    assert_eq!(
+        c.db.scalar("SELECT count(*) FROM pg_indexes WHERE indexname = 'departments_name_idx'"),
+        "0"
+    );
+}
+
+#[test]
+fn grant_gives_the_application_role_distributed_tenants_it_cannot_reach() {
+    let c = CitusDb::new("grant");
+    create_tenants(&c.db, 2);
+    // Roles are cluster-wide (Citus creates it on the workers too): one for this test.
+    let app = format!("app_{}", c.db.name);
+    c.db.query(&format!("CREATE ROLE \"{app}\" LOGIN NOINHERIT"));
+    let cfg = c.db.config(&format!("[tenants]\napp_role = \"{app}\"\n"));
+    let cfg = path_str(&cfg);
+    c.db.run(&["--config", cfg, "verify"])
+        .expect(1)
+        .mentions("missing_grant");
+    let r = c.db.run(&["--config", cfg, "grant", "--format", "json"]);
+    r.expect(0);
+    for t in r.json()["tenants"].as_array().unwrap() {
+        assert_eq!(t["outcome"], "granted", "{t}");
+        // One GRANT per table, sent together: more than one statement.
+        assert!(t["tables"].as_array().unwrap().len() > 1, "{t}");
+    }
+    c.db.run(&["--config", cfg, "verify"])
+        .expect(0)
+        .mentions("0 findings");
+    for schema in c.db.tenant_schemas() {
+        // Granted on the coordinator and on the tenant's shards: the role reads the rows.
+        let readable = c.db.scalar(&format!(
+            "SET ROLE \"{app}\"; SELECT count(*) FROM \"{schema}\".departments"
+        ));
+        assert_eq!(readable, "0", "{schema}");
+    }
+    // Best effort: the cluster is thrown away after the tests.
+    let _ = common::try_query(
+        &c.db.url,
+        &format!("DROP OWNED BY \"{app}\"; DROP ROLE \"{app}\""),
+    );
+}
+
+#[test]
+fn two_migrate_runs_at_once_apply_each_migration_once() {
+    let c = CitusDb::new("two_migrates");
+    create_tenants(&c.db, 4);
+    let v9 = "CREATE TABLE shifts (id bigint PRIMARY KEY, employee_id bigint REFERENCES employees (id));\n\
+              INSERT INTO shifts VALUES (1, NULL);\n";
+    let dir =
+        c.db.migrations_with("v9", &[("V8__heart_rate.sql", V8), ("V9__shifts.sql", v9)]);
+    let a = common::spawn_migrate(&c.db, &dir, "2");
+    let b = common::spawn_migrate(&c.db, &dir, "2");
+    let limit = std::time::Duration::from_secs(180);
+    let (a, b) = (
+        common::finish_within(a, limit),
+        common::finish_within(b, limit),
+    );
+    a.expect(0);
+    b.expect(0);
+    // Each tenant was migrated by one of the runs; the other found it up to date.
+    let applied = |r: &common::Run| -> usize {
+        let all = r.all();
+        let line = all.lines().find(|l| l.contains(" applied, ")).unwrap();
+        let before = line.split(" applied, ").next().unwrap();
+        before.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(applied(&a) + applied(&b), 4, "{}\n{}", a.all(), b.all());
+    assert_eq!(at_eight(&c.db), (4, 4));
+    for schema in c.db.tenant_schemas() {
+        let history = c.db.scalar(&format!(
+            "SELECT string_agg(version::text, ',' ORDER BY version) \
+               FROM \"{schema}\".refinery_schema_history"
+        ));
+        assert_eq!(history, "1,2,3,4,5,6,7,8,9", "{schema}");
+        assert_eq!(
+            c.db.scalar(&format!("SELECT count(*) FROM \"{schema}\".shifts")),
+            "1",
+            "{schema}"
+        );
+    }
+    assert_eq!(
+        c.db.scalar("SELECT count(*) FROM public.tenants WHERE version = 9 AND state = 'active'"),
+        "4"
+    );
+}
+
+#[test]
+fn migrate_target_stops_at_that_version_and_a_later_run_goes_on() {
+    let c = CitusDb::new("target");
+    create_tenants(&c.db, 2);
+    let v9 = "CREATE TABLE shifts (id bigint PRIMARY KEY);\n";
+    let dir =
+        c.db.migrations_with("v9", &[("V8__heart_rate.sql", V8), ("V9__shifts.sql", v9)]);
+    let versions = || {
+        c.db.scalar("SELECT string_agg(version::text, ',' ORDER BY slug) FROM public.tenants")
+    };
+    c.db.run_with(&dir, &["migrate", "--target", "8"])
+        .expect(0)
+        .mentions("2 applied");
+    assert_eq!(versions(), "8,8");
+    assert_eq!(at_eight(&c.db), (2, 2));
+    assert_eq!(
+        c.db.scalar("SELECT count(*) FROM pg_tables WHERE tablename = 'shifts'"),
+        "0"
+    );
+    c.db.run_with(&dir, &["migrate"])
+        .expect(0)
+        .mentions("2 applied");
+    assert_eq!(versions(), "9,9");
+    for schema in c.db.tenant_schemas() {
+        let (tables, nodes) = shard_nodes(&c, &schema);
+        assert_eq!((tables, nodes.len()), (11, 1), "{schema}");
+    }
+}

@@ -19,6 +19,7 @@ use crate::output::outcome::{Outcome, TenantOutcome};
 use crate::output::progress::Progress;
 use crate::output::{count, print_json, table};
 use crate::registry::{exec_runs, Tenant};
+use crate::tenant::citus::Backend;
 use crate::tenant::exec::{self, Commit, TenantResult};
 
 /// The SQL of a run, checked, and how it is named in the audit record.
@@ -69,6 +70,8 @@ struct Shared {
     run_id: i64,
     dry_run: bool,
     lock_timeout: Option<Duration>,
+    /// Home's backend: how a tenant transaction there starts and sends its statements.
+    backend: Backend,
     /// What the SQL did in each tenant that got through, by slug.
     results: Mutex<HashMap<String, TenantResult>>,
 }
@@ -108,6 +111,7 @@ pub async fn run(s: &Session, args: &ExecArgs) -> Result<u8> {
         run_id,
         dry_run: args.dry_run,
         lock_timeout: s.lock_timeout,
+        backend: s.backend().clone(),
         results: Mutex::new(HashMap::new()),
     });
     // The bar on a terminal; without one the report at the end says it all.
@@ -257,8 +261,15 @@ async fn exec_in(shared: &Shared, pool: &Pool, t: &Tenant, far: bool) -> TenantO
             run_id: shared.run_id,
         },
     };
+    // The backend detected at home; a tenant elsewhere is taken as on plain PostgreSQL
+    // (its server's kind is not detected: Citus is supported on home only, for now).
+    let backend = match far {
+        false => &shared.backend,
+        true => &Backend::Plain,
+    };
     match exec::run(
         &mut client,
+        backend,
         &t.slug,
         &t.schema,
         &shared.sql,

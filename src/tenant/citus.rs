@@ -443,10 +443,20 @@ impl Backend {
     /// CREATE SCHEMA after a parallel multi-shard command would fail); a new schema becomes
     /// a distributed schema; and triggers (checked safe) are allowed.
     pub fn begin(&self, tx: &mut Tx<'_>, work: Work) {
-        let Backend::Citus(c) = self else {
+        let Some(sql) = self.prologue(work) else {
             return;
         };
         tx.split_statements();
+        tx.queue(Step::Sql("cannot prepare the transaction for Citus"), sql);
+    }
+
+    /// What a tenant transaction sends right after `BEGIN` on this backend (`begin`), for a
+    /// transaction that is not a `Tx` (exec's simple queries); `None` on plain PostgreSQL.
+    /// Send it with `statements`.
+    pub fn prologue(&self, work: Work) -> Option<String> {
+        let Backend::Citus(c) = self else {
+            return None;
+        };
         let mut sql = String::from("SET LOCAL citus.multi_shard_modify_mode = 'sequential'");
         if c.distribute && work == Work::Create {
             sql.push_str(";\nSET LOCAL citus.enable_schema_based_sharding = on");
@@ -454,7 +464,22 @@ impl Backend {
         if c.triggers {
             sql.push_str(";\nSET LOCAL citus.enable_unsafe_triggers = on");
         }
-        tx.queue(Step::Sql("cannot prepare the transaction for Citus"), sql);
+        Some(sql)
+    }
+
+    /// `sql` as this backend takes it in a simple query: whole on plain PostgreSQL; on
+    /// Citus one statement each (as `Tx::split_statements` does for `begin`'s
+    /// transactions), since DDL on a distributed table within a multi-statement query fails
+    /// ("cannot insert multiple commands into a prepared statement"). A text the splitter
+    /// cannot read goes whole, for the server to report.
+    pub fn statements<'a>(&self, sql: &'a str) -> Vec<&'a str> {
+        if !self.is_citus() {
+            return vec![sql];
+        }
+        match crate::domain::sql_split::split(sql) {
+            Ok(statements) if statements.len() > 1 => statements.iter().map(|st| st.text).collect(),
+            _ => vec![sql],
+        }
     }
 
     /// Starts Citus's rebalancer, its moves in transfer mode `mode` (`block_writes`, or
@@ -536,5 +561,40 @@ impl Backend {
                 node.map(|n| (r.get(0), n))
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn citus_gets_one_statement_at_a_time_and_plain_postgresql_the_whole_text() {
+        let sql = "CREATE INDEX i ON t (a);\nUPDATE t SET b = 'x;y';\nSELECT 1";
+        assert_eq!(Backend::Plain.statements(sql), vec![sql]);
+        let citus = Backend::Citus(Citus {
+            distribute: true,
+            triggers: false,
+        });
+        assert_eq!(
+            citus.statements(sql),
+            vec![
+                "CREATE INDEX i ON t (a)",
+                "UPDATE t SET b = 'x;y'",
+                "SELECT 1"
+            ]
+        );
+        // One statement, or a text the splitter cannot read, goes whole.
+        assert_eq!(citus.statements("SELECT 1;"), vec!["SELECT 1;"]);
+        assert_eq!(
+            citus.statements("SELECT 'a; SELECT 2"),
+            vec!["SELECT 'a; SELECT 2"]
+        );
+        // exec's transactions: sequential shard commands, no new distributed schema.
+        assert_eq!(
+            citus.prologue(Work::Change).as_deref(),
+            Some("SET LOCAL citus.multi_shard_modify_mode = 'sequential'")
+        );
+        assert_eq!(Backend::Plain.prologue(Work::Change), None);
     }
 }

@@ -13,6 +13,7 @@ use crate::pg::txn::RESET_SESSION;
 use crate::registry::exec_runs::RECORD_RESULT;
 use crate::registry::locks;
 use crate::tenant::apply::{enter_params, ENTER_TENANT};
+use crate::tenant::citus::{Backend, Work};
 
 /// What the SQL did in one tenant.
 #[derive(Debug, Clone, Default)]
@@ -39,11 +40,13 @@ pub enum Commit {
 }
 
 /// Runs `sql` in tenant `slug` (schema `schema`): its lock (marked as tenantctl's, waiting
-/// at most `lock_timeout` when given), its schema then pg_temp as search_path, the SQL,
+/// at most `lock_timeout` when given), its schema then pg_temp as search_path, the SQL
+/// (sent as `backend` needs it: on Citus, after its prologue, one statement at a time),
 /// a reset of whatever session state it set, then commit or roll back per `end`. The
 /// error is a sentence for the operator; nothing was committed then.
 pub async fn run(
     client: &mut Object,
+    backend: &Backend,
     slug: &str,
     schema: &str,
     sql: &str,
@@ -74,10 +77,24 @@ pub async fn run(
     if !exists {
         return Err(format!("schema {schema} is missing from the database"));
     }
-    let messages = tx
-        .simple_query(sql)
-        .await
-        .map_err(|e| format!("{}; rolled back, nothing changed", describe_pg_error(&e)))?;
+    if let Some(prologue) = backend.prologue(Work::Change) {
+        for st in backend.statements(&prologue) {
+            tx.batch_execute(st).await.map_err(|e| {
+                format!(
+                    "cannot prepare the transaction for Citus: {}",
+                    describe_pg_error(&e)
+                )
+            })?;
+        }
+    }
+    let mut messages = Vec::new();
+    for st in backend.statements(sql) {
+        let replies = tx
+            .simple_query(st)
+            .await
+            .map_err(|e| format!("{}; rolled back, nothing changed", describe_pg_error(&e)))?;
+        messages.extend(replies);
+    }
     let result = collect(messages);
     tx.batch_execute(RESET_SESSION).await.map_err(|e| {
         format!(
