@@ -232,10 +232,7 @@ async fn shared_at(
 }
 
 async fn pool_for(s: &Session, server: &str, database: &str, size: usize) -> anyhow::Result<Pool> {
-    let target = s.servers.target_db(server, database)?;
-    let pool = connect::pool(&target, size.max(1))?;
-    drop(connect::first_connection(&pool, &target).await?);
-    Ok(pool)
+    Ok(s.open_place(server, database, size.max(1)).await?.0)
 }
 
 /// How many times one tenant waits for its server before it gives up (a server that keeps

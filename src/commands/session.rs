@@ -222,9 +222,7 @@ impl Session {
         database: &str,
         schemas: &[String],
     ) -> Result<Vec<String>> {
-        let target = self.servers.target_db(server, database)?;
-        let pool = connect::pool(&target, 1)?;
-        let conn = connect::first_connection(&pool, &target).await?;
+        let (_pool, conn) = self.open_place(server, database, 1).await?;
         registry::existing_schemas(&conn, schemas).await
     }
 
@@ -243,10 +241,24 @@ impl Session {
         size: usize,
     ) -> Result<(Pool, Object)> {
         let target = self.servers.target_db(server, database)?;
-        let pool = connect::pool(&target, size)?;
-        let conn = connect::first_connection(&pool, &target)
+        Self::open_target(&target, size)
             .await
-            .with_context(|| format!("cannot reach server {server} (database {database})"))?;
+            .with_context(|| format!("cannot reach server {server} (database {database})"))
+    }
+
+    /// [`Session::connect_place`] for callers whose errors name the place themselves.
+    pub async fn open_place(
+        &self,
+        server: &str,
+        database: &str,
+        size: usize,
+    ) -> Result<(Pool, Object)> {
+        Self::open_target(&self.servers.target_db(server, database)?, size).await
+    }
+
+    async fn open_target(target: &Target, size: usize) -> Result<(Pool, Object)> {
+        let pool = connect::pool(target, size)?;
+        let conn = connect::first_connection(&pool, target).await?;
         Ok((pool, conn))
     }
 
