@@ -61,7 +61,8 @@ struct Shared {
     seed: Option<Seed>,
     /// `--label`s, the same for every tenant of the run.
     labels: std::collections::BTreeMap<String, String>,
-    /// Plain PostgreSQL or a Citus coordinator: how a tenant's transaction starts.
+    /// Plain PostgreSQL or a Citus coordinator, where the tenants go (home, or
+    /// `elsewhere`): how a tenant's transaction starts.
     backend: Backend,
 }
 
@@ -73,6 +74,9 @@ struct Elsewhere {
     target: Target,
     pool: Pool,
     own_database: bool,
+    /// What the tenants' database is: the server's (a Citus coordinator, say), or plain
+    /// PostgreSQL for a database of their own (made without the citus extension).
+    backend: Backend,
 }
 
 impl Elsewhere {
@@ -127,18 +131,20 @@ pub async fn run(s: &Session, args: &CreateArgs) -> Result<u8> {
         ));
     }
     let (pool, conn) = s.connect(concurrency + 1).await?;
-    // On Citus: what the migrations hold that a distributed schema cannot run, and
-    // per-tenant roles, refused before anything else.
-    let (backend, needs) = s.backend().check_migrations(&set, set.latest())?;
-    backend.check_tenant_roles(s.settings.per_tenant_roles)?;
     let concurrency = s.fit_concurrency(&conn, concurrency, false).await?;
-    let app_role = s.check_app_role(&conn).await?;
-    finish_crashed(s, &conn, &slugs).await?;
-    let registered = precheck(&conn, &slugs, &schemas, args.if_not_exists, at_home).await?;
     let elsewhere = match at_home {
         true => None,
         false => Some(prepare_elsewhere(s, &server, args.own_database, concurrency).await?),
     };
+    // Where the tenants go is Citus (home, or a [servers.NAME] coordinator): what the
+    // migrations hold that a distributed schema cannot run, and per-tenant roles, refused
+    // before anything else.
+    let place = elsewhere.as_ref().map_or(s.backend(), |e| &e.backend);
+    let (backend, needs) = place.check_migrations(&set, set.latest())?;
+    backend.check_tenant_roles(s.settings.per_tenant_roles)?;
+    let app_role = s.check_app_role(&conn).await?;
+    finish_crashed(s, &conn, &slugs).await?;
+    let registered = precheck(&conn, &slugs, &schemas, args.if_not_exists, at_home).await?;
     // Roles and the tenant's place are checked where the tenants will live.
     let place_conn = match &elsewhere {
         Some(e) => Some(e.pool.get().await.map_err(|e| anyhow::anyhow!("{e}"))?),
@@ -165,7 +171,7 @@ pub async fn run(s: &Session, args: &CreateArgs) -> Result<u8> {
         }
     }
     // After the shared migrations, which may create the reference tables it looks for.
-    backend.check_on_server(&conn, &needs).await?;
+    backend.check_on_server(checked, &needs).await?;
     if let Some(role) = &app_role {
         registry::grant_read(&conn, role).await?;
     }
@@ -365,12 +371,20 @@ async fn prepare_elsewhere(
     let first = connect::first_connection(&pool, &target)
         .await
         .with_context(|| format!("cannot reach server {server}; nothing was created"))?;
+    let database = target.config.get_dbname().unwrap_or_default().to_string();
+    // A Citus worker is refused here, naming its coordinator.
+    s.detect_place(server, &database, &first).await?;
+    let backend = match own_database {
+        true => Backend::Plain,
+        false => s.backend_at(server, &database),
+    };
     drop(first);
     Ok(Elsewhere {
         server: server.to_string(),
         target,
         pool,
         own_database,
+        backend,
     })
 }
 
@@ -697,6 +711,7 @@ async fn build_elsewhere(
         (app, _) => (app.as_deref(), String::new()),
     };
     let mut tx = Tx::begin(&client);
+    shared.backend.begin(&mut tx, Work::Create);
     tx.queue(
         Step::Sql("cannot create the schema"),
         format!(

@@ -64,13 +64,15 @@ struct Shared {
     /// Home's pool: the registry, and the tenants in its own database.
     pool: Pool,
     home_database: String,
-    /// A pool per other server and database where tenants live, or why it cannot be reached.
-    places: HashMap<(String, String), Result<Pool, String>>,
+    /// A pool per other server and database where tenants live, with what that place is
+    /// (`Session::backend_at`), or why it cannot be reached.
+    places: HashMap<(String, String), Result<(Pool, Backend), String>>,
     sql: String,
     run_id: i64,
     dry_run: bool,
     lock_timeout: Option<Duration>,
-    /// Home's backend: how a tenant transaction there starts and sends its statements.
+    /// Home's backend: how a tenant transaction there starts and sends its statements
+    /// (each other place has its own, in `places`).
     backend: Backend,
     /// What the SQL did in each tenant that got through, by slug.
     results: Mutex<HashMap<String, TenantResult>>,
@@ -173,13 +175,13 @@ pub async fn run(s: &Session, args: &ExecArgs) -> Result<u8> {
 }
 
 /// A pool for each other server and database where `tenants` live (at most `concurrency`
-/// connections, fewer for few tenants), or why it cannot be reached: that place's tenants
-/// fail, the others run.
+/// connections, fewer for few tenants) with its backend, or why it cannot be reached: that
+/// place's tenants fail, the others run.
 async fn far_pools(
     s: &Session,
     tenants: &[Tenant],
     concurrency: usize,
-) -> HashMap<(String, String), Result<Pool, String>> {
+) -> HashMap<(String, String), Result<(Pool, Backend), String>> {
     let mut count: HashMap<(String, String), usize> = HashMap::new();
     for t in tenants
         .iter()
@@ -194,7 +196,7 @@ async fn far_pools(
         let pool = s
             .connect_place(&server, &database, concurrency.min(n))
             .await
-            .map(|(pool, _conn)| pool)
+            .map(|(pool, _conn)| (pool, s.backend_at(&server, &database)))
             .map_err(|e| format!("{e:#}; nothing was run"));
         places.insert((server, database), pool);
     }
@@ -224,11 +226,11 @@ fn triage(t: &Tenant, at_home: bool) -> Option<TenantOutcome> {
 
 async fn exec_job(shared: Arc<Shared>, t: Tenant) -> TenantOutcome {
     if t.is_home(&shared.home_database) {
-        return exec_in(&shared, &shared.pool, &t, false).await;
+        return exec_in(&shared, (&shared.pool, &shared.backend), &t, false).await;
     }
     let place = (t.server.clone(), t.database.clone());
     let mut o = match shared.places.get(&place) {
-        Some(Ok(pool)) => exec_in(&shared, pool, &t, true).await,
+        Some(Ok((pool, backend))) => exec_in(&shared, (pool, backend), &t, true).await,
         Some(Err(why)) => TenantOutcome::failed(&t.slug, &t.schema, t.version, why.clone()),
         None => TenantOutcome::failed(&t.slug, &t.schema, t.version, "no pool for its server"),
     };
@@ -240,9 +242,15 @@ async fn exec_job(shared: Arc<Shared>, t: Tenant) -> TenantOutcome {
     o
 }
 
-/// Runs the SQL in one tenant with a connection from `pool`. Elsewhere (`far`), the
-/// tenant's transaction commits on its server and its `done` is recorded on home after.
-async fn exec_in(shared: &Shared, pool: &Pool, t: &Tenant, far: bool) -> TenantOutcome {
+/// Runs the SQL in one tenant with a connection from `pool`, as its place's `backend`
+/// takes it. Elsewhere (`far`), the tenant's transaction commits on its server and its
+/// `done` is recorded on home after.
+async fn exec_in(
+    shared: &Shared,
+    (pool, backend): (&Pool, &Backend),
+    t: &Tenant,
+    far: bool,
+) -> TenantOutcome {
     let mut client = match pool.get().await {
         Ok(c) => c,
         Err(e) => {
@@ -260,12 +268,6 @@ async fn exec_in(shared: &Shared, pool: &Pool, t: &Tenant, far: bool) -> TenantO
         (false, false) => Commit::Record {
             run_id: shared.run_id,
         },
-    };
-    // The backend detected at home; a tenant elsewhere is taken as on plain PostgreSQL
-    // (its server's kind is not detected: Citus is supported on home only, for now).
-    let backend = match far {
-        false => &shared.backend,
-        true => &Backend::Plain,
     };
     match exec::run(
         &mut client,

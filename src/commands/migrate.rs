@@ -92,6 +92,17 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
     check_waves(args)?;
     let (tenants, unmatched) = in_some_wave(tenants, &args.waves);
     refuse_ahead(&tenants, &set)?;
+    let home_db = s.home_database().to_string();
+    // The places elsewhere that tenants to visit live at, opened before anything changes:
+    // each one's backend is detected, so a Citus worker there, or migrations a Citus
+    // coordinator there cannot run, are refused first (exit 2).
+    let far_visits: Vec<Tenant> = tenants
+        .iter()
+        .filter(|t| !t.is_home(&home_db) && visited_elsewhere(t, &set, target))
+        .cloned()
+        .collect();
+    let size = if args.dry_run { 1 } else { concurrency };
+    let places = migrate_far::Places::open(s, &far_visits, size, &set, target).await?;
     // Shared migrations first, once: tenants' migrations may reference what they create.
     let shared_report = match &shared_set {
         Some(sh) if args.dry_run => Some(shared_plan(&mut conn, sh).await?),
@@ -107,7 +118,6 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
     let shared_report = shared_report.as_ref();
     // After the shared migrations, which may create the reference tables it looks for.
     backend.check_on_server(&conn, &needs).await?;
-    let home_db = s.home_database().to_string();
     // The shared migrations at every other place holding tenants, before those tenants.
     let shared_failed = match &shared_set {
         Some(sh) if !args.dry_run && tenants.iter().any(|t| !t.is_home(&home_db)) => {
@@ -120,6 +130,8 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
         }
         _ => Default::default(),
     };
+    // As at home, after the shared migrations of each place.
+    places.check_on_server().await?;
     let mut outcomes = Vec::new();
     let mut visits = Vec::new();
     for mut t in tenants {
@@ -146,11 +158,6 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
     // (canaries, waves and failure budgets span them), each place with a pool of the run's
     // concurrency, so the runner keeps that many tenants in flight per place.
     let mut visits = interleave_places(visits);
-    let places = if args.dry_run {
-        migrate_far::Places::default()
-    } else {
-        migrate_far::Places::open(s, &visits, concurrency).await
-    };
     let home_visited = usize::from(visits.iter().any(|t| t.is_home(&home_db)));
     let concurrency = concurrency * (home_visited + places.len()).max(1);
     // A run that will mark tenants says so first (its connection holds the mark until the
@@ -204,7 +211,7 @@ pub async fn run(s: &Session, args: &MigrateArgs) -> Result<u8> {
             visits.into_iter().partition(|t| t.is_home(&home_db));
         outcomes.extend(dry_run(&shared, home).await?);
         let plan = |t: &Tenant, h| plan_outcome(&shared.set, shared.target, t, h);
-        outcomes.extend(migrate_far::dry_run(s, far, plan).await);
+        outcomes.extend(migrate_far::dry_run(&shared.places, far, plan).await);
     } else {
         record_missing_schemas(&shared.pool, &outcomes).await;
         let interrupt = Interrupt::listen();
@@ -599,6 +606,16 @@ pub(super) fn triage(t: &Tenant, set: &MigrationSet, target: i64) -> Option<Tena
     let settled = t.state == "active" || (t.state == "suspended" && t.last_error.is_none());
     let current = settled && t.version >= target && t.digest.as_deref() == set.digest_at(t.version);
     current.then(|| TenantOutcome::new(&t.slug, &t.schema, Outcome::UpToDate, t.version, t.version))
+}
+
+/// Whether a tenant elsewhere will be visited: the registry cannot answer for it (its
+/// schema is looked for where it lives, by the visit).
+fn visited_elsewhere(t: &Tenant, set: &MigrationSet, target: i64) -> bool {
+    let seen = Tenant {
+        schema_exists: true,
+        ..t.clone()
+    };
+    triage(&seen, set, target).is_none()
 }
 
 /// Registered tenants without a schema are recorded as failed, not silently skipped.

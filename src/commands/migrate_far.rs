@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::{GenericClient, Object, Pool};
 
 use crate::commands::session::{now_epoch, Session};
+use crate::domain::citus_rules::Needs;
+use crate::domain::exit::{code_for, BAD_INPUT};
 use crate::domain::migration_set::{AppliedMigration, MigrationSet};
 use crate::fleet::outage::Outage;
 use crate::output::outcome::{Outcome, TenantOutcome};
@@ -24,6 +26,7 @@ use crate::pg::connect;
 use crate::pg::txn::Tx;
 use crate::registry::{self, Tenant};
 use crate::tenant::apply::{self, apply_pending, read_histories, ApplyError, History};
+use crate::tenant::citus::{Backend, Work};
 use crate::tenant::no_transaction;
 use crate::tenant::shared::SharedSet;
 
@@ -35,16 +38,30 @@ pub struct Places {
     pools: BTreeMap<(String, String), Result<Place, String>>,
 }
 
-/// One server and database elsewhere: its pool, and the run's view of its availability
+/// One server and database elsewhere: its pool, its backend (plain PostgreSQL or a Citus
+/// coordinator, ready for the run's migrations), and the run's view of its availability
 /// (the outage wait, as for home: `fleet::outage`).
 pub struct Place {
     pool: Pool,
+    backend: Backend,
+    /// What the server must confirm before any tenant there (`check_on_server`).
+    needs: Needs,
     outage: Outage,
 }
 
 impl Places {
-    /// Opens a pool at every place where `tenants` live (home tenants are left out).
-    pub async fn open(s: &Session, tenants: &[Tenant], size: usize) -> Places {
+    /// Opens a pool at every place where `tenants` live (home tenants are left out), each
+    /// place's backend detected as it opens. Refused (exit 2, before anything changes): bad
+    /// input about a place (a Citus worker, an unknown server, an unset password variable)
+    /// and migrations up to `target` that a Citus place cannot run. A place that does not
+    /// answer fails its own tenants only.
+    pub async fn open(
+        s: &Session,
+        tenants: &[Tenant],
+        size: usize,
+        set: &MigrationSet,
+        target: i64,
+    ) -> anyhow::Result<Places> {
         let home_db = s.home_database().to_string();
         let places: BTreeSet<(String, String)> = tenants
             .iter()
@@ -53,16 +70,35 @@ impl Places {
             .collect();
         let mut pools = BTreeMap::new();
         for (server, database) in places {
-            let place = pool_for(s, &server, &database, size)
-                .await
-                .map(|pool| Place {
-                    pool,
-                    outage: Outage::new(s.connect_budget()),
-                })
-                .map_err(|e| unreachable(&server, &database, &e));
+            let place = match pool_for(s, &server, &database, size).await {
+                Ok(pool) => {
+                    let at = s.backend_at(&server, &database);
+                    let (backend, needs) = at.check_migrations(set, target)?;
+                    Ok(Place {
+                        pool,
+                        backend,
+                        needs,
+                        outage: Outage::new(s.connect_budget()),
+                    })
+                }
+                Err(e) if code_for(&e) == BAD_INPUT => return Err(e),
+                Err(e) => Err(unreachable(&server, &database, &e)),
+            };
             pools.insert((server, database), place);
         }
-        Places { pools }
+        Ok(Places { pools })
+    }
+
+    /// The server side of the Citus rules at each Citus place (foreign keys to tables
+    /// outside the tenant's schema), after the shared migrations ran there: exit 2 before
+    /// any tenant is touched. A place that cannot answer is left to fail its tenants.
+    pub async fn check_on_server(&self) -> anyhow::Result<()> {
+        for place in self.pools.values().filter_map(|p| p.as_ref().ok()) {
+            if let Ok(conn) = place.pool.get().await {
+                place.backend.check_on_server(&conn, &place.needs).await?;
+            }
+        }
+        Ok(())
     }
 
     /// How many places elsewhere the run reaches.
@@ -112,11 +148,10 @@ pub async fn migrate_tenant(run: &Run<'_>, t: &Tenant) -> TenantOutcome {
 /// one read-only pass where they live, planned as at home (`plan`); nothing is changed,
 /// not even on home. A place that cannot be reached fails its tenants, naming it.
 pub async fn dry_run(
-    s: &Session,
+    places: &Places,
     tenants: Vec<Tenant>,
     plan: impl Fn(&Tenant, Vec<AppliedMigration>) -> TenantOutcome,
 ) -> Vec<TenantOutcome> {
-    let places = Places::open(s, &tenants, 1).await;
     let mut outcomes = Vec::with_capacity(tenants.len());
     let mut tenants = tenants;
     for ((server, database), pool) in &places.pools {
@@ -268,7 +303,7 @@ async fn migrate_one(run: &Run<'_>, place: &Place, t: &Tenant) -> TenantOutcome 
         }
         let seen = place.outage.epoch();
         let gone = match place.pool.get().await {
-            Ok(client) => match apply_far(run, &client, t).await {
+            Ok(client) => match apply_far(run, place, &client, t).await {
                 Err(ApplyError::ServerGone(f)) if waits < MAX_SERVER_WAITS => f.to_string(),
                 other => break other,
             },
@@ -386,12 +421,15 @@ async fn alone_far(
 /// and records the version it found.
 async fn apply_far(
     run: &Run<'_>,
+    place: &Place,
     client: &Object,
     t: &Tenant,
 ) -> Result<apply::Applied, ApplyError> {
     let set = run.set;
     let applied = {
         let mut tx = Tx::begin(client);
+        // On a Citus coordinator: one statement at a time, shard commands sequential.
+        place.backend.begin(&mut tx, Work::Change);
         let applied = apply_pending(
             &mut tx,
             &t.schema,

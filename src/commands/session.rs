@@ -1,6 +1,7 @@
 //! What every database command starts with: merged settings, a connection pool, and a
 //! registry that is installed and current.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -10,7 +11,7 @@ use crate::cli::{Format, Global};
 use crate::domain::exit::bad_input;
 use crate::domain::names;
 use crate::domain::selector::Selector;
-use crate::domain::settings::{self, Overrides, Settings};
+use crate::domain::settings::{self, Overrides, Settings, HOME_SERVER};
 use crate::output::{count, listed, plural};
 use crate::pg::connect::{self, Target};
 use crate::pg::servers::Servers;
@@ -28,6 +29,10 @@ pub struct Session {
     pub lock_timeout: Option<Duration>,
     /// What `connect` found the server to be (plain PostgreSQL until then).
     backend: std::sync::OnceLock<Backend>,
+    /// What each other place (server, database) is, detected on its first connection
+    /// (`detect_place`, which `open_place` and `connect_place` call): the backend belongs
+    /// to the place a tenant lives in, not to home.
+    places: std::sync::Mutex<BTreeMap<(String, String), Backend>>,
 }
 
 fn non_empty(s: Option<String>) -> Option<String> {
@@ -58,6 +63,7 @@ impl Session {
             format: global.format,
             lock_timeout: global.lock_timeout.map(Duration::from_millis),
             backend: std::sync::OnceLock::new(),
+            places: Default::default(),
         })
     }
 
@@ -232,8 +238,9 @@ impl Session {
     }
 
     /// A pool of `size` connections to database `database` of server `server`, and one
-    /// connection from it. An unknown server or an unset password variable is bad input
-    /// (exit 2); a server that does not answer is an error naming it (exit 1).
+    /// connection from it, the place's backend detected (`detect_place`). An unknown
+    /// server, an unset password variable or a Citus worker is bad input (exit 2); a server
+    /// that does not answer is an error naming it (exit 1).
     pub async fn connect_place(
         &self,
         server: &str,
@@ -241,9 +248,11 @@ impl Session {
         size: usize,
     ) -> Result<(Pool, Object)> {
         let target = self.servers.target_db(server, database)?;
-        Self::open_target(&target, size)
+        let (pool, conn) = Self::open_target(&target, size)
             .await
-            .with_context(|| format!("cannot reach server {server} (database {database})"))
+            .with_context(|| format!("cannot reach server {server} (database {database})"))?;
+        self.detect_place(server, database, &conn).await?;
+        Ok((pool, conn))
     }
 
     /// [`Session::connect_place`] for callers whose errors name the place themselves.
@@ -253,7 +262,48 @@ impl Session {
         database: &str,
         size: usize,
     ) -> Result<(Pool, Object)> {
-        Self::open_target(&self.servers.target_db(server, database)?, size).await
+        let target = self.servers.target_db(server, database)?;
+        let (pool, conn) = Self::open_target(&target, size).await?;
+        self.detect_place(server, database, &conn).await?;
+        Ok((pool, conn))
+    }
+
+    /// Finds out, once per place, what database `database` of server `server` is (plain
+    /// PostgreSQL or a Citus coordinator; one query on `conn`, a connection there), for
+    /// `backend_at`. A Citus worker is refused (exit 2), naming its coordinator: tenants
+    /// made there would bypass Citus. Home's own database is `connect`'s.
+    pub async fn detect_place(&self, server: &str, database: &str, conn: &Object) -> Result<()> {
+        let key = (server.to_string(), database.to_string());
+        if self.is_home_place(server, database) || self.known_place(&key).is_some() {
+            return Ok(());
+        }
+        let at = format!("server {server} (database {database})");
+        let backend = Backend::detect(conn, self.settings.citus_distribute, &at).await?;
+        self.lock_places().insert(key, backend);
+        Ok(())
+    }
+
+    /// The backend of the place (server, database): home's for the registry's database,
+    /// what `detect_place` found for the others (plain PostgreSQL for a place no
+    /// connection has been opened to).
+    pub fn backend_at(&self, server: &str, database: &str) -> Backend {
+        if self.is_home_place(server, database) {
+            return self.backend().clone();
+        }
+        self.known_place(&(server.to_string(), database.to_string()))
+            .unwrap_or_default()
+    }
+
+    fn is_home_place(&self, server: &str, database: &str) -> bool {
+        server == HOME_SERVER && database == self.home_database()
+    }
+
+    fn known_place(&self, key: &(String, String)) -> Option<Backend> {
+        self.lock_places().get(key).cloned()
+    }
+
+    fn lock_places(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), Backend>> {
+        self.places.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn open_target(target: &Target, size: usize) -> Result<(Pool, Object)> {
