@@ -5,6 +5,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::cli::ListArgs;
+use crate::commands::nodes::Nodes;
 use crate::commands::session::Session;
 use crate::output::{escape_line, JsonStream};
 use crate::registry::{self, Pick};
@@ -12,10 +13,14 @@ use crate::registry::{self, Pick};
 pub async fn run(s: &Session, args: &ListArgs) -> Result<u8> {
     let (_pool, conn) = s.connect(1).await?;
     let selector = args.select.selector.as_ref();
-    // On Citus, where each tenant lives (one query for all of them).
-    let nodes = s.backend().nodes(&conn).await?;
-    let citus = s.backend().is_citus();
     let pick = selector.map_or(Pick::All, Pick::Selected);
+    // On Citus (home, or a server tenants live on), where each tenant lives: one query per
+    // coordinator for all of its tenants.
+    let (nodes, unread) = Nodes::read(s, &conn, pick, &[]).await?;
+    for why in unread {
+        crate::errln!("note: {why}");
+    }
+    let node_of = |t: &registry::Tenant| nodes.as_ref().map(|n| n.get(t));
     if s.json() {
         // Streamed too: each row is written as it arrives, inside one document.
         let mut doc = JsonStream::stdout(&Empty {}, "tenants");
@@ -26,7 +31,7 @@ pub async fn run(s: &Session, args: &ListArgs) -> Result<u8> {
                 state: &t.state,
                 server: &t.server,
                 database: &t.database,
-                node: citus.then(|| nodes.get(&t.schema).map(String::as_str)),
+                node: node_of(&t),
                 labels: &t.labels,
             })
         })
@@ -38,12 +43,9 @@ pub async fn run(s: &Session, args: &ListArgs) -> Result<u8> {
     // fleet size. Fields are escaped, so a tab or newline cannot shift columns.
     registry::for_each_tenant(&conn, pick, |t| {
         // On Citus a fourth field: the tenant's node (empty when it has none).
-        let node = match citus {
-            true => format!(
-                "\t{}",
-                escape_line(nodes.get(&t.schema).map_or("", String::as_str))
-            ),
-            false => String::new(),
+        let node = match node_of(&t) {
+            Some(node) => format!("\t{}", escape_line(node.unwrap_or_default())),
+            None => String::new(),
         };
         crate::outln!(
             "{}\t{}\t{}{}",

@@ -14,6 +14,7 @@ mod migrate;
 mod migrate_far;
 mod migrate_noop;
 mod move_node;
+mod nodes;
 mod psql;
 mod rebalance;
 mod relocate;

@@ -23,7 +23,6 @@ use crate::tenant::relocate::{self, HomeIs, Made, Moved, NewRole, Place, Plan};
 pub async fn run(s: &Session, args: &MoveArgs) -> Result<u8> {
     s.schemas_for(std::slice::from_ref(&args.slug))?;
     let (_pool, mut home) = s.connect(1).await?;
-    s.backend().refuse_move_to()?;
     let t = registry::some(&home, std::slice::from_ref(&args.slug))
         .await?
         .pop()
@@ -84,7 +83,9 @@ async fn plan(s: &Session, t: &Tenant, args: &MoveArgs) -> Result<Plan> {
     let home_place = (HOME_SERVER, s.home_database());
     let is_home = |p: &Place| (p.server.as_str(), p.database.as_str()) == home_place;
     let source = connect_to(&from.target, &from).await?;
+    refuse_citus(s, &from, &source, false).await?;
     let admin = connect_to(&to.server_target, &to).await?;
+    refuse_citus(s, &to, &admin, args.own_database).await?;
     let pg_dump = dump::find_tool("pg_dump")?;
     relocate::check_pg_dump(&pg_dump, registry::server_major(&source).await?)?;
     let same_cluster = relocate::same_cluster(&source, &admin).await?;
@@ -148,6 +149,23 @@ fn refuse_same_place(t: &Tenant, from: &Place, to: &Place, own_database: bool) -
         "tenant {} {already}; nothing was changed",
         t.slug
     )))
+}
+
+/// Refuses (exit 2, nothing changed) a move out of or into a Citus coordinator (home or a
+/// `[servers.NAME]`), and a Citus worker: pg_dump's copy would not be a distributed schema.
+/// `conn` is a connection to `place`'s server; `own_database`: the tenant goes into a
+/// database of its own there, made without the citus extension (plain PostgreSQL).
+async fn refuse_citus(s: &Session, place: &Place, conn: &Object, own_database: bool) -> Result<()> {
+    let database = match own_database {
+        true => place.server_target.config.get_dbname().unwrap_or_default(),
+        false => place.database.as_str(),
+    };
+    s.detect_place(&place.server, database, conn).await?;
+    if own_database {
+        return Ok(());
+    }
+    s.backend_at(&place.server, database)
+        .refuse_move_to(&place.describe())
 }
 
 /// The tenant's own role, created at the target (another cluster). The application role

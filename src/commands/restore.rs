@@ -111,12 +111,18 @@ pub async fn run(s: &Session, args: &RestoreArgs) -> Result<u8> {
     let pg_dump = dump::find_tool("pg_dump")?;
     let (_pool, mut conn) = s.connect(1).await?;
     let plan = plan(s, &conn, args).await?;
-    // A tenant role is NOLOGIN: on a distributed schema every query as it would fail.
-    s.backend().check_tenant_roles(plan.create_role)?;
     let mut far = match plan.existing.as_ref().filter(|t| !s.at_home(t)) {
         Some(t) => Some(reach(s, t).await?),
         None => None,
     };
+    // What the tenant's database is (home, or the place where it lives, detected by
+    // `reach`): a Citus coordinator distributes the restored schema.
+    let backend = match &far {
+        Some(f) => s.backend_at(&f.server, &f.database),
+        None => s.backend().clone(),
+    };
+    // A tenant role is NOLOGIN: on a distributed schema every query as it would fail.
+    backend.check_tenant_roles(plan.create_role)?;
     // Everything below the registry happens where the tenant lives.
     let work: &deadpool_postgres::Object = far.as_ref().map_or(&conn, |f| &f.conn);
     let major = registry::server_major(work).await?;
@@ -158,11 +164,7 @@ pub async fn run(s: &Session, args: &RestoreArgs) -> Result<u8> {
         major,
         place: &place,
         database: &database,
-        backend: if far.is_some() {
-            &Backend::Plain
-        } else {
-            s.backend()
-        },
+        backend: &backend,
     };
     // Listened for only now: before, Ctrl-C simply ends the process (nothing exists yet).
     let mut signals = Signals::listen()?;
@@ -200,7 +202,7 @@ pub async fn run(s: &Session, args: &RestoreArgs) -> Result<u8> {
             &sandbox.role,
             major,
             s.lock_deadline(),
-            Some(s.backend()),
+            (&backend, true),
         )
         .await
         .map(|()| None),
@@ -214,6 +216,7 @@ pub async fn run(s: &Session, args: &RestoreArgs) -> Result<u8> {
                 &sandbox.role,
                 major,
                 s.lock_deadline(),
+                &backend,
             )
             .await
         }
@@ -230,15 +233,14 @@ pub async fn run(s: &Session, args: &RestoreArgs) -> Result<u8> {
         )));
     }
     sandbox.remove(&place, false).await;
-    if far.is_none() {
-        if let Err(e) = s.backend().sync_worker_sequences(&conn, &plan.schema).await {
-            return Err(e.context(format!(
-                "tenant {} was restored and is distributed, but rows that triggers add on its \
-                 worker may collide with restored ones; run the same restore again, or set \
-                 the worker's sequences past the restored values by hand (docs/citus.md)",
-                plan.slug
-            )));
-        }
+    let work: &deadpool_postgres::Object = far.as_ref().map_or(&conn, |f| &f.conn);
+    if let Err(e) = backend.sync_worker_sequences(work, &plan.schema).await {
+        return Err(e.context(format!(
+            "tenant {} was restored and is distributed, but rows that triggers add on its \
+             worker may collide with restored ones; run the same restore again, or set \
+             the worker's sequences past the restored values by hand (docs/citus.md)",
+            plan.slug
+        )));
     }
     report(s, args, &plan, version, latest);
     Ok(0)
@@ -797,6 +799,7 @@ async fn swap_elsewhere(
     restore_role: &str,
     major: i32,
     deadline: std::time::Duration,
+    backend: &Backend,
 ) -> Result<Option<anyhow::Error>> {
     registry::forget_digest(&*home, &plan.slug).await?;
     swap(
@@ -807,7 +810,7 @@ async fn swap_elsewhere(
         restore_role,
         major,
         deadline,
-        None,
+        (backend, false),
     )
     .await
     .with_context(|| format!("on server {} (database {})", far.server, far.database))?;
@@ -837,7 +840,8 @@ async fn record_on_home(
 
 /// One transaction: drop the replaced schema, rename the staged one, take it over from the
 /// restore role, distribute it (on a Citus coordinator that distributes tenants), grant,
-/// and register (`home`: the registry is in this database, whose backend this is).
+/// and register when `registry_here` (the registry is in this database); `backend` is the
+/// database's.
 #[allow(clippy::too_many_arguments)]
 async fn swap(
     conn: &mut deadpool_postgres::Object,
@@ -847,10 +851,9 @@ async fn swap(
     restore_role: &str,
     major: i32,
     deadline: std::time::Duration,
-    home: Option<&Backend>,
+    (backend, registry_here): (&Backend, bool),
 ) -> Result<()> {
     let (tx, _) = locked_transaction(conn, &plan.slug, &plan.schema, deadline).await?;
-    let backend = home.unwrap_or(&Backend::Plain);
     backend.begin_restore_swap(&tx).await?;
     // The staged copy is tenantctl's before anything else: on Citus, distributing it
     // recreates its objects on a worker with their owner.
@@ -892,7 +895,7 @@ async fn swap(
         plan.data_role.as_deref(),
     ));
     run_one_by_one(&tx, &sql, backend, "cannot grant on the restored schema").await?;
-    if home.is_some() {
+    if registry_here {
         record(&tx, plan, m, version).await?;
     }
     tx.commit().await.pg_context("cannot commit the restore")?;

@@ -13,6 +13,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::cli::{Format, StatusArgs};
+use crate::commands::nodes::Nodes;
 use crate::commands::session::{pick_tenants, Session};
 use crate::domain::exit::{FAILED, OK};
 use crate::domain::migration_set::MigrationSet;
@@ -48,14 +49,16 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
     if let (Some(r), false) = (&shared, s.json()) {
         crate::outln!("{}", escape_line(&r.line()));
     }
-    // On Citus, where each tenant lives (one query for all of them).
-    let nodes = s.backend().nodes(&conn).await?;
-    let nodes = s.backend().is_citus().then_some(&nodes);
-    let mut fleet = Fleet::new(&set, latest, args.all && !s.json(), nodes);
     let pick = match &args.select.selector {
         Some(sel) => Pick::Selected(sel),
         None => Pick::All,
     };
+    // On Citus (home, or a server tenants live on), where each tenant lives: one query per
+    // coordinator for all of its tenants. A server that cannot be read is named below,
+    // with the tenants whose schemas could not be checked there.
+    let (nodes, _) = Nodes::read(s, &conn, pick, &args.slugs).await?;
+    let nodes = nodes.as_ref();
+    let mut fleet = Fleet::new(&set, latest, args.all && !s.json(), nodes);
     let unreachable = if !args.slugs.is_empty() {
         let mut tenants = pick_tenants(
             &conn,
@@ -234,7 +237,7 @@ fn row<'a>(t: &'a Tenant, set: &MigrationSet, latest: i64, nodes: Option<&'a Nod
         state: &t.state,
         server: &t.server,
         database: &t.database,
-        node: nodes.map(|n| n.get(&t.schema).map(String::as_str)),
+        node: nodes.map(|n| n.get(t)),
         version: t.version,
         pending: set.pending_count(t.version, latest),
         last_error: t.last_error.as_deref(),
@@ -424,7 +427,7 @@ impl<'a> Fleet<'a> {
             self.add_error(e, &t.slug);
         }
         if let Some(nodes) = self.nodes {
-            self.by_node.add(nodes.get(&t.schema).map(String::as_str));
+            self.by_node.add(nodes.get(&t));
         }
         if self.stream_rows {
             if self.n == 1 {
@@ -547,9 +550,6 @@ const WIDTHS: [usize; 7] = [24, 31, 10, 8, 7, 7, 20];
 /// The same with Citus's node column (`host:port`) after the server's.
 const WIDTHS_NODE: [usize; 8] = [24, 31, 10, 8, 21, 7, 7, 20];
 
-/// Each tenant schema's Citus node, by schema.
-type Nodes = BTreeMap<String, String>;
-
 /// `cells` with the node column inserted after the server's when on Citus.
 fn with_node(
     mut cells: Vec<String>,
@@ -596,9 +596,7 @@ fn cells(x: &Tenant, set: &MigrationSet, latest: i64, nodes: Option<&Nodes>) -> 
         x.migrated_at.clone().unwrap_or_default(),
         x.last_error.clone().unwrap_or_default(),
     ];
-    with_node(row, nodes, |n| {
-        n.get(&x.schema).cloned().unwrap_or_default()
-    })
+    with_node(row, nodes, |n| n.get(x).unwrap_or_default().to_string())
 }
 
 fn print_table(tenants: &[Tenant], set: &MigrationSet, latest: i64, nodes: Option<&Nodes>) {

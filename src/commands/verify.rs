@@ -14,6 +14,7 @@ use crate::output::{count, print_json, table};
 use crate::registry::{self, Tenant};
 use crate::tenant::apply::{read_histories, HISTORY_TABLE};
 use crate::tenant::audit::{self, Finding};
+use crate::tenant::citus::Backend;
 use crate::tenant::structure;
 
 pub async fn run(s: &Session, args: &VerifyArgs) -> Result<u8> {
@@ -39,7 +40,7 @@ pub async fn run(s: &Session, args: &VerifyArgs) -> Result<u8> {
     findings.extend(tenant_role_memberships(s, &conn, &tenants).await?);
     findings.extend(missing_grants(s, &conn, &owner, &tenants).await?);
     findings.extend(history_drift(&mut conn, &tenants, &set).await?);
-    findings.extend(not_distributed(s, &conn, &tenants).await?);
+    findings.extend(not_distributed(s.backend(), &conn, &tenants).await?);
     for (server, database) in places_elsewhere(s, &far, args.slugs.is_empty() && selector.is_none())
     {
         let here: Vec<Tenant> = far
@@ -124,6 +125,7 @@ async fn audit_place(
         .map_err(|e| {
             anyhow::anyhow!("server {server} (database {database}) cannot be reached: {e:#}")
         })?;
+    s.detect_place(server, database, &conn).await?;
     let schemas: Vec<String> = tenants.iter().map(|t| t.schema.clone()).collect();
     let present = registry::existing_schemas(&conn, &schemas).await?;
     for t in &mut tenants {
@@ -142,6 +144,8 @@ async fn audit_place(
     findings.extend(tenant_role_memberships(s, &conn, &tenants).await?);
     findings.extend(missing_grants(s, &conn, &owner, &tenants).await?);
     findings.extend(history_drift(&mut conn, &tenants, set).await?);
+    let backend = s.backend_at(server, database);
+    findings.extend(not_distributed(&backend, &conn, &tenants).await?);
     if structure {
         // One catalog read for the tenants of this place, references built here too.
         findings.extend(structure_drift(&mut conn, &tenants, set).await?);
@@ -149,11 +153,16 @@ async fn audit_place(
     Ok(findings)
 }
 
-/// On a Citus coordinator that distributes tenants (`[citus] distribute`, the default): each
-/// tenant whose schema is a plain local schema on the coordinator (created before Citus, or
-/// with distribute off), so not spread over the workers.
-async fn not_distributed(s: &Session, conn: &Object, tenants: &[Tenant]) -> Result<Vec<Finding>> {
-    if !s.backend().distributes() {
+/// On a Citus coordinator that distributes tenants (`[citus] distribute`, the default;
+/// `backend` is the database's, home's or another place's): each tenant whose schema is a
+/// plain local schema on the coordinator (created before Citus, or with distribute off), so
+/// not spread over the workers.
+async fn not_distributed(
+    backend: &Backend,
+    conn: &Object,
+    tenants: &[Tenant],
+) -> Result<Vec<Finding>> {
+    if !backend.distributes() {
         return Ok(Vec::new());
     }
     let schemas: Vec<String> = tenants
@@ -161,7 +170,7 @@ async fn not_distributed(s: &Session, conn: &Object, tenants: &[Tenant]) -> Resu
         .filter(|t| t.schema_exists)
         .map(|t| t.schema.clone())
         .collect();
-    let distributed = s.backend().distributed(conn, &schemas).await?;
+    let distributed = backend.distributed(conn, &schemas).await?;
     Ok(tenants
         .iter()
         .filter(|t| t.schema_exists && !distributed.contains(&t.schema))

@@ -1340,6 +1340,29 @@ pub async fn elsewhere(
     Ok(rows.iter().map(tenant).collect())
 }
 
+/// The places (server, database) other than the registry's database where the tenants
+/// `pick` returns (with `slugs` when named) live: where `list` and `status` read what
+/// each place knows of its tenants (their Citus nodes).
+pub async fn places_elsewhere(
+    client: &impl GenericClient,
+    pick: Pick<'_>,
+    slugs: &[String],
+) -> Result<Vec<(String, String)>> {
+    let (clause, params) = pick_with_slugs(pick, slugs);
+    let refs = as_refs(&params);
+    let rows = client
+        .query(
+            &format!(
+                "SELECT DISTINCT t.server_name, t.database_name FROM public.tenants t \
+                  WHERE {clause} AND NOT {HOME_ROW} ORDER BY 1, 2"
+            ),
+            &refs,
+        )
+        .await
+        .pg_context("cannot read the tenant registry")?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
 /// `usage` of `tenants` (all living in the database `client` reaches, elsewhere than the
 /// registry), largest first, at most `top`: ONE catalog query for all of them.
 pub async fn usage_at(

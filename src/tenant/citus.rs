@@ -413,15 +413,16 @@ impl Backend {
     /// `move --to NAME` copies a schema with pg_dump into a plain one: on a Citus
     /// coordinator the copy would land as a local, undistributed schema (or leave one), and
     /// Citus moves tenants between its nodes itself (`move --node`).
-    pub fn refuse_move_to(&self) -> Result<()> {
+    /// `at` names the place (server and database), source or destination of the move.
+    pub fn refuse_move_to(&self, at: &str) -> Result<()> {
         if self.is_citus() {
-            return Err(bad_input(
-                "move --to does not work on a Citus coordinator yet: Citus places each tenant \
-                 on a worker node itself, and a copy made with pg_dump would not be a \
-                 distributed schema; nothing was changed (to move a tenant to another worker \
-                 node run tenantctl move SLUG --node HOST:PORT, to spread tenants over the nodes \
-                 tenantctl rebalance: docs/citus.md)",
-            ));
+            return Err(bad_input(format!(
+                "move --to does not work on a Citus coordinator yet, and {at} is one: Citus \
+                 places each tenant on a worker node itself, and a copy made with pg_dump \
+                 would not be a distributed schema; nothing was changed (to move a tenant to \
+                 another worker node run tenantctl move SLUG --node HOST:PORT, to spread \
+                 tenants over the nodes tenantctl rebalance: docs/citus.md)"
+            )));
         }
         Ok(())
     }
