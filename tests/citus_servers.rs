@@ -259,3 +259,47 @@ fn move_into_or_out_of_a_citus_server_is_refused_and_changes_nothing() {
         ("9".into(), "1".into())
     );
 }
+
+#[test]
+fn restore_of_a_tenant_on_a_citus_server_brings_it_back_distributed_there() {
+    let (home, c) = home_and_citus("cs_restore");
+    // The restore's temporary role must not be copied to a worker by another test's node.
+    let _no_node_added = common::citus::no_node_added();
+    home.run(&["create", "a1", "--server", "c"]).expect(0);
+    c.db.query(
+        "INSERT INTO tenant_a1.departments (name) VALUES ('Cardiology'), ('Radiology'); \
+         INSERT INTO tenant_a1.employees (email, full_name) VALUES ('a@x', 'Ada')",
+    );
+    let file = home.dir.join("a1.dump");
+    home.run(&["backup", "a1", "-o", path_str(&file)]).expect(0);
+    c.db.query(
+        "DELETE FROM tenant_a1.departments; \
+         INSERT INTO tenant_a1.departments (name) VALUES ('Wrong')",
+    );
+    home.run(&["restore", "a1", path_str(&file), "--yes"])
+        .expect(0)
+        .mentions("restored tenant a1");
+    assert_eq!(
+        c.db.scalar("SELECT string_agg(name, ',' ORDER BY name) FROM tenant_a1.departments"),
+        "Cardiology,Radiology"
+    );
+    // Distributed again, every table on one worker; the audit trail as it was.
+    assert_eq!(
+        c.db.scalar(
+            "SELECT count(*) FROM pg_dist_schema WHERE schemaid = 'tenant_a1'::regnamespace"
+        ),
+        "1"
+    );
+    assert_eq!(
+        distributed_tables(&c, "tenant_a1"),
+        ("9".into(), "1".into())
+    );
+    assert_eq!(c.db.scalar("SELECT count(*) FROM tenant_a1.audit_log"), "1");
+    // Rows added after it by the trigger on the worker do not collide with restored ones.
+    c.db.query("INSERT INTO tenant_a1.employees (email, full_name) VALUES ('b@x', 'Bea')");
+    assert_eq!(c.db.scalar("SELECT count(*) FROM tenant_a1.audit_log"), "2");
+    assert_eq!(
+        home.scalar("SELECT state || ':' || version FROM public.tenants WHERE slug = 'a1'"),
+        "active:7"
+    );
+}
