@@ -14,10 +14,12 @@ use serde::Serialize;
 
 use crate::cli::{Format, StatusArgs};
 use crate::commands::session::{pick_tenants, Session};
-use crate::domain::exit::{FAILED, OK};
+use crate::commands::usage::size;
+use crate::domain::exit::{bad_input, FAILED, OK};
 use crate::domain::migration_set::MigrationSet;
 use crate::output::{count, escape_line, table, JsonStream};
 use crate::registry::{self, Pick, Tenant};
+use crate::tenant::citus::Sizes;
 use crate::tenant::shared::{self, SharedSet};
 
 /// Up to this many tenants, text status prints the whole table; above, a summary.
@@ -34,6 +36,17 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
     let latest = set.latest();
     let shared_set = s.shared_set()?;
     let (_pool, mut conn) = s.connect(1).await?;
+    // Read first: refused on plain PostgreSQL before anything is shown.
+    let sizes = match args.sizes {
+        true if s.format == Format::Prometheus => {
+            return Err(bad_input(
+                "status --sizes is not offered with --format prometheus; use --format text \
+                 or json; nothing was shown",
+            ))
+        }
+        true => Some(s.backend().sizes(&conn, &s.target.describe()).await?),
+        false => None,
+    };
     if s.format == Format::Prometheus {
         return prometheus(&conn, args, latest).await;
     }
@@ -51,7 +64,7 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
     // On Citus, where each tenant lives (one query for all of them).
     let nodes = s.backend().nodes(&conn).await?;
     let nodes = s.backend().is_citus().then_some(&nodes);
-    let mut fleet = Fleet::new(&set, latest, args.all && !s.json(), nodes);
+    let mut fleet = Fleet::new(&set, latest, args.all && !s.json(), nodes, sizes.as_ref());
     let pick = match &args.select.selector {
         Some(sel) => Pick::Selected(sel),
         None => Pick::All,
@@ -68,12 +81,12 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
         let mut doc = s.json().then(|| begin_document(latest, shared.as_ref()));
         for t in tenants {
             if let Some(doc) = &mut doc {
-                doc.item(&row(&t, &set, latest, nodes));
+                doc.item(&row(&t, &set, latest, nodes, sizes.as_ref()));
             }
             fleet.add(t);
         }
         if let Some(doc) = doc {
-            doc.end();
+            fleet.end_document(doc);
         }
         unreachable
     } else if s.json() {
@@ -91,11 +104,11 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
                 Some(checked) if !t.is_home(&home_db) => checked,
                 _ => t,
             };
-            doc.item(&row(&t, &set, latest, nodes));
+            doc.item(&row(&t, &set, latest, nodes, sizes.as_ref()));
             fleet.add(t);
         })
         .await?;
-        doc.end();
+        fleet.end_document(doc);
         registry::end_snapshot(&conn).await?;
         unreachable
     } else {
@@ -227,7 +240,13 @@ fn begin_document(
     )
 }
 
-fn row<'a>(t: &'a Tenant, set: &MigrationSet, latest: i64, nodes: Option<&'a Nodes>) -> Row<'a> {
+fn row<'a>(
+    t: &'a Tenant,
+    set: &MigrationSet,
+    latest: i64,
+    nodes: Option<&'a Nodes>,
+    sizes: Option<&Sizes>,
+) -> Row<'a> {
     Row {
         slug: &t.slug,
         schema: &t.schema,
@@ -235,6 +254,7 @@ fn row<'a>(t: &'a Tenant, set: &MigrationSet, latest: i64, nodes: Option<&'a Nod
         server: &t.server,
         database: &t.database,
         node: nodes.map(|n| n.get(&t.schema).map(String::as_str)),
+        bytes: sizes.map(|z| z.schemas.get(&t.schema).copied()),
         version: t.version,
         pending: set.pending_count(t.version, latest),
         last_error: t.last_error.as_deref(),
@@ -266,6 +286,10 @@ struct Row<'a> {
     /// schema, null when it is not distributed (or has no table yet).
     #[serde(skip_serializing_if = "Option::is_none")]
     node: Option<Option<&'a str>>,
+    /// With `--sizes` only: the bytes of the tenant's shards (tables, indexes, TOAST) on
+    /// its node, null when it has no shard (not distributed, or no table yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes: Option<Option<i64>>,
     version: i64,
     pending: usize,
     last_error: Option<&'a str>,
@@ -273,6 +297,12 @@ struct Row<'a> {
     schema_exists: bool,
     /// At a version above the folder's latest (the folder lacks what the tenant has).
     ahead: bool,
+}
+
+/// The fields of `status --sizes --format json` after its `tenants` array.
+#[derive(Serialize)]
+struct Tail<'a> {
+    nodes: Vec<NodeJson<'a>>,
 }
 
 /// The shared schema's line of `status` (`shared` in its JSON document).
@@ -342,42 +372,94 @@ struct Fleet<'a> {
     errors: HashMap<String, (usize, Vec<String>)>,
     /// Failed tenants whose error is not among the kept groups.
     other_errors: usize,
-    /// On Citus: tenants per worker node.
+    /// On Citus: tenants (and with `--sizes` their bytes) per worker node.
     by_node: NodeCounts,
+    /// `--sizes`: each distributed schema's bytes.
+    sizes: Option<&'a Sizes>,
 }
 
 /// Tenants per Citus node (`host:port`, from the node map status reads anyway), and how many
-/// have none (a local schema, or no table yet).
+/// have none (a local schema, or no table yet); with `--sizes`, their bytes too, and every
+/// worker listed, those without a tenant too.
 #[derive(Default)]
 struct NodeCounts {
-    nodes: BTreeMap<String, usize>,
-    none: usize,
+    nodes: BTreeMap<String, NodeCount>,
+    none: NodeCount,
+    sizes: bool,
+}
+
+/// The tenants on one node, and their bytes (`--sizes`).
+#[derive(Default, Clone, Copy, Serialize)]
+struct NodeCount {
+    tenants: usize,
+    bytes: i64,
+}
+
+/// One node of `status --sizes --format json`'s `nodes` (`node` null: tenants without one).
+#[derive(Serialize)]
+struct NodeJson<'a> {
+    node: Option<&'a str>,
+    #[serde(flatten)]
+    count: NodeCount,
 }
 
 impl NodeCounts {
-    fn add(&mut self, node: Option<&str>) {
-        match node {
-            Some(n) => match self.nodes.get_mut(n) {
-                Some(c) => *c += 1,
-                None => {
-                    self.nodes.insert(n.to_string(), 1);
-                }
-            },
-            None => self.none += 1,
+    /// Counts with sizes, each of `workers` at zero to begin with.
+    fn with_workers(workers: &[String]) -> NodeCounts {
+        NodeCounts {
+            nodes: workers
+                .iter()
+                .map(|w| (w.clone(), NodeCount::default()))
+                .collect(),
+            none: NodeCount::default(),
+            sizes: true,
         }
     }
 
-    /// `host:port: N, ..., no node: K` (the last only when some tenant has none).
+    fn add(&mut self, node: Option<&str>, bytes: i64) {
+        let count = match node {
+            Some(n) => self.nodes.entry(n.to_string()).or_default(),
+            None => &mut self.none,
+        };
+        count.tenants += 1;
+        count.bytes += bytes;
+    }
+
+    /// `host:port: N, ..., no node: K` (the last only when some tenant has none); with
+    /// sizes, each count followed by its size (`host:port: N (16 MB)`).
     fn line(&self) -> String {
+        let part = |name: &str, c: &NodeCount| match self.sizes {
+            true => format!("{name}: {} ({})", c.tenants, size(c.bytes)),
+            false => format!("{name}: {}", c.tenants),
+        };
         let mut parts: Vec<String> = self
             .nodes
             .iter()
-            .map(|(n, c)| format!("{}: {c}", escape_line(n)))
+            .map(|(n, c)| part(&escape_line(n), c))
             .collect();
-        if self.none > 0 || parts.is_empty() {
-            parts.push(format!("no node: {}", self.none));
+        if self.none.tenants > 0 || parts.is_empty() {
+            parts.push(part("no node", &self.none));
         }
         parts.join(", ")
+    }
+
+    /// The nodes for JSON, then the tenants without one (when there are).
+    fn json(&self) -> Vec<NodeJson<'_>> {
+        let mut out: Vec<NodeJson> = self
+            .nodes
+            .iter()
+            .map(|(n, c)| NodeJson {
+                node: Some(n),
+                count: *c,
+            })
+            .collect();
+        if self.none.tenants > 0 {
+            out.push(NodeJson {
+                node: None,
+                count: self.none,
+            });
+        }
+        out
     }
 }
 
@@ -387,6 +469,7 @@ impl<'a> Fleet<'a> {
         latest: i64,
         stream_rows: bool,
         nodes: Option<&'a Nodes>,
+        sizes: Option<&'a Sizes>,
     ) -> Fleet<'a> {
         Fleet {
             set,
@@ -402,7 +485,25 @@ impl<'a> Fleet<'a> {
             oldest: None,
             errors: HashMap::new(),
             other_errors: 0,
-            by_node: NodeCounts::default(),
+            by_node: sizes.map_or_else(NodeCounts::default, |z| {
+                NodeCounts::with_workers(&z.workers)
+            }),
+            sizes,
+        }
+    }
+
+    /// Ends `status --format json`'s document; with `--sizes`, a `nodes` array after the
+    /// tenants: each worker's tenants and bytes (of the tenants shown).
+    fn end_document(&self, doc: JsonStream<std::io::BufWriter<crate::output::Stdout>>) {
+        match self.sizes {
+            Some(_) => {
+                doc.end_with(&Tail {
+                    nodes: self.by_node.json(),
+                });
+            }
+            None => {
+                doc.end();
+            }
         }
     }
 
@@ -424,7 +525,11 @@ impl<'a> Fleet<'a> {
             self.add_error(e, &t.slug);
         }
         if let Some(nodes) = self.nodes {
-            self.by_node.add(nodes.get(&t.schema).map(String::as_str));
+            let bytes = self.sizes.and_then(|z| z.schemas.get(&t.schema));
+            self.by_node.add(
+                nodes.get(&t.schema).map(String::as_str),
+                bytes.copied().unwrap_or(0),
+            );
         }
         if self.stream_rows {
             if self.n == 1 {
@@ -464,6 +569,10 @@ impl<'a> Fleet<'a> {
             } else {
                 self.print_summary();
             }
+        }
+        // The summary has it already.
+        if self.sizes.is_some() && (self.stream_rows || self.n <= FULL_TABLE_LIMIT) {
+            crate::outln!("by node: {}", self.by_node.line());
         }
         let ahead_note = if self.ahead > 0 {
             format!(
@@ -623,12 +732,26 @@ mod tests {
     fn tenants_per_node_count_each_node_and_those_without_one() {
         let mut c = NodeCounts::default();
         for n in [Some("w2:5432"), Some("w1:5432"), None, Some("w2:5432")] {
-            c.add(n);
+            c.add(n, 0);
         }
         assert_eq!(c.line(), "w1:5432: 1, w2:5432: 2, no node: 1");
         let mut c = NodeCounts::default();
-        c.add(Some("w1:5432"));
+        c.add(Some("w1:5432"), 0);
         assert_eq!(c.line(), "w1:5432: 1");
         assert_eq!(NodeCounts::default().line(), "no node: 0");
+    }
+
+    #[test]
+    fn sizes_per_node_add_up_and_list_workers_without_a_tenant() {
+        let workers = ["w1:5432".to_string(), "w2:5432".to_string()];
+        let mut c = NodeCounts::with_workers(&workers);
+        c.add(Some("w1:5432"), 16_384);
+        c.add(Some("w1:5432"), 8192);
+        assert_eq!(c.line(), "w1:5432: 2 (24 kB), w2:5432: 0 (0 bytes)");
+        c.add(None, 0);
+        assert_eq!(
+            serde_json::to_string(&c.json()).unwrap(),
+            r#"[{"node":"w1:5432","tenants":2,"bytes":24576},{"node":"w2:5432","tenants":0,"bytes":0},{"node":null,"tenants":1,"bytes":0}]"#
+        );
     }
 }
