@@ -114,3 +114,156 @@ fn status_sizes_on_plain_postgresql_is_refused_pointing_at_usage() {
         .mentions("--sizes is not offered with --format prometheus");
     assert_eq!(db.snapshot(), before);
 }
+
+/// V8: an ordinary migration (DDL among DML: Citus refuses it in one multi-statement
+/// query). V9: a `-- no-transaction` file building indexes concurrently;
+/// its unique index fails where `cost_center` has duplicates (written so a rerun can start
+/// it again: IF NOT EXISTS, and the invalid index a failed build leaves dropped first).
+const V8_FLOOR: &str = "ALTER TABLE departments ADD COLUMN floor integer;\n\
+UPDATE departments SET floor = 1;\n\
+CREATE INDEX departments_created_idx ON departments (created_at);\n\
+UPDATE departments SET floor = 2 WHERE cost_center IS NULL;\n";
+const V9_CONCURRENTLY: &str = "-- no-transaction\n\
+CREATE INDEX CONCURRENTLY IF NOT EXISTS departments_floor_idx ON departments (floor);\n\
+DROP INDEX CONCURRENTLY IF EXISTS departments_cost_center_key;\n\
+CREATE UNIQUE INDEX CONCURRENTLY departments_cost_center_key ON departments (cost_center);\n";
+
+/// Whether `schema`'s shard of index `index` exists, valid, on the worker holding it.
+fn valid_index_on_worker(c: &CitusDb, schema: &str, index: &str) -> bool {
+    let node = c.nodes()[schema].clone();
+    let worker = &c.workers[c.worker_nodes().iter().position(|w| *w == node).unwrap()];
+    let rows = common::query(
+        worker,
+        // Citus hides shards from pg_class unless asked.
+        &format!(
+            "SET citus.override_table_visibility = off; \
+             SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+               JOIN pg_namespace n ON n.oid = c.relnamespace \
+              WHERE n.nspname = '{schema}' AND c.relname LIKE '{index}\\_%'"
+        ),
+    );
+    rows.len() == 1 && rows[0][0].as_deref() == Some("t")
+}
+
+/// The versions in `schema`'s migration history.
+fn history(c: &CitusDb, schema: &str) -> Vec<String> {
+    c.db.query(&format!(
+        "SELECT version::text FROM \"{schema}\".refinery_schema_history ORDER BY version"
+    ))
+    .into_iter()
+    .map(|r| r[0].clone().unwrap())
+    .collect()
+}
+
+#[test]
+fn no_transaction_files_build_indexes_concurrently_in_distributed_schemas() {
+    let c = CitusDb::new("notx");
+    create_tenants(&c.db, 3);
+    c.db.query(
+        "INSERT INTO tenant_t001.departments (name, cost_center) \
+         VALUES ('a', 'dup'), ('b', 'dup')",
+    );
+    let dir = c.db.migrations_with(
+        "notx",
+        &[
+            ("V8__floor.sql", V8_FLOOR),
+            ("V9__concurrently.sql", V9_CONCURRENTLY),
+        ],
+    );
+    let first = c.db.run_with(&dir, &["migrate"]);
+    first.expect(1);
+    let version = |slug: &str| {
+        c.db.scalar(&format!(
+            "SELECT version || ' ' || state FROM public.tenants WHERE slug = '{slug}'"
+        ))
+    };
+    let upto9: Vec<String> = (1..=9).map(|v| v.to_string()).collect();
+    for slug in ["t000", "t002"] {
+        let schema = format!("tenant_{slug}");
+        assert_eq!(version(slug), "9 active", "{}", first.all());
+        assert_eq!(history(&c, &schema), upto9, "{schema}");
+        for index in ["departments_floor_idx", "departments_cost_center_key"] {
+            assert!(
+                valid_index_on_worker(&c, &schema, index),
+                "{schema} {index}"
+            );
+        }
+    }
+    // t001: V8 committed, V9 failed on its duplicates: at version 8, the error recorded.
+    assert_eq!(version("t001"), "8 failed");
+    assert_eq!(history(&c, "tenant_t001"), upto9[..8].to_vec());
+    let error = c.db.scalar(
+        "SELECT error FROM public.tenant_migrations \
+          WHERE slug = 't001' AND version = 9 AND outcome = 'failed'",
+    );
+    assert!(
+        error.contains("line 4") && error.contains("is duplicated"),
+        "{error}"
+    );
+    assert!(
+        error.contains("DROP INDEX CONCURRENTLY IF EXISTS"),
+        "{error}"
+    );
+    // The duplicate gone, a rerun starts the file again and completes.
+    c.db.query("DELETE FROM tenant_t001.departments WHERE name = 'b'");
+    c.db.run_with(&dir, &["migrate"]).expect(0);
+    assert_eq!(version("t001"), "9 active");
+    assert_eq!(history(&c, "tenant_t001"), upto9);
+    assert!(valid_index_on_worker(
+        &c,
+        "tenant_t001",
+        "departments_cost_center_key"
+    ));
+    // create runs the file too, after the creating transaction.
+    c.db.run_with(&dir, &["create", "t003"]).expect(0);
+    assert_eq!(version("t003"), "9 active");
+    assert_eq!(history(&c, "tenant_t003"), upto9);
+    assert!(valid_index_on_worker(
+        &c,
+        "tenant_t003",
+        "departments_floor_idx"
+    ));
+}
+
+#[test]
+fn a_no_transaction_file_may_create_a_checked_trigger_on_citus() {
+    let c = CitusDb::new("notx_trigger");
+    create_tenants(&c.db, 2);
+    let v8 = "-- no-transaction\n\
+CREATE FUNCTION departments_upper() RETURNS trigger LANGUAGE plpgsql\n\
+SET search_path = pg_catalog, pg_temp AS $$\n\
+BEGIN NEW.name := upper(NEW.name); RETURN NEW; END $$;\n\
+CREATE TRIGGER departments_upper BEFORE INSERT ON departments\n\
+FOR EACH ROW EXECUTE FUNCTION departments_upper();\n";
+    let dir = c.db.migrations_with("trigger", &[("V8__upper.sql", v8)]);
+    c.db.run_with(&dir, &["migrate"]).expect(0);
+    c.db.query("INSERT INTO tenant_t000.departments (name) VALUES ('oncology')");
+    assert_eq!(
+        c.db.scalar("SELECT name FROM tenant_t000.departments WHERE name ILIKE 'oncology'"),
+        "ONCOLOGY"
+    );
+    assert_eq!(c.db.scalar("SELECT min(version) FROM public.tenants"), "8");
+}
+
+#[test]
+fn detach_partition_concurrently_is_refused_on_citus_before_any_tenant_is_touched() {
+    let c = CitusDb::new("notx_detach");
+    create_tenants(&c.db, 1);
+    let v8 = "CREATE TABLE readings (id bigint, at date) PARTITION BY RANGE (at);\n\
+CREATE TABLE readings_2026 PARTITION OF readings\n    \
+FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');\n";
+    let v9 = "-- no-transaction\n\
+CREATE INDEX CONCURRENTLY IF NOT EXISTS readings_2026_at ON readings_2026 (at);\n\
+ALTER TABLE readings\n    DETACH PARTITION readings_2026 CONCURRENTLY;\n";
+    let dir = c.db.migrations_with(
+        "detach",
+        &[("V8__readings.sql", v8), ("V9__detach.sql", v9)],
+    );
+    let before = c.db.snapshot();
+    c.db.run_with(&dir, &["migrate"])
+        .expect(2)
+        .mentions("migration V9__detach.sql line 3 (`ALTER TABLE readings`)")
+        .mentions("Citus cannot detach a partition concurrently")
+        .mentions("nothing was changed");
+    assert_eq!(c.db.snapshot(), before);
+}

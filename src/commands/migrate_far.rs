@@ -24,6 +24,7 @@ use crate::pg::connect;
 use crate::pg::txn::Tx;
 use crate::registry::{self, Tenant};
 use crate::tenant::apply::{self, apply_pending, read_histories, ApplyError, History};
+use crate::tenant::citus::Backend;
 use crate::tenant::no_transaction;
 use crate::tenant::shared::SharedSet;
 
@@ -375,6 +376,8 @@ async fn alone_far(
         target: run.target,
         lock_timeout: run.lock_timeout,
         home: Some(home),
+        // Citus is detected on home only: a tenant elsewhere is on plain PostgreSQL.
+        backend: &Backend::Plain,
     };
     let start = no_transaction::Start::Unknown;
     no_transaction::migrate_tenant(&client, &alone, t, start, started, epoch).await

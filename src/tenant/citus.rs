@@ -481,15 +481,30 @@ impl Backend {
     /// transaction that is not a `Tx` (exec's simple queries); `None` on plain PostgreSQL.
     /// Send it with `statements`.
     pub fn prologue(&self, work: Work) -> Option<String> {
+        self.settings("SET LOCAL", work)
+    }
+
+    /// The settings of `prologue` for the session, for a `-- no-transaction` file whose
+    /// statements each commit on their own (a `SET LOCAL` would end with the first): sent
+    /// with `statements` before the file, undone by the session's `RESET ALL` after it.
+    /// `None` on plain PostgreSQL.
+    pub fn session_prologue(&self) -> Option<String> {
+        self.settings("SET", Work::Change)
+    }
+
+    /// Citus's settings for a tenant's statements, each as `{set} name = value`: shard
+    /// commands sequential (a CREATE SCHEMA after a parallel multi-shard command would
+    /// fail), a new schema made a distributed schema, triggers (checked safe) allowed.
+    fn settings(&self, set: &str, work: Work) -> Option<String> {
         let Backend::Citus(c) = self else {
             return None;
         };
-        let mut sql = String::from("SET LOCAL citus.multi_shard_modify_mode = 'sequential'");
+        let mut sql = format!("{set} citus.multi_shard_modify_mode = 'sequential'");
         if c.distribute && work == Work::Create {
-            sql.push_str(";\nSET LOCAL citus.enable_schema_based_sharding = on");
+            sql.push_str(&format!(";\n{set} citus.enable_schema_based_sharding = on"));
         }
         if c.triggers {
-            sql.push_str(";\nSET LOCAL citus.enable_unsafe_triggers = on");
+            sql.push_str(&format!(";\n{set} citus.enable_unsafe_triggers = on"));
         }
         Some(sql)
     }
@@ -647,5 +662,18 @@ mod tests {
             Some("SET LOCAL citus.multi_shard_modify_mode = 'sequential'")
         );
         assert_eq!(Backend::Plain.prologue(Work::Change), None);
+        // A -- no-transaction file's session: the same settings, for the session.
+        let triggers = Backend::Citus(Citus {
+            distribute: true,
+            triggers: true,
+        });
+        assert_eq!(
+            triggers.session_prologue().as_deref(),
+            Some(
+                "SET citus.multi_shard_modify_mode = 'sequential';\n\
+                 SET citus.enable_unsafe_triggers = on"
+            )
+        );
+        assert_eq!(Backend::Plain.session_prologue(), None);
     }
 }
