@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::cli::{Format, StatusArgs};
 use crate::commands::session::{pick_tenants, Session};
 use crate::commands::usage::size;
-use crate::domain::exit::{bad_input, FAILED, OK};
+use crate::domain::exit::{FAILED, OK};
 use crate::domain::migration_set::MigrationSet;
 use crate::output::{count, escape_line, table, JsonStream};
 use crate::registry::{self, Pick, Tenant};
@@ -38,17 +38,15 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
     let (_pool, mut conn) = s.connect(1).await?;
     // Read first: refused on plain PostgreSQL before anything is shown.
     let sizes = match args.sizes {
-        true if s.format == Format::Prometheus => {
-            return Err(bad_input(
-                "status --sizes is not offered with --format prometheus; use --format text \
-                 or json; nothing was shown",
-            ))
-        }
         true => Some(s.backend().sizes(&conn, &s.target.describe()).await?),
         false => None,
     };
     if s.format == Format::Prometheus {
-        return prometheus(&conn, args, latest).await;
+        let placed = match &sizes {
+            Some(z) => Some((s.backend().nodes(&conn).await?, z)),
+            None => None,
+        };
+        return prometheus(&conn, args, latest, placed).await;
     }
     let shared = match &shared_set {
         Some(sh) => Some(shared_row(&mut conn, sh).await?),
@@ -140,17 +138,26 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
 }
 
 /// `--format prometheus`: each tenant's version (streamed), then tenants per version and
-/// state, the latest version, and how many are behind.
+/// state, the latest version, and how many are behind; with `--sizes` (`placed`: the
+/// nodes and sizes), tenants and bytes per node.
 async fn prometheus(
     conn: &deadpool_postgres::Object,
     args: &StatusArgs,
     latest: i64,
+    placed: Option<(Nodes, &Sizes)>,
 ) -> Result<u8> {
     use crate::output::prometheus::{header, sample};
     let mut groups: BTreeMap<(i64, String), usize> = BTreeMap::new();
     let mut n_behind = 0usize;
     let mut first = true;
+    let mut by_node = placed
+        .as_ref()
+        .map(|(_, z)| NodeCounts::with_workers(&z.workers));
     let mut each = |t: Tenant| {
+        if let (Some(c), Some((nodes, z))) = (&mut by_node, &placed) {
+            let bytes = z.schemas.get(&t.schema).copied().unwrap_or(0);
+            c.add(nodes.get(&t.schema).map(String::as_str), bytes);
+        }
         if first {
             crate::outln!(
                 "{}",
@@ -218,11 +225,39 @@ async fn prometheus(
         ),
         sample("tenantctl_tenants_not_current", &[], n_behind)
     );
+    if let Some(c) = &by_node {
+        node_metrics(c);
+    }
     Ok(if args.check && n_behind > 0 {
         FAILED
     } else {
         OK
     })
+}
+
+/// `status --sizes --format prometheus`: tenants and their bytes per Citus worker node
+/// (`node=""`: the tenants without one).
+fn node_metrics(c: &NodeCounts) {
+    use crate::output::prometheus::{header, sample};
+    let nodes = c.json();
+    for (name, help, get) in [
+        (
+            "tenantctl_node_tenants",
+            "Tenants per Citus worker node (node=\"\": tenants without one).",
+            (|n: &NodeCount| n.tenants as i64) as fn(&NodeCount) -> i64,
+        ),
+        (
+            "tenantctl_node_tenant_bytes",
+            "The size of the tenants' shards per Citus worker node (tables, indexes, TOAST).",
+            |n: &NodeCount| n.bytes,
+        ),
+    ] {
+        crate::outln!("{}", header(name, "gauge", help));
+        for n in &nodes {
+            let node = n.node.unwrap_or_default();
+            crate::outln!("{}", sample(name, &[("node", node)], get(&n.count)));
+        }
+    }
 }
 
 /// Begins `status --format json` on stdout: `latest_version` and `shared`, then the
