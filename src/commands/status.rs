@@ -6,6 +6,9 @@
 //! summary (tenants per version, per state and, on Citus, per node; the oldest pending;
 //! failures grouped by error), and with `--all` every row as it arrives. `--format json` writes each row into
 //! its one document as it arrives. Neither's memory grows with the fleet.
+//!
+//! `--sizes` (Citus only): the tenants' bytes per worker node, read in one query before
+//! anything is shown (`Backend::sizes`), summed per node as the tenants arrive.
 
 use std::collections::{BTreeMap, HashMap};
 
