@@ -438,6 +438,16 @@ pub struct StatusArgs {
     /// (top 5, with example slugs).
     #[arg(long)]
     pub all: bool,
+
+    /// On a Citus coordinator: the tenants' size per worker node (tables, indexes, TOAST of
+    /// their shards), and each tenant's in JSON (`bytes`). One query, which asks every
+    /// worker for its shards' sizes: about 25 ms for 50 tenants, 250 ms for 300, so not
+    /// read without this flag (docs/citus.md). Text prints a `by node:` line with tenants
+    /// and size per node, workers without a tenant too; prometheus the gauges
+    /// `tenantctl_node_tenants` and `tenantctl_node_tenant_bytes` by `node`. Exit 2 on plain
+    /// PostgreSQL (`tenantctl usage` gives each tenant's size there).
+    #[arg(long)]
+    pub sizes: bool,
 }
 
 #[derive(Debug, Args)]

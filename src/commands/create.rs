@@ -524,6 +524,7 @@ async fn finish_alone(
         target: shared.set.latest(),
         lock_timeout: None,
         home: None,
+        backend: &shared.backend,
     };
     match no_transaction::run(client, &run, no_transaction::Start::Registry(version)).await {
         Ok(reached) => created(shared, job, reached.version).took(started.elapsed()),

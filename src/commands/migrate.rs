@@ -748,6 +748,7 @@ async fn migrate_job(shared: Arc<Shared>, t: Tenant) -> TenantOutcome {
                 target: shared.target,
                 lock_timeout: shared.lock_timeout,
                 home: None,
+                backend: &shared.backend,
             };
             return no_transaction::migrate_tenant(&client, &run, &t, start, started, epoch).await;
         }

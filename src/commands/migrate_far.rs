@@ -280,7 +280,7 @@ async fn migrate_one(run: &Run<'_>, place: &Place, t: &Tenant) -> TenantOutcome 
     // The row may be behind the schema, never ahead: a file that runs alone after the row's
     // version may be pending; none before it can be.
     if run.set.next_no_transaction(t.version, run.target).is_some() {
-        return alone_far(run, &place.pool, t, started, epoch).await;
+        return alone_far(run, place, t, started, epoch).await;
     }
     // Whether a transaction of this tenant was cut by its server going away: it rolled
     // back there, and the tenant is tried again once the server is back.
@@ -387,13 +387,13 @@ pub(super) async fn moved_meanwhile(
 /// tenant's lock there, its registry row written on home after each step's commit.
 async fn alone_far(
     run: &Run<'_>,
-    pool: &Pool,
+    place: &Place,
     t: &Tenant,
     started: Instant,
     epoch: f64,
 ) -> TenantOutcome {
     let home = run.home;
-    let client = match pool.get().await {
+    let client = match place.pool.get().await {
         Ok(c) => c,
         Err(e) => {
             let msg = format!("no connection: {}", connect::describe_pool_error(&e));
@@ -410,6 +410,8 @@ async fn alone_far(
         target: run.target,
         lock_timeout: run.lock_timeout,
         home: Some(home),
+        // The place's own: a Citus coordinator elsewhere gets its statements one by one.
+        backend: &place.backend,
     };
     let start = no_transaction::Start::Unknown;
     no_transaction::migrate_tenant(&client, &alone, t, start, started, epoch).await

@@ -6,6 +6,9 @@
 //! summary (tenants per version, per state and, on Citus, per node; the oldest pending;
 //! failures grouped by error), and with `--all` every row as it arrives. `--format json` writes each row into
 //! its one document as it arrives. Neither's memory grows with the fleet.
+//!
+//! `--sizes` (Citus only): the tenants' bytes per worker node, read in one query before
+//! anything is shown (`Backend::sizes`), summed per node as the tenants arrive.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -15,10 +18,12 @@ use serde::Serialize;
 use crate::cli::{Format, StatusArgs};
 use crate::commands::nodes::Nodes;
 use crate::commands::session::{pick_tenants, Session};
+use crate::commands::usage::size;
 use crate::domain::exit::{FAILED, OK};
 use crate::domain::migration_set::MigrationSet;
 use crate::output::{count, escape_line, table, JsonStream};
 use crate::registry::{self, Pick, Tenant};
+use crate::tenant::citus::Sizes;
 use crate::tenant::shared::{self, SharedSet};
 
 /// Up to this many tenants, text status prints the whole table; above, a summary.
@@ -35,8 +40,24 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
     let latest = set.latest();
     let shared_set = s.shared_set()?;
     let (_pool, mut conn) = s.connect(1).await?;
+    // Read first: refused on plain PostgreSQL before anything is shown.
+    let sizes = match args.sizes {
+        true => Some(s.backend().sizes(&conn, &s.target.describe()).await?),
+        false => None,
+    };
+    let pick = match &args.select.selector {
+        Some(sel) => Pick::Selected(sel),
+        None => Pick::All,
+    };
     if s.format == Format::Prometheus {
-        return prometheus(&conn, args, latest).await;
+        let placed = match &sizes {
+            Some(z) => Nodes::read(s, &conn, pick, &args.slugs)
+                .await?
+                .0
+                .map(|n| (n, z)),
+            None => None,
+        };
+        return prometheus(&conn, args, latest, placed).await;
     }
     let shared = match &shared_set {
         Some(sh) => Some(shared_row(&mut conn, sh).await?),
@@ -49,16 +70,12 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
     if let (Some(r), false) = (&shared, s.json()) {
         crate::outln!("{}", escape_line(&r.line()));
     }
-    let pick = match &args.select.selector {
-        Some(sel) => Pick::Selected(sel),
-        None => Pick::All,
-    };
     // On Citus (home, or a server tenants live on), where each tenant lives: one query per
     // coordinator for all of its tenants. A server that cannot be read is named below,
     // with the tenants whose schemas could not be checked there.
     let (nodes, _) = Nodes::read(s, &conn, pick, &args.slugs).await?;
     let nodes = nodes.as_ref();
-    let mut fleet = Fleet::new(&set, latest, args.all && !s.json(), nodes);
+    let mut fleet = Fleet::new(&set, latest, args.all && !s.json(), nodes, sizes.as_ref());
     let unreachable = if !args.slugs.is_empty() {
         let mut tenants = pick_tenants(
             &conn,
@@ -71,12 +88,12 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
         let mut doc = s.json().then(|| begin_document(latest, shared.as_ref()));
         for t in tenants {
             if let Some(doc) = &mut doc {
-                doc.item(&row(&t, &set, latest, nodes));
+                doc.item(&row(&t, &set, latest, nodes, sizes.as_ref()));
             }
             fleet.add(t);
         }
         if let Some(doc) = doc {
-            doc.end();
+            fleet.end_document(doc);
         }
         unreachable
     } else if s.json() {
@@ -94,11 +111,11 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
                 Some(checked) if !t.is_home(&home_db) => checked,
                 _ => t,
             };
-            doc.item(&row(&t, &set, latest, nodes));
+            doc.item(&row(&t, &set, latest, nodes, sizes.as_ref()));
             fleet.add(t);
         })
         .await?;
-        doc.end();
+        fleet.end_document(doc);
         registry::end_snapshot(&conn).await?;
         unreachable
     } else {
@@ -130,17 +147,26 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
 }
 
 /// `--format prometheus`: each tenant's version (streamed), then tenants per version and
-/// state, the latest version, and how many are behind.
+/// state, the latest version, and how many are behind; with `--sizes` (`placed`: the
+/// nodes and sizes), tenants and bytes per node.
 async fn prometheus(
     conn: &deadpool_postgres::Object,
     args: &StatusArgs,
     latest: i64,
+    placed: Option<(Nodes, &Sizes)>,
 ) -> Result<u8> {
     use crate::output::prometheus::{header, sample};
     let mut groups: BTreeMap<(i64, String), usize> = BTreeMap::new();
     let mut n_behind = 0usize;
     let mut first = true;
+    let mut by_node = placed
+        .as_ref()
+        .map(|(_, z)| NodeCounts::with_workers(&z.workers));
     let mut each = |t: Tenant| {
+        if let (Some(c), Some((nodes, z))) = (&mut by_node, &placed) {
+            let bytes = z.schemas.get(&t.schema).copied().unwrap_or(0);
+            c.add(nodes.get(&t), bytes);
+        }
         if first {
             crate::outln!(
                 "{}",
@@ -208,11 +234,39 @@ async fn prometheus(
         ),
         sample("tenantctl_tenants_not_current", &[], n_behind)
     );
+    if let Some(c) = &by_node {
+        node_metrics(c);
+    }
     Ok(if args.check && n_behind > 0 {
         FAILED
     } else {
         OK
     })
+}
+
+/// `status --sizes --format prometheus`: tenants and their bytes per Citus worker node
+/// (`node=""`: the tenants without one).
+fn node_metrics(c: &NodeCounts) {
+    use crate::output::prometheus::{header, sample};
+    let nodes = c.json();
+    for (name, help, get) in [
+        (
+            "tenantctl_node_tenants",
+            "Tenants per Citus worker node (node=\"\": tenants without one).",
+            (|n: &NodeCount| n.tenants as i64) as fn(&NodeCount) -> i64,
+        ),
+        (
+            "tenantctl_node_tenant_bytes",
+            "The size of the tenants' shards per Citus worker node (tables, indexes, TOAST).",
+            |n: &NodeCount| n.bytes,
+        ),
+    ] {
+        crate::outln!("{}", header(name, "gauge", help));
+        for n in &nodes {
+            let node = n.node.unwrap_or_default();
+            crate::outln!("{}", sample(name, &[("node", node)], get(&n.count)));
+        }
+    }
 }
 
 /// Begins `status --format json` on stdout: `latest_version` and `shared`, then the
@@ -230,7 +284,13 @@ fn begin_document(
     )
 }
 
-fn row<'a>(t: &'a Tenant, set: &MigrationSet, latest: i64, nodes: Option<&'a Nodes>) -> Row<'a> {
+fn row<'a>(
+    t: &'a Tenant,
+    set: &MigrationSet,
+    latest: i64,
+    nodes: Option<&'a Nodes>,
+    sizes: Option<&Sizes>,
+) -> Row<'a> {
     Row {
         slug: &t.slug,
         schema: &t.schema,
@@ -238,6 +298,7 @@ fn row<'a>(t: &'a Tenant, set: &MigrationSet, latest: i64, nodes: Option<&'a Nod
         server: &t.server,
         database: &t.database,
         node: nodes.map(|n| n.get(t)),
+        bytes: sizes.map(|z| z.schemas.get(&t.schema).copied()),
         version: t.version,
         pending: set.pending_count(t.version, latest),
         last_error: t.last_error.as_deref(),
@@ -269,6 +330,10 @@ struct Row<'a> {
     /// schema, null when it is not distributed (or has no table yet).
     #[serde(skip_serializing_if = "Option::is_none")]
     node: Option<Option<&'a str>>,
+    /// With `--sizes` only: the bytes of the tenant's shards (tables, indexes, TOAST) on
+    /// its node, null when it has no shard (not distributed, or no table yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes: Option<Option<i64>>,
     version: i64,
     pending: usize,
     last_error: Option<&'a str>,
@@ -276,6 +341,12 @@ struct Row<'a> {
     schema_exists: bool,
     /// At a version above the folder's latest (the folder lacks what the tenant has).
     ahead: bool,
+}
+
+/// The fields of `status --sizes --format json` after its `tenants` array.
+#[derive(Serialize)]
+struct Tail<'a> {
+    nodes: Vec<NodeJson<'a>>,
 }
 
 /// The shared schema's line of `status` (`shared` in its JSON document).
@@ -345,42 +416,94 @@ struct Fleet<'a> {
     errors: HashMap<String, (usize, Vec<String>)>,
     /// Failed tenants whose error is not among the kept groups.
     other_errors: usize,
-    /// On Citus: tenants per worker node.
+    /// On Citus: tenants (and with `--sizes` their bytes) per worker node.
     by_node: NodeCounts,
+    /// `--sizes`: each distributed schema's bytes.
+    sizes: Option<&'a Sizes>,
 }
 
 /// Tenants per Citus node (`host:port`, from the node map status reads anyway), and how many
-/// have none (a local schema, or no table yet).
+/// have none (a local schema, or no table yet); with `--sizes`, their bytes too, and every
+/// worker listed, those without a tenant too.
 #[derive(Default)]
 struct NodeCounts {
-    nodes: BTreeMap<String, usize>,
-    none: usize,
+    nodes: BTreeMap<String, NodeCount>,
+    none: NodeCount,
+    sizes: bool,
+}
+
+/// The tenants on one node, and their bytes (`--sizes`).
+#[derive(Default, Clone, Copy, Serialize)]
+struct NodeCount {
+    tenants: usize,
+    bytes: i64,
+}
+
+/// One node of `status --sizes --format json`'s `nodes` (`node` null: tenants without one).
+#[derive(Serialize)]
+struct NodeJson<'a> {
+    node: Option<&'a str>,
+    #[serde(flatten)]
+    count: NodeCount,
 }
 
 impl NodeCounts {
-    fn add(&mut self, node: Option<&str>) {
-        match node {
-            Some(n) => match self.nodes.get_mut(n) {
-                Some(c) => *c += 1,
-                None => {
-                    self.nodes.insert(n.to_string(), 1);
-                }
-            },
-            None => self.none += 1,
+    /// Counts with sizes, each of `workers` at zero to begin with.
+    fn with_workers(workers: &[String]) -> NodeCounts {
+        NodeCounts {
+            nodes: workers
+                .iter()
+                .map(|w| (w.clone(), NodeCount::default()))
+                .collect(),
+            none: NodeCount::default(),
+            sizes: true,
         }
     }
 
-    /// `host:port: N, ..., no node: K` (the last only when some tenant has none).
+    fn add(&mut self, node: Option<&str>, bytes: i64) {
+        let count = match node {
+            Some(n) => self.nodes.entry(n.to_string()).or_default(),
+            None => &mut self.none,
+        };
+        count.tenants += 1;
+        count.bytes += bytes;
+    }
+
+    /// `host:port: N, ..., no node: K` (the last only when some tenant has none); with
+    /// sizes, each count followed by its size (`host:port: N (16 MB)`).
     fn line(&self) -> String {
+        let part = |name: &str, c: &NodeCount| match self.sizes {
+            true => format!("{name}: {} ({})", c.tenants, size(c.bytes)),
+            false => format!("{name}: {}", c.tenants),
+        };
         let mut parts: Vec<String> = self
             .nodes
             .iter()
-            .map(|(n, c)| format!("{}: {c}", escape_line(n)))
+            .map(|(n, c)| part(&escape_line(n), c))
             .collect();
-        if self.none > 0 || parts.is_empty() {
-            parts.push(format!("no node: {}", self.none));
+        if self.none.tenants > 0 || parts.is_empty() {
+            parts.push(part("no node", &self.none));
         }
         parts.join(", ")
+    }
+
+    /// The nodes for JSON, then the tenants without one (when there are).
+    fn json(&self) -> Vec<NodeJson<'_>> {
+        let mut out: Vec<NodeJson> = self
+            .nodes
+            .iter()
+            .map(|(n, c)| NodeJson {
+                node: Some(n),
+                count: *c,
+            })
+            .collect();
+        if self.none.tenants > 0 {
+            out.push(NodeJson {
+                node: None,
+                count: self.none,
+            });
+        }
+        out
     }
 }
 
@@ -390,6 +513,7 @@ impl<'a> Fleet<'a> {
         latest: i64,
         stream_rows: bool,
         nodes: Option<&'a Nodes>,
+        sizes: Option<&'a Sizes>,
     ) -> Fleet<'a> {
         Fleet {
             set,
@@ -405,7 +529,25 @@ impl<'a> Fleet<'a> {
             oldest: None,
             errors: HashMap::new(),
             other_errors: 0,
-            by_node: NodeCounts::default(),
+            by_node: sizes.map_or_else(NodeCounts::default, |z| {
+                NodeCounts::with_workers(&z.workers)
+            }),
+            sizes,
+        }
+    }
+
+    /// Ends `status --format json`'s document; with `--sizes`, a `nodes` array after the
+    /// tenants: each worker's tenants and bytes (of the tenants shown).
+    fn end_document(&self, doc: JsonStream<std::io::BufWriter<crate::output::Stdout>>) {
+        match self.sizes {
+            Some(_) => {
+                doc.end_with(&Tail {
+                    nodes: self.by_node.json(),
+                });
+            }
+            None => {
+                doc.end();
+            }
         }
     }
 
@@ -427,7 +569,8 @@ impl<'a> Fleet<'a> {
             self.add_error(e, &t.slug);
         }
         if let Some(nodes) = self.nodes {
-            self.by_node.add(nodes.get(&t));
+            let bytes = self.sizes.and_then(|z| z.schemas.get(&t.schema));
+            self.by_node.add(nodes.get(&t), bytes.copied().unwrap_or(0));
         }
         if self.stream_rows {
             if self.n == 1 {
@@ -467,6 +610,10 @@ impl<'a> Fleet<'a> {
             } else {
                 self.print_summary();
             }
+        }
+        // The summary has it already.
+        if self.sizes.is_some() && (self.stream_rows || self.n <= FULL_TABLE_LIMIT) {
+            crate::outln!("by node: {}", self.by_node.line());
         }
         let ahead_note = if self.ahead > 0 {
             format!(
@@ -621,12 +768,26 @@ mod tests {
     fn tenants_per_node_count_each_node_and_those_without_one() {
         let mut c = NodeCounts::default();
         for n in [Some("w2:5432"), Some("w1:5432"), None, Some("w2:5432")] {
-            c.add(n);
+            c.add(n, 0);
         }
         assert_eq!(c.line(), "w1:5432: 1, w2:5432: 2, no node: 1");
         let mut c = NodeCounts::default();
-        c.add(Some("w1:5432"));
+        c.add(Some("w1:5432"), 0);
         assert_eq!(c.line(), "w1:5432: 1");
         assert_eq!(NodeCounts::default().line(), "no node: 0");
+    }
+
+    #[test]
+    fn sizes_per_node_add_up_and_list_workers_without_a_tenant() {
+        let workers = ["w1:5432".to_string(), "w2:5432".to_string()];
+        let mut c = NodeCounts::with_workers(&workers);
+        c.add(Some("w1:5432"), 16_384);
+        c.add(Some("w1:5432"), 8192);
+        assert_eq!(c.line(), "w1:5432: 2 (24 kB), w2:5432: 0 (0 bytes)");
+        c.add(None, 0);
+        assert_eq!(
+            serde_json::to_string(&c.json()).unwrap(),
+            r#"[{"node":"w1:5432","tenants":2,"bytes":24576},{"node":"w2:5432","tenants":0,"bytes":0},{"node":null,"tenants":1,"bytes":0}]"#
+        );
     }
 }

@@ -196,7 +196,7 @@ fn print_table(rows: &[Usage]) {
 }
 
 /// Bytes the way pg_size_pretty shows them (powers of 1024, rounded).
-fn size(bytes: i64) -> String {
+pub(crate) fn size(bytes: i64) -> String {
     const UNITS: [&str; 5] = ["bytes", "kB", "MB", "GB", "TB"];
     let mut v = bytes as f64;
     let mut unit = 0;

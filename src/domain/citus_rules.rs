@@ -10,7 +10,9 @@
 //! - `ALTER TABLE ... ADD COLUMN` of a serial type, an identity, or a `nextval()` default,
 //!   and `ALTER COLUMN ... ADD GENERATED ... AS IDENTITY`: Citus refuses them on a table
 //!   whose metadata is synced to the workers;
-//! - `-- no-transaction` files: not run on Citus yet.
+//! - `ALTER TABLE ... DETACH PARTITION ... CONCURRENTLY` (which only a `-- no-transaction`
+//!   file can hold): Citus 13 refuses it ("currently unsupported"). The other statements of
+//!   such files pass the same rules as any migration's.
 //!
 //! Foreign keys to a schema-qualified table (outside the tenant's schema) are collected, not
 //! refused: whether the table is a Citus reference table is known only on the server
@@ -18,7 +20,6 @@
 
 use std::collections::BTreeMap;
 
-use crate::domain::migration_set::is_no_transaction;
 use crate::domain::sql_split::{self, Piece, Statement};
 
 /// A statement Citus cannot run, with where it is and the rule.
@@ -68,16 +69,6 @@ pub fn check(files: &[(String, String)]) -> Result<Needs, Refusal> {
     // Functions some trigger runs: redefining one unpinned would break its trigger.
     let mut trigger_functions: BTreeMap<String, ()> = BTreeMap::new();
     for (file, sql) in files {
-        if is_no_transaction(sql) {
-            return Err(Refusal {
-                file: file.clone(),
-                line: 1,
-                statement: "-- no-transaction".into(),
-                rule: "files that run outside a transaction are not supported on Citus yet; \
-                       run the statement through tenantctl exec, or make it an ordinary migration"
-                    .into(),
-            });
-        }
         let statements = match sql_split::split(sql) {
             Ok(s) => s,
             // The migration runner reports unreadable files; nothing to check here.
@@ -141,8 +132,9 @@ pub fn check(files: &[(String, String)]) -> Result<Needs, Refusal> {
                     }
                 }
                 Shape::AlterTable => {
-                    if let Some(rule) =
-                        added_sequence_column(&p).or_else(|| added_unnamed_check(&p))
+                    if let Some(rule) = added_sequence_column(&p)
+                        .or_else(|| added_unnamed_check(&p))
+                        .or_else(|| detached_concurrently(&p))
                     {
                         return Err(refuse(rule));
                     }
@@ -445,6 +437,22 @@ fn top_level_actions(p: &[Piece]) -> Vec<Vec<Piece>> {
     out
 }
 
+/// In an `ALTER TABLE`, `DETACH PARTITION ... CONCURRENTLY`: Citus 13 refuses it on a
+/// distributed table ("ALTER TABLE .. DETACH PARTITION .. CONCURRENTLY commands are currently
+/// unsupported", tested).
+fn detached_concurrently(p: &[Piece]) -> Option<String> {
+    let detached = top_level_actions(p).into_iter().any(|action| {
+        action.first().is_some_and(|x| x.is_word("detach"))
+            && action.iter().any(|x| x.is_word("concurrently"))
+    });
+    detached.then(|| {
+        "Citus cannot detach a partition concurrently (DETACH PARTITION ... CONCURRENTLY is \
+         unsupported on a distributed table); detach it without CONCURRENTLY in an ordinary \
+         migration (it locks the partitioned table meanwhile)"
+            .into()
+    })
+}
+
 /// `REFERENCES schema.table`: foreign keys to a table outside the tenant's schema (an
 /// unqualified name resolves in the tenant's schema only).
 fn qualified_references(p: &[Piece]) -> Vec<(String, String)> {
@@ -604,12 +612,21 @@ mod tests {
     }
 
     #[test]
-    fn no_transaction_files_are_refused() {
-        let r = check(&files(&[(
-            "V8__idx.sql",
-            "-- no-transaction\nCREATE INDEX CONCURRENTLY i ON t (a);",
-        )]))
-        .unwrap_err();
-        assert!(r.rule.contains("not supported on Citus yet"), "{r}");
+    fn no_transaction_files_pass_the_same_rules_and_detach_concurrently_is_refused() {
+        let cic = "-- no-transaction\nCREATE INDEX CONCURRENTLY i ON t (a);\n\
+                   DROP INDEX CONCURRENTLY IF EXISTS j;\nREINDEX TABLE CONCURRENTLY t;";
+        assert_eq!(check(&files(&[("V8__idx.sql", cic)])), Ok(Needs::default()));
+        let serial = "-- no-transaction\nCREATE INDEX CONCURRENTLY i ON t (a);\n\
+                      ALTER TABLE t ADD COLUMN n bigserial;";
+        let r = check(&files(&[("V8__idx.sql", serial)])).unwrap_err();
+        assert_eq!((r.file.as_str(), r.line), ("V8__idx.sql", 3), "{r}");
+        let detach = "-- no-transaction\nALTER TABLE ONLY m.parted\n  \
+                      DETACH PARTITION parted_2026 CONCURRENTLY;";
+        let r = check(&files(&[("V9__detach.sql", detach)])).unwrap_err();
+        assert_eq!(r.line, 2, "{r}");
+        assert!(r.rule.contains("detach a partition concurrently"), "{r}");
+        // Without CONCURRENTLY, in a transaction: not this rule's business.
+        let plain = "ALTER TABLE parted DETACH PARTITION parted_2026;";
+        assert!(check(&files(&[("V9__detach.sql", plain)])).is_ok());
     }
 }

@@ -270,6 +270,24 @@ impl<W: Write> JsonStream<W> {
         let _ = item.serialize(&mut ser);
     }
 
+    /// Closes the array, writes the fields of `tail` (an object, a struct) after it, closes
+    /// the document and hands the writer back.
+    pub fn end_with(mut self, tail: &impl Serialize) -> W {
+        let bytes = to_json(tail);
+        debug_assert_eq!(bytes.first(), Some(&b'{'), "the tail is an object");
+        let _ = self.out.write_all(b"]");
+        if bytes.len() > 2 {
+            let _ = self.out.write_all(b",");
+            let _ = self.out.write_all(&bytes[1..]);
+        } else {
+            let _ = self.out.write_all(b"}");
+        }
+        let _ = self.out.write_all(b"\n");
+        let _ = self.out.flush();
+        STREAM_OPEN.store(false, Ordering::Relaxed);
+        self.out
+    }
+
     /// Closes the array and the document, and hands the writer back.
     pub fn end(mut self) -> W {
         let _ = self.out.write_all(b"]}\n");
@@ -523,6 +541,19 @@ mod tests {
         stream.item(&1);
         stream.item(&2);
         assert_eq!(stream.end(), b"{\"tenants\":[1,2]}\n");
+    }
+
+    #[test]
+    fn a_tail_closes_the_stream_with_its_fields_after_the_array() {
+        let mut stream = JsonStream::begin(Vec::new(), &Empty {}, "tenants");
+        stream.item(&1);
+        let tail = serde_json::json!({ "nodes": [{ "node": null }] });
+        assert_eq!(
+            stream.end_with(&tail),
+            b"{\"tenants\":[1],\"nodes\":[{\"node\":null}]}\n"
+        );
+        let stream = JsonStream::begin(Vec::new(), &Empty {}, "tenants");
+        assert_eq!(stream.end_with(&Empty {}), b"{\"tenants\":[]}\n");
     }
 
     #[test]

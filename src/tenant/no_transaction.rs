@@ -16,7 +16,8 @@
 //! 2. under it, the registry row (still there, not being dropped) and the history read
 //!    and checked against the files: the file must be the next one pending (another
 //!    process may have applied it meanwhile);
-//! 3. search_path (the tenant's schema only) and `--lock-timeout` set for the session;
+//! 3. search_path (the tenant's schema only) and `--lock-timeout` set for the session, and
+//!    on Citus the backend's settings (`Backend::session_prologue`);
 //! 4. each statement sent on its own: `CREATE INDEX CONCURRENTLY` refuses even the implicit
 //!    transaction of a multi-statement query;
 //! 5. the session reset (but for the lock), then one transaction writing the history row,
@@ -43,6 +44,7 @@ use crate::pg::txn::{Sql, Step, Tx, RESET_SESSION};
 use crate::registry::locks::LOCK_CLASS;
 use crate::registry::{self, Tenant};
 use crate::tenant::apply::{self, apply_pending, history_table, read_history, ApplyError, History};
+use crate::tenant::citus::{Backend, Work};
 
 /// `txn::RESET_SESSION` without `pg_catalog.pg_advisory_unlock_all()`: undoes what the file set for
 /// the session (a `SET` of its own, a temp table) before the history and registry are
@@ -77,6 +79,9 @@ pub struct TenantRun<'a> {
     /// (behind it, never ahead, as `migrate` elsewhere). `None`: the client reaches both,
     /// and they commit together.
     pub home: Option<&'a Pool>,
+    /// Where the tenant's schema is (Citus or plain PostgreSQL): how each transaction
+    /// starts and how the file's session is prepared.
+    pub backend: &'a Backend,
 }
 
 /// Where a run starts.
@@ -349,6 +354,7 @@ async fn one_transaction(
     last: bool,
 ) -> Result<(i64, Vec<AppliedMigration>), ApplyError> {
     let mut tx = Tx::begin(client);
+    run.backend.begin(&mut tx, Work::Change);
     let applied = apply_pending(
         &mut tx,
         run.schema,
@@ -444,6 +450,11 @@ async fn alone_locked(
     client
         .execute(&enter, &[&tenant_search_path(run.schema), &timeout])
         .await?;
+    if let Some(sql) = run.backend.session_prologue() {
+        for st in run.backend.statements(&sql) {
+            client.batch_execute(st).await?;
+        }
+    }
     run_statements(client, m).await?;
     client.batch_execute(RESET_KEEPING_LOCK).await?;
     let applied = AppliedMigration {
@@ -544,6 +555,7 @@ async fn record(
         .format(&Rfc3339)
         .unwrap_or_default();
     let mut tx = Tx::begin(client);
+    run.backend.begin(&mut tx, Work::Change);
     tx.queue_prepared(
         Step::Sql("cannot write the migration history"),
         &insert,
