@@ -640,8 +640,9 @@ pub struct RebalanceArgs {
 
     /// Let writes go on during the moves (Citus's `auto` transfer mode, logical
     /// replication; every table needs a primary key or replica identity, the nodes
-    /// `wal_level = logical`). Default `block_writes`, as `move --node`: in our tests `auto`
-    /// lost committed writes made during a move. See docs/citus.md first.
+    /// `wal_level = logical`). Default `block_writes`, as `move --node`: Citus's `auto` can
+    /// lose writes committed just before a switch when the workers commit with
+    /// `synchronous_commit = off`. See docs/citus.md first.
     #[arg(long)]
     pub online: bool,
 }
@@ -674,8 +675,9 @@ pub struct MoveArgs {
     pub node: Option<String>,
 
     /// With --node: let writes go on during the move (citus_schema_move's logical
-    /// replication, `auto`), when every table has a primary key or replica identity. In our
-    /// tests writes arriving at the switch were lost this way: see docs/citus.md first.
+    /// replication, `auto`), when every table has a primary key or replica identity. Citus
+    /// can then lose writes committed just before the switch when the workers commit with
+    /// `synchronous_commit = off`: see docs/citus.md first.
     #[arg(long, conflicts_with = "to")]
     pub online: bool,
 

@@ -43,8 +43,8 @@ pub async fn run(s: &Session, args: &RebalanceArgs) -> Result<u8> {
     }
     // Listened for before the job starts: from then on Ctrl-C stops the following only.
     let mut signals = Signals::listen()?;
-    // block_writes unless --online: Citus's `auto` lost committed writes in our tests of
-    // citus_schema_move (docs/citus.md, move --node).
+    // block_writes unless --online: Citus's `auto` loses writes committed just before the
+    // switch when the workers commit asynchronously (docs/citus-auto-move-report.md).
     let mode = if args.online { "auto" } else { "block_writes" };
     let Some(job) = backend.start_rebalance(&conn, mode).await? else {
         return finish(s, &conn, None, mode, "balanced", 0, Vec::new()).await;
