@@ -231,36 +231,6 @@ fn migrations_a_citus_server_cannot_run_are_refused_before_any_tenant_is_touched
 }
 
 #[test]
-fn move_into_or_out_of_a_citus_server_is_refused_and_changes_nothing() {
-    let (home, c) = home_and_citus("cs_move");
-    home.run(&["create", "h1"]).expect(0);
-    home.run(&["create", "a1", "--server", "c"]).expect(0);
-    let before = home.snapshot();
-    let on_c = "SELECT string_agg(nspname, ',' ORDER BY nspname) FROM pg_namespace";
-    let c_before = c.db.scalar(on_c);
-    for (args, at) in [
-        (vec!["move", "h1", "--to", "c"], "server c (database"),
-        (vec!["move", "a1", "--to", "home"], "server c (database"),
-        (
-            vec!["move", "h1", "--to", "c", "--dry-run"],
-            "server c (database",
-        ),
-    ] {
-        home.run(&args)
-            .expect(2)
-            .mentions("move --to does not work on a Citus coordinator yet")
-            .mentions(at)
-            .mentions("nothing was changed");
-        assert_eq!(home.snapshot(), before, "{args:?}");
-        assert_eq!(c.db.scalar(on_c), c_before, "{args:?}");
-    }
-    assert_eq!(
-        distributed_tables(&c, "tenant_a1"),
-        ("9".into(), "1".into())
-    );
-}
-
-#[test]
 fn restore_of_a_tenant_on_a_citus_server_brings_it_back_distributed_there() {
     let (home, c) = home_and_citus("cs_restore");
     // The restore's temporary role must not be copied to a worker by another test's node.

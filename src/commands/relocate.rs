@@ -17,6 +17,7 @@ use crate::output::{count, escape};
 use crate::pg::connect;
 use crate::pg::dump;
 use crate::registry::{self, locks, Tenant};
+use crate::tenant::citus::Backend;
 use crate::tenant::copy_check;
 use crate::tenant::relocate::{self, HomeIs, Made, Moved, NewRole, Place, Plan};
 
@@ -83,9 +84,10 @@ async fn plan(s: &Session, t: &Tenant, args: &MoveArgs) -> Result<Plan> {
     let home_place = (HOME_SERVER, s.home_database());
     let is_home = |p: &Place| (p.server.as_str(), p.database.as_str()) == home_place;
     let source = connect_to(&from.target, &from).await?;
-    refuse_citus(s, &from, &source, false).await?;
+    place_backend(s, &from, &source, false).await?;
     let admin = connect_to(&to.server_target, &to).await?;
-    refuse_citus(s, &to, &admin, args.own_database).await?;
+    let to_backend = place_backend(s, &to, &admin, args.own_database).await?;
+    to_backend.check_moved_role(&t.slug, t.role.as_deref(), &to.describe())?;
     let pg_dump = dump::find_tool("pg_dump")?;
     relocate::check_pg_dump(&pg_dump, registry::server_major(&source).await?)?;
     let same_cluster = relocate::same_cluster(&source, &admin).await?;
@@ -112,6 +114,7 @@ async fn plan(s: &Session, t: &Tenant, args: &MoveArgs) -> Result<Plan> {
         pg_dump,
         from,
         to,
+        to_backend,
     };
     relocate::check_target(&plan, &admin, s.settings.app_role.as_deref()).await?;
     Ok(plan)
@@ -151,21 +154,26 @@ fn refuse_same_place(t: &Tenant, from: &Place, to: &Place, own_database: bool) -
     )))
 }
 
-/// Refuses (exit 2, nothing changed) a move out of or into a Citus coordinator (home or a
-/// `[servers.NAME]`), and a Citus worker: pg_dump's copy would not be a distributed schema.
-/// `conn` is a connection to `place`'s server; `own_database`: the tenant goes into a
-/// database of its own there, made without the citus extension (plain PostgreSQL).
-async fn refuse_citus(s: &Session, place: &Place, conn: &Object, own_database: bool) -> Result<()> {
+/// The backend of `place` (plain PostgreSQL, or a Citus coordinator: a copy into one
+/// becomes a distributed schema). A Citus worker is refused (exit 2, nothing changed,
+/// naming its coordinator). `conn` is a connection to `place`'s server; `own_database`:
+/// the tenant goes into a database of its own there, which the move creates without the
+/// citus extension: plain PostgreSQL, whatever the server's own database is.
+async fn place_backend(
+    s: &Session,
+    place: &Place,
+    conn: &Object,
+    own_database: bool,
+) -> Result<Backend> {
     let database = match own_database {
         true => place.server_target.config.get_dbname().unwrap_or_default(),
         false => place.database.as_str(),
     };
     s.detect_place(&place.server, database, conn).await?;
     if own_database {
-        return Ok(());
+        return Ok(Backend::Plain);
     }
-    s.backend_at(&place.server, database)
-        .refuse_move_to(&place.describe())
+    Ok(s.backend_at(&place.server, database))
 }
 
 /// The tenant's own role, created at the target (another cluster). The application role

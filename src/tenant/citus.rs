@@ -437,21 +437,56 @@ impl Backend {
         Ok(())
     }
 
-    /// `move --to NAME` copies a schema with pg_dump into a plain one: on a Citus
-    /// coordinator the copy would land as a local, undistributed schema (or leave one), and
-    /// Citus moves tenants between its nodes itself (`move --node`).
-    /// `at` names the place (server and database), source or destination of the move.
-    pub fn refuse_move_to(&self, at: &str) -> Result<()> {
-        if self.is_citus() {
-            return Err(bad_input(format!(
-                "move --to does not work on a Citus coordinator yet, and {at} is one: Citus \
-                 places each tenant on a worker node itself, and a copy made with pg_dump \
-                 would not be a distributed schema; nothing was changed (to move a tenant to \
-                 another worker node run tenantctl move SLUG --node HOST:PORT, to spread \
-                 tenants over the nodes tenantctl rebalance: docs/citus.md)"
-            )));
+    /// `move --to` into this database: right after the copy's transaction created the
+    /// tenant's schema. On Citus the rest of the copy is loaded as a local schema of the
+    /// coordinator, as restore stages its copy (`restore_staging_sql`): pg_dump's statements
+    /// (identity columns added by `ALTER TABLE`, several statements per query) run on local
+    /// tables, and none reaches a worker before `distribute_copy`. The schema itself is
+    /// created before, with DDL propagation on, so that Citus creates it on the workers in
+    /// this transaction: a schema it never saw is created there by `citus_schema_distribute`
+    /// outside the transaction, and a rollback left it behind on every worker (Citus
+    /// 13.2.2, found by tests/citus_move_to.rs).
+    pub async fn begin_copy(&self, tx: &impl GenericClient) -> Result<()> {
+        if let Some(sql) = self.restore_staging_sql() {
+            tx.batch_execute(sql)
+                .await
+                .pg_context("cannot keep the copy on the coordinator while it loads")?;
         }
         Ok(())
+    }
+
+    /// `move --to` into this database, once the copy is loaded (`begin_copy`): DDL
+    /// propagation on again, then the copy made a distributed schema with its rows as
+    /// restore does (`begin_restore_swap`, `distribute_restored`: user triggers off around
+    /// `citus_schema_distribute`, the coordinator's local rows freed), all in the copy's
+    /// uncommitted transaction, so that a failure leaves nothing on any node. With
+    /// `[citus] distribute = false` the copy stays a local schema; nothing on plain
+    /// PostgreSQL.
+    pub async fn distribute_copy(&self, tx: &impl GenericClient, schema: &str) -> Result<()> {
+        if !self.is_citus() {
+            return Ok(());
+        }
+        tx.batch_execute("SET LOCAL citus.enable_ddl_propagation = on")
+            .await
+            .pg_context("cannot let Citus propagate the copy to its workers")?;
+        self.begin_restore_swap(tx).await?;
+        self.distribute_restored(tx, schema).await
+    }
+
+    /// `move --to` into this database of tenant `slug`, which has its own role (`role`):
+    /// refused (exit 2) where tenants are distributed, for the reason `check_tenant_roles`
+    /// gives. `at` names the place.
+    pub fn check_moved_role(&self, slug: &str, role: Option<&str>, at: &str) -> Result<()> {
+        let Some(role) = role.filter(|_| self.distributes()) else {
+            return Ok(());
+        };
+        Err(bad_input(format!(
+            "tenant {slug} has its own role ({role}, [tenants] per_tenant_roles), and {at} is \
+             a Citus coordinator that distributes tenants: Citus opens its connections to the \
+             worker nodes as the current role, and a tenant's role is NOLOGIN, so every query \
+             as that role would fail on the worker; nothing was changed (move it to a plain \
+             PostgreSQL server, or into a database of its own there with --own-database)"
+        )))
     }
 
     /// What only Citus does to a tenant's schema (`move --node`, `distribute`): refused

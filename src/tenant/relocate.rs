@@ -31,6 +31,7 @@ use crate::pg::dump::{self, Tool};
 use crate::pg::dump_load;
 use crate::registry::{self, locks, MoveRecord, Placement};
 use crate::tenant::apply::locked_transaction;
+use crate::tenant::citus::Backend;
 use crate::tenant::copy_check::{self, Fingerprint};
 use crate::tenant::{grants, placement};
 
@@ -95,6 +96,9 @@ pub struct Plan {
     pub drop_source_role: Option<String>,
     pub deadline: Duration,
     pub pg_dump: Tool,
+    /// The target's backend: on a Citus coordinator the copy becomes a distributed schema
+    /// before it is verified (plain PostgreSQL for a database the move creates).
+    pub to_backend: Backend,
 }
 
 /// What a finished move did.
@@ -275,7 +279,12 @@ pub async fn stage<'a>(
     let writes_stopped_at = Instant::now();
     stop_writes(&src, p, &tables).await?;
     let (dst, _) = locked_transaction(target, &p.slug, &p.schema, p.deadline).await?;
-    load_copy(p, &src, &dst).await?;
+    load_copy(p, &dst).await?;
+    p.to_backend
+        .distribute_copy(&dst, &p.schema)
+        .await
+        .with_context(|| format!("cannot distribute the copy at {}", p.to.describe()))?;
+    grant_data_role(p, &src, &dst).await?;
     let (at_source, at_target) = tokio::try_join!(
         copy_check::fingerprint(&src, &p.schema),
         copy_check::fingerprint(&dst, &p.schema)
@@ -339,8 +348,8 @@ async fn stop_writes(tx: &Transaction<'_>, p: &Plan, tables: &[String]) -> Resul
 }
 
 /// The tenant's own role (another cluster), its schema, rows and post-data objects from
-/// pg_dump of the source, and the data role's privileges as they are at the source.
-async fn load_copy(p: &Plan, src: &Transaction<'_>, dst: &Transaction<'_>) -> Result<()> {
+/// pg_dump of the source.
+async fn load_copy(p: &Plan, dst: &Transaction<'_>) -> Result<()> {
     if let Some(r) = &p.create_role {
         let ddl = match &r.app_role {
             Some(app) => grants::create_tenant_role(&r.role, app, r.server_major),
@@ -350,7 +359,13 @@ async fn load_copy(p: &Plan, src: &Transaction<'_>, dst: &Transaction<'_>) -> Re
             .await
             .with_pg_context(|| format!("cannot create role {} at the target", r.role))?;
     }
-    let pre = dump_section(p, "pre-data").await?;
+    // The schema first, by itself: on Citus before the backend keeps the rest of the load
+    // on the coordinator (`begin_copy`).
+    dst.batch_execute(&format!("CREATE SCHEMA {}", quote_ident(&p.schema)))
+        .await
+        .pg_context("cannot create the tenant's schema at the target")?;
+    p.to_backend.begin_copy(dst).await?;
+    let pre = without_create_schema(&dump_section(p, "pre-data").await?, &p.schema);
     dst.batch_execute(&pre)
         .await
         .pg_context("cannot create the tenant's tables at the target")?;
@@ -359,14 +374,23 @@ async fn load_copy(p: &Plan, src: &Transaction<'_>, dst: &Transaction<'_>) -> Re
     let post = dump_section(p, "post-data").await?;
     dst.batch_execute(&post)
         .await
-        .pg_context("cannot create the tenant's indexes, constraints and triggers at the target")?;
+        .pg_context("cannot create the tenant's indexes, constraints and triggers at the target")
+}
+
+/// The data role's privileges at the target as they are at the source, one statement at
+/// a time where the target's backend needs it (after `distribute_copy`, so that Citus
+/// grants on the shards too).
+async fn grant_data_role(p: &Plan, src: &Transaction<'_>, dst: &Transaction<'_>) -> Result<()> {
     let mut sql = grants::before_migrations(&p.schema, p.data_role.as_deref());
     if let Some(role) = &p.data_role {
         sql.push_str(&copy_check::privileges_of(src, &p.schema, role).await?);
     }
-    dst.batch_execute(&sql)
-        .await
-        .pg_context("cannot grant the data role its privileges at the target")
+    for statement in p.to_backend.statements(&sql) {
+        dst.batch_execute(statement)
+            .await
+            .pg_context("cannot grant the data role its privileges at the target")?;
+    }
+    Ok(())
 }
 
 /// pg_dump of one section of the tenant's schema at the source, without owners and
@@ -400,6 +424,25 @@ fn without_psql_commands(text: &str) -> String {
         .filter(|l| !l.starts_with("\\restrict ") && !l.starts_with("\\unrestrict "))
         .map(|l| format!("{l}\n"))
         .collect()
+}
+
+/// pg_dump's pre-data without its `CREATE SCHEMA` of the tenant's schema (the only one
+/// of a `--schema` dump, made by `load_copy` already): the first line creating it, quoted
+/// by pg_dump's rule (only when needed) or always.
+fn without_create_schema(text: &str, schema: &str) -> String {
+    let lines = [
+        format!("CREATE SCHEMA {schema};"),
+        format!("CREATE SCHEMA {};", quote_ident(schema)),
+    ];
+    match text.lines().position(|l| lines.iter().any(|c| c == l)) {
+        Some(at) => text
+            .lines()
+            .enumerate()
+            .filter(|(i, _)| *i != at)
+            .map(|(_, l)| format!("{l}\n"))
+            .collect(),
+        None => text.to_string(),
+    }
 }
 
 /// A name for the old copy once set aside, unique to this move.
@@ -452,7 +495,8 @@ pub async fn finish(
         nodes: None,
     };
     let record_id = switch(p, home, &source, target, made, &mut record, &clock).await?;
-    let (writes_stopped, warnings) = let_go(p, source, made, &retired, &clock).await?;
+    let (writes_stopped, mut warnings) = let_go(p, source, made, &retired, &clock).await?;
+    warnings.extend(worker_sequences(p).await.err().map(|e| format!("{e:#}")));
     let duration = started.elapsed();
     let _ = registry::finish_move_record(
         &*home,
@@ -553,6 +597,29 @@ async fn let_go(
         )),
     }
     Ok((writes_stopped, warnings))
+}
+
+/// On a Citus target, once the copy committed: each worker's sequences past the copied
+/// rows drawn from its range (`Backend::sync_worker_sequences`, as after a restore). An
+/// error is a sentence saying the move stands and what to do.
+async fn worker_sequences(p: &Plan) -> Result<()> {
+    if !p.to_backend.distributes() {
+        return Ok(());
+    }
+    let moved = || {
+        format!(
+            "tenant {} was moved to {} and is distributed there, but rows that triggers add \
+             on its worker may collide with copied ones; set the worker's sequences past the \
+             copied values by hand (docs/citus.md, Restore, step 4)",
+            p.slug,
+            p.to.describe()
+        )
+    };
+    let conn = connect_to(&p.to.target).await.with_context(moved)?;
+    p.to_backend
+        .sync_worker_sequences(&conn, &p.schema)
+        .await
+        .with_context(moved)
 }
 
 /// The switch in a transaction of its own on home (neither end is the registry's database).
@@ -675,6 +742,21 @@ mod tests {
             without_psql_commands(text),
             "SET x = 1;\nCREATE TABLE \"t\" (a int);\n"
         );
+    }
+
+    #[test]
+    fn the_dump_s_create_schema_is_left_out_once() {
+        let text = "SET x = 1;\nCREATE SCHEMA tenant_a;\nCREATE TABLE tenant_a.t (a int);\n";
+        assert_eq!(
+            without_create_schema(text, "tenant_a"),
+            "SET x = 1;\nCREATE TABLE tenant_a.t (a int);\n"
+        );
+        let quoted = "CREATE SCHEMA \"tenant-b\";\nCREATE SCHEMA \"tenant-b\";\n";
+        assert_eq!(
+            without_create_schema(quoted, "tenant-b"),
+            "CREATE SCHEMA \"tenant-b\";\n"
+        );
+        assert_eq!(without_create_schema("SELECT 1;\n", "x"), "SELECT 1;\n");
     }
 
     #[test]
