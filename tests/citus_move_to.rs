@@ -438,3 +438,69 @@ fn a_tenant_on_citus_moves_out_with_dry_run_first() {
     assert_eq!(contents(&home.url, "tenant_a1"), rows);
     assert_eq!(leftovers(&c, "tenant_a1"), Vec::<String>::new());
 }
+
+#[test]
+fn on_a_citus_home_a_tenant_moves_to_a_plain_server_and_back_distributed() {
+    let c = CitusDb::new("cm_home");
+    let second = SecondDb::new("cm_home");
+    c.db.config(&second.server_toml("eu"));
+    c.db.run(&["create", "t1"]).expect(0);
+    fill(&c.db.url, "tenant_t1");
+    let rows = contents(&c.db.url, "tenant_t1");
+    c.db.run(&["move", "t1", "--to", "eu"])
+        .expect(0)
+        .mentions("to server eu (database");
+    assert_eq!(contents(&second.url, "tenant_t1"), rows);
+    assert_eq!(leftovers(&c, "tenant_t1"), Vec::<String>::new());
+    second.query("INSERT INTO tenant_t1.departments (name) VALUES ('on eu')");
+    let there = contents(&second.url, "tenant_t1");
+    // Back home, the switch committing with the copy: distributed again.
+    c.db.run(&["move", "t1", "--to", "home"]).expect(0);
+    assert_eq!(contents(&c.db.url, "tenant_t1"), there);
+    assert_eq!(
+        distributed_tables(&c, "tenant_t1"),
+        ("9".into(), "1".into())
+    );
+    assert_eq!(
+        c.db.scalar("SELECT to_server FROM public.tenant_moves ORDER BY id DESC LIMIT 1"),
+        "home"
+    );
+    assert_eq!(
+        second.scalar("SELECT count(*) FROM pg_namespace WHERE nspname = 'tenant_t1'"),
+        "0"
+    );
+    c.db.run(&["verify"]).expect(0);
+}
+
+#[test]
+fn own_database_on_a_citus_server_is_plain_postgresql() {
+    let (home, c) = home_and_citus("cm_own", "");
+    let slug = unique_slug("own");
+    let schema = format!("tenant_{slug}");
+    home.run(&["create", &slug]).expect(0);
+    fill(&home.url, &schema);
+    let rows = contents(&home.url, &schema);
+    home.run(&["move", &slug, "--to", "c", "--own-database"])
+        .expect(0)
+        .mentions(&format!("to server c (database {schema})"));
+    // A database of its own on the coordinator, made without the citus extension: the
+    // tenant is a plain schema there, on no worker.
+    let own = replace_dbname(&c.db.url, &schema);
+    assert_eq!(contents(&own, &schema), rows);
+    assert_eq!(
+        scalar(
+            &own,
+            "SELECT count(*) FROM pg_extension WHERE extname = 'citus'"
+        ),
+        "0"
+    );
+    assert_eq!(leftovers(&c, &schema), Vec::<String>::new());
+    home.run(&["move", &slug, "--to", "home"]).expect(0);
+    assert_eq!(contents(&home.url, &schema), rows);
+    assert_eq!(
+        c.db.scalar(&format!(
+            "SELECT count(*) FROM pg_database WHERE datname = '{schema}'"
+        )),
+        "0"
+    );
+}
