@@ -506,3 +506,69 @@ fn own_database_on_a_citus_server_is_plain_postgresql() {
         "0"
     );
 }
+
+#[test]
+fn distribute_and_move_node_work_for_tenants_on_a_citus_server() {
+    let (home, c) = home_and_citus("cm_far_ops", "[citus]\ndistribute = false");
+    home.run(&["create", "h1"]).expect(0);
+    home.run(&["create", "a1", "--server", "c"]).expect(0);
+    fill(&c.db.url, "tenant_a1");
+    let rows = contents(&c.db.url, "tenant_a1");
+    assert_eq!(c.db.scalar("SELECT count(*) FROM pg_dist_schema"), "0");
+    home.config(&format!("[servers.c]\nurl = \"{}\"\n", c.db.url));
+
+    // distribute: on c, where a1 lives; h1 lives at home, plain PostgreSQL: skipped.
+    let run = home.run(&["distribute", "--format", "json"]);
+    run.expect(0);
+    let doc = run.json();
+    let outcome = |slug: &str| {
+        doc["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["slug"] == slug)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(outcome("a1")["outcome"], "distributed", "{doc}");
+    assert_eq!(outcome("h1")["outcome"], "skipped");
+    assert!(outcome("h1")["error"]
+        .as_str()
+        .unwrap()
+        .contains("which has no citus extension"));
+    assert_eq!(
+        distributed_tables(&c, "tenant_a1"),
+        ("9".into(), "1".into())
+    );
+    assert_eq!(contents(&c.db.url, "tenant_a1"), rows);
+
+    // move --node: between c's workers, recorded on home with c's place.
+    let from = c.nodes()["tenant_a1"].clone();
+    let other = c.worker_nodes().into_iter().find(|n| *n != from).unwrap();
+    let before = home.snapshot();
+    home.run(&["move", "a1", "--node", &other, "--dry-run"])
+        .expect(0)
+        .mentions(&format!(
+            "would move tenant a1 (schema tenant_a1) from node {from}"
+        ));
+    assert_eq!(home.snapshot(), before);
+    home.run(&["move", "a1", "--node", &other])
+        .expect(0)
+        .mentions(&format!("to node {other}"));
+    assert_eq!(c.nodes()["tenant_a1"], other);
+    assert_eq!(contents(&c.db.url, "tenant_a1"), rows);
+    assert_eq!(
+        home.scalar(
+            "SELECT from_server || '>' || to_server || ' ' || from_node || '>' || to_node \
+               FROM public.tenant_moves"
+        ),
+        format!("c>c {from}>{other}")
+    );
+    // A tenant at home, plain PostgreSQL: refused, nothing changed.
+    let before = home.snapshot();
+    home.run(&["move", "h1", "--node", &other])
+        .expect(2)
+        .mentions("has no citus extension")
+        .mentions("nothing was changed");
+    assert_eq!(home.snapshot(), before);
+}

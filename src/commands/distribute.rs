@@ -1,14 +1,20 @@
 //! `tenantctl distribute [SLUG...]`: on a Citus coordinator, makes local tenant schemas
 //! (created before Citus, or with `[citus] distribute = false`) distributed schemas on a
 //! worker, one transaction per tenant under its lock (`tenant::citus_schema::distribute`).
-//! Tenants already distributed, elsewhere or not active are skipped (docs/citus.md).
+//! Each tenant is distributed where it lives: home, or a `[servers.NAME]` that is a Citus
+//! coordinator (the place's backend). Tenants already distributed, on a place without
+//! Citus or not active are skipped (docs/citus.md).
+
+use std::collections::btree_map::{BTreeMap, Entry};
 
 use anyhow::Result;
+use deadpool_postgres::{Object, Pool};
 use serde::Serialize;
 
 use crate::cli::DistributeArgs;
 use crate::commands::session::{select_tenants, Session};
 use crate::domain::exit::{FAILED, OK};
+use crate::domain::settings::HOME_SERVER;
 use crate::output::{count as count_of, escape_line, print_json};
 use crate::registry::Tenant;
 use crate::tenant::citus_schema::SchemaOps;
@@ -26,13 +32,30 @@ struct Distributed {
     error: Option<String>,
 }
 
+/// A connection to each place the selected tenants live at, by (server, database).
+type Places = BTreeMap<(String, String), (Pool, Object)>;
+
 pub async fn run(s: &Session, args: &DistributeArgs) -> Result<u8> {
-    let (_pool, mut conn) = s.connect(1).await?;
-    let ops = s.backend().schema_ops("distribute", &s.target.describe())?;
+    let (pool, conn) = s.connect(1).await?;
+    if s.servers.names().len() == 1 {
+        // Plain PostgreSQL and no other server: refused before any tenant is looked at.
+        s.backend().schema_ops("distribute", &s.target.describe())?;
+    }
     let tenants = select_tenants(&conn, &args.slugs, "nothing was distributed").await?;
+    let mut places = open_places(s, &tenants).await?;
+    places.insert(
+        (HOME_SERVER.to_string(), s.home_database().to_string()),
+        (pool, conn),
+    );
+    if !places
+        .keys()
+        .any(|(sv, db)| s.backend_at(sv, db).is_citus())
+    {
+        s.backend().schema_ops("distribute", &s.target.describe())?;
+    }
     let mut results = Vec::new();
     for t in &tenants {
-        results.push(one(s, &ops, &mut conn, t).await);
+        results.push(at_place(s, &mut places, t).await);
     }
     print(s, &results);
     Ok(if results.iter().any(|r| r.outcome == "failed") {
@@ -42,26 +65,52 @@ pub async fn run(s: &Session, args: &DistributeArgs) -> Result<u8> {
     })
 }
 
-async fn one(
-    s: &Session,
-    ops: &SchemaOps,
-    conn: &mut deadpool_postgres::Object,
-    t: &Tenant,
-) -> Distributed {
-    let mut d = Distributed {
+/// The places other than home the tenants live at, each opened once and its backend
+/// detected, before any tenant changes: an unknown server, an unset password or a Citus
+/// worker is bad input (exit 2), a server that does not answer an error naming it.
+async fn open_places(s: &Session, tenants: &[Tenant]) -> Result<Places> {
+    let mut places = Places::new();
+    for t in tenants.iter().filter(|t| !s.at_home(t)) {
+        let key = (t.server.clone(), t.database.clone());
+        if let Entry::Vacant(e) = places.entry(key) {
+            e.insert(s.connect_place(&t.server, &t.database, 1).await?);
+        }
+    }
+    Ok(places)
+}
+
+/// One tenant where it lives, skipped when that place is not a Citus coordinator.
+async fn at_place(s: &Session, places: &mut Places, t: &Tenant) -> Distributed {
+    let at = format!("server {} (database {})", t.server, t.database);
+    let ops = s
+        .backend_at(&t.server, &t.database)
+        .schema_ops("distribute", &at);
+    let conn = places
+        .get_mut(&(t.server.clone(), t.database.clone()))
+        .map(|(_, c)| c);
+    match (ops, conn) {
+        (Ok(ops), Some(conn)) => one(s, &ops, conn, t).await,
+        (Err(_), _) => skipped(t, format!("lives on {at}, which has no citus extension")),
+        (_, None) => skipped(t, format!("{at} was not opened")),
+    }
+}
+
+fn skipped(t: &Tenant, why: String) -> Distributed {
+    Distributed {
         slug: t.slug.clone(),
         schema: t.schema.clone(),
         outcome: "skipped",
         tables: 0,
         node: None,
-        error: None,
-    };
-    let skip = if !t.is_home(s.home_database()) {
-        Some(format!(
-            "lives on server {} (database {}), not on this coordinator",
-            t.server, t.database
-        ))
-    } else if t.state != "active" {
+        error: Some(why),
+    }
+}
+
+/// One tenant, on `conn` to the Citus coordinator's database where it lives.
+async fn one(s: &Session, ops: &SchemaOps, conn: &mut Object, t: &Tenant) -> Distributed {
+    let mut d = skipped(t, String::new());
+    d.error = None;
+    let skip = if t.state != "active" {
         Some(format!("is {}, not active", t.state))
     } else {
         match ops.is_distributed(&*conn, &t.schema).await {

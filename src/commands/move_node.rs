@@ -1,7 +1,8 @@
-//! `tenantctl move SLUG --node HOST:PORT [--block-writes] [--dry-run]`: on a Citus
-//! coordinator, moves a tenant's distributed schema to another worker node with
-//! citus_schema_move, holding the tenant's lock on the coordinator throughout (no migrate,
-//! backup or other move of it meanwhile), and records it in public.tenant_moves. The checks
+//! `tenantctl move SLUG --node HOST:PORT [--block-writes] [--dry-run]`: on the Citus
+//! coordinator where the tenant lives (home, or a `[servers.NAME]`), moves its distributed
+//! schema to another worker node with citus_schema_move, holding the tenant's lock on that
+//! coordinator throughout (no migrate, backup or other move of it meanwhile), and records
+//! it in public.tenant_moves on home. The checks
 //! and the move are `tenant::citus_schema`'s (docs/citus.md).
 
 use std::time::Instant;
@@ -22,26 +23,58 @@ use crate::tenant::citus_schema::{NodeMove, SchemaOps};
 
 pub async fn run(s: &Session, args: &MoveArgs, node: &str) -> Result<u8> {
     s.schemas_for(std::slice::from_ref(&args.slug))?;
-    // Two sessions: the move's, and one to cancel it on Ctrl-C.
-    let (pool, home) = s.connect(2).await?;
-    let ops = s
-        .backend()
-        .schema_ops("move --node", &s.target.describe())?;
-    let t = tenant(s, &home, &args.slug).await?;
-    if args.dry_run {
-        let m = ops.plan_move(&home, &t, node, args.online).await?;
-        return dry_run(s, &ops, &home, &m).await;
+    // Two sessions where the tenant lives: the move's, and one to cancel it on Ctrl-C.
+    let (home_pool, home) = s.connect(2).await?;
+    if s.servers.names().len() == 1 {
+        // Plain PostgreSQL and no other server: refused before any tenant is looked at.
+        s.backend()
+            .schema_ops("move --node", &s.target.describe())?;
     }
-    locks::hold_tenant_within(&home, &t.slug, &t.schema, s.lock_deadline())
+    let t = tenant(&home, &args.slug).await?;
+    let place = Placement {
+        server: t.server.clone(),
+        database: t.database.clone(),
+    };
+    let at = format!("server {} (database {})", place.server, place.database);
+    let (pool, conn) = match s.at_home(&t) {
+        true => (home_pool, None),
+        false => {
+            let (pool, conn) = s.connect_place(&place.server, &place.database, 2).await?;
+            (pool, Some(conn))
+        }
+    };
+    let work = conn.as_ref().unwrap_or(&home);
+    let ops = s
+        .backend_at(&place.server, &place.database)
+        .schema_ops("move --node", &at)?;
+    if args.dry_run {
+        let m = ops.plan_move(work, &t, node, args.online).await?;
+        return dry_run(s, &ops, work, &m, &place).await;
+    }
+    // The tenant's lock where it lives, as every tenant transaction there takes it.
+    locks::hold_tenant_within(work, &t.slug, &t.schema, s.lock_deadline())
         .await
         .with_context(|| format!("cannot move tenant {}; nothing was changed", t.slug))?;
-    let result = locked(s, &ops, &pool, &home, &t.slug, node, args.online).await;
-    let _ = locks::release_tenant(&home, &t.schema).await;
+    let at_place = At {
+        home: &home,
+        work,
+        place: &place,
+    };
+    let result = locked(s, &ops, &pool, &at_place, &t.slug, node, args.online).await;
+    let _ = locks::release_tenant(work, &t.schema).await;
     result
 }
 
-/// The tenant, checked: known, `active`, living in the coordinator's own database.
-async fn tenant(s: &Session, home: &Object, slug: &str) -> Result<Tenant> {
+/// Where a node move runs: home (the registry), the tenant's place (a Citus coordinator's
+/// database: home's or a `[servers.NAME]`'s) and a session there.
+struct At<'a> {
+    home: &'a Object,
+    work: &'a Object,
+    place: &'a Placement,
+}
+
+/// The tenant, checked: known and `active`.
+async fn tenant(home: &Object, slug: &str) -> Result<Tenant> {
     let t = registry::some(home, &[slug.to_string()])
         .await?
         .pop()
@@ -51,13 +84,6 @@ async fn tenant(s: &Session, home: &Object, slug: &str) -> Result<Tenant> {
             ))
         })?;
     check_state(&t)?;
-    if !t.is_home(s.home_database()) {
-        return Err(bad_input(format!(
-            "tenant {} lives on server {} (database {}), not on this Citus coordinator; \
-             --node moves tenants between the coordinator's worker nodes; nothing was changed",
-            t.slug, t.server, t.database
-        )));
-    }
     Ok(t)
 }
 
@@ -67,25 +93,33 @@ async fn locked(
     s: &Session,
     ops: &SchemaOps,
     pool: &deadpool_postgres::Pool,
-    home: &Object,
+    at: &At<'_>,
     slug: &str,
     node: &str,
     online: bool,
 ) -> Result<u8> {
-    let t = tenant(s, home, slug).await?;
-    let m = ops.plan_move(home, &t, node, online).await?;
+    let t = tenant(at.home, slug).await?;
+    if (t.server.as_str(), t.database.as_str()) != (&at.place.server, &at.place.database) {
+        return Err(bad_input(format!(
+            "tenant {slug} was moved to server {} (database {}) while this command waited \
+             for it; nothing was changed (run it again)",
+            t.server, t.database
+        )));
+    }
+    let m = ops.plan_move(at.work, &t, node, online).await?;
     let canceller = pool
         .get()
         .await
         .context("cannot open a second session to the coordinator; nothing was changed")?;
-    let pid: i32 = home
+    let pid: i32 = at
+        .work
         .query_one("SELECT pg_catalog.pg_backend_pid()", &[])
         .await
         .pg_context("cannot read the session's process id")?
         .get(0);
     let mut signals = Signals::listen()?;
     let started = Instant::now();
-    let moving = ops.run_move(home, &m);
+    let moving = ops.run_move(at.work, &m);
     tokio::pin!(moving);
     let outcome = tokio::select! {
         r = &mut moving => r.map(|_| None),
@@ -119,24 +153,21 @@ async fn locked(
             m.slug, m.from
         ))),
         Ok(None) => {
-            let warning = record(s, home, &m, duration.as_millis() as i64)
+            let warning = record(at, &m, duration.as_millis() as i64)
                 .await
                 .err()
                 .map(|e| format!("{e:#}; the tenant did move to node {}", m.to));
-            Ok(report(s, &m, duration.as_millis(), warning))
+            Ok(report(s, &m, at.place, duration.as_millis(), warning))
         }
     }
 }
 
-/// The move's row in public.tenant_moves: server and database stay (home, the
+/// The move's row in public.tenant_moves: server and database stay (the tenant's place, a
 /// coordinator's database); the nodes and the mode are V11's columns. Citus reports no row
 /// count (0); the application's writes waited the whole move in block_writes mode, and only
 /// for the final catch-up in auto mode (not measured: 0).
-async fn record(s: &Session, home: &Object, m: &NodeMove, duration_ms: i64) -> Result<()> {
-    let place = Placement {
-        server: crate::domain::settings::HOME_SERVER.to_string(),
-        database: s.home_database().to_string(),
-    };
+async fn record(at: &At<'_>, m: &NodeMove, duration_ms: i64) -> Result<()> {
+    let (home, place) = (at.home, at.place.clone());
     let rec = MoveRecord {
         slug: m.slug.clone(),
         schema: m.schema.clone(),
@@ -167,8 +198,8 @@ async fn record(s: &Session, home: &Object, m: &NodeMove, duration_ms: i64) -> R
     done.map(|_| ())
 }
 
-fn node_json(s: &Session, node: &str) -> serde_json::Value {
-    json!({"server": crate::domain::settings::HOME_SERVER, "database": s.home_database(), "node": node})
+fn node_json(place: &Placement, node: &str) -> serde_json::Value {
+    json!({"server": place.server, "database": place.database, "node": node})
 }
 
 /// Why the mode, for the operator.
@@ -194,12 +225,18 @@ fn mode_reason(m: &NodeMove) -> String {
     }
 }
 
-async fn dry_run(s: &Session, ops: &SchemaOps, home: &Object, m: &NodeMove) -> Result<u8> {
-    let bytes = ops.size(home, &m.schema).await?;
+async fn dry_run(
+    s: &Session,
+    ops: &SchemaOps,
+    work: &Object,
+    m: &NodeMove,
+    place: &Placement,
+) -> Result<u8> {
+    let bytes = ops.size(work, &m.schema).await?;
     if s.json() {
         crate::output::print_json(&json!({
             "dry_run": true, "slug": m.slug, "schema": m.schema,
-            "from": node_json(s, &m.from), "to": node_json(s, &m.to),
+            "from": node_json(place, &m.from), "to": node_json(place, &m.to),
             "tables": m.tables, "bytes": bytes, "transfer_mode": m.mode,
             "unkeyed_tables": m.unkeyed,
         }));
@@ -219,7 +256,13 @@ async fn dry_run(s: &Session, ops: &SchemaOps, home: &Object, m: &NodeMove) -> R
     Ok(0)
 }
 
-fn report(s: &Session, m: &NodeMove, took_ms: u128, warning: Option<String>) -> u8 {
+fn report(
+    s: &Session,
+    m: &NodeMove,
+    place: &Placement,
+    took_ms: u128,
+    warning: Option<String>,
+) -> u8 {
     if let Some(w) = &warning {
         crate::errln!("warning: {w}");
     }
@@ -227,7 +270,7 @@ fn report(s: &Session, m: &NodeMove, took_ms: u128, warning: Option<String>) -> 
     if s.json() {
         crate::output::print_json(&json!({
             "slug": m.slug, "schema": m.schema,
-            "from": node_json(s, &m.from), "to": node_json(s, &m.to),
+            "from": node_json(place, &m.from), "to": node_json(place, &m.to),
             "tables": m.tables, "transfer_mode": m.mode,
             "writes_stopped_ms": stopped_ms, "duration_ms": took_ms,
             "warnings": warning.iter().collect::<Vec<_>>(),
