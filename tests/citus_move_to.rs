@@ -307,24 +307,28 @@ fn a_failure_at_home_leaves_the_tenant_distributed_and_writable_on_citus() {
     assert_eq!(leftovers(&c, "tenant_a1"), Vec::<String>::new());
 }
 
-/// Waits until tenantctl's COPY runs in `database` at `url` (the move's copy).
-fn copy_running(url: &str, database: &str, child: &mut std::process::Child) {
+/// Waits until tenantctl's session in `database` at `url` waits for a lock (the move's copy,
+/// waiting for the tenant's lock at the target after it stopped the writes at the source).
+fn move_waiting(url: &str, database: &str, child: &mut std::process::Child) {
     let started = Instant::now();
     loop {
         let seen = scalar(
             url,
             &format!(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = '{database}' \
-                   AND application_name = 'tenantctl' AND query LIKE 'COPY %'"
+                   AND application_name = 'tenantctl' AND wait_event_type = 'Lock'"
             ),
         );
         if seen != "0" {
             return;
         }
         if let Some(status) = child.try_wait().unwrap() {
-            panic!("the move ended ({status}) before its copy was seen");
+            panic!("the move ended ({status}) before it waited");
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "no COPY seen");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the move never waited"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -333,32 +337,47 @@ fn copy_running(url: &str, database: &str, child: &mut std::process::Child) {
 fn moving_out_of_citus_blocks_writes_through_the_coordinator_until_the_switch() {
     let (home, c) = home_and_citus("cm_writes", "");
     home.run(&["create", "big", "--server", "c"]).expect(0);
-    c.db.query(
-        "INSERT INTO tenant_big.departments (name, cost_center) \
-         SELECT 'd' || i, repeat('x', 200) FROM generate_series(1, 200000) i",
-    );
+    fill(&c.db.url, "tenant_big");
+    let rows = contents(&c.db.url, "tenant_big");
+    // Another session holds the tenant's lock at home, the target: the move stops the
+    // writes on Citus, then waits for that lock, its writes stopped meanwhile.
+    let mut holder = {
+        use std::io::Write;
+        let mut s = psql_session(&home);
+        let stdin = s.stdin.as_mut().unwrap();
+        writeln!(
+            stdin,
+            "SELECT pg_advisory_lock({}, hashtext('tenant_big'));",
+            tenantctl::registry::locks::LOCK_CLASS
+        )
+        .unwrap();
+        stdin.flush().unwrap();
+        s
+    };
+    wait_for_tenant_lock_holder(&home, "tenant_big");
     let mut child = spawn_tenantctl(&home, &["move", "big", "--to", "home"]);
-    copy_running(&home.url, &home.name, &mut child);
+    move_waiting(&home.url, &home.name, &mut child);
     // A writer through the coordinator waits for the move's table locks: with a lock
-    // timeout it gives up instead of committing into the copy's source.
-    let blocked = try_query(
-        &c.db.url,
-        "SET lock_timeout = '300ms'; \
-         INSERT INTO tenant_big.departments (name) VALUES ('during the move')",
-    );
-    assert!(
-        blocked.as_ref().is_err_and(|e| e.contains("lock timeout")),
-        "{blocked:?}"
-    );
+    // timeout it gives up instead of committing into the copy's source. Citus propagates
+    // the LOCK to the workers' copies of the tables: a writer connected to a worker waits
+    // too.
+    for url in std::iter::once(&c.db.url).chain(&c.workers) {
+        let blocked = try_query(
+            url,
+            "SET lock_timeout = '300ms'; \
+             INSERT INTO tenant_big.departments (name) VALUES ('during the move')",
+        );
+        assert!(
+            blocked.as_ref().is_err_and(|e| e.contains("lock timeout")),
+            "{url}: {blocked:?}"
+        );
+    }
     // Reads go on.
     assert!(try_query(&c.db.url, "SELECT count(*) FROM tenant_big.employees").is_ok());
-    finish_within(child, Duration::from_secs(300))
-        .expect(0)
-        .mentions("200007 rows copied and verified");
-    assert_eq!(
-        home.scalar("SELECT count(*) FROM tenant_big.departments WHERE name = 'during the move'"),
-        "0"
-    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+    finish_within(child, Duration::from_secs(120)).expect(0);
+    assert_eq!(contents(&home.url, "tenant_big"), rows);
     assert_eq!(leftovers(&c, "tenant_big"), Vec::<String>::new());
 }
 
