@@ -474,6 +474,14 @@ fn on_a_citus_home_a_tenant_moves_to_a_plain_server_and_back_distributed() {
     assert_eq!(contents(&second.url, "tenant_t1"), rows);
     assert_eq!(leftovers(&c, "tenant_t1"), Vec::<String>::new());
     second.query("INSERT INTO tenant_t1.departments (name) VALUES ('on eu')");
+    // Audit rows as each worker's trigger writes them, from its range of the sequence
+    // (group << 48 on; the first ones are there already, from the worker the tenant was
+    // on): whichever worker the tenant comes back to, the start of its range is taken.
+    second.query(
+        "INSERT INTO tenant_t1.audit_log (id, actor, action) OVERRIDING SYSTEM VALUE \
+         SELECT (g::bigint << 48) + i, 'worker', 'insert' \
+           FROM generate_series(1, 2) g, generate_series(1, 5) i ON CONFLICT DO NOTHING",
+    );
     let there = contents(&second.url, "tenant_t1");
     // Back home, the switch committing with the copy: distributed again.
     c.db.run(&["move", "t1", "--to", "home"]).expect(0);
@@ -481,6 +489,20 @@ fn on_a_citus_home_a_tenant_moves_to_a_plain_server_and_back_distributed() {
     assert_eq!(
         distributed_tables(&c, "tenant_t1"),
         ("9".into(), "1".into())
+    );
+    // The audit rows written on a worker (from its range of the sequence) came back: the
+    // workers' sequences were moved past them, so new audit rows do not collide.
+    for i in 0..3 {
+        c.db.query(&format!(
+            "INSERT INTO tenant_t1.employees (email, full_name) VALUES ('back{i}@x.org', 'B')"
+        ));
+    }
+    assert_eq!(
+        c.db.scalar(
+            "SELECT count(*) FROM tenant_t1.audit_log \
+              WHERE entity LIKE 'employees%' AND entity_id > 60"
+        ),
+        "3"
     );
     assert_eq!(
         c.db.scalar("SELECT to_server FROM public.tenant_moves ORDER BY id DESC LIMIT 1"),

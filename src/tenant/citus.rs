@@ -148,8 +148,10 @@ const TRUNCATE_LOCAL: &str =
 
 /// Run on each worker by `sync_worker_sequences` for schema `{schema}` (a tenant schema
 /// name, validated, its quotes doubled): each sequence owned by a column of the schema is
-/// set to the column's highest value when that lies in this worker's range of the sequence
-/// (from its start, 2^48 values) and past its last value.
+/// set to the column's highest value within this worker's range of the sequence (from its
+/// start, 2^48 values) when that is past its last value. Within the range, not the column's
+/// highest overall: a tenant moved between nodes has rows from several workers' ranges, and
+/// the highest of them lies in one worker's range only.
 const WORKER_SEQUENCES: &str = "DO $tenantctl$ DECLARE r record; m bigint; BEGIN \
     FOR r IN SELECT d.objid AS seq, d.refobjid::pg_catalog.regclass AS tbl, a.attname, \
                     s.seqstart \
@@ -162,9 +164,10 @@ const WORKER_SEQUENCES: &str = "DO $tenantctl$ DECLARE r record; m bigint; BEGIN
               WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass \
                 AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
                 AND d.deptype IN ('a', 'i') AND n.nspname = '{schema}' LOOP \
-      EXECUTE pg_catalog.format('SELECT max(%I)::bigint FROM %s', r.attname, r.tbl) INTO m; \
-      IF m >= r.seqstart AND m - r.seqstart < (1::bigint << 48) \
-         AND m > coalesce(pg_catalog.pg_sequence_last_value(r.seq), 0) THEN \
+      EXECUTE pg_catalog.format('SELECT max(%1$I)::bigint FROM %2$s \
+                                  WHERE %1$I >= $1 AND %1$I - $1 < (1::bigint << 48)', \
+                                r.attname, r.tbl) INTO m USING r.seqstart; \
+      IF m > coalesce(pg_catalog.pg_sequence_last_value(r.seq), 0) THEN \
         PERFORM pg_catalog.setval(r.seq, m); \
       END IF; \
     END LOOP; END $tenantctl$";
