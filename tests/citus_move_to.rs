@@ -613,3 +613,58 @@ fn distribute_and_move_node_work_for_tenants_on_a_citus_server() {
         .mentions("nothing was changed");
     assert_eq!(home.snapshot(), before);
 }
+
+#[test]
+fn the_move_s_session_killed_while_citus_distributes_leaves_nothing_on_any_node() {
+    let (home, c) = home_and_citus("cm_kill", "");
+    home.run(&["create", "h1"]).expect(0);
+    fill(&home.url, "tenant_h1");
+    let before = home.snapshot();
+    let rows = contents(&home.url, "tenant_h1");
+    let c_before = everywhere(&c);
+    // citus_schema_distribute records the new colocation group: a session holding that
+    // catalog stops the move there, its copy loaded and its schema sent to the workers.
+    let mut holder = {
+        use std::io::Write;
+        let mut s = psql_session(&c.db);
+        let stdin = s.stdin.as_mut().unwrap();
+        writeln!(
+            stdin,
+            "BEGIN; LOCK TABLE pg_catalog.pg_dist_colocation IN ACCESS EXCLUSIVE MODE;"
+        )
+        .unwrap();
+        stdin.flush().unwrap();
+        s
+    };
+    let mut child = spawn_tenantctl(&home, &["move", "h1", "--to", "c"]);
+    move_waiting(&c.db.url, &c.db.name, &mut child);
+    let waiting = format!(
+        "FROM pg_stat_activity WHERE datname = '{}' AND application_name = 'tenantctl' \
+            AND wait_event_type = 'Lock'",
+        c.db.name
+    );
+    assert!(c
+        .db
+        .scalar(&format!("SELECT query {waiting}"))
+        .contains("citus_schema_distribute"));
+    assert_eq!(
+        c.db.scalar(&format!(
+            "SELECT count(pg_terminate_backend(pid)) {waiting}"
+        )),
+        "1"
+    );
+    let run = finish_within(child, Duration::from_secs(60));
+    let _ = holder.kill();
+    let _ = holder.wait();
+    run.expect(1).mentions("tenant h1 stays at server home");
+    assert_eq!(home.snapshot(), before);
+    assert_eq!(contents(&home.url, "tenant_h1"), rows);
+    home.query("INSERT INTO tenant_h1.departments (name) VALUES ('still writable')");
+    // The workers' part of the transaction ends with the coordinator's session.
+    let started = Instant::now();
+    while everywhere(&c) != c_before && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(everywhere(&c), c_before, "{}", run.stderr);
+    assert_eq!(leftovers(&c, "tenant_h1"), Vec::<String>::new());
+}
