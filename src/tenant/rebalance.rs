@@ -67,15 +67,15 @@ impl Held {
         Ok(())
     }
 
-    /// Takes the lock of each of `schemas` not held yet, waiting until `until` in all.
-    async fn take(&mut self, conn: &Object, schemas: &[String], until: Instant) -> Result<()> {
+    /// Takes the lock of each of `schemas` not held yet, waiting at most `deadline` for each
+    /// (as a migrate waits for each tenant's).
+    async fn take(&mut self, conn: &Object, schemas: &[String], deadline: Duration) -> Result<()> {
         for schema in schemas {
             if self.schemas.contains(schema) {
                 continue;
             }
-            let left = until.saturating_duration_since(Instant::now());
             let slug = self.name(schema).to_string();
-            locks::hold_tenant_within(conn, &slug, schema, left).await?;
+            locks::hold_tenant_within(conn, &slug, schema, deadline).await?;
             self.schemas.insert(schema.clone());
         }
         Ok(())
@@ -133,7 +133,7 @@ pub struct Rebalance {
     pub warnings: Vec<String>,
 }
 
-/// Locks the tenants Citus's rebalancer plans to move (waiting at most `deadline` in all),
+/// Locks the tenants Citus's rebalancer plans to move (waiting at most `deadline` for each),
 /// then starts the job (transfer mode `mode`) if its moves are all locked. `None` when
 /// nothing is to move. On error no job was started and no lock is held.
 pub async fn start(
@@ -180,14 +180,13 @@ async fn start_locked(
     home_db: &str,
     held: &mut Held,
 ) -> Result<Option<(i64, Vec<SchemaMoveTask>)>> {
-    let until = Instant::now() + deadline;
     locks::mark_session(conn)
         .await
         .pg_context("cannot mark the session as tenantctl's")?;
     let mut wanted = backend.rebalance_plan(conn).await?;
     for _ in 0..ATTEMPTS {
         held.learn(conn, &wanted, home_db).await?;
-        held.take(conn, &wanted, until).await?;
+        held.take(conn, &wanted, deadline).await?;
         conn.batch_execute("BEGIN")
             .await
             .pg_context("cannot start the rebalance's transaction")?;
