@@ -303,7 +303,20 @@ fn a_migrate_during_a_rebalance_waits_for_each_moving_tenant_and_fails_none() {
             .into_iter()
             .filter(|s| !moving.contains(s))
             .collect();
-    let migrate = common::spawn_migrate(&c.db, &dir, "4");
+    // With a deadline shorter than the wait: behind the rebalance (a tenantctl) migrate
+    // keeps waiting instead of failing the tenant.
+    let migrate = spawn_tenantctl(
+        &c.db,
+        &[
+            "--migrations",
+            common::path_str(&dir),
+            "--lock-timeout",
+            "500",
+            "migrate",
+            "--concurrency",
+            "4",
+        ],
+    );
     // The tenants that do not move are migrated at once; the moving ones wait for their
     // locks, which the rebalance still holds.
     wait_until("the tenants that do not move are migrated", || {
