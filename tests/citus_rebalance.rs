@@ -383,3 +383,38 @@ fn no_wait_starts_the_job_without_holding_locks_or_recording_and_says_so() {
     let run: Run = c.db.run(&["rebalance"]);
     run.expect(0).mentions("nothing to move");
 }
+
+#[test]
+fn ctrl_c_while_rebalance_waits_for_a_lock_starts_no_job_and_ends_the_wait() {
+    let c = unbalanced("rebal_int");
+    let (holder, _) = hold_all_tenant_locks(&c);
+    let waiting = spawn_tenantctl(&c.db, &["rebalance"]);
+    let waits = || {
+        c.db.scalar(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+    };
+    wait_until("the rebalance waits for a tenant's lock", || waits() == "1");
+    unsafe {
+        libc::kill(waiting.id() as i32, libc::SIGINT);
+    }
+    common::finish_within(waiting, Duration::from_secs(20))
+        .expect(130)
+        .mentions(
+            "rebalance: SIGINT while taking the moving tenants' locks: no job was started and \
+             nothing was moved",
+        );
+    // The wait was cancelled on the server too (not left until its 60 s deadline).
+    let started = Instant::now();
+    while waits() != "0" {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the wait goes on"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    release(holder);
+    assert_eq!(jobs(&c), "0");
+    assert!(recorded(&c).is_empty());
+}

@@ -3,6 +3,7 @@
 //! locks and follows it to the end, recording each move (`tenant::rebalance`).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -15,6 +16,7 @@ use crate::domain::exit::{bad_input, FAILED, OK};
 use crate::fleet::signals::{interrupted, Signals};
 use crate::output::progress::Steps;
 use crate::output::{count, escape, print_json};
+use crate::pg::connect::PgContext;
 use crate::tenant::rebalance::{self, Rebalance, TenantMove};
 
 /// How often the job's progress is read.
@@ -40,7 +42,8 @@ struct Report {
 }
 
 pub async fn run(s: &Session, args: &RebalanceArgs) -> Result<u8> {
-    let (_pool, conn) = s.connect(1).await?;
+    // Two sessions: the rebalance's, and one to cancel its wait for a lock on Ctrl-C.
+    let (pool, conn) = s.connect(2).await?;
     let backend = s.backend();
     if !backend.is_citus() {
         return Err(bad_input(format!(
@@ -49,21 +52,58 @@ pub async fn run(s: &Session, args: &RebalanceArgs) -> Result<u8> {
             s.target.describe()
         )));
     }
-    // Listened for before the job starts: from then on Ctrl-C stops the following only.
+    // Listened for before the locks are taken: Ctrl-C then stops taking them (nothing
+    // started); once the job started it stops the following only.
     let mut signals = Signals::listen()?;
     // block_writes unless --online: Citus's `auto` lost committed writes in our tests of
     // citus_schema_move (docs/citus.md, move --node).
     let mode = if args.online { "auto" } else { "block_writes" };
-    let started =
-        rebalance::start(&conn, backend, mode, s.lock_deadline(), s.home_database()).await?;
-    let Some(mut job) = started else {
-        let report = report(None, mode, "balanced", 0, true);
-        return finish(s, &conn, report).await;
+    let mut job = match start(s, &pool, &conn, &mut signals, mode).await? {
+        Ok(Some(job)) => job,
+        Ok(None) => return finish(s, &conn, report(None, mode, "balanced", 0, true)).await,
+        Err(interrupted) => return Ok(interrupted),
     };
     if args.no_wait {
         return no_wait(s, &conn, job, mode).await;
     }
     follow(s, &conn, &mut signals, &mut job, mode).await
+}
+
+/// Starts the job under the moving tenants' locks (`None`: nothing to move). Ctrl-C
+/// meanwhile stops taking them and cancels a wait under way: `Err` holds the exit code.
+async fn start(
+    s: &Session,
+    pool: &deadpool_postgres::Pool,
+    conn: &Object,
+    signals: &mut Signals,
+    mode: &'static str,
+) -> Result<Result<Option<Rebalance>, u8>> {
+    let pid: i32 = conn
+        .query_one("SELECT pg_catalog.pg_backend_pid()", &[])
+        .await
+        .pg_context("cannot read the session's process id")?
+        .get(0);
+    let stop = AtomicBool::new(false);
+    let deadline = s.lock_deadline();
+    let starting = rebalance::start(conn, s.backend(), mode, deadline, s.home_database(), &stop);
+    tokio::pin!(starting);
+    let sig = tokio::select! {
+        r = &mut starting => return Ok(Ok(r?)),
+        sig = signals.recv() => sig,
+    };
+    stop.store(true, Ordering::SeqCst);
+    cancel(pool, pid).await;
+    Ok(Err(match starting.await {
+        // The job had started as the signal came.
+        Ok(Some(mut job)) => stopped_following(s, conn, &mut job, sig).await,
+        _ => interrupted(
+            s.json(),
+            &format!(
+                "rebalance: {sig} while taking the moving tenants' locks: no job was started \
+                 and nothing was moved"
+            ),
+        ),
+    }))
 }
 
 /// `--no-wait`: the process ends now, so it cannot hold the tenants' locks while Citus
@@ -106,17 +146,7 @@ async fn follow(
             _ = tokio::time::sleep(POLL) => {}
             sig = signals.recv() => {
                 steps.finish();
-                job.release_all(conn).await;
-                return Ok(interrupted(
-                    s.json(),
-                    &format!(
-                        "rebalance: {sig}: stopped following job {}, which goes on in the \
-                         background without the tenants' locks, its further moves not \
-                         recorded in public.tenant_moves (SELECT * FROM \
-                         citus_rebalance_status(); stop it with SELECT citus_rebalance_stop())",
-                        job.job
-                    ),
-                ));
+                return Ok(stopped_following(s, conn, job, sig).await);
             }
         }
     };
@@ -129,6 +159,30 @@ async fn follow(
     report.errors.append(&mut job.warnings);
     report.tenants = job.tenants();
     finish(s, conn, report).await
+}
+
+/// Ctrl-C once the job started: its locks go, the job goes on.
+async fn stopped_following(s: &Session, conn: &Object, job: &mut Rebalance, sig: &str) -> u8 {
+    job.release_all(conn).await;
+    interrupted(
+        s.json(),
+        &format!(
+            "rebalance: {sig}: stopped following job {}, which goes on in the background \
+             without the tenants' locks, its further moves not recorded in \
+             public.tenant_moves (SELECT * FROM citus_rebalance_status(); stop it with \
+             SELECT citus_rebalance_stop())",
+            job.job
+        ),
+    )
+}
+
+/// Cancels the statement `conn` runs (a wait for a tenant's lock), from another session.
+async fn cancel(pool: &deadpool_postgres::Pool, pid: i32) {
+    if let Ok(other) = pool.get().await {
+        let _ = other
+            .query_one("SELECT pg_catalog.pg_cancel_backend($1::integer)", &[&pid])
+            .await;
+    }
 }
 
 fn report(

@@ -8,6 +8,7 @@
 //! move a tenant tenantctl could not lock is rolled back (never started).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -68,12 +69,19 @@ impl Held {
     }
 
     /// Takes the lock of each of `schemas` not held yet, waiting at most `deadline` for each
-    /// (as a migrate waits for each tenant's).
-    async fn take(&mut self, conn: &Object, schemas: &[String], deadline: Duration) -> Result<()> {
+    /// (as a migrate waits for each tenant's); stops when `stop` is set (Ctrl-C).
+    async fn take(
+        &mut self,
+        conn: &Object,
+        schemas: &[String],
+        deadline: Duration,
+        stop: &AtomicBool,
+    ) -> Result<()> {
         for schema in schemas {
             if self.schemas.contains(schema) {
                 continue;
             }
+            stopped(stop)?;
             let slug = self.name(schema).to_string();
             locks::hold_tenant_within(conn, &slug, schema, deadline).await?;
             self.schemas.insert(schema.clone());
@@ -135,16 +143,18 @@ pub struct Rebalance {
 
 /// Locks the tenants Citus's rebalancer plans to move (waiting at most `deadline` for each),
 /// then starts the job (transfer mode `mode`) if its moves are all locked. `None` when
-/// nothing is to move. On error no job was started and no lock is held.
+/// nothing is to move. On error no job was started and no lock is held. `stop` (Ctrl-C)
+/// ends it before the next lock wait or the start; the caller cancels a wait under way.
 pub async fn start(
     conn: &Object,
     backend: &Backend,
     mode: &'static str,
     deadline: Duration,
     home_db: &str,
+    stop: &AtomicBool,
 ) -> Result<Option<Rebalance>> {
     let mut held = Held::default();
-    let started = start_locked(conn, backend, mode, deadline, home_db, &mut held).await;
+    let started = start_locked(conn, backend, mode, (deadline, stop), home_db, &mut held).await;
     match started {
         Ok(Some((job, moves))) => {
             let mut r = Rebalance {
@@ -176,7 +186,7 @@ async fn start_locked(
     conn: &Object,
     backend: &Backend,
     mode: &'static str,
-    deadline: Duration,
+    (deadline, stop): (Duration, &AtomicBool),
     home_db: &str,
     held: &mut Held,
 ) -> Result<Option<(i64, Vec<SchemaMoveTask>)>> {
@@ -186,7 +196,8 @@ async fn start_locked(
     let mut wanted = backend.rebalance_plan(conn).await?;
     for _ in 0..ATTEMPTS {
         held.learn(conn, &wanted, home_db).await?;
-        held.take(conn, &wanted, deadline).await?;
+        held.take(conn, &wanted, deadline, stop).await?;
+        stopped(stop)?;
         conn.batch_execute("BEGIN")
             .await
             .pg_context("cannot start the rebalance's transaction")?;
@@ -209,6 +220,14 @@ async fn start_locked(
          chose ({ATTEMPTS} times): tenants are being created or moved meanwhile; run \
          tenantctl rebalance again"
     )
+}
+
+/// An error once `stop` is set.
+fn stopped(stop: &AtomicBool) -> Result<()> {
+    if stop.load(Ordering::SeqCst) {
+        anyhow::bail!("interrupted");
+    }
+    Ok(())
 }
 
 enum Attempt {
@@ -388,5 +407,65 @@ fn outcome(tasks: &[&SchemaMoveTask]) -> &'static str {
         "failed"
     } else {
         "not_moved"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: i64, status: &str, schema: &str) -> SchemaMoveTask {
+        SchemaMoveTask {
+            task_id: id,
+            status: status.to_string(),
+            schema: schema.to_string(),
+            from: "a:1".to_string(),
+            to: "b:2".to_string(),
+            tables: 9,
+            message: format!("{schema} broke"),
+        }
+    }
+
+    fn rebalance() -> Rebalance {
+        let mut held = Held::default();
+        held.slugs.insert("tenant_x".into(), "x".into());
+        Rebalance {
+            job: 1,
+            mode: "block_writes",
+            home_db: "db".into(),
+            held,
+            tenants: BTreeMap::new(),
+            running_since: BTreeMap::new(),
+            last_poll: Instant::now(),
+            warnings: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn each_tenant_ends_once_when_all_its_tasks_ended() {
+        let mut r = rebalance();
+        let t0 = Instant::now();
+        let ended = r.note(
+            &[task(1, "running", "tenant_x"), task(2, "runnable", "s2")],
+            t0,
+        );
+        assert!(ended.is_empty());
+        let t1 = t0 + Duration::from_millis(700);
+        let ended = r.note(&[task(1, "done", "tenant_x"), task(2, "error", "s2")], t1);
+        assert_eq!(ended, vec!["s2".to_string(), "tenant_x".to_string()]);
+        let x = &r.tenants["tenant_x"];
+        assert_eq!((x.slug.as_deref(), x.outcome), (Some("x"), "moved"));
+        assert_eq!(x.duration_ms, Some(700));
+        let s2 = &r.tenants["s2"];
+        assert_eq!((s2.slug.as_deref(), s2.outcome), (None, "failed"));
+        assert_eq!(s2.error.as_deref(), Some("s2 broke"));
+        // Seen ended again: not reported (nor recorded) twice.
+        assert!(r
+            .note(&[task(1, "done", "tenant_x"), task(2, "error", "s2")], t1)
+            .is_empty());
+        assert_eq!(
+            outcome(&[&task(3, "cancelled", "s"), &task(4, "done", "s")]),
+            "not_moved"
+        );
     }
 }
