@@ -418,3 +418,85 @@ fn ctrl_c_while_rebalance_waits_for_a_lock_starts_no_job_and_ends_the_wait() {
     assert_eq!(jobs(&c), "0");
     assert!(recorded(&c).is_empty());
 }
+
+/// A psql session holding tenant `schema`'s lock.
+fn hold_tenant_lock(c: &CitusDb, schema: &str) -> Child {
+    let class = tenantctl::registry::locks::LOCK_CLASS;
+    let s = session(
+        c,
+        &format!("SELECT pg_advisory_lock({class}, hashtext('{schema}'));\n"),
+    );
+    common::wait_for_tenant_lock_holder(&c.db, schema);
+    s
+}
+
+/// Whether some session waits for tenant `schema`'s lock.
+fn waits_for(c: &CitusDb, schema: &str) -> bool {
+    c.db.scalar(&format!(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+           AND objsubid = 2 AND classid = {}::bigint::oid \
+           AND objid = (hashtext('{schema}')::bigint & 4294967295)::oid \
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        tenantctl::registry::locks::LOCK_CLASS
+    )) == "1"
+}
+
+fn plan(c: &CitusDb) -> BTreeSet<String> {
+    c.db.query(
+        "SELECT DISTINCT split_part(table_name::text, '.', 1) \
+           FROM get_rebalance_table_shards_plan()",
+    )
+    .into_iter()
+    .map(|r| r[0].clone().unwrap())
+    .collect()
+}
+
+#[test]
+fn a_job_moving_a_tenant_the_plan_did_not_name_is_not_started_until_that_tenant_is_locked() {
+    let c = unbalanced("rebal_race");
+    assert_eq!(
+        plan(&c),
+        ["tenant_t000", "tenant_t001"].map(String::from).into()
+    );
+    // The rebalance reads that plan, then waits for t000's lock.
+    let first = hold_tenant_lock(&c, "tenant_t000");
+    let rebalance = spawn_tenantctl(&c.db, &["rebalance", "--format", "json"]);
+    wait_until("the rebalance waits for t000", || {
+        waits_for(&c, "tenant_t000")
+    });
+    // Meanwhile t002 grows: Citus's rebalancer now moves it instead; and it is locked.
+    c.db.query(
+        "INSERT INTO tenant_t002.departments (name, cost_center) \
+         SELECT 'd' || i, repeat('x', 200) FROM generate_series(1, 200000) i",
+    );
+    assert_eq!(plan(&c), ["tenant_t002"].map(String::from).into());
+    let second = hold_tenant_lock(&c, "tenant_t002");
+    release(first);
+    // The job started with t000 and t001 locked would move t002: it was rolled back, and
+    // the rebalance waits for t002's lock, with no job.
+    wait_until("the rebalance waits for t002", || {
+        waits_for(&c, "tenant_t002")
+    });
+    assert_eq!(
+        jobs(&c),
+        "0",
+        "a job started moving a tenant tenantctl had not locked"
+    );
+    release(second);
+    let run = common::finish_within(rebalance, LIMIT);
+    run.expect(0);
+    let report = run.json();
+    let moved: Vec<&str> = report["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["schema"].as_str().unwrap())
+        .collect();
+    assert_eq!(moved, ["tenant_t002"], "{report}");
+    assert_eq!(
+        recorded(&c).keys().cloned().collect::<Vec<_>>(),
+        ["t002"],
+        "{report}"
+    );
+    assert_eq!(jobs(&c), "1");
+}
