@@ -454,35 +454,40 @@ fn plan(c: &CitusDb) -> BTreeSet<String> {
 #[test]
 fn a_job_moving_a_tenant_the_plan_did_not_name_is_not_started_until_that_tenant_is_locked() {
     let c = unbalanced("rebal_race");
-    assert_eq!(
-        plan(&c),
-        ["tenant_t000", "tenant_t001"].map(String::from).into()
-    );
-    // The rebalance reads that plan, then waits for t000's lock.
-    let first = hold_tenant_lock(&c, "tenant_t000");
+    let planned = plan(&c);
+    assert_eq!(planned.len(), 2, "{planned:?}");
+    let first = planned.first().unwrap().clone();
+    let other =
+        c.db.tenant_schemas()
+            .into_iter()
+            .rfind(|s| !planned.contains(s))
+            .unwrap();
+    // The rebalance reads that plan, then waits for the first planned tenant's lock.
+    let held = hold_tenant_lock(&c, &first);
     let rebalance = spawn_tenantctl(&c.db, &["rebalance", "--format", "json"]);
-    wait_until("the rebalance waits for t000", || {
-        waits_for(&c, "tenant_t000")
+    wait_until("the rebalance waits for the first planned tenant", || {
+        waits_for(&c, &first)
     });
-    // Meanwhile t002 grows: Citus's rebalancer now moves it instead; and it is locked.
-    c.db.query(
-        "INSERT INTO tenant_t002.departments (name, cost_center) \
-         SELECT 'd' || i, repeat('x', 200) FROM generate_series(1, 200000) i",
-    );
-    assert_eq!(plan(&c), ["tenant_t002"].map(String::from).into());
-    let second = hold_tenant_lock(&c, "tenant_t002");
-    release(first);
-    // The job started with t000 and t001 locked would move t002: it was rolled back, and
-    // the rebalance waits for t002's lock, with no job.
-    wait_until("the rebalance waits for t002", || {
-        waits_for(&c, "tenant_t002")
+    // Meanwhile another tenant grows: Citus's rebalancer now moves it instead; and it is
+    // locked.
+    c.db.query(&format!(
+        "INSERT INTO \"{other}\".departments (name, cost_center) \
+         SELECT 'd' || i, repeat('x', 200) FROM generate_series(1, 200000) i"
+    ));
+    assert_eq!(plan(&c), [other.clone()].into());
+    let other_held = hold_tenant_lock(&c, &other);
+    release(held);
+    // The job started with the planned tenants locked would move the other one: it was
+    // rolled back, and the rebalance waits for that tenant's lock, with no job.
+    wait_until("the rebalance waits for the tenant the job moves", || {
+        waits_for(&c, &other)
     });
     assert_eq!(
         jobs(&c),
         "0",
         "a job started moving a tenant tenantctl had not locked"
     );
-    release(second);
+    release(other_held);
     let run = common::finish_within(rebalance, LIMIT);
     run.expect(0);
     let report = run.json();
@@ -492,10 +497,11 @@ fn a_job_moving_a_tenant_the_plan_did_not_name_is_not_started_until_that_tenant_
         .iter()
         .map(|t| t["schema"].as_str().unwrap())
         .collect();
-    assert_eq!(moved, ["tenant_t002"], "{report}");
+    assert_eq!(moved, [other.as_str()], "{report}");
+    let slug = other.trim_start_matches("tenant_").to_string();
     assert_eq!(
         recorded(&c).keys().cloned().collect::<Vec<_>>(),
-        ["t002"],
+        [slug],
         "{report}"
     );
     assert_eq!(jobs(&c), "1");

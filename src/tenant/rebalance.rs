@@ -154,7 +154,7 @@ pub async fn start(
     stop: &AtomicBool,
 ) -> Result<Option<Rebalance>> {
     let mut held = Held::default();
-    let started = start_locked(conn, backend, mode, (deadline, stop), home_db, &mut held).await;
+    let started = start_locked(conn, backend, mode, deadline, stop, home_db, &mut held).await;
     match started {
         Ok(Some((job, moves))) => {
             let mut r = Rebalance {
@@ -186,7 +186,8 @@ async fn start_locked(
     conn: &Object,
     backend: &Backend,
     mode: &'static str,
-    (deadline, stop): (Duration, &AtomicBool),
+    deadline: Duration,
+    stop: &AtomicBool,
     home_db: &str,
     held: &mut Held,
 ) -> Result<Option<(i64, Vec<SchemaMoveTask>)>> {
