@@ -80,6 +80,10 @@ const REGISTRY_MIGRATIONS: &[(&str, &str)] = &[
         include_str!("sql/V10__tenant_moves.sql"),
     ),
     ("V11__node_moves", include_str!("sql/V11__node_moves.sql")),
+    (
+        "V12__rebalance_moves",
+        include_str!("sql/V12__rebalance_moves.sql"),
+    ),
 ];
 
 fn registry_migrations() -> Vec<Migration> {
@@ -434,6 +438,18 @@ pub async fn some(client: &impl GenericClient, slugs: &[String]) -> Result<Vec<T
     Ok(rows.iter().map(tenant).collect())
 }
 
+/// The registered tenants whose schema is one of `schemas`.
+pub async fn by_schemas(client: &impl GenericClient, schemas: &[String]) -> Result<Vec<Tenant>> {
+    let rows = client
+        .query(
+            &format!("{SELECT_TENANTS} WHERE t.schema_name = ANY($1) ORDER BY t.slug"),
+            &[&schemas],
+        )
+        .await
+        .pg_context("cannot read the tenant registry")?;
+    Ok(rows.iter().map(tenant).collect())
+}
+
 /// Which of `schemas` already exist in the database.
 pub async fn existing_schemas(
     client: &impl GenericClient,
@@ -626,12 +642,27 @@ pub async fn record_move(client: &impl GenericClient, m: &MoveRecord) -> Result<
             m.from.database
         );
     }
+    insert_move(client, m, None).await
+}
+
+/// Records a move Citus's rebalancer made (`tenantctl rebalance`, job `job`): the
+/// `tenant_moves` row alone, since the tenant's server and database stay. Returns its id.
+pub async fn record_rebalance_move(
+    client: &impl GenericClient,
+    m: &MoveRecord,
+    job: i64,
+) -> Result<i64> {
+    insert_move(client, m, Some(job)).await
+}
+
+/// The `tenant_moves` row of `m`; `job` is the rebalance job that made it (registry V12).
+async fn insert_move(client: &impl GenericClient, m: &MoveRecord, job: Option<i64>) -> Result<i64> {
     let row = client
         .query_one(
             "INSERT INTO public.tenant_moves (slug, schema_name, from_server, from_database, \
                     to_server, to_database, tables, rows, writes_stopped_ms, duration_ms, \
-                    from_node, to_node, transfer_mode) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+                    from_node, to_node, transfer_mode, rebalance_job) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
             &[
                 &m.slug,
                 &m.schema,
@@ -646,6 +677,7 @@ pub async fn record_move(client: &impl GenericClient, m: &MoveRecord) -> Result<
                 &m.nodes.as_ref().map(|n| n.from.as_str()),
                 &m.nodes.as_ref().map(|n| n.to.as_str()),
                 &m.nodes.as_ref().map(|n| n.mode.as_str()),
+                &job,
             ],
         )
         .await

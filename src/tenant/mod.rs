@@ -11,6 +11,7 @@ pub mod exec;
 pub mod grants;
 pub mod no_transaction;
 pub mod placement;
+pub mod rebalance;
 pub mod relocate;
 pub mod seed;
 pub mod shared;
