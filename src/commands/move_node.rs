@@ -35,8 +35,12 @@ pub async fn run(s: &Session, args: &MoveArgs, node: &str) -> Result<u8> {
     locks::hold_tenant_within(&home, &t.slug, &t.schema, s.lock_deadline())
         .await
         .with_context(|| format!("cannot move tenant {}; nothing was changed", t.slug))?;
+    // Marked as tenantctl's: a migrate meeting the lock waits for the move instead of
+    // failing the tenant at its --lock-timeout.
+    let _ = locks::mark_session(&home).await;
     let result = locked(s, &ops, &pool, &home, &t.slug, node, args.online).await;
     let _ = locks::release_tenant(&home, &t.schema).await;
+    let _ = locks::unmark_session(&home).await;
     result
 }
 
@@ -156,15 +160,9 @@ async fn record(s: &Session, home: &Object, m: &NodeMove, duration_ms: i64) -> R
             mode: m.mode.to_string(),
         }),
     };
-    home.batch_execute("BEGIN")
+    registry::record_node_move(home, &rec, None)
         .await
-        .pg_context("cannot record the move")?;
-    let done = registry::record_move(home, &rec).await;
-    let end = if done.is_ok() { "COMMIT" } else { "ROLLBACK" };
-    home.batch_execute(end)
-        .await
-        .pg_context("cannot record the move")?;
-    done.map(|_| ())
+        .map(|_| ())
 }
 
 fn node_json(s: &Session, node: &str) -> serde_json::Value {

@@ -305,7 +305,7 @@ pub fn describe_duration(d: Duration) -> String {
 }
 
 /// Marks this session as tenantctl's (`TENANT_TX_MARK`, shared, never waiting) for as long
-/// as it holds tenants' locks for the session across transactions (`rebalance`): a migrate
+/// as it holds tenants' locks for the session across transactions (`rebalance`, `move`): a migrate
 /// that waits for one of them keeps waiting, as behind another tenantctl transaction,
 /// instead of failing at its --lock-timeout; and a command that gives up names it as
 /// another tenantctl.

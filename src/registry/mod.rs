@@ -645,14 +645,16 @@ pub async fn record_move(client: &impl GenericClient, m: &MoveRecord) -> Result<
     insert_move(client, m, None).await
 }
 
-/// Records a move Citus's rebalancer made (`tenantctl rebalance`, job `job`): the
-/// `tenant_moves` row alone, since the tenant's server and database stay. Returns its id.
-pub async fn record_rebalance_move(
+/// Records a move between Citus worker nodes (`move --node`, or `rebalance` job `job`):
+/// the `tenant_moves` row alone, since the tenant's server and database stay. Its state is
+/// not checked: a `migrate` waiting for the move's lock has marked it `migrating`, and the
+/// move (which Citus made already) must still be recorded. Returns the row's id.
+pub async fn record_node_move(
     client: &impl GenericClient,
     m: &MoveRecord,
-    job: i64,
+    job: Option<i64>,
 ) -> Result<i64> {
-    insert_move(client, m, Some(job)).await
+    insert_move(client, m, job).await
 }
 
 /// The `tenant_moves` row of `m`; `job` is the rebalance job that made it (registry V12).

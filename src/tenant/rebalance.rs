@@ -367,7 +367,7 @@ impl Rebalance {
                 mode: self.mode.to_string(),
             }),
         };
-        match registry::record_rebalance_move(conn, &rec, self.job)
+        match registry::record_node_move(conn, &rec, Some(self.job))
             .await
             .with_context(|| {
                 format!(
