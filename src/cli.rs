@@ -647,7 +647,8 @@ pub struct RebalanceArgs {
     /// replication; every table needs a primary key or replica identity, the nodes
     /// `wal_level = logical`). Default `block_writes`, as `move --node`: Citus's `auto` can
     /// lose writes committed just before a switch when the workers commit with
-    /// `synchronous_commit = off`. See docs/citus.md first.
+    /// `synchronous_commit = off`, so it is refused (exit 2) when a worker does. See
+    /// docs/citus.md first.
     #[arg(long)]
     pub online: bool,
 }
@@ -682,7 +683,8 @@ pub struct MoveArgs {
     /// With --node: let writes go on during the move (citus_schema_move's logical
     /// replication, `auto`), when every table has a primary key or replica identity. Citus
     /// can then lose writes committed just before the switch when the workers commit with
-    /// `synchronous_commit = off`: see docs/citus.md first.
+    /// `synchronous_commit = off`, so it is refused (exit 2) when a worker does: see
+    /// docs/citus.md first.
     #[arg(long, conflicts_with = "to")]
     pub online: bool,
 

@@ -58,6 +58,12 @@ pub async fn run(s: &Session, args: &RebalanceArgs) -> Result<u8> {
     // block_writes unless --online: Citus's `auto` loses writes committed just before the
     // switch when the workers commit asynchronously (docs/citus-auto-move-report.md).
     let mode = if args.online { "auto" } else { "block_writes" };
+    if args.online {
+        backend
+            .schema_ops("rebalance", &s.target.describe())?
+            .check_online(&conn)
+            .await?;
+    }
     let mut job = match start(s, &pool, &conn, &mut signals, mode).await? {
         Ok(Some(job)) => job,
         Ok(None) => return finish(s, &conn, report(None, mode, "balanced", 0, true)).await,

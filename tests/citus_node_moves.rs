@@ -1,13 +1,15 @@
-//! `move --node` holds the tenant's lock as tenantctl's (docs/citus.md): a `migrate` that
-//! meets it keeps waiting for the move, even past its --lock-timeout, instead of failing the
-//! tenant. Needs the Citus cluster (scripts/with-citus.sh).
+//! Moves between Citus worker nodes beside other work (docs/citus.md): `move --node` holds
+//! the tenant's lock as tenantctl's, so a `migrate` that meets it keeps waiting for the move,
+//! even past its --lock-timeout, instead of failing the tenant; and logical-replication
+//! moves (`--online`) are refused where a worker may commit asynchronously. Needs the Citus
+//! cluster (scripts/with-citus.sh).
 
 mod common;
 
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use common::citus::CitusDb;
+use common::citus::{with_port, worker_ports, CitusDb};
 use common::{psql_session, spawn_tenantctl};
 
 const V8: &str = "CREATE TABLE after_move (id int PRIMARY KEY);";
@@ -84,4 +86,51 @@ fn a_migrate_meeting_a_node_move_waits_for_it_past_its_lock_timeout() {
         c.db.scalar("SELECT version FROM public.tenants WHERE slug = 'acme'"),
         "8"
     );
+}
+
+#[test]
+fn online_moves_are_refused_where_a_worker_commits_asynchronously() {
+    let c = CitusDb::new("online_async");
+    c.db.run(&["create", "acme"]).expect(0);
+    let from = c.nodes()["tenant_acme"].clone();
+    let to = c.worker_nodes().into_iter().find(|w| *w != from).unwrap();
+    let role = format!("app_{}", c.db.name);
+    c.db.query(&format!("CREATE ROLE \"{role}\" LOGIN"));
+    // Set on each worker directly, for this test's database only: the role's commits there
+    // return before their WAL is written.
+    for port in worker_ports() {
+        common::query(
+            &with_port(&c.db.url, port),
+            &format!(
+                "ALTER ROLE \"{role}\" IN DATABASE \"{}\" SET synchronous_commit = off",
+                c.db.name
+            ),
+        );
+    }
+    let before = c.db.snapshot();
+    let why = format!(
+        "turns synchronous_commit off for role {role} in database {}",
+        c.db.name
+    );
+    for args in [
+        vec!["move", "acme", "--node", &to, "--online"],
+        vec!["move", "acme", "--node", &to, "--online", "--dry-run"],
+        vec!["rebalance", "--online"],
+    ] {
+        c.db.run(&args)
+            .expect(2)
+            .mentions("--online is not safe on this cluster")
+            .mentions(&why)
+            .mentions("nothing was changed")
+            .mentions("Move without --online");
+    }
+    assert_eq!(c.nodes()["tenant_acme"], from);
+    assert_eq!(c.db.snapshot(), before);
+    assert_eq!(
+        c.db.scalar("SELECT count(*) FROM pg_dist_background_job"),
+        "0"
+    );
+    // Blocking writes is safe whatever the workers do.
+    c.db.run(&["move", "acme", "--node", &to]).expect(0);
+    assert_eq!(c.nodes()["tenant_acme"], to);
 }
