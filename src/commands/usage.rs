@@ -12,7 +12,6 @@ use crate::cli::{Format, UsageArgs};
 use crate::commands::session::{lookup, Session};
 use crate::domain::exit::{bad_input, FAILED, OK};
 use crate::output::{count, listed, print_json, table};
-use crate::pg::connect;
 use crate::registry::{self, Pick, Tenant, Usage};
 
 pub async fn run(s: &Session, args: &UsageArgs) -> Result<u8> {
@@ -38,7 +37,9 @@ pub async fn run(s: &Session, args: &UsageArgs) -> Result<u8> {
             .map_or(Pick::All, Pick::Selected)
     };
     let top = args.top.map(i64::from);
-    let mut rows = registry::usage(&conn, pick(), &args.slugs, top).await?;
+    let backend = s.backend();
+    let mut rows = registry::usage(&conn, pick(), &args.slugs, backend.usage_top(top)).await?;
+    backend.shard_usage(&conn, &mut rows).await?;
     let far = registry::elsewhere(&conn, pick(), &args.slugs).await?;
     let unreached = usage_elsewhere(s, far, top, &mut rows).await;
     rows.sort_by(|a, b| b.total_bytes.cmp(&a.total_bytes).then(a.slug.cmp(&b.slug)));
@@ -95,10 +96,11 @@ async fn usage_at(
     tenants: &[Tenant],
     top: Option<i64>,
 ) -> Result<Vec<Usage>> {
-    let target = s.servers.target_db(server, database)?;
-    let pool = connect::pool(&target, 1)?;
-    let conn = connect::first_connection(&pool, &target).await?;
-    registry::usage_at(&conn, tenants, top).await
+    let (_pool, conn) = s.open_place(server, database, 1).await?;
+    let backend = s.backend_at(server, database);
+    let mut rows = registry::usage_at(&conn, tenants, backend.usage_top(top)).await?;
+    backend.shard_usage(&conn, &mut rows).await?;
+    Ok(rows)
 }
 
 #[derive(Serialize)]

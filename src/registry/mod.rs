@@ -1255,8 +1255,10 @@ pub struct Usage {
 }
 
 /// The sums of one schema's tables (`usage`), in the order of the columns both usage
-/// queries select after the slug, schema, server and database.
-const USAGE_SUMS: &str = "coalesce(sum(pg_catalog.pg_total_relation_size(c.oid)), 0)::bigint, \
+/// queries select after the slug, schema, server and database (and the Citus backend's
+/// query of the shards, `tenant::citus_usage`): `c` a table's pg_class row, `s` its
+/// pg_stat_user_tables row.
+pub const USAGE_SUMS: &str = "coalesce(sum(pg_catalog.pg_total_relation_size(c.oid)), 0)::bigint, \
     coalesce(sum(pg_catalog.pg_table_size(c.oid)), 0)::bigint, \
     coalesce(sum(pg_catalog.pg_indexes_size(c.oid)), 0)::bigint, \
     coalesce(sum(CASE WHEN c.reltoastrelid <> 0 \
