@@ -108,7 +108,8 @@ struct Document<'a> {
     tenants: &'a [Usage],
 }
 
-/// Per tenant: its size by kind, estimated rows, and the write and scan counters.
+/// Per tenant: its size by kind, estimated rows, and the write and scan counters, labelled
+/// with the tenant and the server it lives on.
 fn print_prometheus(rows: &[Usage]) {
     use crate::output::prometheus::{header, sample};
     crate::outln!(
@@ -130,7 +131,7 @@ fn print_prometheus(rows: &[Usage]) {
                 "{}",
                 sample(
                     "tenantctl_tenant_size_bytes",
-                    &[("tenant", &u.slug), ("kind", kind)],
+                    &[("tenant", &u.slug), ("server", &u.server), ("kind", kind)],
                     v
                 )
             );
@@ -158,7 +159,8 @@ fn print_prometheus(rows: &[Usage]) {
     ] {
         crate::outln!("{}", header(name, kind, help));
         for u in rows {
-            crate::outln!("{}", sample(name, &[("tenant", &u.slug)], get(u)));
+            let labels = [("tenant", u.slug.as_str()), ("server", u.server.as_str())];
+            crate::outln!("{}", sample(name, &labels, get(u)));
         }
     }
 }
