@@ -225,3 +225,24 @@ fn usage_of_tenants_on_another_server_that_is_a_citus_coordinator_reads_their_sh
     );
     assert_eq!(usage["h1"]["total_bytes"].to_string(), catalog);
 }
+
+#[test]
+fn usage_when_a_citus_node_cannot_be_reached_names_it_and_shows_nothing() {
+    let c = CitusDb::new("usage_down");
+    create_tenants(&c.db, 2);
+    // The second worker's port changed in this database's metadata to one nobody listens
+    // on: as if the node were down.
+    let node = c.db.scalar(&format!(
+        "SELECT nodeid FROM pg_dist_node WHERE nodeport = {}",
+        common::citus::worker_ports()[1]
+    ));
+    c.db.query(&format!("SELECT citus_update_node({node}, '127.0.0.1', 1)"));
+    let before = c.db.snapshot();
+    let run = c.db.run(&["usage"]);
+    run.expect(1).mentions(
+        "cannot read the tenants' shards' usage on Citus node 127.0.0.1:1: failed to connect \
+         to 127.0.0.1:1; check that the node is up",
+    );
+    assert_eq!(run.stdout, "", "no partial table");
+    assert_eq!(c.db.snapshot(), before);
+}
