@@ -200,6 +200,26 @@ fn usage_top_on_citus_picks_the_largest_by_their_shards() {
         )),
         "{prom}"
     );
+    // A materialized view of a distributed schema stays on the coordinator, with rows: it
+    // counts, with the shards.
+    write(&c, "tenant_t000", 50, 0);
+    c.db.query(
+        "CREATE MATERIALIZED VIEW tenant_t000.names AS SELECT name FROM tenant_t000.departments",
+    );
+    let view: i64 =
+        c.db.scalar("SELECT pg_total_relation_size('tenant_t000.names')")
+            .parse()
+            .unwrap();
+    assert!(view > 0);
+    let doc =
+        c.db.run(&["usage", "t000", "--format", "json"])
+            .expect(0)
+            .json();
+    assert_eq!(
+        doc["tenants"][0]["total_bytes"],
+        shard_bytes(&c)["tenant_t000"] + view,
+        "{doc}"
+    );
 }
 
 #[test]

@@ -38,7 +38,7 @@ pub async fn run(s: &Session, args: &UsageArgs) -> Result<u8> {
     };
     let top = args.top.map(i64::from);
     let backend = s.backend();
-    let mut rows = registry::usage(&conn, pick(), &args.slugs, backend.usage_top(top)).await?;
+    let mut rows = registry::usage(&conn, pick(), &args.slugs, backend.usage_catalog(top)).await?;
     backend.shard_usage(&conn, &mut rows).await?;
     let far = registry::elsewhere(&conn, pick(), &args.slugs).await?;
     let unreached = usage_elsewhere(s, far, top, &mut rows).await;
@@ -98,7 +98,7 @@ async fn usage_at(
 ) -> Result<Vec<Usage>> {
     let (_pool, conn) = s.open_place(server, database, 1).await?;
     let backend = s.backend_at(server, database);
-    let mut rows = registry::usage_at(&conn, tenants, backend.usage_top(top)).await?;
+    let mut rows = registry::usage_at(&conn, tenants, backend.usage_catalog(top)).await?;
     backend.shard_usage(&conn, &mut rows).await?;
     Ok(rows)
 }

@@ -1,15 +1,16 @@
 //! `tenantctl usage` on a Citus coordinator: a distributed tenant's tables there are empty
 //! shells (their rows live in shards on the workers), so the coordinator's catalog gives
-//! their definitions' size and no rows or writes. The backend replaces those numbers with
-//! the shards', read on every node in one fan-out. docs/citus.md describes the behaviour.
+//! their definitions' size and no rows or writes. The backend leaves those tables out of the
+//! catalog query and adds the shards' numbers, read on every node in one fan-out.
+//! docs/citus.md describes the behaviour.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 use deadpool_postgres::GenericClient;
 
 use crate::pg::connect::PgContext;
-use crate::registry::{Usage, USAGE_SUMS};
+use crate::registry::{Usage, UsageCatalog, USAGE_SUMS};
 use crate::tenant::citus::Backend;
 
 /// Run on every node (`run_command_on_all_nodes`): per distributed schema, the sums `usage`
@@ -50,34 +51,38 @@ const ON_ALL_NODES: &str = "SELECT coalesce(n.nodename || ':' || n.nodeport, r.n
 /// rows, writes, scans).
 type Sums = [i64; 7];
 
+/// The coordinator's tables whose numbers `shard_usage` reads on the nodes: those of the
+/// distributed schemas (the same set `node_query` sums the shards of).
+const DISTRIBUTED_TABLE: &str = "c.oid IN (SELECT p.logicalrelid::pg_catalog.oid \
+      FROM pg_catalog.pg_dist_partition p \
+      JOIN pg_catalog.pg_dist_schema ds ON ds.colocationid = p.colocationid)";
+
 impl Backend {
-    /// How many rows `usage`'s catalog query may stop at: `top` on plain PostgreSQL; all on
-    /// Citus, where `shard_usage` replaces the coordinator's numbers after the query and so
-    /// changes which tenants are the largest.
-    pub fn usage_top(&self, top: Option<i64>) -> Option<i64> {
+    /// How `usage`'s catalog query reads on this backend. On Citus it leaves out the
+    /// distributed schemas' tables (empty shells on the coordinator, their sizing the
+    /// query's main cost), which `shard_usage` adds from the shards afterwards, so the query
+    /// cannot stop at `top`: it does not know yet which tenants are the largest.
+    pub fn usage_catalog(&self, top: Option<i64>) -> UsageCatalog<'static> {
         if self.is_citus() {
-            None
+            UsageCatalog {
+                top: None,
+                skip: Some(DISTRIBUTED_TABLE),
+            }
         } else {
-            top
+            UsageCatalog { top, skip: None }
         }
     }
 
-    /// On a Citus coordinator, gives each row of `rows` whose schema is a distributed schema
-    /// the numbers of its shards (zero without any: no table yet) instead of the
-    /// coordinator's empty shells; rows of local schemas keep theirs. Two queries, whatever
-    /// the number of tenants: one fans out to every node at once. Nothing on plain
+    /// On a Citus coordinator, adds to each row of `rows` (read by the catalog query of
+    /// `usage_catalog`) the numbers of its schema's shards, read on every node in one
+    /// fan-out whatever the number of tenants; local schemas have none. Nothing on plain
     /// PostgreSQL.
     pub async fn shard_usage(&self, conn: &impl GenericClient, rows: &mut [Usage]) -> Result<()> {
         if !self.is_citus() || rows.is_empty() {
             return Ok(());
         }
-        let schemas: Vec<String> = rows.iter().map(|u| u.schema.clone()).collect();
-        let distributed = self.distributed(conn, &schemas).await?;
-        if distributed.is_empty() {
-            return Ok(());
-        }
         let shards = read_nodes(conn).await?;
-        replace(rows, &distributed, &shards);
+        add(rows, &shards);
         Ok(())
     }
 }
@@ -120,19 +125,26 @@ fn parse_node(json: &str) -> Result<Vec<(String, Sums)>> {
         .collect())
 }
 
-/// The shards' numbers for the rows of distributed schemas.
-fn replace(rows: &mut [Usage], distributed: &BTreeSet<String>, shards: &BTreeMap<String, Sums>) {
-    for u in rows.iter_mut().filter(|u| distributed.contains(&u.schema)) {
-        let s = shards.get(&u.schema).copied().unwrap_or_default();
-        [
-            u.total_bytes,
-            u.table_bytes,
-            u.index_bytes,
-            u.toast_bytes,
-            u.rows_estimate,
-            u.writes,
-            u.scans,
-        ] = s;
+/// Adds each schema's shards' numbers to its row.
+fn add(rows: &mut [Usage], shards: &BTreeMap<String, Sums>) {
+    for u in rows.iter_mut() {
+        let Some(s) = shards.get(&u.schema) else {
+            continue;
+        };
+        for (field, v) in [
+            &mut u.total_bytes,
+            &mut u.table_bytes,
+            &mut u.index_bytes,
+            &mut u.toast_bytes,
+            &mut u.rows_estimate,
+            &mut u.writes,
+            &mut u.scans,
+        ]
+        .into_iter()
+        .zip(s)
+        {
+            *field += v;
+        }
     }
 }
 
@@ -145,9 +157,9 @@ mod tests {
             slug: schema.to_string(),
             schema: schema.to_string(),
             total_bytes: total,
-            table_bytes: 1,
-            index_bytes: 1,
-            toast_bytes: 1,
+            table_bytes: total,
+            index_bytes: 0,
+            toast_bytes: 0,
             rows_estimate: 0,
             writes: 0,
             scans: 3,
@@ -157,33 +169,32 @@ mod tests {
     }
 
     #[test]
-    fn distributed_rows_take_the_shards_numbers_and_local_ones_keep_theirs() {
+    fn rows_get_their_schemas_shards_added_and_local_schemas_keep_theirs() {
         let json = r#"[["tenant_a", 100, 60, 40, 8, 5, 7, 2]]"#;
         let shards: BTreeMap<String, Sums> = parse_node(json).unwrap().into_iter().collect();
-        let distributed = BTreeSet::from(["tenant_a".to_string(), "tenant_empty".to_string()]);
-        let mut rows = vec![
-            row("tenant_a", 248),
-            row("tenant_empty", 0),
-            row("local", 500),
-        ];
-        replace(&mut rows, &distributed, &shards);
+        // tenant_a: a materialized view of 16 bytes on the coordinator, its tables' shards.
+        let mut rows = vec![row("tenant_a", 16), row("local", 500)];
+        add(&mut rows, &shards);
+        let a = &rows[0];
         assert_eq!(
-            (rows[0].total_bytes, rows[0].rows_estimate, rows[0].writes),
-            (100, 5, 7)
+            [a.total_bytes, a.table_bytes, a.index_bytes, a.toast_bytes],
+            [116, 76, 40, 8]
         );
-        assert_eq!((rows[1].total_bytes, rows[1].scans), (0, 0));
-        assert_eq!((rows[2].total_bytes, rows[2].scans), (500, 3));
+        assert_eq!([a.rows_estimate, a.writes, a.scans], [5, 7, 5]);
+        assert_eq!((rows[1].total_bytes, rows[1].scans), (500, 3));
         assert!(parse_node("[]").unwrap().is_empty());
         assert!(parse_node(r#"[["x", "1"]]"#).is_err());
     }
 
     #[test]
-    fn only_plain_postgresql_may_stop_the_catalog_query_at_top() {
-        assert_eq!(Backend::Plain.usage_top(Some(3)), Some(3));
+    fn only_plain_postgresql_reads_every_table_and_stops_at_top() {
+        let plain = Backend::Plain.usage_catalog(Some(3));
+        assert_eq!((plain.top, plain.skip), (Some(3), None));
         let citus = Backend::Citus(crate::tenant::citus::Citus {
             distribute: true,
             triggers: false,
-        });
-        assert_eq!(citus.usage_top(Some(3)), None);
+        })
+        .usage_catalog(Some(3));
+        assert_eq!((citus.top, citus.skip), (None, Some(DISTRIBUTED_TABLE)));
     }
 }
