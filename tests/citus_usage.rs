@@ -174,6 +174,7 @@ fn usage_top_on_citus_picks_the_largest_by_their_shards() {
     c.db.run(&["--config", path_str(&local), "create", "plain"])
         .expect(0);
     write(&c, "tenant_t001", 3000, 0);
+    vacuum_and_count(&c, "tenant_t001");
     let doc =
         c.db.run(&["usage", "--top", "1", "--format", "json"])
             .expect(0)
@@ -203,6 +204,7 @@ fn usage_top_on_citus_picks_the_largest_by_their_shards() {
     // A materialized view of a distributed schema stays on the coordinator, with rows: it
     // counts, with the shards.
     write(&c, "tenant_t000", 50, 0);
+    vacuum_and_count(&c, "tenant_t000");
     c.db.query(
         "CREATE MATERIALIZED VIEW tenant_t000.names AS SELECT name FROM tenant_t000.departments",
     );

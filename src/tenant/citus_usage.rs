@@ -13,10 +13,11 @@ use crate::pg::connect::PgContext;
 use crate::registry::{Usage, UsageCatalog, USAGE_SUMS};
 use crate::tenant::citus::Backend;
 
-/// Run on every node (`run_command_on_all_nodes`): per distributed schema, the sums `usage`
+/// Run on every node (`run_command_on_all_nodes`): per distributed schema among those the
+/// coordinator fills in for `%L` (`format`'s quoted literal of a text array), the sums `usage`
 /// reads on plain PostgreSQL (`USAGE_SUMS`: sizes, reltuples, n_tup_ins + n_tup_upd +
 /// n_tup_del, scans) over the shards placed on THIS node, as one JSON array of
-/// `[schema, total, table, index, toast, rows, writes, scans]`. The shards come from Citus's
+/// `[schema, [total, table, index, toast, rows, writes, scans]]`. The shards come from Citus's
 /// metadata (every node has it), not from their names; a shard counts only on the node of
 /// its placement, so an old copy a move left for cleanup is not counted twice. Citus's own
 /// connections see the shards in pg_class, which it hides from other applications. As on
@@ -25,9 +26,10 @@ use crate::tenant::citus::Backend;
 fn node_query() -> String {
     format!(
         "SELECT coalesce(pg_catalog.json_agg(u.a), '[]')::text FROM (\
-         SELECT pg_catalog.json_build_array(n.nspname::text, {USAGE_SUMS}) AS a \
+         SELECT pg_catalog.json_build_array(n.nspname::text, \
+                  pg_catalog.json_build_array({USAGE_SUMS})) AS a \
            FROM pg_catalog.pg_dist_schema ds \
-           JOIN pg_catalog.pg_namespace n ON n.oid = ds.schemaid \
+           JOIN pg_catalog.pg_namespace n ON n.oid = ds.schemaid AND n.nspname = ANY (%L) \
            JOIN pg_catalog.pg_dist_partition p ON p.colocationid = ds.colocationid \
            JOIN pg_catalog.pg_dist_shard sh ON sh.logicalrelid = p.logicalrelid \
            JOIN pg_catalog.pg_dist_placement pl ON pl.shardid = sh.shardid \
@@ -40,11 +42,12 @@ fn node_query() -> String {
     )
 }
 
-/// Sends `node_query` to every node of the cluster at once (the coordinator too, which can
-/// hold shards) and names each node that answered with an error.
+/// Sends `node_query` (`$1`), for the schemas `$2`, to every node of the cluster at once
+/// (the coordinator too, which can hold shards) and names each node that answered with an
+/// error.
 const ON_ALL_NODES: &str = "SELECT coalesce(n.nodename || ':' || n.nodeport, r.nodeid::text), \
         r.success, r.result \
-      FROM pg_catalog.run_command_on_all_nodes($1) r \
+      FROM pg_catalog.run_command_on_all_nodes(pg_catalog.format($1, $2::text[])) r \
       LEFT JOIN pg_catalog.pg_dist_node n ON n.nodeid = r.nodeid";
 
 /// The numbers of one schema's shards, in `Usage`'s order (total, table, index, toast,
@@ -75,22 +78,23 @@ impl Backend {
 
     /// On a Citus coordinator, adds to each row of `rows` (read by the catalog query of
     /// `usage_catalog`) the numbers of its schema's shards, read on every node in one
-    /// fan-out whatever the number of tenants; local schemas have none. Nothing on plain
-    /// PostgreSQL.
+    /// fan-out whatever the number of tenants (only their shards are sized); local schemas
+    /// have none. Nothing on plain PostgreSQL.
     pub async fn shard_usage(&self, conn: &impl GenericClient, rows: &mut [Usage]) -> Result<()> {
         if !self.is_citus() || rows.is_empty() {
             return Ok(());
         }
-        let shards = read_nodes(conn).await?;
+        let schemas: Vec<&str> = rows.iter().map(|u| u.schema.as_str()).collect();
+        let shards = read_nodes(conn, &schemas).await?;
         add(rows, &shards);
         Ok(())
     }
 }
 
-/// Each distributed schema's sums over the shards of every node.
-async fn read_nodes(conn: &impl GenericClient) -> Result<BTreeMap<String, Sums>> {
+/// Each of `schemas` that is distributed: its sums over the shards of every node.
+async fn read_nodes(conn: &impl GenericClient, schemas: &[&str]) -> Result<BTreeMap<String, Sums>> {
     let answers = conn
-        .query(ON_ALL_NODES, &[&node_query()])
+        .query(ON_ALL_NODES, &[&node_query(), &schemas])
         .await
         .pg_context("cannot ask the Citus nodes for the tenants' shards' usage")?;
     let mut sums: BTreeMap<String, Sums> = BTreeMap::new();
@@ -115,14 +119,9 @@ async fn read_nodes(conn: &impl GenericClient) -> Result<BTreeMap<String, Sums>>
     Ok(sums)
 }
 
-/// One node's answer to `node_query`: `[[schema, total, ..., scans], ...]`.
+/// One node's answer to `node_query`: `[[schema, [total, ..., scans]], ...]`.
 fn parse_node(json: &str) -> Result<Vec<(String, Sums)>> {
-    let rows: Vec<(String, i64, i64, i64, i64, i64, i64, i64)> =
-        serde_json::from_str(json).context("not the expected JSON of per-schema sums")?;
-    Ok(rows
-        .into_iter()
-        .map(|(schema, a, b, c, d, e, f, g)| (schema, [a, b, c, d, e, f, g]))
-        .collect())
+    serde_json::from_str(json).context("not the expected JSON of per-schema sums")
 }
 
 /// Adds each schema's shards' numbers to its row.
@@ -170,7 +169,7 @@ mod tests {
 
     #[test]
     fn rows_get_their_schemas_shards_added_and_local_schemas_keep_theirs() {
-        let json = r#"[["tenant_a", 100, 60, 40, 8, 5, 7, 2]]"#;
+        let json = r#"[["tenant_a", [100, 60, 40, 8, 5, 7, 2]]]"#;
         let shards: BTreeMap<String, Sums> = parse_node(json).unwrap().into_iter().collect();
         // tenant_a: a materialized view of 16 bytes on the coordinator, its tables' shards.
         let mut rows = vec![row("tenant_a", 16), row("local", 500)];
@@ -183,7 +182,14 @@ mod tests {
         assert_eq!([a.rows_estimate, a.writes, a.scans], [5, 7, 5]);
         assert_eq!((rows[1].total_bytes, rows[1].scans), (500, 3));
         assert!(parse_node("[]").unwrap().is_empty());
-        assert!(parse_node(r#"[["x", "1"]]"#).is_err());
+        assert!(parse_node(r#"[["x", [1, 2]]]"#).is_err());
+    }
+
+    #[test]
+    fn the_node_query_has_one_placeholder_for_format() {
+        // Any other % would be read by format() on the coordinator.
+        assert_eq!(node_query().matches('%').count(), 1);
+        assert!(node_query().contains("ANY (%L)"));
     }
 
     #[test]
