@@ -1,7 +1,8 @@
 //! `tenantctl usage [SLUG...] [-l SELECTOR] [--top N]`: per tenant, the disk its schema
 //! takes (tables, indexes, TOAST), its estimated rows, and its write and scan activity since
 //! the statistics were reset; largest first. One catalog query per server, whatever the
-//! number of tenants (`registry::usage`).
+//! number of tenants (`registry::usage`); on a Citus coordinator, one more that asks every
+//! node for the distributed tenants' shards (`Backend::shard_usage`).
 
 use std::collections::BTreeMap;
 
@@ -89,6 +90,8 @@ async fn usage_elsewhere(
     errors
 }
 
+/// The usage of `tenants`, all living in `database` on `server`, read there by that place's
+/// backend.
 async fn usage_at(
     s: &Session,
     server: &str,
