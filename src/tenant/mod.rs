@@ -6,6 +6,7 @@ pub mod apply;
 pub mod audit;
 pub mod citus;
 pub mod citus_schema;
+pub mod citus_usage;
 pub mod copy_check;
 pub mod exec;
 pub mod grants;
