@@ -90,7 +90,9 @@ max_connections = 200
 max_prepared_transactions = 200
 shared_buffers = 48MB
 fsync = off
-synchronous_commit = off
+# on, unlike the plain cluster: Citus's logical-replication moves (move --node --online)
+# lose commits that return before their WAL is written (docs/citus.md).
+synchronous_commit = on
 full_page_writes = off
 log_min_messages = warning
 citus.node_conninfo = 'sslmode=disable'

@@ -197,10 +197,13 @@ pub enum Command {
     /// On a Citus coordinator: start Citus's rebalancer (citus_rebalance_start), which moves
     /// whole tenant schemas between the worker nodes until they hold about as much each, and
     /// follow it to the end: a bar on a terminal, a line per finished move otherwise; then
-    /// the tenants per node. Moves use block_writes: the application's writes to a moving
-    /// tenant wait for its move, reads go on (--online for logical replication). Exit 1
-    /// when the rebalance fails or is cancelled; Ctrl-C stops following it, not the
-    /// rebalance (exit 130). See docs/citus.md.
+    /// each moved tenant and the tenants per node. The tenants it moves are locked first
+    /// (waiting at most --lock-timeout for each, else exit 1 with no job started), so no
+    /// migrate, exec, backup or move of one runs during its move; each lock is let go when
+    /// that move ended, and each move is recorded in public.tenant_moves. Moves use
+    /// block_writes: the application's writes to a moving tenant wait for its move, reads go
+    /// on (--online for logical replication). Exit 1 when the rebalance fails or is
+    /// cancelled; Ctrl-C stops following it, not the rebalance (exit 130). See docs/citus.md.
     Rebalance(RebalanceArgs),
     /// On a Citus coordinator: make local tenant schemas (created before Citus, or with
     /// [citus] distribute = false) distributed schemas on a worker (citus_schema_distribute),
@@ -634,7 +637,9 @@ pub struct DistributeArgs {
 #[derive(Debug, Args)]
 pub struct RebalanceArgs {
     /// Start the rebalance and return at once (follow it with
-    /// `SELECT * FROM citus_rebalance_status()`).
+    /// `SELECT * FROM citus_rebalance_status()`). It still waits for the moving tenants'
+    /// running work before the start, but its moves then run without the tenants' locks and
+    /// are not recorded in public.tenant_moves (tenantctl has exited).
     #[arg(long)]
     pub no_wait: bool,
 
@@ -642,7 +647,8 @@ pub struct RebalanceArgs {
     /// replication; every table needs a primary key or replica identity, the nodes
     /// `wal_level = logical`). Default `block_writes`, as `move --node`: Citus's `auto` can
     /// lose writes committed just before a switch when the workers commit with
-    /// `synchronous_commit = off`. See docs/citus.md first.
+    /// `synchronous_commit = off`, so it is refused (exit 2) when a worker does. See
+    /// docs/citus.md first.
     #[arg(long)]
     pub online: bool,
 }
@@ -677,7 +683,8 @@ pub struct MoveArgs {
     /// With --node: let writes go on during the move (citus_schema_move's logical
     /// replication, `auto`), when every table has a primary key or replica identity. Citus
     /// can then lose writes committed just before the switch when the workers commit with
-    /// `synchronous_commit = off`: see docs/citus.md first.
+    /// `synchronous_commit = off`, so it is refused (exit 2) when a worker does: see
+    /// docs/citus.md first.
     #[arg(long, conflicts_with = "to")]
     pub online: bool,
 

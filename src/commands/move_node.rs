@@ -55,6 +55,9 @@ pub async fn run(s: &Session, args: &MoveArgs, node: &str) -> Result<u8> {
     locks::hold_tenant_within(work, &t.slug, &t.schema, s.lock_deadline())
         .await
         .with_context(|| format!("cannot move tenant {}; nothing was changed", t.slug))?;
+    // Marked as tenantctl's: a migrate meeting the lock waits for the move instead of
+    // failing the tenant at its --lock-timeout.
+    let _ = locks::mark_session(work).await;
     let at_place = At {
         home: &home,
         work,
@@ -62,6 +65,7 @@ pub async fn run(s: &Session, args: &MoveArgs, node: &str) -> Result<u8> {
     };
     let result = locked(s, &ops, &pool, &at_place, &t.slug, node, args.online).await;
     let _ = locks::release_tenant(work, &t.schema).await;
+    let _ = locks::unmark_session(work).await;
     result
 }
 
@@ -187,15 +191,9 @@ async fn record(at: &At<'_>, m: &NodeMove, duration_ms: i64) -> Result<()> {
             mode: m.mode.to_string(),
         }),
     };
-    home.batch_execute("BEGIN")
+    registry::record_node_move(home, &rec, None)
         .await
-        .pg_context("cannot record the move")?;
-    let done = registry::record_move(home, &rec).await;
-    let end = if done.is_ok() { "COMMIT" } else { "ROLLBACK" };
-    home.batch_execute(end)
-        .await
-        .pg_context("cannot record the move")?;
-    done.map(|_| ())
+        .map(|_| ())
 }
 
 fn node_json(place: &Placement, node: &str) -> serde_json::Value {

@@ -1,10 +1,13 @@
 //! `tenantctl rebalance`: Citus's rebalancer moves whole tenant schemas between the worker
-//! nodes (a background job on the coordinator); this starts it and follows it to the end.
+//! nodes (a background job on the coordinator); this starts it under the moving tenants'
+//! locks and follows it to the end, recording each move (`tenant::rebalance`).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Result;
+use deadpool_postgres::Object;
 use serde::Serialize;
 
 use crate::cli::RebalanceArgs;
@@ -12,7 +15,9 @@ use crate::commands::session::Session;
 use crate::domain::exit::{bad_input, FAILED, OK};
 use crate::fleet::signals::{interrupted, Signals};
 use crate::output::progress::Steps;
-use crate::output::{count, print_json};
+use crate::output::{count, escape, print_json};
+use crate::pg::connect::PgContext;
+use crate::tenant::rebalance::{self, Rebalance, TenantMove};
 
 /// How often the job's progress is read.
 const POLL: Duration = Duration::from_millis(300);
@@ -26,13 +31,19 @@ struct Report {
     /// `finished`, `failed`, `cancelled`, or `started` (--no-wait), `balanced` (nothing to do).
     state: String,
     moves: usize,
+    /// Whether tenantctl held each moving tenant's lock until its move ended (false with
+    /// --no-wait: the moves run after tenantctl exited, unlocked and unrecorded).
+    tenant_locks: bool,
+    /// Each tenant the job moves (`tenant::rebalance::TenantMove`).
+    tenants: Vec<TenantMove>,
     /// Tenants per node after the run (`host:port`).
     nodes: BTreeMap<String, usize>,
     errors: Vec<String>,
 }
 
 pub async fn run(s: &Session, args: &RebalanceArgs) -> Result<u8> {
-    let (_pool, conn) = s.connect(1).await?;
+    // Two sessions: the rebalance's, and one to cancel its wait for a lock on Ctrl-C.
+    let (pool, conn) = s.connect(2).await?;
     let backend = s.backend();
     if !backend.is_citus() {
         return Err(bad_input(format!(
@@ -41,25 +52,98 @@ pub async fn run(s: &Session, args: &RebalanceArgs) -> Result<u8> {
             s.target.describe()
         )));
     }
-    // Listened for before the job starts: from then on Ctrl-C stops the following only.
+    // Listened for before the locks are taken: Ctrl-C then stops taking them (nothing
+    // started); once the job started it stops the following only.
     let mut signals = Signals::listen()?;
     // block_writes unless --online: Citus's `auto` loses writes committed just before the
     // switch when the workers commit asynchronously (docs/citus-auto-move-report.md).
     let mode = if args.online { "auto" } else { "block_writes" };
-    let Some(job) = backend.start_rebalance(&conn, mode).await? else {
-        return finish(s, &conn, None, mode, "balanced", 0, Vec::new()).await;
+    if args.online {
+        backend
+            .schema_ops("rebalance", &s.target.describe())?
+            .check_online(&conn)
+            .await?;
+    }
+    let mut job = match start(s, &pool, &conn, &mut signals, mode).await? {
+        Ok(Some(job)) => job,
+        Ok(None) => return finish(s, &conn, report(None, mode, "balanced", 0, true)).await,
+        Err(interrupted) => return Ok(interrupted),
     };
     if args.no_wait {
-        let st = backend.rebalance_state(&conn, job).await?;
-        crate::errln!(
-            "rebalance: job {job} started ({}); follow it with SELECT * FROM citus_rebalance_status()",
-            count(st.total, "move")
-        );
-        return finish(s, &conn, Some(job), mode, "started", st.total, Vec::new()).await;
+        return no_wait(s, &conn, job, mode).await;
     }
+    follow(s, &conn, &mut signals, &mut job, mode).await
+}
+
+/// Starts the job under the moving tenants' locks (`None`: nothing to move). Ctrl-C
+/// meanwhile stops taking them and cancels a wait under way: `Err` holds the exit code.
+async fn start(
+    s: &Session,
+    pool: &deadpool_postgres::Pool,
+    conn: &Object,
+    signals: &mut Signals,
+    mode: &'static str,
+) -> Result<Result<Option<Rebalance>, u8>> {
+    let pid: i32 = conn
+        .query_one("SELECT pg_catalog.pg_backend_pid()", &[])
+        .await
+        .pg_context("cannot read the session's process id")?
+        .get(0);
+    let stop = AtomicBool::new(false);
+    let deadline = s.lock_deadline();
+    let starting = rebalance::start(conn, s.backend(), mode, deadline, s.home_database(), &stop);
+    tokio::pin!(starting);
+    let sig = tokio::select! {
+        r = &mut starting => return Ok(Ok(r?)),
+        sig = signals.recv() => sig,
+    };
+    stop.store(true, Ordering::SeqCst);
+    cancel(pool, pid).await;
+    Ok(Err(match starting.await {
+        // The job had started as the signal came.
+        Ok(Some(mut job)) => stopped_following(s, conn, &mut job, sig).await,
+        _ => interrupted(
+            s.json(),
+            &format!(
+                "rebalance: {sig} while taking the moving tenants' locks: no job was started \
+                 and nothing was moved"
+            ),
+        ),
+    }))
+}
+
+/// `--no-wait`: the process ends now, so it cannot hold the tenants' locks while Citus
+/// moves them, nor record the moves; it says so.
+async fn no_wait(s: &Session, conn: &Object, mut job: Rebalance, mode: &'static str) -> Result<u8> {
+    let st = s.backend().rebalance_state(conn, job.job).await?;
+    job.leave(conn).await;
+    crate::errln!(
+        "rebalance: job {} started ({}); --no-wait: tenantctl does not hold the moving \
+         tenants' locks while Citus moves them (a migrate, exec or backup of one may run \
+         during its move) and does not record the moves in public.tenant_moves; follow it with \
+         SELECT * FROM citus_rebalance_status()",
+        job.job,
+        count(st.total, "move")
+    );
+    let mut report = report(Some(job.job), mode, "started", st.total, false);
+    report.tenants = job.tenants();
+    finish(s, conn, report).await
+}
+
+/// Follows the job to its end, recording each move and letting go of its tenant's lock as
+/// it ends.
+async fn follow(
+    s: &Session,
+    conn: &Object,
+    signals: &mut Signals,
+    job: &mut Rebalance,
+    mode: &'static str,
+) -> Result<u8> {
+    let backend = s.backend();
     let steps = Steps::new("rebalance", "moves", s.json());
     let st = loop {
-        let st = backend.rebalance_state(&conn, job).await?;
+        let st = backend.rebalance_state(conn, job.job).await?;
+        job.poll(conn, backend).await?;
         steps.set(st.done, st.total);
         if st.ended() {
             break st;
@@ -68,70 +152,123 @@ pub async fn run(s: &Session, args: &RebalanceArgs) -> Result<u8> {
             _ = tokio::time::sleep(POLL) => {}
             sig = signals.recv() => {
                 steps.finish();
-                return Ok(interrupted(
-                    s.json(),
-                    &format!(
-                        "rebalance: {sig}: stopped following job {job}, which goes on in the \
-                         background (SELECT * FROM citus_rebalance_status(); stop it with \
-                         SELECT citus_rebalance_stop())"
-                    ),
-                ));
+                return Ok(stopped_following(s, conn, job, sig).await);
             }
         }
     };
     steps.finish();
-    let errors = match st.state.as_str() {
-        "finished" => Vec::new(),
-        _ => backend.rebalance_errors(&conn, job).await?,
-    };
-    finish(s, &conn, Some(job), mode, &st.state, st.done, errors).await
+    job.release_all(conn).await;
+    let mut report = report(Some(job.job), mode, &st.state, st.done, true);
+    if st.state != "finished" {
+        report.errors = backend.rebalance_errors(conn, job.job).await?;
+    }
+    report.errors.append(&mut job.warnings);
+    report.tenants = job.tenants();
+    finish(s, conn, report).await
 }
 
-/// Reports the run with the tenants per node, and returns the exit code.
-async fn finish(
-    s: &Session,
-    conn: &deadpool_postgres::Object,
+/// Ctrl-C once the job started: its locks go, the job goes on.
+async fn stopped_following(s: &Session, conn: &Object, job: &mut Rebalance, sig: &str) -> u8 {
+    job.release_all(conn).await;
+    interrupted(
+        s.json(),
+        &format!(
+            "rebalance: {sig}: stopped following job {}, which goes on in the background \
+             without the tenants' locks, its further moves not recorded in \
+             public.tenant_moves (SELECT * FROM citus_rebalance_status(); stop it with \
+             SELECT citus_rebalance_stop())",
+            job.job
+        ),
+    )
+}
+
+/// Cancels the statement `conn` runs (a wait for a tenant's lock), from another session.
+async fn cancel(pool: &deadpool_postgres::Pool, pid: i32) {
+    if let Ok(other) = pool.get().await {
+        let _ = other
+            .query_one("SELECT pg_catalog.pg_cancel_backend($1::integer)", &[&pid])
+            .await;
+    }
+}
+
+fn report(
     job_id: Option<i64>,
     transfer_mode: &'static str,
     state: &str,
     moves: usize,
-    errors: Vec<String>,
-) -> Result<u8> {
-    let mut nodes: BTreeMap<String, usize> = BTreeMap::new();
-    for node in s.backend().nodes(conn).await?.into_values() {
-        *nodes.entry(node).or_default() += 1;
+    tenant_locks: bool,
+) -> Report {
+    Report {
+        job_id,
+        transfer_mode,
+        state: state.to_string(),
+        moves,
+        tenant_locks,
+        tenants: Vec::new(),
+        nodes: BTreeMap::new(),
+        errors: Vec::new(),
     }
-    let failed = !matches!(state, "finished" | "balanced" | "started");
+}
+
+/// Reports the run with the tenants per node, and returns the exit code: 1 when the job
+/// failed or was cancelled, or a move could not be recorded.
+async fn finish(s: &Session, conn: &Object, mut report: Report) -> Result<u8> {
+    for node in s.backend().nodes(conn).await?.into_values() {
+        *report.nodes.entry(node).or_default() += 1;
+    }
+    let failed = !matches!(report.state.as_str(), "finished" | "balanced" | "started")
+        || !report.errors.is_empty();
     if s.json() {
-        print_json(&Report {
-            job_id,
-            transfer_mode,
-            state: state.to_string(),
-            moves,
-            nodes,
-            errors,
-        });
+        print_json(&report);
     } else {
-        let what = match (state, job_id) {
-            ("balanced", _) => "nothing to move".to_string(),
-            (_, Some(job)) => format!(
-                "job {job} {state}: {} ({transfer_mode})",
-                count(moves, "move")
-            ),
-            (_, None) => state.to_string(),
-        };
-        let per_node: Vec<String> = nodes.iter().map(|(n, c)| format!("{n} {c}")).collect();
-        crate::outln!(
-            "rebalance: {what}; tenants per node: {}",
-            if per_node.is_empty() {
-                "none".to_string()
-            } else {
-                per_node.join(", ")
-            }
-        );
-        for e in &errors {
-            crate::errln!("error: {e}");
-        }
+        print_text(&report);
     }
     Ok(if failed { FAILED } else { OK })
+}
+
+fn print_text(r: &Report) {
+    for t in &r.tenants {
+        crate::outln!("{}", tenant_line(t));
+    }
+    let what = match (r.state.as_str(), r.job_id) {
+        ("balanced", _) => "nothing to move".to_string(),
+        (state, Some(job)) => format!(
+            "job {job} {state}: {} ({})",
+            count(r.moves, "move"),
+            r.transfer_mode
+        ),
+        (state, None) => state.to_string(),
+    };
+    let per_node: Vec<String> = r.nodes.iter().map(|(n, c)| format!("{n} {c}")).collect();
+    crate::outln!(
+        "rebalance: {what}; tenants per node: {}",
+        if per_node.is_empty() {
+            "none".to_string()
+        } else {
+            per_node.join(", ")
+        }
+    );
+    for e in &r.errors {
+        crate::errln!("error: {e}");
+    }
+}
+
+/// `moved tenant acme (schema tenant_acme) from node A to node B, recorded (move 7)`.
+fn tenant_line(t: &TenantMove) -> String {
+    let who = match &t.slug {
+        Some(slug) => format!("tenant {slug} (schema {})", escape(&t.schema)),
+        None => format!("schema {} (not a registered tenant)", escape(&t.schema)),
+    };
+    let how = match (t.outcome, t.move_id) {
+        ("moved", Some(id)) => format!(", recorded (move {id})"),
+        ("failed", _) => format!(": {}", t.error.as_deref().unwrap_or("failed")),
+        _ => String::new(),
+    };
+    let verb = match t.outcome {
+        "moved" => "moved",
+        "scheduled" => "will move",
+        "failed" => "failed to move",
+        _ => "did not move",
+    };
+    format!("{verb} {who} from node {} to node {}{how}", t.from, t.to)
 }

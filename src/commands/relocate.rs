@@ -259,12 +259,16 @@ async fn execute(s: &Session, home: &mut Object, p: &Plan) -> Result<u8> {
         locks::hold_tenant_within(&*home, &p.slug, &p.schema, p.deadline)
             .await
             .with_context(|| format!("cannot move tenant {}; nothing was changed", p.slug))?;
+        // Marked as tenantctl's, as the transactions at either end are: a migrate meeting
+        // the lock waits for the move instead of failing the tenant at its --lock-timeout.
+        let _ = locks::mark_session(&*home).await;
     }
     let mut signals = Signals::listen()?;
     let made = Made::default();
     let result = steps(p, home, &made, &mut signals, started).await;
     if p.home == HomeIs::Apart {
         let _ = locks::release_tenant(&*home, &p.schema).await;
+        let _ = locks::unmark_session(&*home).await;
     }
     let stop = match result {
         Ok(moved) => return Ok(report(s, p, &moved)),

@@ -1,7 +1,8 @@
 //! `tenantctl usage [SLUG...] [-l SELECTOR] [--top N]`: per tenant, the disk its schema
 //! takes (tables, indexes, TOAST), its estimated rows, and its write and scan activity since
 //! the statistics were reset; largest first. One catalog query per server, whatever the
-//! number of tenants (`registry::usage`).
+//! number of tenants (`registry::usage`); on a Citus coordinator, one more that asks every
+//! node for the distributed tenants' shards (`Backend::shard_usage`).
 
 use std::collections::BTreeMap;
 
@@ -12,7 +13,6 @@ use crate::cli::{Format, UsageArgs};
 use crate::commands::session::{lookup, Session};
 use crate::domain::exit::{bad_input, FAILED, OK};
 use crate::output::{count, listed, print_json, table};
-use crate::pg::connect;
 use crate::registry::{self, Pick, Tenant, Usage};
 
 pub async fn run(s: &Session, args: &UsageArgs) -> Result<u8> {
@@ -38,7 +38,9 @@ pub async fn run(s: &Session, args: &UsageArgs) -> Result<u8> {
             .map_or(Pick::All, Pick::Selected)
     };
     let top = args.top.map(i64::from);
-    let mut rows = registry::usage(&conn, pick(), &args.slugs, top).await?;
+    let backend = s.backend();
+    let mut rows = registry::usage(&conn, pick(), &args.slugs, backend.usage_catalog(top)).await?;
+    backend.shard_usage(&conn, &mut rows).await?;
     let far = registry::elsewhere(&conn, pick(), &args.slugs).await?;
     let unreached = usage_elsewhere(s, far, top, &mut rows).await;
     rows.sort_by(|a, b| b.total_bytes.cmp(&a.total_bytes).then(a.slug.cmp(&b.slug)));
@@ -88,6 +90,8 @@ async fn usage_elsewhere(
     errors
 }
 
+/// The usage of `tenants`, all living in `database` on `server`, read there by that place's
+/// backend.
 async fn usage_at(
     s: &Session,
     server: &str,
@@ -95,10 +99,11 @@ async fn usage_at(
     tenants: &[Tenant],
     top: Option<i64>,
 ) -> Result<Vec<Usage>> {
-    let target = s.servers.target_db(server, database)?;
-    let pool = connect::pool(&target, 1)?;
-    let conn = connect::first_connection(&pool, &target).await?;
-    registry::usage_at(&conn, tenants, top).await
+    let (_pool, conn) = s.open_place(server, database, 1).await?;
+    let backend = s.backend_at(server, database);
+    let mut rows = registry::usage_at(&conn, tenants, backend.usage_catalog(top)).await?;
+    backend.shard_usage(&conn, &mut rows).await?;
+    Ok(rows)
 }
 
 #[derive(Serialize)]
@@ -106,7 +111,8 @@ struct Document<'a> {
     tenants: &'a [Usage],
 }
 
-/// Per tenant: its size by kind, estimated rows, and the write and scan counters.
+/// Per tenant: its size by kind, estimated rows, and the write and scan counters, labelled
+/// with the tenant and the server it lives on.
 fn print_prometheus(rows: &[Usage]) {
     use crate::output::prometheus::{header, sample};
     crate::outln!(
@@ -128,7 +134,7 @@ fn print_prometheus(rows: &[Usage]) {
                 "{}",
                 sample(
                     "tenantctl_tenant_size_bytes",
-                    &[("tenant", &u.slug), ("kind", kind)],
+                    &[("tenant", &u.slug), ("server", &u.server), ("kind", kind)],
                     v
                 )
             );
@@ -156,7 +162,8 @@ fn print_prometheus(rows: &[Usage]) {
     ] {
         crate::outln!("{}", header(name, kind, help));
         for u in rows {
-            crate::outln!("{}", sample(name, &[("tenant", &u.slug)], get(u)));
+            let labels = [("tenant", u.slug.as_str()), ("server", u.server.as_str())];
+            crate::outln!("{}", sample(name, &labels, get(u)));
         }
     }
 }

@@ -304,6 +304,32 @@ pub fn describe_duration(d: Duration) -> String {
     }
 }
 
+/// Marks this session as tenantctl's (`TENANT_TX_MARK`, shared, never waiting) for as long
+/// as it holds tenants' locks for the session across transactions (`rebalance`, `move`): a migrate
+/// that waits for one of them keeps waiting, as behind another tenantctl transaction,
+/// instead of failing at its --lock-timeout; and a command that gives up names it as
+/// another tenantctl.
+pub async fn mark_session(client: &impl GenericClient) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "SELECT pg_catalog.pg_try_advisory_lock_shared($1::bigint)",
+            &[&TENANT_TX_MARK],
+        )
+        .await
+        .map(|_| ())
+}
+
+/// Ends `mark_session`.
+pub async fn unmark_session(client: &impl GenericClient) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "SELECT pg_catalog.pg_advisory_unlock_shared($1::bigint)",
+            &[&TENANT_TX_MARK],
+        )
+        .await
+        .map(|_| ())
+}
+
 /// Marks this session as a live `migrate` run (`RUN_MARK`, never waiting for it), for as
 /// long as the session lasts.
 pub async fn mark_run(client: &impl GenericClient) -> Result<(), tokio_postgres::Error> {

@@ -80,6 +80,10 @@ const REGISTRY_MIGRATIONS: &[(&str, &str)] = &[
         include_str!("sql/V10__tenant_moves.sql"),
     ),
     ("V11__node_moves", include_str!("sql/V11__node_moves.sql")),
+    (
+        "V12__rebalance_moves",
+        include_str!("sql/V12__rebalance_moves.sql"),
+    ),
 ];
 
 fn registry_migrations() -> Vec<Migration> {
@@ -434,6 +438,18 @@ pub async fn some(client: &impl GenericClient, slugs: &[String]) -> Result<Vec<T
     Ok(rows.iter().map(tenant).collect())
 }
 
+/// The registered tenants whose schema is one of `schemas`.
+pub async fn by_schemas(client: &impl GenericClient, schemas: &[String]) -> Result<Vec<Tenant>> {
+    let rows = client
+        .query(
+            &format!("{SELECT_TENANTS} WHERE t.schema_name = ANY($1) ORDER BY t.slug"),
+            &[&schemas],
+        )
+        .await
+        .pg_context("cannot read the tenant registry")?;
+    Ok(rows.iter().map(tenant).collect())
+}
+
 /// Which of `schemas` already exist in the database.
 pub async fn existing_schemas(
     client: &impl GenericClient,
@@ -626,12 +642,29 @@ pub async fn record_move(client: &impl GenericClient, m: &MoveRecord) -> Result<
             m.from.database
         );
     }
+    insert_move(client, m, None).await
+}
+
+/// Records a move between Citus worker nodes (`move --node`, or `rebalance` job `job`):
+/// the `tenant_moves` row alone, since the tenant's server and database stay. Its state is
+/// not checked: a `migrate` waiting for the move's lock has marked it `migrating`, and the
+/// move (which Citus made already) must still be recorded. Returns the row's id.
+pub async fn record_node_move(
+    client: &impl GenericClient,
+    m: &MoveRecord,
+    job: Option<i64>,
+) -> Result<i64> {
+    insert_move(client, m, job).await
+}
+
+/// The `tenant_moves` row of `m`; `job` is the rebalance job that made it (registry V12).
+async fn insert_move(client: &impl GenericClient, m: &MoveRecord, job: Option<i64>) -> Result<i64> {
     let row = client
         .query_one(
             "INSERT INTO public.tenant_moves (slug, schema_name, from_server, from_database, \
                     to_server, to_database, tables, rows, writes_stopped_ms, duration_ms, \
-                    from_node, to_node, transfer_mode) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+                    from_node, to_node, transfer_mode, rebalance_job) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
             &[
                 &m.slug,
                 &m.schema,
@@ -646,6 +679,7 @@ pub async fn record_move(client: &impl GenericClient, m: &MoveRecord) -> Result<
                 &m.nodes.as_ref().map(|n| n.from.as_str()),
                 &m.nodes.as_ref().map(|n| n.to.as_str()),
                 &m.nodes.as_ref().map(|n| n.mode.as_str()),
+                &job,
             ],
         )
         .await
@@ -1255,8 +1289,10 @@ pub struct Usage {
 }
 
 /// The sums of one schema's tables (`usage`), in the order of the columns both usage
-/// queries select after the slug, schema, server and database.
-const USAGE_SUMS: &str = "coalesce(sum(pg_catalog.pg_total_relation_size(c.oid)), 0)::bigint, \
+/// queries select after the slug, schema, server and database (and the Citus backend's
+/// query of the shards, `tenant::citus_usage`): `c` a table's pg_class row, `s` its
+/// pg_stat_user_tables row.
+pub const USAGE_SUMS: &str = "coalesce(sum(pg_catalog.pg_total_relation_size(c.oid)), 0)::bigint, \
     coalesce(sum(pg_catalog.pg_table_size(c.oid)), 0)::bigint, \
     coalesce(sum(pg_catalog.pg_indexes_size(c.oid)), 0)::bigint, \
     coalesce(sum(CASE WHEN c.reltoastrelid <> 0 \
@@ -1265,10 +1301,29 @@ const USAGE_SUMS: &str = "coalesce(sum(pg_catalog.pg_total_relation_size(c.oid))
     coalesce(sum(s.n_tup_ins + s.n_tup_upd + s.n_tup_del), 0)::bigint, \
     coalesce(sum(s.seq_scan + coalesce(s.idx_scan, 0)), 0)::bigint";
 
-/// The tables of the schema `n.nspname` names, with their statistics.
-const USAGE_JOINS: &str =
-    "LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'm') \
-    LEFT JOIN pg_catalog.pg_stat_user_tables s ON s.relid = c.oid";
+/// The tables of the schema `n.nspname` names, with their statistics, but those `skip`
+/// (a condition on `c`) leaves out.
+fn usage_joins(skip: Option<&str>) -> String {
+    let skip = skip
+        .map(|cond| format!(" AND NOT ({cond})"))
+        .unwrap_or_default();
+    format!(
+        "LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'm'){skip} \
+         LEFT JOIN pg_catalog.pg_stat_user_tables s ON s.relid = c.oid"
+    )
+}
+
+/// How `usage`'s catalog query reads; the backend of the place decides
+/// (`Backend::usage_catalog`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UsageCatalog<'a> {
+    /// At most this many rows, the largest.
+    pub top: Option<i64>,
+    /// A condition on a table's pg_class row `c`: the tables left out of the sums, because
+    /// their numbers are read elsewhere (a Citus coordinator's distributed tables, whose
+    /// rows live in shards on the workers).
+    pub skip: Option<&'a str>,
+}
 
 fn usage_row(r: &Row) -> Usage {
     Usage {
@@ -1287,15 +1342,17 @@ fn usage_row(r: &Row) -> Usage {
 }
 
 /// Usage of the tenants `pick` returns (with `slugs` when named), largest first, at most
-/// `top`: ONE catalog query for the whole server, grouped by schema, never one per tenant.
+/// `how.top`: ONE catalog query for the whole server, grouped by schema, never one per
+/// tenant.
 pub async fn usage(
     client: &impl GenericClient,
     pick: Pick<'_>,
     slugs: &[String],
-    top: Option<i64>,
+    how: UsageCatalog<'_>,
 ) -> Result<Vec<Usage>> {
     let (clause, mut params) = pick_with_slugs(pick, slugs);
-    params.push(Box::new(top));
+    params.push(Box::new(how.top));
+    let joins = usage_joins(how.skip);
     let limit = params.len();
     let refs = as_refs(&params);
     // Tenants elsewhere are not in this database's catalog: `usage_at` reads them there.
@@ -1303,7 +1360,7 @@ pub async fn usage(
         "SELECT t.slug, t.schema_name, t.server_name, t.database_name, {USAGE_SUMS} \
            FROM public.tenants t \
            LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = t.schema_name \
-           {USAGE_JOINS} \
+           {joins} \
           WHERE {clause} AND {HOME_ROW} \
           GROUP BY t.slug, t.schema_name, t.server_name, t.database_name \
           ORDER BY 5 DESC, t.slug \
@@ -1364,29 +1421,30 @@ pub async fn places_elsewhere(
 }
 
 /// `usage` of `tenants` (all living in the database `client` reaches, elsewhere than the
-/// registry), largest first, at most `top`: ONE catalog query for all of them.
+/// registry), largest first, at most `how.top`: ONE catalog query for all of them.
 pub async fn usage_at(
     client: &impl GenericClient,
     tenants: &[Tenant],
-    top: Option<i64>,
+    how: UsageCatalog<'_>,
 ) -> Result<Vec<Usage>> {
     let slugs: Vec<&str> = tenants.iter().map(|t| t.slug.as_str()).collect();
     let schemas: Vec<&str> = tenants.iter().map(|t| t.schema.as_str()).collect();
     let servers: Vec<&str> = tenants.iter().map(|t| t.server.as_str()).collect();
     let databases: Vec<&str> = tenants.iter().map(|t| t.database.as_str()).collect();
+    let joins = usage_joins(how.skip);
     let sql = format!(
         "SELECT t.slug, t.schema_name, t.server_name, t.database_name, {USAGE_SUMS} \
            FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::text[]), \
                            pg_catalog.unnest($3::text[]), pg_catalog.unnest($4::text[])) \
                 AS t(slug, schema_name, server_name, database_name) \
            LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = t.schema_name \
-           {USAGE_JOINS} \
+           {joins} \
           GROUP BY t.slug, t.schema_name, t.server_name, t.database_name \
           ORDER BY 5 DESC, t.slug \
           LIMIT $5::bigint"
     );
     let rows = client
-        .query(&sql, &[&slugs, &schemas, &servers, &databases, &top])
+        .query(&sql, &[&slugs, &schemas, &servers, &databases, &how.top])
         .await
         .pg_context("cannot read the tenants' sizes from the catalog")?;
     Ok(rows.iter().map(usage_row).collect())

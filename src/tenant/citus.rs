@@ -108,6 +108,61 @@ const REBALANCE_ERRORS: &str =
     "SELECT coalesce(message, status::text) FROM pg_catalog.pg_dist_background_task \
      WHERE job_id = $1 AND status IN ('error', 'cancelled') ORDER BY task_id";
 
+/// The distributed schemas Citus's rebalancer would move now (its plan, the same strategy
+/// and threshold `citus_rebalance_start` uses), by the colocation group of each planned
+/// shard.
+const REBALANCE_PLAN: &str = "SELECT DISTINCT ns.nspname::text \
+      FROM pg_catalog.get_rebalance_table_shards_plan() pl \
+      JOIN pg_catalog.pg_dist_partition p ON p.logicalrelid = pl.table_name \
+      JOIN pg_catalog.pg_dist_schema ds ON ds.colocationid = p.colocationid \
+      JOIN pg_catalog.pg_namespace ns ON ns.oid = ds.schemaid ORDER BY 1";
+
+/// The moves of rebalance job `$1` that move a distributed schema: task, status, schema,
+/// from and to node (`host:port`), and the schema's tables. Citus writes each task's
+/// command as `SELECT pg_catalog.citus_move_shard_placement(shard,from_node_id,to_node_id,
+/// mode)` (operations/shard_rebalancer.c); the shard's colocation group is the schema's.
+/// Other tasks (copying reference tables to a new node, moving shards of tables that are
+/// not in a distributed schema) move no tenant.
+const REBALANCE_MOVES: &str = "SELECT t.task_id, t.status::text, ns.nspname::text, \
+        src.nodename || ':' || src.nodeport, dst.nodename || ':' || dst.nodeport, \
+        (SELECT count(*) FROM pg_catalog.pg_dist_partition cp \
+          WHERE cp.colocationid = ds.colocationid)::int, t.message \
+      FROM pg_catalog.pg_dist_background_task t \
+      CROSS JOIN LATERAL pg_catalog.regexp_match(t.command, \
+            'citus_move_shard_placement\\((\\d+),(\\d+),(\\d+),') m \
+      JOIN pg_catalog.pg_dist_shard s ON s.shardid = m[1]::bigint \
+      JOIN pg_catalog.pg_dist_partition p ON p.logicalrelid = s.logicalrelid \
+      JOIN pg_catalog.pg_dist_schema ds ON ds.colocationid = p.colocationid \
+      JOIN pg_catalog.pg_namespace ns ON ns.oid = ds.schemaid \
+      JOIN pg_catalog.pg_dist_node src ON src.nodeid = m[2]::int \
+      JOIN pg_catalog.pg_dist_node dst ON dst.nodeid = m[3]::int \
+     WHERE t.job_id = $1 ORDER BY t.task_id";
+
+/// One task of a rebalance job that moves a tenant schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaMoveTask {
+    pub task_id: i64,
+    /// Citus's `citus_task_status`: blocked, runnable, running, cancelling, done, error,
+    /// unscheduled, cancelled.
+    pub status: String,
+    pub schema: String,
+    pub from: String,
+    pub to: String,
+    pub tables: i32,
+    /// Citus's message (the error of a failed move).
+    pub message: String,
+}
+
+impl SchemaMoveTask {
+    /// Whether Citus is done with it: it will not run (again).
+    pub fn ended(&self) -> bool {
+        matches!(
+            self.status.as_str(),
+            "done" | "error" | "cancelled" | "unscheduled"
+        )
+    }
+}
+
 /// Where a Citus rebalance job is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RebalanceState {
@@ -576,6 +631,39 @@ impl Backend {
             .await
             .pg_context("cannot start the Citus rebalancer")?;
         Ok(row.get(0))
+    }
+
+    /// The distributed schemas Citus's rebalancer would move now (`get_rebalance_table_shards_plan`).
+    pub async fn rebalance_plan(&self, conn: &impl GenericClient) -> Result<Vec<String>> {
+        let rows = conn
+            .query(REBALANCE_PLAN, &[])
+            .await
+            .pg_context("cannot read the Citus rebalancer's plan")?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// The tasks of rebalance job `job` that move a tenant schema, in task order.
+    pub async fn rebalance_moves(
+        &self,
+        conn: &impl GenericClient,
+        job: i64,
+    ) -> Result<Vec<SchemaMoveTask>> {
+        let rows = conn
+            .query(REBALANCE_MOVES, &[&job])
+            .await
+            .pg_context("cannot read the rebalance job's moves")?;
+        Ok(rows
+            .iter()
+            .map(|r| SchemaMoveTask {
+                task_id: r.get(0),
+                status: r.get(1),
+                schema: r.get(2),
+                from: r.get(3),
+                to: r.get(4),
+                tables: r.get(5),
+                message: r.get(6),
+            })
+            .collect())
     }
 
     /// Where rebalance job `job` is.

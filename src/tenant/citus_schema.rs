@@ -37,6 +37,21 @@ const WORKERS: &str = "SELECT nodename || ':' || nodeport FROM pg_catalog.pg_dis
 
 /// Tables of schema `$1` logical replication cannot move while writes go on: no primary
 /// key and no replica identity (FULL, or an index).
+/// For each worker: its `synchronous_commit` (as a new session of this role there sees it),
+/// then `|` and the roles and databases whose settings there turn it off. With it off, a
+/// commit returns before its WAL is written, and Citus's logical-replication move (`auto`)
+/// catches up only to the source's WAL write position: such commits, made just before its
+/// switch, are lost (docs/citus.md, docs/citus-auto-move-report.md).
+const WORKER_COMMIT_MODES: &str = "SELECT nodename || ':' || nodeport, success, result \
+      FROM pg_catalog.run_command_on_workers($q$SELECT \
+        pg_catalog.current_setting('synchronous_commit') || '|' || coalesce(( \
+          SELECT pg_catalog.string_agg(coalesce('role ' || r.rolname, 'every role') || ' in ' \
+                 || coalesce('database ' || d.datname, 'every database'), ', ') \
+            FROM pg_catalog.pg_db_role_setting s \
+            LEFT JOIN pg_catalog.pg_roles r ON r.oid = s.setrole \
+            LEFT JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase \
+           WHERE 'synchronous_commit=off' = ANY (s.setconfig)), '')$q$) ORDER BY 1";
+
 const NO_IDENTITY: &str = "SELECT c.relname::text FROM pg_catalog.pg_class c \
       JOIN pg_catalog.pg_namespace ns ON ns.oid = c.relnamespace \
      WHERE ns.nspname = $1 AND c.relkind = 'r' AND NOT ( \
@@ -175,6 +190,9 @@ impl SchemaOps {
         } else {
             "block_writes"
         };
+        if mode == "auto" {
+            self.check_online(conn).await?;
+        }
         Ok(NodeMove {
             slug: t.slug.clone(),
             schema: t.schema.clone(),
@@ -184,6 +202,32 @@ impl SchemaOps {
             mode,
             unkeyed,
         })
+    }
+
+    /// Refuses (exit 2) logical-replication moves on a cluster where a worker may commit with
+    /// `synchronous_commit = off`: Citus loses writes committed there just before its switch
+    /// (reproduced: scripts/citus-auto-move-repro.sh). A worker that cannot be asked is
+    /// refused too: the move would be a bet.
+    pub async fn check_online(&self, conn: &impl GenericClient) -> Result<()> {
+        let rows = conn
+            .query(WORKER_COMMIT_MODES, &[])
+            .await
+            .pg_context("cannot read the workers' synchronous_commit")?;
+        let unsafe_on: Vec<String> = rows
+            .iter()
+            .filter_map(|r| async_commit(r.get(0), r.get(1), r.get(2)))
+            .collect();
+        if unsafe_on.is_empty() {
+            return Ok(());
+        }
+        Err(bad_input(format!(
+            "--online is not safe on this cluster: {}; Citus's logical-replication move \
+             (auto) loses writes committed with synchronous_commit = off just before its \
+             switch (docs/citus.md); nothing was changed. Move without --online (block_writes: \
+             writes wait, nothing is lost), or set synchronous_commit to on or local on the \
+             workers",
+            unsafe_on.join("; ")
+        )))
     }
 
     /// The size of the tenant's tables, shards included, in bytes.
@@ -314,9 +358,48 @@ const ENABLED_TRIGGERS: &str = "SELECT c.relname::text, tg.tgname::text, tg.tgen
       JOIN pg_catalog.pg_namespace ns ON ns.oid = c.relnamespace \
      WHERE ns.nspname = $1 AND NOT tg.tgisinternal AND tg.tgenabled <> 'D' ORDER BY 1, 2";
 
+/// Why worker `node` may commit asynchronously (its `run_command_on_workers` answer), or
+/// `None` when it cannot.
+fn async_commit(node: String, success: bool, result: String) -> Option<String> {
+    if !success {
+        return Some(format!(
+            "worker {node} could not be asked its synchronous_commit ({result})"
+        ));
+    }
+    let (setting, overrides) = result.split_once('|').unwrap_or((result.as_str(), ""));
+    match (setting == "off", overrides.is_empty()) {
+        (false, true) => None,
+        (true, true) => Some(format!("worker {node} has synchronous_commit = off")),
+        (false, false) => Some(format!(
+            "worker {node} turns synchronous_commit off for {overrides}"
+        )),
+        (true, false) => Some(format!(
+            "worker {node} has synchronous_commit = off, and turns it off for {overrides}"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::host_port;
+    use super::{async_commit, host_port};
+
+    #[test]
+    fn only_workers_that_may_commit_asynchronously_are_named() {
+        let w = || "w:1".to_string();
+        assert_eq!(async_commit(w(), true, "on|".into()), None);
+        assert_eq!(async_commit(w(), true, "local|".into()), None);
+        assert_eq!(
+            async_commit(w(), true, "off|".into()).unwrap(),
+            "worker w:1 has synchronous_commit = off"
+        );
+        assert_eq!(
+            async_commit(w(), true, "on|role app in every database".into()).unwrap(),
+            "worker w:1 turns synchronous_commit off for role app in every database"
+        );
+        assert!(async_commit(w(), false, "connection refused".into())
+            .unwrap()
+            .contains("could not be asked"));
+    }
 
     #[test]
     fn a_node_is_host_and_port() {
