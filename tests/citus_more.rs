@@ -62,11 +62,11 @@ fn status_sizes_gives_each_nodes_tenants_and_bytes_as_the_shards_sum_them() {
     assert!(on_w1 > 0);
     // The nodes in order of `host:port`, then the tenants without one.
     let mut nodes = vec![
-        serde_json::json!({"node": w1, "tenants": 3, "bytes": on_w1}),
-        serde_json::json!({"node": w2, "tenants": 0, "bytes": 0}),
+        serde_json::json!({"server": "home", "node": w1, "tenants": 3, "bytes": on_w1}),
+        serde_json::json!({"server": "home", "node": w2, "tenants": 0, "bytes": 0}),
     ];
     nodes.sort_by_key(|n| n["node"].as_str().unwrap().to_string());
-    nodes.push(serde_json::json!({"node": null, "tenants": 1, "bytes": 0}));
+    nodes.push(serde_json::json!({"server": null, "node": null, "tenants": 1, "bytes": 0}));
     assert_eq!(doc["nodes"], serde_json::Value::Array(nodes));
     // Text: a line of tenants and size per node, the empty worker too.
     let text = c.db.run(&["status", "--sizes"]).expect(0).all();
@@ -84,10 +84,10 @@ fn status_sizes_gives_each_nodes_tenants_and_bytes_as_the_shards_sum_them() {
             .stdout
             .clone();
     for line in [
-        format!("tenantctl_node_tenants{{node=\"{w1}\"}} 3"),
-        format!("tenantctl_node_tenant_bytes{{node=\"{w1}\"}} {on_w1}"),
-        format!("tenantctl_node_tenant_bytes{{node=\"{w2}\"}} 0"),
-        "tenantctl_node_tenants{node=\"\"} 1".to_string(),
+        format!("tenantctl_node_tenants{{node=\"{w1}\",server=\"home\"}} 3"),
+        format!("tenantctl_node_tenant_bytes{{node=\"{w1}\",server=\"home\"}} {on_w1}"),
+        format!("tenantctl_node_tenant_bytes{{node=\"{w2}\",server=\"home\"}} 0"),
+        "tenantctl_node_tenants{node=\"\",server=\"\"} 1".to_string(),
     ] {
         assert!(
             metrics.lines().any(|l| l == line),
@@ -105,7 +105,7 @@ fn status_sizes_gives_each_nodes_tenants_and_bytes_as_the_shards_sum_them() {
     };
     assert_eq!(
         on(&w1),
-        serde_json::json!({"node": w1, "tenants": 1, "bytes": shards["tenant_t001"]})
+        serde_json::json!({"server": "home", "node": w1, "tenants": 1, "bytes": shards["tenant_t001"]})
     );
     assert_eq!(on(&w2)["tenants"], 0);
     // Without the flag, no size is read.

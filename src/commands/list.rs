@@ -16,7 +16,7 @@ pub async fn run(s: &Session, args: &ListArgs) -> Result<u8> {
     let pick = selector.map_or(Pick::All, Pick::Selected);
     // On Citus (home, or a server tenants live on), where each tenant lives: one query per
     // coordinator for all of its tenants.
-    let (nodes, unread) = Nodes::read(s, &conn, pick, &[]).await?;
+    let (nodes, unread) = Nodes::read(s, &conn, pick, &[], false).await?;
     for why in unread {
         crate::errln!("note: {why}");
     }

@@ -7,8 +7,10 @@
 //! failures grouped by error), and with `--all` every row as it arrives. `--format json` writes each row into
 //! its one document as it arrives. Neither's memory grows with the fleet.
 //!
-//! `--sizes` (Citus only): the tenants' bytes per worker node, read in one query before
-//! anything is shown (`Backend::sizes`), summed per node as the tenants arrive.
+//! `--sizes` (Citus only): the tenants' bytes per worker node, read before anything is
+//! shown from each coordinator the tenants live on (home, and every Citus `[servers.NAME]`:
+//! one `Backend::sizes` query each, through `Nodes::read`), summed per server and node as
+//! the tenants arrive.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -21,9 +23,9 @@ use crate::commands::session::{pick_tenants, Session};
 use crate::commands::usage::size;
 use crate::domain::exit::{FAILED, OK};
 use crate::domain::migration_set::MigrationSet;
+use crate::domain::settings::HOME_SERVER;
 use crate::output::{count, escape_line, table, JsonStream};
 use crate::registry::{self, Pick, Tenant};
-use crate::tenant::citus::Sizes;
 use crate::tenant::shared::{self, SharedSet};
 
 /// Up to this many tenants, text status prints the whole table; above, a summary.
@@ -40,25 +42,25 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
     let latest = set.latest();
     let shared_set = s.shared_set()?;
     let (_pool, mut conn) = s.connect(1).await?;
-    // Read first: refused on plain PostgreSQL before anything is shown.
-    let sizes = match args.sizes {
-        true => Some(s.backend().sizes(&conn, &s.target.describe()).await?),
-        false => None,
-    };
     let pick = match &args.select.selector {
         Some(sel) => Pick::Selected(sel),
         None => Pick::All,
     };
     if s.format == Format::Prometheus {
-        let placed = match &sizes {
-            Some(z) => Nodes::read(s, &conn, pick, &args.slugs)
-                .await?
-                .0
-                .map(|n| (n, z)),
-            None => None,
+        let placed = match args.sizes {
+            true => Nodes::read(s, &conn, pick, &args.slugs, true).await?,
+            false => (None, Vec::new()),
         };
         return prometheus(&conn, args, latest, placed).await;
     }
+    // On Citus (home, or a server tenants live on), where each tenant lives: one query per
+    // coordinator for all of its tenants, and with --sizes one more for their sizes, read
+    // first: refused before anything is shown when no place is a coordinator. A server
+    // that cannot be read is named below, with the tenants whose schemas could not be
+    // checked there (and with --sizes as the one whose sizes could not be read).
+    let (nodes, unread) = Nodes::read(s, &conn, pick, &args.slugs, args.sizes).await?;
+    let unread = if args.sizes { unread } else { Vec::new() };
+    let nodes = nodes.as_ref();
     let shared = match &shared_set {
         Some(sh) => Some(shared_row(&mut conn, sh).await?),
         None => None,
@@ -70,12 +72,7 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
     if let (Some(r), false) = (&shared, s.json()) {
         crate::outln!("{}", escape_line(&r.line()));
     }
-    // On Citus (home, or a server tenants live on), where each tenant lives: one query per
-    // coordinator for all of its tenants. A server that cannot be read is named below,
-    // with the tenants whose schemas could not be checked there.
-    let (nodes, _) = Nodes::read(s, &conn, pick, &args.slugs).await?;
-    let nodes = nodes.as_ref();
-    let mut fleet = Fleet::new(&set, latest, args.all && !s.json(), nodes, sizes.as_ref());
+    let mut fleet = Fleet::new(&set, latest, args.all && !s.json(), nodes);
     let unreachable = if !args.slugs.is_empty() {
         let mut tenants = pick_tenants(
             &conn,
@@ -88,7 +85,7 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
         let mut doc = s.json().then(|| begin_document(latest, shared.as_ref()));
         for t in tenants {
             if let Some(doc) = &mut doc {
-                doc.item(&row(&t, &set, latest, nodes, sizes.as_ref()));
+                doc.item(&row(&t, &set, latest, nodes));
             }
             fleet.add(t);
         }
@@ -111,7 +108,7 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
                 Some(checked) if !t.is_home(&home_db) => checked,
                 _ => t,
             };
-            doc.item(&row(&t, &set, latest, nodes, sizes.as_ref()));
+            doc.item(&row(&t, &set, latest, nodes));
             fleet.add(t);
         })
         .await?;
@@ -139,33 +136,36 @@ pub async fn run(s: &Session, args: &StatusArgs) -> Result<u8> {
     if !s.json() {
         fleet.print_text();
     }
-    for e in &unreachable {
+    for e in unread.iter().chain(&unreachable) {
         crate::errln!("error: {e}");
     }
-    let failed = !unreachable.is_empty() || (args.check && (shared_behind || fleet.behind > 0));
+    let failed = !unreachable.is_empty()
+        || !unread.is_empty()
+        || (args.check && (shared_behind || fleet.behind > 0));
     Ok(if failed { FAILED } else { OK })
 }
 
 /// `--format prometheus`: each tenant's version (streamed), then tenants per version and
 /// state, the latest version, and how many are behind; with `--sizes` (`placed`: the
-/// nodes and sizes), tenants and bytes per node.
+/// nodes and sizes, and the places that could not be read), tenants and bytes per node.
 async fn prometheus(
     conn: &deadpool_postgres::Object,
     args: &StatusArgs,
     latest: i64,
-    placed: Option<(Nodes, &Sizes)>,
+    placed: (Option<Nodes>, Vec<String>),
 ) -> Result<u8> {
+    let (placed, unread) = placed;
     use crate::output::prometheus::{header, sample};
     let mut groups: BTreeMap<(i64, String), usize> = BTreeMap::new();
     let mut n_behind = 0usize;
     let mut first = true;
     let mut by_node = placed
         .as_ref()
-        .map(|(_, z)| NodeCounts::with_workers(&z.workers));
+        .map(|n| NodeCounts::with_workers(&n.workers()));
     let mut each = |t: Tenant| {
-        if let (Some(c), Some((nodes, z))) = (&mut by_node, &placed) {
-            let bytes = z.schemas.get(&t.schema).copied().unwrap_or(0);
-            c.add(nodes.get(&t), bytes);
+        if let (Some(c), Some(nodes)) = (&mut by_node, &placed) {
+            let bytes = nodes.bytes(&t).flatten().unwrap_or(0);
+            c.add(&t.server, nodes.get(&t), bytes);
         }
         if first {
             crate::outln!(
@@ -237,15 +237,19 @@ async fn prometheus(
     if let Some(c) = &by_node {
         node_metrics(c);
     }
-    Ok(if args.check && n_behind > 0 {
+    for e in &unread {
+        crate::errln!("error: {e}");
+    }
+    Ok(if !unread.is_empty() || (args.check && n_behind > 0) {
         FAILED
     } else {
         OK
     })
 }
 
-/// `status --sizes --format prometheus`: tenants and their bytes per Citus worker node
-/// (`node=""`: the tenants without one).
+/// `status --sizes --format prometheus`: tenants and their bytes per Citus worker node,
+/// labelled with the server whose worker it is (`node=""`, `server=""`: the tenants
+/// without one).
 fn node_metrics(c: &NodeCounts) {
     use crate::output::prometheus::{header, sample};
     let nodes = c.json();
@@ -263,8 +267,9 @@ fn node_metrics(c: &NodeCounts) {
     ] {
         crate::outln!("{}", header(name, "gauge", help));
         for n in &nodes {
-            let node = n.node.unwrap_or_default();
-            crate::outln!("{}", sample(name, &[("node", node)], get(&n.count)));
+            let (node, server) = (n.node.unwrap_or_default(), n.server.unwrap_or_default());
+            let labels = [("node", node), ("server", server)];
+            crate::outln!("{}", sample(name, &labels, get(&n.count)));
         }
     }
 }
@@ -284,13 +289,7 @@ fn begin_document(
     )
 }
 
-fn row<'a>(
-    t: &'a Tenant,
-    set: &MigrationSet,
-    latest: i64,
-    nodes: Option<&'a Nodes>,
-    sizes: Option<&Sizes>,
-) -> Row<'a> {
+fn row<'a>(t: &'a Tenant, set: &MigrationSet, latest: i64, nodes: Option<&'a Nodes>) -> Row<'a> {
     Row {
         slug: &t.slug,
         schema: &t.schema,
@@ -298,7 +297,7 @@ fn row<'a>(
         server: &t.server,
         database: &t.database,
         node: nodes.map(|n| n.get(t)),
-        bytes: sizes.map(|z| z.schemas.get(&t.schema).copied()),
+        bytes: nodes.and_then(|n| n.bytes(t)),
         version: t.version,
         pending: set.pending_count(t.version, latest),
         last_error: t.last_error.as_deref(),
@@ -418,16 +417,17 @@ struct Fleet<'a> {
     other_errors: usize,
     /// On Citus: tenants (and with `--sizes` their bytes) per worker node.
     by_node: NodeCounts,
-    /// `--sizes`: each distributed schema's bytes.
-    sizes: Option<&'a Sizes>,
+    /// `--sizes`: the bytes were read (they are in `nodes`).
+    sizes: bool,
 }
 
 /// Tenants per Citus node (`host:port`, from the node map status reads anyway), and how many
 /// have none (a local schema, or no table yet); with `--sizes`, their bytes too, and every
-/// worker listed, those without a tenant too.
+/// worker listed, those without a tenant too. By server and node: two coordinators' workers
+/// stay apart even when they have the same `host:port`.
 #[derive(Default)]
 struct NodeCounts {
-    nodes: BTreeMap<String, NodeCount>,
+    nodes: BTreeMap<(String, String), NodeCount>,
     none: NodeCount,
     sizes: bool,
 }
@@ -439,17 +439,20 @@ struct NodeCount {
     bytes: i64,
 }
 
-/// One node of `status --sizes --format json`'s `nodes` (`node` null: tenants without one).
+/// One node of `status --sizes --format json`'s `nodes` (`node` and `server` null: tenants
+/// without one).
 #[derive(Serialize)]
 struct NodeJson<'a> {
+    /// The server whose coordinator has this worker (`home`, or a `[servers.NAME]`).
+    server: Option<&'a str>,
     node: Option<&'a str>,
     #[serde(flatten)]
     count: NodeCount,
 }
 
 impl NodeCounts {
-    /// Counts with sizes, each of `workers` at zero to begin with.
-    fn with_workers(workers: &[String]) -> NodeCounts {
+    /// Counts with sizes, each of `workers` (server, `host:port`) at zero to begin with.
+    fn with_workers(workers: &[(String, String)]) -> NodeCounts {
         NodeCounts {
             nodes: workers
                 .iter()
@@ -460,17 +463,22 @@ impl NodeCounts {
         }
     }
 
-    fn add(&mut self, node: Option<&str>, bytes: i64) {
+    /// One tenant living on `server`, on `node` (none: not distributed, or no table yet).
+    fn add(&mut self, server: &str, node: Option<&str>, bytes: i64) {
         let count = match node {
-            Some(n) => self.nodes.entry(n.to_string()).or_default(),
+            Some(n) => self
+                .nodes
+                .entry((server.to_string(), n.to_string()))
+                .or_default(),
             None => &mut self.none,
         };
         count.tenants += 1;
         count.bytes += bytes;
     }
 
-    /// `host:port: N, ..., no node: K` (the last only when some tenant has none); with
-    /// sizes, each count followed by its size (`host:port: N (16 MB)`).
+    /// `host:port: N, ..., no node: K` (the last only when some tenant has none; a worker
+    /// of another server than home as `host:port (NAME)`); with sizes, each count followed
+    /// by its size (`host:port: N (16 MB)`).
     fn line(&self) -> String {
         let part = |name: &str, c: &NodeCount| match self.sizes {
             true => format!("{name}: {} ({})", c.tenants, size(c.bytes)),
@@ -479,7 +487,10 @@ impl NodeCounts {
         let mut parts: Vec<String> = self
             .nodes
             .iter()
-            .map(|(n, c)| part(&escape_line(n), c))
+            .map(|((server, n), c)| match server.as_str() {
+                HOME_SERVER => part(&escape_line(n), c),
+                _ => part(&escape_line(&format!("{n} ({server})")), c),
+            })
             .collect();
         if self.none.tenants > 0 || parts.is_empty() {
             parts.push(part("no node", &self.none));
@@ -492,13 +503,15 @@ impl NodeCounts {
         let mut out: Vec<NodeJson> = self
             .nodes
             .iter()
-            .map(|(n, c)| NodeJson {
+            .map(|((server, n), c)| NodeJson {
+                server: Some(server),
                 node: Some(n),
                 count: *c,
             })
             .collect();
         if self.none.tenants > 0 {
             out.push(NodeJson {
+                server: None,
                 node: None,
                 count: self.none,
             });
@@ -513,8 +526,8 @@ impl<'a> Fleet<'a> {
         latest: i64,
         stream_rows: bool,
         nodes: Option<&'a Nodes>,
-        sizes: Option<&'a Sizes>,
     ) -> Fleet<'a> {
+        let sizes = nodes.is_some_and(Nodes::has_sizes);
         Fleet {
             set,
             nodes,
@@ -529,9 +542,10 @@ impl<'a> Fleet<'a> {
             oldest: None,
             errors: HashMap::new(),
             other_errors: 0,
-            by_node: sizes.map_or_else(NodeCounts::default, |z| {
-                NodeCounts::with_workers(&z.workers)
-            }),
+            by_node: match (nodes, sizes) {
+                (Some(n), true) => NodeCounts::with_workers(&n.workers()),
+                _ => NodeCounts::default(),
+            },
             sizes,
         }
     }
@@ -540,12 +554,12 @@ impl<'a> Fleet<'a> {
     /// tenants: each worker's tenants and bytes (of the tenants shown).
     fn end_document(&self, doc: JsonStream<std::io::BufWriter<crate::output::Stdout>>) {
         match self.sizes {
-            Some(_) => {
+            true => {
                 doc.end_with(&Tail {
                     nodes: self.by_node.json(),
                 });
             }
-            None => {
+            false => {
                 doc.end();
             }
         }
@@ -569,8 +583,8 @@ impl<'a> Fleet<'a> {
             self.add_error(e, &t.slug);
         }
         if let Some(nodes) = self.nodes {
-            let bytes = self.sizes.and_then(|z| z.schemas.get(&t.schema));
-            self.by_node.add(nodes.get(&t), bytes.copied().unwrap_or(0));
+            let bytes = nodes.bytes(&t).flatten().unwrap_or(0);
+            self.by_node.add(&t.server, nodes.get(&t), bytes);
         }
         if self.stream_rows {
             if self.n == 1 {
@@ -612,7 +626,7 @@ impl<'a> Fleet<'a> {
             }
         }
         // The summary has it already.
-        if self.sizes.is_some() && (self.stream_rows || self.n <= FULL_TABLE_LIMIT) {
+        if self.sizes && (self.stream_rows || self.n <= FULL_TABLE_LIMIT) {
             crate::outln!("by node: {}", self.by_node.line());
         }
         let ahead_note = if self.ahead > 0 {
@@ -768,26 +782,46 @@ mod tests {
     fn tenants_per_node_count_each_node_and_those_without_one() {
         let mut c = NodeCounts::default();
         for n in [Some("w2:5432"), Some("w1:5432"), None, Some("w2:5432")] {
-            c.add(n, 0);
+            c.add("home", n, 0);
         }
         assert_eq!(c.line(), "w1:5432: 1, w2:5432: 2, no node: 1");
         let mut c = NodeCounts::default();
-        c.add(Some("w1:5432"), 0);
+        c.add("home", Some("w1:5432"), 0);
         assert_eq!(c.line(), "w1:5432: 1");
         assert_eq!(NodeCounts::default().line(), "no node: 0");
     }
 
     #[test]
     fn sizes_per_node_add_up_and_list_workers_without_a_tenant() {
-        let workers = ["w1:5432".to_string(), "w2:5432".to_string()];
+        let workers = [
+            ("home".to_string(), "w1:5432".to_string()),
+            ("home".to_string(), "w2:5432".to_string()),
+        ];
         let mut c = NodeCounts::with_workers(&workers);
-        c.add(Some("w1:5432"), 16_384);
-        c.add(Some("w1:5432"), 8192);
+        c.add("home", Some("w1:5432"), 16_384);
+        c.add("home", Some("w1:5432"), 8192);
         assert_eq!(c.line(), "w1:5432: 2 (24 kB), w2:5432: 0 (0 bytes)");
-        c.add(None, 0);
+        c.add("home", None, 0);
         assert_eq!(
             serde_json::to_string(&c.json()).unwrap(),
-            r#"[{"node":"w1:5432","tenants":2,"bytes":24576},{"node":"w2:5432","tenants":0,"bytes":0},{"node":null,"tenants":1,"bytes":0}]"#
+            r#"[{"server":"home","node":"w1:5432","tenants":2,"bytes":24576},{"server":"home","node":"w2:5432","tenants":0,"bytes":0},{"server":null,"node":null,"tenants":1,"bytes":0}]"#
+        );
+    }
+
+    #[test]
+    fn the_same_node_name_on_two_servers_is_two_nodes() {
+        let workers = [("c".to_string(), "w1:5432".to_string())];
+        let mut c = NodeCounts::with_workers(&workers);
+        c.add("home", Some("w1:5432"), 100);
+        c.add("c", Some("w1:5432"), 10);
+        c.add("c", Some("w1:5432"), 5);
+        assert_eq!(
+            c.line(),
+            "w1:5432 (c): 2 (15 bytes), w1:5432: 1 (100 bytes)"
+        );
+        assert_eq!(
+            serde_json::to_string(&c.json()).unwrap(),
+            r#"[{"server":"c","node":"w1:5432","tenants":2,"bytes":15},{"server":"home","node":"w1:5432","tenants":1,"bytes":100}]"#
         );
     }
 }
