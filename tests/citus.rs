@@ -488,15 +488,18 @@ fn rebalance_on_plain_postgresql_is_refused() {
 /// one at a time, so that one sees no other's scratch database or role.
 static RESTORES: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Restore state that must not outlive a restore: scratch databases and restore roles, on
-/// the coordinator and on every worker (Citus copies roles to the workers).
+/// Restore state that must not outlive a restore: scratch databases, restore roles and
+/// staging schemas, on the coordinator and on every worker (Citus copies roles and
+/// distributed schemas to the workers).
 fn restore_leftovers(c: &CitusDb) -> Vec<String> {
     let mut left = Vec::new();
     for url in std::iter::once(&c.db.url).chain(&c.workers) {
         for row in query(
             url,
             "SELECT datname::text FROM pg_database WHERE datname LIKE 'tenantctl\\_restore%' \
-             UNION ALL SELECT rolname::text FROM pg_roles WHERE rolname LIKE 'tenantctl\\_restore%'",
+             UNION ALL SELECT rolname::text FROM pg_roles WHERE rolname LIKE 'tenantctl\\_restore%' \
+             UNION ALL SELECT nspname::text FROM pg_namespace \
+                        WHERE nspname LIKE 'tenantctl\\_restore%'",
         ) {
             left.push(row[0].clone().unwrap());
         }

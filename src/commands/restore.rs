@@ -32,7 +32,7 @@ use crate::commands::session::{confirm_by_typing, Session};
 use crate::domain::dump_policy::{self, Policy};
 use crate::domain::exit::bad_input;
 use crate::domain::migration_set::MigrationSet;
-use crate::domain::names::{self, quote_ident};
+use crate::domain::names::{self, quote_ident, RESTORE_PREFIX};
 use crate::fleet::signals::{self, Signals};
 use crate::pg::connect::{self, PgContext, Target};
 use crate::pg::dump::{self, Metadata, Tool};
@@ -227,6 +227,7 @@ pub async fn run(s: &Session, args: &RestoreArgs) -> Result<u8> {
     }
     if let Err(e) = swapped {
         sandbox.remove(&place, true).await;
+        drop_stray_worker_schema(&backend, &place, &plan.staging).await;
         return Err(e.context(format!(
             "restore of tenant {} failed; the tenant was not changed",
             plan.slug
@@ -244,6 +245,26 @@ pub async fn run(s: &Session, args: &RestoreArgs) -> Result<u8> {
     }
     report(s, args, &plan, version, latest);
     Ok(0)
+}
+
+/// The staged copy's schema Citus left on the workers when the swap rolled back, dropped
+/// on a connection of its own once the sandbox (the coordinator's staged copy with it) is
+/// gone; what cannot be dropped is named for the operator.
+async fn drop_stray_worker_schema(backend: &Backend, place: &Target, staging: &str) {
+    let dropped = match fresh_connection(place).await {
+        Ok(conn) => backend.drop_stray_worker_schema(&conn, staging).await,
+        Err(e) => Err(e),
+    };
+    match dropped {
+        Ok(left) => {
+            for l in left {
+                crate::errln!("warning: cannot drop the empty {l}; drop it by hand");
+            }
+        }
+        Err(e) => crate::errln!(
+            "warning: {e:#}; drop the empty schema {staging} on the workers by hand if it is there"
+        ),
+    }
 }
 
 fn report(s: &Session, args: &RestoreArgs, plan: &Plan, version: i64, latest: i64) {
@@ -452,7 +473,7 @@ async fn plan(s: &Session, conn: &deadpool_postgres::Object, args: &RestoreArgs)
         }
     }
     let staging = if existing.is_some() {
-        format!("tenantctl_restore_{}", std::process::id())
+        format!("{RESTORE_PREFIX}{}", std::process::id())
     } else {
         schema.clone()
     };
@@ -477,7 +498,7 @@ struct Sandbox {
 
 impl Sandbox {
     fn new() -> Sandbox {
-        let name = format!("tenantctl_restore_{}_{}", std::process::id(), nanos());
+        let name = format!("{RESTORE_PREFIX}{}_{}", std::process::id(), nanos());
         Sandbox {
             role: name.clone(),
             scratch: name,

@@ -9,6 +9,11 @@ use std::fmt;
 /// the server, which could make two tenants share a schema, so they are refused instead.
 pub const MAX_IDENTIFIER_BYTES: usize = 63;
 
+/// How `restore` names what it makes for itself (its scratch database and role, and the
+/// schema a replacing copy is staged in), followed by its process id: nothing else is
+/// ever called so, which is what lets a failed restore's leftovers be dropped whole.
+pub const RESTORE_PREFIX: &str = "tenantctl_restore_";
+
 /// Why a slug or schema name was refused. The text is what the operator sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameError(pub String);

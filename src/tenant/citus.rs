@@ -12,7 +12,7 @@ use deadpool_postgres::GenericClient;
 use crate::domain::citus_rules::{self, Needs};
 use crate::domain::exit::bad_input;
 use crate::domain::migration_set::MigrationSet;
-use crate::domain::names::quote_ident;
+use crate::domain::names::{quote_ident, RESTORE_PREFIX};
 use crate::pg::connect::PgContext;
 use crate::pg::txn::{Step, Tx};
 use crate::tenant::citus_schema::SchemaOps;
@@ -425,6 +425,59 @@ impl Backend {
             );
         }
         Ok(())
+    }
+
+    /// After a restore's swap rolled back: drops schema `schema` (the staged copy's name)
+    /// from every worker when the coordinator has none of that name. `citus_schema_distribute`
+    /// of a schema that exists on the coordinator only creates it on the workers outside the
+    /// transaction (Citus 13.2.2), with objects it creates ahead of the distribution, so
+    /// the rollback leaves them there. A staging name of restore's own (`tenantctl_restore_`
+    /// and its process id: nothing else is ever called so) is dropped with CASCADE; a new
+    /// tenant's own name only when empty. Returns what could not be dropped, for the
+    /// operator to drop by hand.
+    pub async fn drop_stray_worker_schema(
+        &self,
+        conn: &impl GenericClient,
+        schema: &str,
+    ) -> Result<Vec<String>> {
+        if !self.distributes() {
+            return Ok(Vec::new());
+        }
+        let on_coordinator: bool = conn
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1)",
+                &[&schema],
+            )
+            .await
+            .pg_context("cannot look for the staged copy's schema")?
+            .get(0);
+        if on_coordinator {
+            return Ok(Vec::new());
+        }
+        let cascade = match schema.starts_with(RESTORE_PREFIX) {
+            true => " CASCADE",
+            false => "",
+        };
+        let command = format!("DROP SCHEMA IF EXISTS {}{cascade}", quote_ident(schema));
+        let rows = conn
+            .query(
+                "SELECT nodename || ':' || nodeport, success, result \
+                   FROM pg_catalog.run_command_on_workers($1)",
+                &[&command],
+            )
+            .await
+            .pg_context("cannot reach the workers to drop the staged copy's schema")?;
+        Ok(rows
+            .iter()
+            .filter(|r| !r.get::<_, bool>(1))
+            .map(|r| {
+                format!(
+                    "schema {schema} on worker {}: {}",
+                    r.get::<_, String>(0),
+                    r.get::<_, String>(2)
+                )
+            })
+            .collect())
     }
 
     /// Starts the restore's swap transaction: its shard commands sequential (the replaced
