@@ -55,14 +55,19 @@ impl Nodes {
             sizes,
             ..Nodes::default()
         };
-        if sizes && citus {
-            nodes.home.sizes = Some(s.backend().sizes(conn, &s.target.describe()).await?);
-        }
         let mut errors = Vec::new();
+        if sizes && citus {
+            let found = s.backend().sizes(conn, &s.target.describe()).await?;
+            errors.extend(unreachable(HOME_SERVER, &found));
+            nodes.home.sizes = Some(found);
+        }
         for (server, database) in registry::places_elsewhere(conn, pick, slugs).await? {
             match place_at(s, &server, &database, sizes).await {
                 Ok(Some(found)) => {
                     citus = true;
+                    if let Some(z) = &found.sizes {
+                        errors.extend(unreachable(&server, z));
+                    }
                     nodes.elsewhere.insert((server, database), found);
                 }
                 Ok(None) => {}
@@ -99,12 +104,39 @@ impl Nodes {
     }
 
     /// With sizes: `Some` with the bytes of tenant `t`'s shards where it lives (`None`: no
-    /// shard, or its place could not be read); without, `None`.
+    /// shard, its place could not be read, or a node holding a shard did not answer);
+    /// without, `None`.
     pub fn bytes(&self, t: &Tenant) -> Option<Option<i64>> {
         self.sizes.then(|| {
             let sizes = self.place(t)?.sizes.as_ref()?;
-            sizes.schemas.get(&t.schema).copied()
+            sizes.schemas.get(&t.schema).copied().flatten()
         })
+    }
+
+    /// What tenant `t` adds to its node's bytes: its shards' bytes, 0 when it has none (or
+    /// lives where no size was read: no node either, and a place that could not be read is
+    /// named), `None` when a node holding one of its shards did not answer: the node's sum
+    /// is then unknown too, never short.
+    pub fn node_bytes(&self, t: &Tenant) -> Option<i64> {
+        let sizes = self.place(t).and_then(|p| p.sizes.as_ref());
+        match sizes.and_then(|z| z.schemas.get(&t.schema)) {
+            Some(bytes) => *bytes,
+            None => Some(0),
+        }
+    }
+
+    /// The workers (server, `host:port`) that did not answer the size query.
+    pub fn unreachable_workers(&self) -> Vec<(String, String)> {
+        let home = std::iter::once((HOME_SERVER, &self.home));
+        let far = self.elsewhere.iter().map(|((s, _), p)| (s.as_str(), p));
+        home.chain(far)
+            .filter_map(|(server, p)| Some((server, p.sizes.as_ref()?)))
+            .flat_map(|(server, z)| {
+                z.unreachable
+                    .iter()
+                    .map(|(n, _)| (server.to_string(), n.clone()))
+            })
+            .collect()
     }
 
     /// Whether sizes were read (`status --sizes`).
@@ -122,6 +154,24 @@ impl Nodes {
             .flat_map(|(server, z)| z.workers.iter().map(|w| (server.to_string(), w.clone())))
             .collect()
     }
+}
+
+/// The error of each node of `server`'s coordinator that did not answer the size query:
+/// naming it, and what to do.
+fn unreachable(server: &str, sizes: &Sizes) -> Vec<String> {
+    sizes
+        .unreachable
+        .iter()
+        .map(|(node, why)| {
+            format!(
+                "cannot read the tenants' sizes on Citus node {node} (server {server}): {}; \
+                 the sizes of its tenants are left unknown (null) and its total is not shown; \
+                 check that the node is up (SELECT * FROM citus_check_cluster_node_health()) \
+                 and run tenantctl status --sizes again",
+                why.trim()
+            )
+        })
+        .collect()
 }
 
 /// The nodes (and with `sizes` the sizes) of the tenants of one place; `None` when it is

@@ -161,11 +161,10 @@ async fn prometheus(
     let mut first = true;
     let mut by_node = placed
         .as_ref()
-        .map(|n| NodeCounts::with_workers(&n.workers()));
+        .map(|n| NodeCounts::with_workers_down(&n.workers(), &n.unreachable_workers()));
     let mut each = |t: Tenant| {
         if let (Some(c), Some(nodes)) = (&mut by_node, &placed) {
-            let bytes = nodes.bytes(&t).flatten().unwrap_or(0);
-            c.add(&t.server, nodes.get(&t), bytes);
+            c.add(&t.server, nodes.get(&t), nodes.node_bytes(&t));
         }
         if first {
             crate::outln!(
@@ -257,7 +256,7 @@ fn node_metrics(c: &NodeCounts) {
         (
             "tenantctl_node_tenants",
             "Tenants per Citus worker node (node=\"\": tenants without one).",
-            (|n: &NodeCount| n.tenants as i64) as fn(&NodeCount) -> i64,
+            (|n: &NodeCount| Some(n.tenants as i64)) as fn(&NodeCount) -> Option<i64>,
         ),
         (
             "tenantctl_node_tenant_bytes",
@@ -269,7 +268,10 @@ fn node_metrics(c: &NodeCounts) {
         for n in &nodes {
             let (node, server) = (n.node.unwrap_or_default(), n.server.unwrap_or_default());
             let labels = [("node", node), ("server", server)];
-            crate::outln!("{}", sample(name, &labels, get(&n.count)));
+            // A node whose bytes are unknown (it did not answer) has no sample: not 0.
+            if let Some(v) = get(&n.count) {
+                crate::outln!("{}", sample(name, &labels, v));
+            }
         }
     }
 }
@@ -432,11 +434,21 @@ struct NodeCounts {
     sizes: bool,
 }
 
-/// The tenants on one node, and their bytes (`--sizes`).
-#[derive(Default, Clone, Copy, Serialize)]
+/// The tenants on one node, and their bytes (`--sizes`): `None` (null) when unknown, the
+/// node (or a node holding one of its tenants' shards) not having answered.
+#[derive(Clone, Copy, Serialize)]
 struct NodeCount {
     tenants: usize,
-    bytes: i64,
+    bytes: Option<i64>,
+}
+
+impl Default for NodeCount {
+    fn default() -> NodeCount {
+        NodeCount {
+            tenants: 0,
+            bytes: Some(0),
+        }
+    }
 }
 
 /// One node of `status --sizes --format json`'s `nodes` (`node` and `server` null: tenants
@@ -463,8 +475,19 @@ impl NodeCounts {
         }
     }
 
-    /// One tenant living on `server`, on `node` (none: not distributed, or no table yet).
-    fn add(&mut self, server: &str, node: Option<&str>, bytes: i64) {
+    /// `with_workers`, and each of `down` (server, node that did not answer the size
+    /// query) listed with its bytes unknown, not 0.
+    fn with_workers_down(workers: &[(String, String)], down: &[(String, String)]) -> NodeCounts {
+        let mut c = NodeCounts::with_workers(workers);
+        for d in down {
+            c.nodes.entry(d.clone()).or_default().bytes = None;
+        }
+        c
+    }
+
+    /// One tenant living on `server`, on `node` (none: not distributed, or no table yet),
+    /// of `bytes` (`None`: unknown, and so is the node's sum).
+    fn add(&mut self, server: &str, node: Option<&str>, bytes: Option<i64>) {
         let count = match node {
             Some(n) => self
                 .nodes
@@ -473,7 +496,7 @@ impl NodeCounts {
             None => &mut self.none,
         };
         count.tenants += 1;
-        count.bytes += bytes;
+        count.bytes = count.bytes.zip(bytes).map(|(a, b)| a + b);
     }
 
     /// `host:port: N, ..., no node: K` (the last only when some tenant has none; a worker
@@ -481,7 +504,10 @@ impl NodeCounts {
     /// by its size (`host:port: N (16 MB)`).
     fn line(&self) -> String {
         let part = |name: &str, c: &NodeCount| match self.sizes {
-            true => format!("{name}: {} ({})", c.tenants, size(c.bytes)),
+            true => match c.bytes {
+                Some(b) => format!("{name}: {} ({})", c.tenants, size(b)),
+                None => format!("{name}: {} (size unknown)", c.tenants),
+            },
             false => format!("{name}: {}", c.tenants),
         };
         let mut parts: Vec<String> = self
@@ -543,7 +569,9 @@ impl<'a> Fleet<'a> {
             errors: HashMap::new(),
             other_errors: 0,
             by_node: match (nodes, sizes) {
-                (Some(n), true) => NodeCounts::with_workers(&n.workers()),
+                (Some(n), true) => {
+                    NodeCounts::with_workers_down(&n.workers(), &n.unreachable_workers())
+                }
                 _ => NodeCounts::default(),
             },
             sizes,
@@ -583,8 +611,8 @@ impl<'a> Fleet<'a> {
             self.add_error(e, &t.slug);
         }
         if let Some(nodes) = self.nodes {
-            let bytes = nodes.bytes(&t).flatten().unwrap_or(0);
-            self.by_node.add(&t.server, nodes.get(&t), bytes);
+            self.by_node
+                .add(&t.server, nodes.get(&t), nodes.node_bytes(&t));
         }
         if self.stream_rows {
             if self.n == 1 {
@@ -782,11 +810,11 @@ mod tests {
     fn tenants_per_node_count_each_node_and_those_without_one() {
         let mut c = NodeCounts::default();
         for n in [Some("w2:5432"), Some("w1:5432"), None, Some("w2:5432")] {
-            c.add("home", n, 0);
+            c.add("home", n, Some(0));
         }
         assert_eq!(c.line(), "w1:5432: 1, w2:5432: 2, no node: 1");
         let mut c = NodeCounts::default();
-        c.add("home", Some("w1:5432"), 0);
+        c.add("home", Some("w1:5432"), Some(0));
         assert_eq!(c.line(), "w1:5432: 1");
         assert_eq!(NodeCounts::default().line(), "no node: 0");
     }
@@ -798,10 +826,10 @@ mod tests {
             ("home".to_string(), "w2:5432".to_string()),
         ];
         let mut c = NodeCounts::with_workers(&workers);
-        c.add("home", Some("w1:5432"), 16_384);
-        c.add("home", Some("w1:5432"), 8192);
+        c.add("home", Some("w1:5432"), Some(16_384));
+        c.add("home", Some("w1:5432"), Some(8192));
         assert_eq!(c.line(), "w1:5432: 2 (24 kB), w2:5432: 0 (0 bytes)");
-        c.add("home", None, 0);
+        c.add("home", None, Some(0));
         assert_eq!(
             serde_json::to_string(&c.json()).unwrap(),
             r#"[{"server":"home","node":"w1:5432","tenants":2,"bytes":24576},{"server":"home","node":"w2:5432","tenants":0,"bytes":0},{"server":null,"node":null,"tenants":1,"bytes":0}]"#
@@ -809,12 +837,35 @@ mod tests {
     }
 
     #[test]
+    fn a_node_that_did_not_answer_has_its_bytes_unknown_not_zero() {
+        let workers = [
+            ("home".to_string(), "w1:5432".to_string()),
+            ("home".to_string(), "w2:5432".to_string()),
+        ];
+        let down = [("home".to_string(), "w2:5432".to_string())];
+        let mut c = NodeCounts::with_workers_down(&workers, &down);
+        c.add("home", Some("w1:5432"), Some(100));
+        c.add("home", Some("w2:5432"), None);
+        assert_eq!(
+            c.line(),
+            "w1:5432: 1 (100 bytes), w2:5432: 1 (size unknown)"
+        );
+        assert_eq!(
+            serde_json::to_string(&c.json()).unwrap(),
+            r#"[{"server":"home","node":"w1:5432","tenants":1,"bytes":100},{"server":"home","node":"w2:5432","tenants":1,"bytes":null}]"#
+        );
+        // Down with none of the tenants shown: still unknown.
+        let c = NodeCounts::with_workers_down(&workers, &down);
+        assert_eq!(c.line(), "w1:5432: 0 (0 bytes), w2:5432: 0 (size unknown)");
+    }
+
+    #[test]
     fn the_same_node_name_on_two_servers_is_two_nodes() {
         let workers = [("c".to_string(), "w1:5432".to_string())];
         let mut c = NodeCounts::with_workers(&workers);
-        c.add("home", Some("w1:5432"), 100);
-        c.add("c", Some("w1:5432"), 10);
-        c.add("c", Some("w1:5432"), 5);
+        c.add("home", Some("w1:5432"), Some(100));
+        c.add("c", Some("w1:5432"), Some(10));
+        c.add("c", Some("w1:5432"), Some(5));
         assert_eq!(
             c.line(),
             "w1:5432 (c): 2 (15 bytes), w1:5432: 1 (100 bytes)"

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use deadpool_postgres::GenericClient;
 
 use crate::domain::citus_rules::{self, Needs};
@@ -64,19 +64,41 @@ const NODES: &str = "SELECT ns.nspname::text, \
       LEFT JOIN pg_catalog.pg_dist_node n ON n.groupid = pl.groupid \
      GROUP BY 1";
 
-/// Each distributed schema's size in bytes: the sum of its shards' sizes (tables, indexes,
-/// TOAST), which `citus_shard_sizes()` asks of every node holding shards: one query, but one
-/// round trip to each worker and a size read per shard there (about 25 ms for 50 tenants of
-/// 9 tables, 250 ms for 300, on the test machine: docs/citus.md). A shard placed on several
-/// nodes counts once, as in Citus's `citus_shards` view.
-const SIZES: &str = "SELECT ns.nspname::text, coalesce(sum(sz.size), 0)::bigint \
+/// Run on every node (`run_command_on_all_nodes`): the size (tables, indexes, TOAST: what
+/// Citus's `citus_shard_sizes()` gives) of each distributed schema's shard placed on THIS
+/// node, as one JSON array of `[shardid, bytes]`. Not `citus_shard_sizes()` itself: a worker
+/// it cannot reach counts 0 bytes there, with no error, while `run_command_on_all_nodes`
+/// says for each node whether it answered. One round trip to each node, in parallel, and a
+/// size read per shard there (about 25 ms for 50 tenants of 9 tables, 250 ms for 300, on the
+/// test machine: docs/citus.md).
+const SHARD_SIZES_ON_NODE: &str = "SELECT coalesce(pg_catalog.json_agg(\
+        pg_catalog.json_build_array(sh.shardid, pg_catalog.pg_total_relation_size(c.oid))), \
+        '[]')::text \
+      FROM pg_catalog.pg_dist_schema ds \
+      JOIN pg_catalog.pg_dist_partition p ON p.colocationid = ds.colocationid \
+      JOIN pg_catalog.pg_dist_shard sh ON sh.logicalrelid = p.logicalrelid \
+      JOIN pg_catalog.pg_dist_placement pl ON pl.shardid = sh.shardid \
+       AND pl.groupid = (SELECT groupid FROM pg_catalog.pg_dist_local_group) \
+      JOIN pg_catalog.pg_class c \
+        ON c.oid = pg_catalog.to_regclass(pg_catalog.shard_name(sh.logicalrelid, sh.shardid))";
+
+/// Sends `SHARD_SIZES_ON_NODE` (`$1`) to every active primary node (the coordinator too,
+/// which can hold shards): each node's name and group, whether it answered, and its answer
+/// or error.
+const SIZES_ON_ALL_NODES: &str = "SELECT coalesce(n.nodename || ':' || n.nodeport, \
+        r.nodeid::text), n.groupid, r.success, r.result \
+      FROM pg_catalog.run_command_on_all_nodes($1) r \
+      LEFT JOIN pg_catalog.pg_dist_node n ON n.nodeid = r.nodeid";
+
+/// Each distributed schema's shards and the node group of each placement (the
+/// coordinator's metadata): a schema's size is known only when every group holding one of
+/// its shards answered.
+const PLACEMENTS: &str = "SELECT ns.nspname::text, s.shardid, pl.groupid \
       FROM pg_catalog.pg_dist_schema ds \
       JOIN pg_catalog.pg_namespace ns ON ns.oid = ds.schemaid \
       JOIN pg_catalog.pg_dist_partition p ON p.colocationid = ds.colocationid \
       JOIN pg_catalog.pg_dist_shard s ON s.logicalrelid = p.logicalrelid \
-      LEFT JOIN (SELECT shard_id, max(size) AS size FROM pg_catalog.citus_shard_sizes() \
-                  GROUP BY shard_id) sz ON sz.shard_id = s.shardid \
-     GROUP BY 1";
+      JOIN pg_catalog.pg_dist_placement pl ON pl.shardid = s.shardid";
 
 /// The active primary worker nodes that take shards, `host:port`.
 const WORKERS: &str = "SELECT nodename || ':' || nodeport FROM pg_catalog.pg_dist_node \
@@ -85,10 +107,78 @@ const WORKERS: &str = "SELECT nodename || ':' || nodeport FROM pg_catalog.pg_dis
 /// What `status --sizes` reads on a Citus coordinator.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sizes {
-    /// Each distributed schema's bytes, by schema.
-    pub schemas: BTreeMap<String, i64>,
+    /// Each distributed schema's bytes, by schema; `None` when a node holding one of its
+    /// shards did not answer (its size is unknown, not 0).
+    pub schemas: BTreeMap<String, Option<i64>>,
     /// Every worker taking shards (`host:port`), those without a tenant too.
     pub workers: Vec<String>,
+    /// The nodes that did not answer (`host:port`, or the group when no active node has
+    /// it), each with why.
+    pub unreachable: Vec<(String, String)>,
+}
+
+/// One node's answer to `SIZES_ON_ALL_NODES`: name, group, answered, answer or error.
+pub(crate) type NodeAnswer = (String, Option<i32>, bool, Option<String>);
+
+/// Each schema's bytes (`None`: unknown), and each node that did not answer, with why.
+type Combined = (BTreeMap<String, Option<i64>>, Vec<(String, String)>);
+
+/// The schemas' sizes from the nodes' answers and the placements (schema, shard, group):
+/// a shard placed on several nodes counts once (its largest copy, as Citus's
+/// `citus_shards` view); a schema with a shard in a group that did not answer gets `None`.
+/// A shard its node did not find counts 0, as with `citus_shard_sizes()`.
+pub(crate) fn combine_sizes(
+    answers: &[NodeAnswer],
+    placements: &[(String, i64, i32)],
+) -> Result<Combined> {
+    use std::collections::BTreeSet;
+    let mut shard_bytes: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut answered = BTreeSet::new();
+    let mut unreachable = Vec::new();
+    for (node, group, ok, result) in answers {
+        let result = result.as_deref().unwrap_or_default();
+        if !ok {
+            unreachable.push((node.clone(), result.to_string()));
+            continue;
+        }
+        let shards: Vec<(i64, i64)> = serde_json::from_str(result)
+            .with_context(|| format!("Citus node {node} answered the size query oddly"))?;
+        for (shard, bytes) in shards {
+            let b = shard_bytes.entry(shard).or_default();
+            *b = (*b).max(bytes);
+        }
+        answered.extend(*group);
+    }
+    let mut shards: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
+    let mut unknown = BTreeSet::new();
+    let mut unasked = BTreeSet::new();
+    for (schema, shard, group) in placements {
+        shards.entry(schema.clone()).or_default().insert(*shard);
+        if !answered.contains(group) {
+            unknown.insert(schema.clone());
+            let failed = answers.iter().any(|a| a.1 == Some(*group) && !a.2);
+            if !failed {
+                unasked.insert(*group);
+            }
+        }
+    }
+    for g in unasked {
+        unreachable.push((
+            format!("group {g}"),
+            "no active primary node of this group was asked".to_string(),
+        ));
+    }
+    let schemas = shards
+        .into_iter()
+        .map(|(schema, ids)| {
+            let bytes = ids
+                .iter()
+                .map(|id| shard_bytes.get(id).copied().unwrap_or(0));
+            let size = (!unknown.contains(&schema)).then(|| bytes.sum());
+            (schema, size)
+        })
+        .collect();
+    Ok((schemas, unreachable))
 }
 
 /// Starts Citus's rebalancer as a background job in transfer mode `$1` (`block_writes` or
@@ -766,8 +856,9 @@ impl Backend {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    /// Each distributed schema's size and the workers (`status --sizes`), in two queries
-    /// whatever the number of tenants. Refused (exit 2) on plain PostgreSQL, `at` naming the
+    /// Each distributed schema's size and the workers (`status --sizes`), in three queries
+    /// whatever the number of tenants (one of them a fan-out to every node); a node that
+    /// does not answer is in `unreachable`, and the schemas with a shard there have no size. Refused (exit 2) on plain PostgreSQL, `at` naming the
     /// database: `tenantctl usage` gives each schema's size there.
     pub async fn sizes(&self, conn: &impl GenericClient, at: &str) -> Result<Sizes> {
         if !self.is_citus() {
@@ -777,17 +868,31 @@ impl Backend {
                  size on plain PostgreSQL)"
             )));
         }
-        let rows = conn
-            .query(SIZES, &[])
+        let answers: Vec<NodeAnswer> = conn
+            .query(SIZES_ON_ALL_NODES, &[&SHARD_SIZES_ON_NODE])
             .await
-            .pg_context("cannot read the tenants' sizes from the Citus worker nodes")?;
-        let schemas = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+            .pg_context("cannot ask the Citus nodes for the tenants' sizes")?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect();
+        let placements: Vec<(String, i64, i32)> = conn
+            .query(PLACEMENTS, &[])
+            .await
+            .pg_context("cannot read where Citus placed the tenants' shards")?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        let (schemas, unreachable) = combine_sizes(&answers, &placements)?;
         let workers = conn
             .query(WORKERS, &[])
             .await
             .pg_context("cannot read the Citus worker nodes")?;
         let workers = workers.iter().map(|r| r.get(0)).collect();
-        Ok(Sizes { schemas, workers })
+        Ok(Sizes {
+            schemas,
+            workers,
+            unreachable,
+        })
     }
 
     /// Each distributed tenant schema's node (`host:port`), by schema, in one query; empty
@@ -813,6 +918,54 @@ impl Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_schema_with_a_shard_on_a_node_that_did_not_answer_has_no_size() {
+        let answers: Vec<NodeAnswer> = vec![
+            ("c:1".into(), Some(0), true, Some("[]".into())),
+            (
+                "w1:1".into(),
+                Some(1),
+                true,
+                Some("[[10, 100], [11, 50], [30, 7]]".into()),
+            ),
+            (
+                "w2:1".into(),
+                Some(2),
+                false,
+                Some("failed to connect".into()),
+            ),
+        ];
+        let placements = vec![
+            ("a".to_string(), 10, 1),
+            ("a".to_string(), 11, 1),
+            ("b".to_string(), 20, 2),
+            // Placed on both: known on w1, but w2's copy cannot be checked.
+            ("c".to_string(), 30, 1),
+            ("c".to_string(), 30, 2),
+            // A shard w1 did not find counts 0; group 3 was not asked at all.
+            ("d".to_string(), 40, 1),
+            ("e".to_string(), 50, 3),
+        ];
+        let (schemas, down) = combine_sizes(&answers, &placements).unwrap();
+        assert_eq!(schemas["a"], Some(150));
+        assert_eq!(schemas["b"], None);
+        assert_eq!(schemas["c"], None);
+        assert_eq!(schemas["d"], Some(0));
+        assert_eq!(schemas["e"], None);
+        assert_eq!(
+            down,
+            vec![
+                ("w2:1".to_string(), "failed to connect".to_string()),
+                (
+                    "group 3".to_string(),
+                    "no active primary node of this group was asked".to_string()
+                )
+            ]
+        );
+        let odd = vec![("w1:1".into(), Some(1), true, Some("oops".into()))];
+        assert!(combine_sizes(&odd, &[]).is_err());
+    }
 
     #[test]
     fn citus_gets_one_statement_at_a_time_and_plain_postgresql_the_whole_text() {
