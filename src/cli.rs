@@ -651,6 +651,14 @@ pub struct RebalanceArgs {
     /// docs/citus.md first.
     #[arg(long)]
     pub online: bool,
+
+    /// Rebalance the Citus coordinator of this server (a [servers.NAME] of tenants.toml,
+    /// or `home`): its own database, the one its url names, where the tenants created with
+    /// `--server NAME` live. The moving tenants' locks are taken there; each move is
+    /// recorded on home naming that server and database. Default: home. A server that is
+    /// unknown or not a Citus coordinator is refused (exit 2, nothing moved).
+    #[arg(long, value_name = "NAME")]
+    pub server: Option<String>,
 }
 
 #[derive(Debug, Args)]
