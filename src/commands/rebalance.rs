@@ -241,12 +241,7 @@ async fn follow(
 }
 
 /// Ctrl-C once the job started: its locks go, the job goes on.
-async fn stopped_following(
-    s: &Session,
-    c: &Coordinator<'_>,
-    job: &mut Rebalance,
-    sig: &str,
-) -> u8 {
+async fn stopped_following(s: &Session, c: &Coordinator<'_>, job: &mut Rebalance, sig: &str) -> u8 {
     job.release_all(c.at.conn).await;
     interrupted(
         s.json(),
