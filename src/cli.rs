@@ -194,9 +194,9 @@ pub enum Command {
     /// and its free connections. Exit 1 when any server does not answer. See
     /// docs/placements.md.
     Servers,
-    /// On a Citus coordinator: start Citus's rebalancer (citus_rebalance_start), which moves
-    /// whole tenant schemas between the worker nodes until they hold about as much each, and
-    /// follow it to the end: a bar on a terminal, a line per finished move otherwise; then
+    /// On a Citus coordinator (home's, or --server NAME's): start Citus's rebalancer
+    /// (citus_rebalance_start), which moves whole tenant schemas between the worker nodes
+    /// until they hold about as much each, and follow it to the end: a bar on a terminal, a line per finished move otherwise; then
     /// each moved tenant and the tenants per node. The tenants it moves are locked first
     /// (waiting at most --lock-timeout for each, else exit 1 with no job started), so no
     /// migrate, exec, backup or move of one runs during its move; each lock is let go when
@@ -651,6 +651,14 @@ pub struct RebalanceArgs {
     /// docs/citus.md first.
     #[arg(long)]
     pub online: bool,
+
+    /// Rebalance the Citus coordinator of this server (a [servers.NAME] of tenants.toml,
+    /// or `home`): its own database, the one its url names, where the tenants created with
+    /// `--server NAME` live. The moving tenants' locks are taken there; each move is
+    /// recorded on home naming that server and database. Default: home. A server that is
+    /// unknown or not a Citus coordinator is refused (exit 2, nothing moved).
+    #[arg(long, value_name = "NAME")]
+    pub server: Option<String>,
 }
 
 #[derive(Debug, Args)]

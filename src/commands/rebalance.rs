@@ -1,23 +1,28 @@
 //! `tenantctl rebalance`: Citus's rebalancer moves whole tenant schemas between the worker
 //! nodes (a background job on the coordinator); this starts it under the moving tenants'
-//! locks and follows it to the end, recording each move (`tenant::rebalance`).
+//! locks and follows it to the end, recording each move (`tenant::rebalance`). The
+//! coordinator is home's, or with `--server NAME` that server's own database: the locks are
+//! taken there, the registry read and written on home.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::Result;
-use deadpool_postgres::Object;
+use anyhow::{Context, Result};
+use deadpool_postgres::{Object, Pool};
 use serde::Serialize;
 
 use crate::cli::RebalanceArgs;
 use crate::commands::session::Session;
 use crate::domain::exit::{bad_input, FAILED, OK};
+use crate::domain::settings::HOME_SERVER;
 use crate::fleet::signals::{interrupted, Signals};
 use crate::output::progress::Steps;
 use crate::output::{count, escape, print_json};
 use crate::pg::connect::PgContext;
-use crate::tenant::rebalance::{self, Rebalance, TenantMove};
+use crate::registry::Placement;
+use crate::tenant::citus::Backend;
+use crate::tenant::rebalance::{self, Place, Rebalance, TenantMove};
 
 /// How often the job's progress is read.
 const POLL: Duration = Duration::from_millis(300);
@@ -43,15 +48,37 @@ struct Report {
 
 pub async fn run(s: &Session, args: &RebalanceArgs) -> Result<u8> {
     // Two sessions: the rebalance's, and one to cancel its wait for a lock on Ctrl-C.
-    let (pool, conn) = s.connect(2).await?;
-    let backend = s.backend();
+    let (home_pool, home) = s.connect(2).await?;
+    let far = match args.server.as_deref().filter(|n| *n != HOME_SERVER) {
+        Some(name) => Some(connect_server(s, name).await?),
+        None => None,
+    };
+    let (pool, conn, placement) = match &far {
+        Some((pool, conn, placement)) => (pool, conn, placement.clone()),
+        None => (&home_pool, &home, home_placement(s)),
+    };
+    let backend = s.backend_at(&placement.server, &placement.database);
+    let describe = describe(s, &placement);
     if !backend.is_citus() {
         return Err(bad_input(format!(
-            "rebalance moves tenants between the worker nodes of a Citus cluster, and {} has \
-             no citus extension; nothing was moved",
-            s.target.describe()
+            "rebalance moves tenants between the worker nodes of a Citus cluster, and \
+             {describe} has no citus extension; nothing was moved{}",
+            if far.is_none() && s.servers.names().len() > 1 {
+                " (--server NAME rebalances the Citus coordinator of a [servers.NAME])"
+            } else {
+                ""
+            }
         )));
     }
+    let c = Coordinator {
+        pool,
+        at: Place {
+            conn,
+            home: &home,
+            placement,
+        },
+        backend,
+    };
     // Listened for before the locks are taken: Ctrl-C then stops taking them (nothing
     // started); once the job started it stops the following only.
     let mut signals = Signals::listen()?;
@@ -59,31 +86,71 @@ pub async fn run(s: &Session, args: &RebalanceArgs) -> Result<u8> {
     // switch when the workers commit asynchronously (docs/citus-auto-move-report.md).
     let mode = if args.online { "auto" } else { "block_writes" };
     if args.online {
-        backend
-            .schema_ops("rebalance", &s.target.describe())?
-            .check_online(&conn)
+        c.backend
+            .schema_ops("rebalance", &describe)?
+            .check_online(conn)
             .await?;
     }
-    let mut job = match start(s, &pool, &conn, &mut signals, mode).await? {
+    let mut job = match start(s, &c, &mut signals, mode).await? {
         Ok(Some(job)) => job,
-        Ok(None) => return finish(s, &conn, report(None, mode, "balanced", 0, true)).await,
+        Ok(None) => return finish(s, &c, report(None, mode, "balanced", 0, true)).await,
         Err(interrupted) => return Ok(interrupted),
     };
     if args.no_wait {
-        return no_wait(s, &conn, job, mode).await;
+        return no_wait(s, &c, job, mode).await;
     }
-    follow(s, &conn, &mut signals, &mut job, mode).await
+    follow(s, &c, &mut signals, &mut job, mode).await
+}
+
+/// The Citus coordinator rebalanced (home's database, or a `[servers.NAME]`'s), its
+/// sessions and its backend.
+struct Coordinator<'a> {
+    /// Sessions to the coordinator, for cancelling a lock wait on Ctrl-C.
+    pool: &'a Pool,
+    at: Place<'a>,
+    backend: Backend,
+}
+
+fn home_placement(s: &Session) -> Placement {
+    Placement {
+        server: HOME_SERVER.to_string(),
+        database: s.home_database().to_string(),
+    }
+}
+
+fn describe(s: &Session, p: &Placement) -> String {
+    if p == &home_placement(s) {
+        s.target.describe()
+    } else {
+        format!("server {} (database {})", p.server, p.database)
+    }
+}
+
+/// `--server NAME`: two sessions on that server's own database (its url's), the place the
+/// registry names for the tenants created there. An unknown server is bad input (exit 2).
+async fn connect_server(s: &Session, name: &str) -> Result<(Pool, Object, Placement)> {
+    let target = s
+        .servers
+        .target(name)
+        .context("rebalance --server: nothing was moved")?;
+    let database = target.config.get_dbname().unwrap_or_default().to_string();
+    let (pool, conn) = s.connect_place(name, &database, 2).await?;
+    let placement = Placement {
+        server: name.to_string(),
+        database,
+    };
+    Ok((pool, conn, placement))
 }
 
 /// Starts the job under the moving tenants' locks (`None`: nothing to move). Ctrl-C
 /// meanwhile stops taking them and cancels a wait under way: `Err` holds the exit code.
 async fn start(
     s: &Session,
-    pool: &deadpool_postgres::Pool,
-    conn: &Object,
+    c: &Coordinator<'_>,
     signals: &mut Signals,
     mode: &'static str,
 ) -> Result<Result<Option<Rebalance>, u8>> {
+    let conn = c.at.conn;
     let pid: i32 = conn
         .query_one("SELECT pg_catalog.pg_backend_pid()", &[])
         .await
@@ -91,17 +158,17 @@ async fn start(
         .get(0);
     let stop = AtomicBool::new(false);
     let deadline = s.lock_deadline();
-    let starting = rebalance::start(conn, s.backend(), mode, deadline, s.home_database(), &stop);
+    let starting = rebalance::start(&c.at, &c.backend, mode, deadline, &stop);
     tokio::pin!(starting);
     let sig = tokio::select! {
         r = &mut starting => return Ok(Ok(r?)),
         sig = signals.recv() => sig,
     };
     stop.store(true, Ordering::SeqCst);
-    cancel(pool, pid).await;
+    cancel(c.pool, pid).await;
     Ok(Err(match starting.await {
         // The job had started as the signal came.
-        Ok(Some(mut job)) => stopped_following(s, conn, &mut job, sig).await,
+        Ok(Some(mut job)) => stopped_following(s, c, &mut job, sig).await,
         _ => interrupted(
             s.json(),
             &format!(
@@ -114,8 +181,14 @@ async fn start(
 
 /// `--no-wait`: the process ends now, so it cannot hold the tenants' locks while Citus
 /// moves them, nor record the moves; it says so.
-async fn no_wait(s: &Session, conn: &Object, mut job: Rebalance, mode: &'static str) -> Result<u8> {
-    let st = s.backend().rebalance_state(conn, job.job).await?;
+async fn no_wait(
+    s: &Session,
+    c: &Coordinator<'_>,
+    mut job: Rebalance,
+    mode: &'static str,
+) -> Result<u8> {
+    let conn = c.at.conn;
+    let st = c.backend.rebalance_state(conn, job.job).await?;
     job.leave(conn).await;
     crate::errln!(
         "rebalance: job {} started ({}); --no-wait: tenantctl does not hold the moving \
@@ -127,23 +200,23 @@ async fn no_wait(s: &Session, conn: &Object, mut job: Rebalance, mode: &'static 
     );
     let mut report = report(Some(job.job), mode, "started", st.total, false);
     report.tenants = job.tenants();
-    finish(s, conn, report).await
+    finish(s, c, report).await
 }
 
 /// Follows the job to its end, recording each move and letting go of its tenant's lock as
 /// it ends.
 async fn follow(
     s: &Session,
-    conn: &Object,
+    c: &Coordinator<'_>,
     signals: &mut Signals,
     job: &mut Rebalance,
     mode: &'static str,
 ) -> Result<u8> {
-    let backend = s.backend();
+    let (backend, conn) = (&c.backend, c.at.conn);
     let steps = Steps::new("rebalance", "moves", s.json());
     let st = loop {
         let st = backend.rebalance_state(conn, job.job).await?;
-        job.poll(conn, backend).await?;
+        job.poll(&c.at, backend).await?;
         steps.set(st.done, st.total);
         if st.ended() {
             break st;
@@ -152,7 +225,7 @@ async fn follow(
             _ = tokio::time::sleep(POLL) => {}
             sig = signals.recv() => {
                 steps.finish();
-                return Ok(stopped_following(s, conn, job, sig).await);
+                return Ok(stopped_following(s, c, job, sig).await);
             }
         }
     };
@@ -164,12 +237,12 @@ async fn follow(
     }
     report.errors.append(&mut job.warnings);
     report.tenants = job.tenants();
-    finish(s, conn, report).await
+    finish(s, c, report).await
 }
 
 /// Ctrl-C once the job started: its locks go, the job goes on.
-async fn stopped_following(s: &Session, conn: &Object, job: &mut Rebalance, sig: &str) -> u8 {
-    job.release_all(conn).await;
+async fn stopped_following(s: &Session, c: &Coordinator<'_>, job: &mut Rebalance, sig: &str) -> u8 {
+    job.release_all(c.at.conn).await;
     interrupted(
         s.json(),
         &format!(
@@ -183,7 +256,7 @@ async fn stopped_following(s: &Session, conn: &Object, job: &mut Rebalance, sig:
 }
 
 /// Cancels the statement `conn` runs (a wait for a tenant's lock), from another session.
-async fn cancel(pool: &deadpool_postgres::Pool, pid: i32) {
+async fn cancel(pool: &Pool, pid: i32) {
     if let Ok(other) = pool.get().await {
         let _ = other
             .query_one("SELECT pg_catalog.pg_cancel_backend($1::integer)", &[&pid])
@@ -212,8 +285,8 @@ fn report(
 
 /// Reports the run with the tenants per node, and returns the exit code: 1 when the job
 /// failed or was cancelled, or a move could not be recorded.
-async fn finish(s: &Session, conn: &Object, mut report: Report) -> Result<u8> {
-    for node in s.backend().nodes(conn).await?.into_values() {
+async fn finish(s: &Session, c: &Coordinator<'_>, mut report: Report) -> Result<u8> {
+    for node in c.backend.nodes(c.at.conn).await?.into_values() {
         *report.nodes.entry(node).or_default() += 1;
     }
     let failed = !matches!(report.state.as_str(), "finished" | "balanced" | "started")

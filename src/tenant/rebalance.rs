@@ -3,6 +3,10 @@
 //! transaction of that tenant takes it) before the job starts, each lock is let go as soon
 //! as that tenant's move ended, and each finished move is recorded in public.tenant_moves.
 //!
+//! The coordinator is home's database or a `[servers.NAME]`'s (`Place`): the locks are
+//! taken there, where the tenants live (the key every tenantctl transaction of them takes
+//! there), while the registry (slugs, records) is home's.
+//!
 //! The job is started in a transaction: Citus's background executor sees it only at COMMIT,
 //! so the job's own moves are checked against the locks held first, and a job that would
 //! move a tenant tenantctl could not lock is rolled back (never started).
@@ -15,7 +19,6 @@ use anyhow::{Context, Result};
 use deadpool_postgres::Object;
 use serde::Serialize;
 
-use crate::domain::settings::HOME_SERVER;
 use crate::pg::connect::PgContext;
 use crate::registry::{self, locks, MoveRecord, NodeMoveRecord, Placement};
 use crate::tenant::citus::{Backend, SchemaMoveTask};
@@ -46,6 +49,16 @@ pub struct TenantMove {
     pub error: Option<String>,
 }
 
+/// Where a rebalance runs: `conn`, the rebalance's session on the Citus coordinator (its
+/// database holds the tenants it moves, and their locks); `home`, a session on the
+/// registry's database (the same one when home is the coordinator); `placement`, the
+/// coordinator's server and database, as the registry names the place of its tenants.
+pub struct Place<'a> {
+    pub conn: &'a Object,
+    pub home: &'a Object,
+    pub placement: Placement,
+}
+
 /// Tenants' locks held by this session (by schema), and their slugs for messages.
 #[derive(Default)]
 struct Held {
@@ -58,10 +71,11 @@ impl Held {
         self.slugs.get(schema).map_or(schema, String::as_str)
     }
 
-    /// Learns the slugs of `schemas` from the registry (tenants living here).
-    async fn learn(&mut self, conn: &Object, schemas: &[String], home_db: &str) -> Result<()> {
-        for t in registry::by_schemas(conn, schemas).await? {
-            if t.is_home(home_db) {
+    /// Learns the slugs of `schemas` from home's registry: the tenants living at `at`
+    /// (a schema of that name elsewhere is another tenant).
+    async fn learn(&mut self, home: &Object, schemas: &[String], at: &Placement) -> Result<()> {
+        for t in registry::by_schemas(home, schemas).await? {
+            if (&t.server, &t.database) == (&at.server, &at.database) {
                 self.slugs.insert(t.schema.clone(), t.slug.clone());
             }
         }
@@ -132,7 +146,8 @@ impl Held {
 pub struct Rebalance {
     pub job: i64,
     mode: &'static str,
-    home_db: String,
+    /// The coordinator's server and database, recorded as each move's place.
+    placement: Placement,
     held: Held,
     tenants: BTreeMap<String, TenantMove>,
     running_since: BTreeMap<String, Instant>,
@@ -146,21 +161,21 @@ pub struct Rebalance {
 /// nothing is to move. On error no job was started and no lock is held. `stop` (Ctrl-C)
 /// ends it before the next lock wait or the start; the caller cancels a wait under way.
 pub async fn start(
-    conn: &Object,
+    at: &Place<'_>,
     backend: &Backend,
     mode: &'static str,
     deadline: Duration,
-    home_db: &str,
     stop: &AtomicBool,
 ) -> Result<Option<Rebalance>> {
+    let conn = at.conn;
     let mut held = Held::default();
-    let started = start_locked(conn, backend, mode, deadline, stop, home_db, &mut held).await;
+    let started = start_locked(at, backend, mode, deadline, stop, &mut held).await;
     match started {
         Ok(Some((job, moves))) => {
             let mut r = Rebalance {
                 job,
                 mode,
-                home_db: home_db.to_string(),
+                placement: at.placement.clone(),
                 held,
                 tenants: BTreeMap::new(),
                 running_since: BTreeMap::new(),
@@ -183,26 +198,26 @@ pub async fn start(
 }
 
 async fn start_locked(
-    conn: &Object,
+    at: &Place<'_>,
     backend: &Backend,
     mode: &'static str,
     deadline: Duration,
     stop: &AtomicBool,
-    home_db: &str,
     held: &mut Held,
 ) -> Result<Option<(i64, Vec<SchemaMoveTask>)>> {
+    let conn = at.conn;
     locks::mark_session(conn)
         .await
         .pg_context("cannot mark the session as tenantctl's")?;
     let mut wanted = backend.rebalance_plan(conn).await?;
     for _ in 0..ATTEMPTS {
-        held.learn(conn, &wanted, home_db).await?;
+        held.learn(at.home, &wanted, &at.placement).await?;
         held.take(conn, &wanted, deadline, stop).await?;
         stopped(stop)?;
         conn.batch_execute("BEGIN")
             .await
             .pg_context("cannot start the rebalance's transaction")?;
-        let attempt = start_in_transaction(conn, backend, mode, home_db, held).await;
+        let attempt = start_in_transaction(at, backend, mode, held).await;
         let end = match &attempt {
             Ok(Attempt::Started(..)) | Ok(Attempt::Balanced) => "COMMIT",
             _ => "ROLLBACK",
@@ -241,12 +256,12 @@ enum Attempt {
 /// In the transaction: starts the job, and checks that tenantctl holds the lock of every
 /// tenant it moves (taking, without waiting, those the plan did not name).
 async fn start_in_transaction(
-    conn: &Object,
+    at: &Place<'_>,
     backend: &Backend,
     mode: &str,
-    home_db: &str,
     held: &mut Held,
 ) -> Result<Attempt> {
+    let conn = at.conn;
     let Some(job) = backend.start_rebalance(conn, mode).await? else {
         return Ok(Attempt::Balanced);
     };
@@ -257,7 +272,7 @@ async fn start_in_transaction(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    held.learn(conn, &schemas, home_db).await?;
+    held.learn(at.home, &schemas, &at.placement).await?;
     let busy = held.try_take(conn, &schemas).await?;
     if busy.is_empty() {
         Ok(Attempt::Started(job, moves))
@@ -327,20 +342,21 @@ impl Rebalance {
     }
 
     /// Reads the job's moves; records each that ended since the last look (when it moved
-    /// the tenant) and lets go of its lock.
-    pub async fn poll(&mut self, conn: &Object, backend: &Backend) -> Result<()> {
-        let tasks = backend.rebalance_moves(conn, self.job).await?;
+    /// the tenant) on home and lets go of its lock on the coordinator.
+    pub async fn poll(&mut self, at: &Place<'_>, backend: &Backend) -> Result<()> {
+        let tasks = backend.rebalance_moves(at.conn, self.job).await?;
         for schema in self.note(&tasks, Instant::now()) {
-            self.record(conn, &schema).await;
-            if let Err(e) = self.held.release(conn, &schema).await {
+            self.record(at.home, &schema).await;
+            if let Err(e) = self.held.release(at.conn, &schema).await {
                 self.warnings.push(format!("{e:#}"));
             }
         }
         Ok(())
     }
 
-    /// The `tenant_moves` row of a finished move: as `move --node` writes it, with the job.
-    async fn record(&mut self, conn: &Object, schema: &str) {
+    /// The `tenant_moves` row of a finished move, on home (`home`): as `move --node` writes
+    /// it, the coordinator's server and database as both places, with the job.
+    async fn record(&mut self, home: &Object, schema: &str) {
         let Some(t) = self.tenants.get_mut(schema) else {
             return;
         };
@@ -348,10 +364,7 @@ impl Rebalance {
             return;
         };
         let took = t.duration_ms.unwrap_or(0) as i64;
-        let place = Placement {
-            server: HOME_SERVER.to_string(),
-            database: self.home_db.clone(),
-        };
+        let place = self.placement.clone();
         let rec = MoveRecord {
             slug,
             schema: schema.to_string(),
@@ -367,7 +380,7 @@ impl Rebalance {
                 mode: self.mode.to_string(),
             }),
         };
-        match registry::record_node_move(conn, &rec, Some(self.job))
+        match registry::record_node_move(home, &rec, Some(self.job))
             .await
             .with_context(|| {
                 format!(
@@ -433,7 +446,10 @@ mod tests {
         Rebalance {
             job: 1,
             mode: "block_writes",
-            home_db: "db".into(),
+            placement: Placement {
+                server: "home".into(),
+                database: "db".into(),
+            },
             held,
             tenants: BTreeMap::new(),
             running_since: BTreeMap::new(),
