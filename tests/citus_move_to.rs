@@ -668,3 +668,32 @@ fn the_move_s_session_killed_while_citus_distributes_leaves_nothing_on_any_node(
     assert_eq!(everywhere(&c), c_before, "{}", run.stderr);
     assert_eq!(leftovers(&c, "tenant_h1"), Vec::<String>::new());
 }
+
+#[test]
+fn a_database_that_distributes_every_new_schema_still_takes_moves_in_and_local_creates() {
+    let (home, c) = home_and_citus("cm_shard_on", "");
+    // The way schema-based sharding is often switched on: for every session of the
+    // database. tenantctl's copies and local tenants must stay local until it says.
+    c.db.query(&format!(
+        "ALTER DATABASE \"{}\" SET citus.enable_schema_based_sharding = on",
+        c.db.name
+    ));
+    home.run(&["create", "h1"]).expect(0);
+    fill(&home.url, "tenant_h1");
+    let before = contents(&home.url, "tenant_h1");
+    home.run(&["move", "h1", "--to", "c"]).expect(0);
+    assert_eq!(
+        distributed_tables(&c, "tenant_h1"),
+        ("9".into(), "1".into())
+    );
+    assert_eq!(contents(&c.db.url, "tenant_h1"), before);
+    // With `[citus] distribute = false`, a tenant created there stays a local schema.
+    c.db.config("[citus]\ndistribute = false\n");
+    c.db.run(&["create", "local1"]).expect(0);
+    assert_eq!(
+        c.db.scalar(
+            "SELECT count(*) FROM pg_dist_schema WHERE schemaid::regnamespace::text = 'tenant_local1'"
+        ),
+        "0"
+    );
+}

@@ -97,12 +97,13 @@ fn online_moves_are_refused_where_a_worker_commits_asynchronously() {
     let role = format!("app_{}", c.db.name);
     c.db.query(&format!("CREATE ROLE \"{role}\" LOGIN"));
     // Set on each worker directly, for this test's database only: the role's commits there
-    // return before their WAL is written.
-    for port in worker_ports() {
+    // return before their WAL is written. Spelled `FALSE` on one worker (PostgreSQL takes
+    // it for off, and stores it as written).
+    for (port, off) in worker_ports().into_iter().zip(["off", "FALSE"]) {
         common::query(
             &with_port(&c.db.url, port),
             &format!(
-                "ALTER ROLE \"{role}\" IN DATABASE \"{}\" SET synchronous_commit = off",
+                "ALTER ROLE \"{role}\" IN DATABASE \"{}\" SET synchronous_commit = {off}",
                 c.db.name
             ),
         );
@@ -117,12 +118,14 @@ fn online_moves_are_refused_where_a_worker_commits_asynchronously() {
         vec!["move", "acme", "--node", &to, "--online", "--dry-run"],
         vec!["rebalance", "--online"],
     ] {
-        c.db.run(&args)
-            .expect(2)
+        let run = c.db.run(&args);
+        run.expect(2)
             .mentions("--online is not safe on this cluster")
-            .mentions(&why)
             .mentions("nothing was changed")
             .mentions("Move without --online");
+        for w in c.worker_nodes() {
+            run.mentions(&format!("worker {w} {why}"));
+        }
     }
     assert_eq!(c.nodes()["tenant_acme"], from);
     assert_eq!(c.db.snapshot(), before);
@@ -133,4 +136,32 @@ fn online_moves_are_refused_where_a_worker_commits_asynchronously() {
     // Blocking writes is safe whatever the workers do.
     c.db.run(&["move", "acme", "--node", &to]).expect(0);
     assert_eq!(c.nodes()["tenant_acme"], to);
+}
+
+#[test]
+fn online_moves_are_refused_when_a_worker_cannot_be_asked() {
+    let c = CitusDb::new("online_unasked");
+    c.db.run(&["create", "acme"]).expect(0);
+    let from = c.nodes()["tenant_acme"].clone();
+    let to = c.worker_nodes().into_iter().find(|w| *w != from).unwrap();
+    let port = to.rsplit(':').next().unwrap().to_string();
+    let node_id = c.db.scalar(&format!(
+        "SELECT nodeid FROM pg_dist_node WHERE nodeport = {port}"
+    ));
+    // In this test's database only (Citus's metadata there): the target worker, the one
+    // acme is not on, does not answer.
+    c.db.query(&format!(
+        "SELECT citus_update_node({node_id}, '127.0.0.1', 1)"
+    ));
+    let before = c.db.snapshot();
+    c.db.run(&["move", "acme", "--node", "127.0.0.1:1", "--online"])
+        .expect(2)
+        .mentions("--online is not safe on this cluster")
+        .mentions("worker 127.0.0.1:1 could not be asked its synchronous_commit")
+        .mentions("nothing was changed");
+    assert_eq!(c.db.snapshot(), before);
+    assert_eq!(c.nodes()["tenant_acme"], from);
+    c.db.query(&format!(
+        "SELECT citus_update_node({node_id}, '127.0.0.1', {port})"
+    ));
 }

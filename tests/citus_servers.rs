@@ -189,6 +189,29 @@ fn a_citus_worker_configured_as_a_server_is_refused_naming_its_coordinator() {
         "SELECT count(*) FROM pg_database WHERE datname = 'tenant_x2'",
     );
     assert_eq!(x2[0][0].as_deref(), Some("0"));
+    // A registry row placing a tenant on the worker (a server renamed, say): exec and
+    // migrate refuse before anything runs (exec audits nothing).
+    home.query(&format!(
+        "UPDATE public.tenants SET server_name = 'w', database_name = '{}' WHERE slug = 'h1'",
+        c.db.name
+    ));
+    let before = home.snapshot();
+    // (migrate visits it only with something to apply.)
+    let v8 = home.migrations_with("v8", &[("V8__x.sql", "CREATE TABLE x (id int);\n")]);
+    for args in [
+        vec!["exec", "-c", "SELECT 1"],
+        vec!["--migrations", path_str(&v8), "migrate"],
+    ] {
+        home.run(&args)
+            .expect(2)
+            .mentions("is a Citus worker node")
+            .mentions(&format!("connect to the coordinator, {}", coordinator(&c)));
+        assert_eq!(home.snapshot(), before, "{args:?}");
+    }
+    assert_eq!(
+        home.scalar("SELECT count(*) FROM public.tenant_exec_runs"),
+        "0"
+    );
 }
 
 #[test]

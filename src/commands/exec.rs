@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cli::{ExecArgs, Format};
 use crate::commands::session::{select_tenants, Session};
-use crate::domain::exit::{bad_input, FAILED, INTERRUPTED, OK};
+use crate::domain::exit::{bad_input, code_for, BAD_INPUT, FAILED, INTERRUPTED, OK};
 use crate::domain::migration_set::check_sql;
 use crate::fleet::{self, Interrupt, Job};
 use crate::output::outcome::{Outcome, TenantOutcome};
@@ -84,10 +84,9 @@ pub async fn run(s: &Session, args: &ExecArgs) -> Result<u8> {
     let (pool, conn) = s.connect(concurrency + 1).await?;
     let concurrency = s.fit_concurrency(&conn, concurrency, false).await?;
     let tenants = select_tenants(&conn, &args.slugs, "nothing was run").await?;
-    // An unknown server, or an unset password variable, is bad input found before anything runs.
-    for t in tenants.iter().filter(|t| !s.at_home(t)) {
-        s.servers.target_db(&t.server, &t.database)?;
-    }
+    // An unknown server, an unset password variable or a Citus worker is bad input found
+    // before anything runs (or is audited).
+    let places = far_pools(s, &tenants, concurrency).await?;
     let run_id = exec_runs::start(
         &conn,
         &script.source,
@@ -98,7 +97,6 @@ pub async fn run(s: &Session, args: &ExecArgs) -> Result<u8> {
     .await?;
     let mut outcomes = Vec::new();
     let mut jobs = Vec::new();
-    let places = far_pools(s, &tenants, concurrency).await;
     for t in tenants {
         match triage(&t, s.at_home(&t)) {
             Some(o) => outcomes.push(o),
@@ -181,7 +179,7 @@ async fn far_pools(
     s: &Session,
     tenants: &[Tenant],
     concurrency: usize,
-) -> HashMap<(String, String), Result<(Pool, Backend), String>> {
+) -> Result<HashMap<(String, String), Result<(Pool, Backend), String>>> {
     let mut count: HashMap<(String, String), usize> = HashMap::new();
     for t in tenants
         .iter()
@@ -193,14 +191,20 @@ async fn far_pools(
     }
     let mut places = HashMap::new();
     for ((server, database), n) in count {
-        let pool = s
+        // Bad input about a place (a Citus worker, an unknown server, an unset password
+        // variable) refuses the run before anything runs, as migrate does; a server that
+        // does not answer fails its own tenants only.
+        let pool = match s
             .connect_place(&server, &database, concurrency.min(n))
             .await
-            .map(|(pool, _conn)| (pool, s.backend_at(&server, &database)))
-            .map_err(|e| format!("{e:#}; nothing was run"));
+        {
+            Ok((pool, _conn)) => Ok((pool, s.backend_at(&server, &database))),
+            Err(e) if code_for(&e) == BAD_INPUT => return Err(e),
+            Err(e) => Err(format!("{e:#}; nothing was run")),
+        };
         places.insert((server, database), pool);
     }
-    places
+    Ok(places)
 }
 
 /// Tenants decided without a visit: being dropped (skipped), schema missing at home

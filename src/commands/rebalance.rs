@@ -18,7 +18,7 @@ use crate::domain::exit::{bad_input, FAILED, OK};
 use crate::domain::settings::HOME_SERVER;
 use crate::fleet::signals::{interrupted, Signals};
 use crate::output::progress::Steps;
-use crate::output::{count, escape, print_json};
+use crate::output::{count, escape, escape_line, print_json};
 use crate::pg::connect::PgContext;
 use crate::registry::Placement;
 use crate::tenant::citus::Backend;
@@ -165,8 +165,16 @@ async fn start(
         sig = signals.recv() => sig,
     };
     stop.store(true, Ordering::SeqCst);
-    cancel(c.pool, pid).await;
-    Ok(Err(match starting.await {
+    // Sent again until the start gives up: a cancel that lands between two statements of a
+    // lock wait is dropped by the server, and the next wait would run to its deadline.
+    let started = loop {
+        cancel(c.pool, pid).await;
+        tokio::select! {
+            r = &mut starting => break r,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    };
+    Ok(Err(match started {
         // The job had started as the signal came.
         Ok(Some(mut job)) => stopped_following(s, c, &mut job, sig).await,
         _ => interrupted(
@@ -334,7 +342,7 @@ fn tenant_line(t: &TenantMove) -> String {
     };
     let how = match (t.outcome, t.move_id) {
         ("moved", Some(id)) => format!(", recorded (move {id})"),
-        ("failed", _) => format!(": {}", t.error.as_deref().unwrap_or("failed")),
+        ("failed", _) => format!(": {}", escape_line(t.error.as_deref().unwrap_or("failed"))),
         _ => String::new(),
     };
     let verb = match t.outcome {

@@ -20,11 +20,11 @@ use serde::Serialize;
 use crate::cli::{Format, StatusArgs};
 use crate::commands::nodes::Nodes;
 use crate::commands::session::{pick_tenants, Session};
-use crate::commands::usage::size;
+
 use crate::domain::exit::{FAILED, OK};
 use crate::domain::migration_set::MigrationSet;
 use crate::domain::settings::HOME_SERVER;
-use crate::output::{count, escape_line, table, JsonStream};
+use crate::output::{count, escape_line, size, table, JsonStream};
 use crate::registry::{self, Pick, Tenant};
 use crate::tenant::shared::{self, SharedSet};
 

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::cli::{Format, UsageArgs};
 use crate::commands::session::{lookup, Session};
 use crate::domain::exit::{bad_input, FAILED, OK};
-use crate::output::{count, listed, print_json, table};
+use crate::output::{count, listed, print_json, size, table};
 use crate::registry::{self, Pick, Tenant, Usage};
 
 pub async fn run(s: &Session, args: &UsageArgs) -> Result<u8> {
@@ -200,26 +200,4 @@ fn print_table(rows: &[Usage]) {
     }
     let total: i64 = rows.iter().map(|u| u.total_bytes).sum();
     crate::outln!("{}, {} in all", count(rows.len(), "tenant"), size(total));
-}
-
-/// Bytes the way pg_size_pretty shows them (powers of 1024, rounded).
-pub(crate) fn size(bytes: i64) -> String {
-    const UNITS: [&str; 5] = ["bytes", "kB", "MB", "GB", "TB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v.abs() >= 10_240.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{} {}", v.round() as i64, UNITS[unit])
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn sizes_read_like_pg_size_pretty() {
-        assert_eq!(super::size(8192), "8192 bytes");
-        assert_eq!(super::size(16_384), "16 kB");
-        assert_eq!(super::size(50 * 1024 * 1024), "50 MB");
-    }
 }

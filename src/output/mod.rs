@@ -164,6 +164,18 @@ pub fn count(n: usize, noun: &str) -> String {
     format!("{n} {}", plural(n, noun))
 }
 
+/// Bytes the way pg_size_pretty shows them (powers of 1024, rounded).
+pub fn size(bytes: i64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v.abs() >= 10_240.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{} {}", v.round() as i64, UNITS[unit])
+}
+
 /// The noun for `n` things: `tenant`, `tenants` (regular nouns only).
 pub fn plural(n: usize, noun: &str) -> Cow<'_, str> {
     if n == 1 {
@@ -420,6 +432,13 @@ impl serde_json::ser::Formatter for TerminalSafe {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_like_pg_size_pretty() {
+        assert_eq!(super::size(8192), "8192 bytes");
+        assert_eq!(super::size(16_384), "16 kB");
+        assert_eq!(super::size(50 * 1024 * 1024), "50 MB");
+    }
 
     #[test]
     fn escape_makes_every_control_character_visible() {

@@ -458,8 +458,24 @@ impl Backend {
     /// of its statements reaches a worker (where that role could not log in). Run right
     /// after the staging load's `BEGIN`; `None` on plain PostgreSQL.
     pub fn restore_staging_sql(&self) -> Option<&'static str> {
-        self.is_citus()
-            .then_some("SET LOCAL citus.enable_ddl_propagation = off")
+        self.is_citus().then_some(
+            "SET LOCAL citus.enable_ddl_propagation = off; \
+             SET LOCAL citus.enable_schema_based_sharding = off",
+        )
+    }
+
+    /// Keeps the schemas this transaction creates local on a Citus coordinator (a copy
+    /// distributed later by `distribute_copy`), even where the database turns
+    /// `citus.enable_schema_based_sharding` on for every session: a schema distributed as
+    /// it is created could not be loaded locally, nor distributed again. Nothing on plain
+    /// PostgreSQL.
+    pub async fn keep_schemas_local(&self, tx: &impl GenericClient) -> Result<()> {
+        if self.is_citus() {
+            tx.batch_execute("SET LOCAL citus.enable_schema_based_sharding = off")
+                .await
+                .pg_context("cannot keep the copy's schema local while it loads")?;
+        }
+        Ok(())
     }
 
     /// `sql` kept on the coordinator (Citus's DDL propagation off around it, on again
@@ -737,8 +753,12 @@ impl Backend {
             return None;
         };
         let mut sql = format!("{set} citus.multi_shard_modify_mode = 'sequential'");
-        if c.distribute && work == Work::Create {
-            sql.push_str(&format!(";\n{set} citus.enable_schema_based_sharding = on"));
+        // `[citus] distribute` decides, whatever the database's default.
+        if work == Work::Create {
+            let on = if c.distribute { "on" } else { "off" };
+            sql.push_str(&format!(
+                ";\n{set} citus.enable_schema_based_sharding = {on}"
+            ));
         }
         if c.triggers {
             sql.push_str(&format!(";\n{set} citus.enable_unsafe_triggers = on"));

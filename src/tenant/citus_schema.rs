@@ -35,10 +35,9 @@ const PLACE: &str = "SELECT ds.colocationid IS NOT NULL, \
 const WORKERS: &str = "SELECT nodename || ':' || nodeport FROM pg_catalog.pg_dist_node \
      WHERE isactive AND noderole = 'primary' AND shouldhaveshards AND groupid <> 0 ORDER BY 1";
 
-/// Tables of schema `$1` logical replication cannot move while writes go on: no primary
-/// key and no replica identity (FULL, or an index).
 /// For each worker: its `synchronous_commit` (as a new session of this role there sees it),
-/// then `|` and the roles and databases whose settings there turn it off. With it off, a
+/// then `|` and the roles and databases whose settings there turn it off (`off`, or any
+/// spelling PostgreSQL takes for it: `false`, `no`, `0`, in any case). With it off, a
 /// commit returns before its WAL is written, and Citus's logical-replication move (`auto`)
 /// catches up only to the source's WAL write position: such commits, made just before its
 /// switch, are lost (docs/citus.md, docs/citus-auto-move-report.md).
@@ -50,8 +49,15 @@ const WORKER_COMMIT_MODES: &str = "SELECT nodename || ':' || nodeport, success, 
             FROM pg_catalog.pg_db_role_setting s \
             LEFT JOIN pg_catalog.pg_roles r ON r.oid = s.setrole \
             LEFT JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase \
-           WHERE 'synchronous_commit=off' = ANY (s.setconfig)), '')$q$) ORDER BY 1";
+           WHERE EXISTS (SELECT 1 FROM pg_catalog.unnest(s.setconfig) AS c \
+                          WHERE pg_catalog.lower(pg_catalog.split_part(c, '=', 1)) \
+                                = 'synchronous_commit' \
+                            AND pg_catalog.lower(pg_catalog.btrim(pg_catalog.substr(c, \
+                                  pg_catalog.strpos(c, '=') + 1), ' ''')) \
+                                IN ('off', 'false', 'no', '0'))), '')$q$) ORDER BY 1";
 
+/// Tables of schema `$1` logical replication cannot move while writes go on: no primary
+/// key and no replica identity (FULL, or an index).
 const NO_IDENTITY: &str = "SELECT c.relname::text FROM pg_catalog.pg_class c \
       JOIN pg_catalog.pg_namespace ns ON ns.oid = c.relnamespace \
      WHERE ns.nspname = $1 AND c.relkind = 'r' AND NOT ( \

@@ -182,7 +182,13 @@ pub async fn start(
                 last_poll: Instant::now(),
                 warnings: Vec::new(),
             };
-            r.let_go_of_others(conn, &moves).await?;
+            // The job is committed now: a lock that cannot be let go is a warning (the
+            // session ends with the command and takes it along), not a failure to start.
+            if let Err(e) = r.let_go_of_others(conn, &moves).await {
+                r.warnings.push(format!(
+                    "{e:#}; tenants the job does not move stay locked until tenantctl exits"
+                ));
+            }
             r.note(&moves, Instant::now());
             Ok(Some(r))
         }

@@ -360,7 +360,8 @@ async fn load_copy(p: &Plan, dst: &Transaction<'_>) -> Result<()> {
             .with_pg_context(|| format!("cannot create role {} at the target", r.role))?;
     }
     // The schema first, by itself: on Citus before the backend keeps the rest of the load
-    // on the coordinator (`begin_copy`).
+    // on the coordinator (`begin_copy`), and local (distributed by `distribute_copy`).
+    p.to_backend.keep_schemas_local(dst).await?;
     dst.batch_execute(&format!("CREATE SCHEMA {}", quote_ident(&p.schema)))
         .await
         .pg_context("cannot create the tenant's schema at the target")?;
