@@ -53,6 +53,11 @@ fn rebalance_server_moves_the_tenants_of_that_citus_server_and_records_them_on_h
     let report = run.json();
     assert_eq!(report["state"], "finished", "{report}");
     assert_eq!(report["tenant_locks"], true, "{report}");
+    assert_eq!(
+        (report["server"].as_str(), report["database"].as_str()),
+        (Some("c"), Some(c.db.name.as_str())),
+        "{report}"
+    );
     let job = report["job_id"].as_i64().unwrap();
     let moved: BTreeSet<String> = c
         .nodes()

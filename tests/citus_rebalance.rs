@@ -80,6 +80,8 @@ fn rebalance_records_each_move_and_reports_each_tenant_in_json() {
     assert_eq!(
         keys,
         [
+            "server",
+            "database",
             "job_id",
             "transfer_mode",
             "state",
@@ -95,6 +97,11 @@ fn rebalance_records_each_move_and_reports_each_tenant_in_json() {
     );
     assert_eq!(report["state"], "finished", "{report}");
     assert_eq!(report["tenant_locks"], true, "{report}");
+    assert_eq!(
+        (report["server"].as_str(), report["database"].as_str()),
+        (Some("home"), Some(c.db.name.as_str())),
+        "{report}"
+    );
     let job = report["job_id"].as_i64().unwrap();
     // The tenants the report says moved are those Citus now places on the new worker.
     let moved: BTreeSet<String> = c

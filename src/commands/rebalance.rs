@@ -29,6 +29,10 @@ const POLL: Duration = Duration::from_millis(300);
 
 #[derive(Serialize)]
 struct Report {
+    /// The coordinator rebalanced: `home`, or the [servers.NAME] of `--server`, and its
+    /// database.
+    server: String,
+    database: String,
     /// Citus's background job, null when nothing had to move.
     job_id: Option<i64>,
     /// Citus's shard transfer mode of the moves: `block_writes` (default) or `auto` (--online).
@@ -280,6 +284,8 @@ fn report(
     tenant_locks: bool,
 ) -> Report {
     Report {
+        server: String::new(),
+        database: String::new(),
         job_id,
         transfer_mode,
         state: state.to_string(),
@@ -294,6 +300,8 @@ fn report(
 /// Reports the run with the tenants per node, and returns the exit code: 1 when the job
 /// failed or was cancelled, or a move could not be recorded.
 async fn finish(s: &Session, c: &Coordinator<'_>, mut report: Report) -> Result<u8> {
+    report.server = c.at.placement.server.clone();
+    report.database = c.at.placement.database.clone();
     for node in c.backend.nodes(c.at.conn).await?.into_values() {
         *report.nodes.entry(node).or_default() += 1;
     }
@@ -311,7 +319,7 @@ fn print_text(r: &Report) {
     for t in &r.tenants {
         crate::outln!("{}", tenant_line(t));
     }
-    let what = match (r.state.as_str(), r.job_id) {
+    let mut what = match (r.state.as_str(), r.job_id) {
         ("balanced", _) => "nothing to move".to_string(),
         (state, Some(job)) => format!(
             "job {job} {state}: {} ({})",
@@ -321,6 +329,13 @@ fn print_text(r: &Report) {
         (state, None) => state.to_string(),
     };
     let per_node: Vec<String> = r.nodes.iter().map(|(n, c)| format!("{n} {c}")).collect();
+    if r.server != HOME_SERVER {
+        what = format!(
+            "server {} (database {}): {what}",
+            r.server,
+            escape(&r.database)
+        );
+    }
     crate::outln!(
         "rebalance: {what}; tenants per node: {}",
         if per_node.is_empty() {
