@@ -70,19 +70,13 @@ fi
 PSQL="$pg_bin/psql"
 
 base=$(mktemp -d "${TMPDIR:-/tmp}/citus-auto-move-repro.XXXXXX")
-as_server_user() {
-  if [ "$(id -u)" -eq 0 ]; then
-    (cd / && runuser -u postgres -- "$@")
-  else
-    "$@"
-  fi
-}
+# shellcheck source=scripts/cluster-lib.sh
+. "$(dirname "$0")/cluster-lib.sh"
 [ "$(id -u)" -eq 0 ] && chown postgres: "$base"
 nodes=(coordinator worker1 worker2)
 writer_pid=
 
 cleanup() {
-  local n
   if [ -n "$writer_pid" ]; then
     touch "$base/stop"
     kill "$writer_pid" 2>/dev/null || true
@@ -91,19 +85,11 @@ cleanup() {
   if [ -n "${KEEP_LOGS:-}" ]; then
     mkdir -p "$KEEP_LOGS" && cp "$base"/*.log "$KEEP_LOGS"/ 2>/dev/null || true
   fi
-  for n in "${nodes[@]}"; do
-    if [ -f "$base/$n/postmaster.pid" ]; then
-      as_server_user "$pg_bin/pg_ctl" -D "$base/$n" -m immediate -w stop >/dev/null 2>&1 || true
-    fi
-  done
+  stop_data_dirs "${nodes[@]/#/$base/}"
   rm -rf "$base"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 
 ports=()
 for n in "${nodes[@]}"; do

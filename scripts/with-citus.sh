@@ -34,40 +34,16 @@ if [ ! -f /usr/lib/postgresql/15/lib/citus.so ]; then
   exit 1
 fi
 nodes=(coordinator worker1 worker2)
-
-as_server_user() {
-  if [ "$(id -u)" -eq 0 ]; then
-    (cd / && runuser -u postgres -- "$@")
-  else
-    "$@"
-  fi
-}
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+# shellcheck source=scripts/cluster-lib.sh
+. "$root/scripts/cluster-lib.sh"
 
 stop_citus() {
-  local n
-  for n in "${nodes[@]}"; do
-    if [ -f "$base/$n/postmaster.pid" ]; then
-      as_server_user "$pg_bin/pg_ctl" -D "$base/$n" -m immediate -w stop >/dev/null 2>&1 || true
-    fi
-  done
+  stop_data_dirs "${nodes[@]/#/$base/}"
   rm -rf "$base"
 }
 
 stop_citus
-mkdir -p "$base"
-if [ "$(id -u)" -eq 0 ]; then
-  chown postgres: "$base"
-  chmod o+x "$root" "$root/.tmp" 2>/dev/null || true
-  if ! runuser -u postgres -- test -w "$base"; then
-    rm -rf "$base"
-    base=$(mktemp -d "${TMPDIR:-/tmp}/tenantctl-citus-$name.XXXXXX")
-    chown postgres: "$base"
-  fi
-fi
+base=$(owned_base "$base" "$root" "tenantctl-citus-$name")
 trap stop_citus EXIT INT TERM
 
 ports=()

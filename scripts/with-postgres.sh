@@ -54,43 +54,16 @@ if ! pg_bin=$(find_pg_bin); then
 fi
 command -v psql >/dev/null 2>&1 || export PATH="$pg_bin:$PATH"
 
-# As root, run the server as `postgres`; otherwise as ourselves.
-as_server_user() {
-  if [ "$(id -u)" -eq 0 ]; then
-    # From /, so the server user is never left in a folder it cannot read.
-    (cd / && runuser -u postgres -- "$@")
-  else
-    "$@"
-  fi
-}
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+# shellcheck source=scripts/cluster-lib.sh
+. "$root/scripts/cluster-lib.sh"
 
 stop_cluster() {
-  local d
-  for d in "$base/data" "$base/second"; do
-    if [ -f "$d/postmaster.pid" ]; then
-      as_server_user "$pg_bin/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1 || true
-    fi
-  done
+  stop_data_dirs "$base/data" "$base/second"
   rm -rf "$base"
 }
 
 stop_cluster
-mkdir -p "$base"
-if [ "$(id -u)" -eq 0 ]; then
-  chown postgres: "$base"
-  # The server user must reach the folder through the project's path; when a parent
-  # folder is closed to it (a checkout under /root, say), use a private folder in /tmp.
-  chmod o+x "$root" "$root/.tmp" 2>/dev/null || true
-  if ! runuser -u postgres -- test -w "$base"; then
-    rm -rf "$base"
-    base=$(mktemp -d "${TMPDIR:-/tmp}/tenantctl-pg-$name.XXXXXX")
-    chown postgres: "$base"
-  fi
-fi
+base=$(owned_base "$base" "$root" "tenantctl-pg-$name")
 trap stop_cluster EXIT INT TERM
 password=$(python3 -c 'import secrets; print(secrets.token_hex(12))')
 printf '%s\n' "$password" >"$base/pwfile"

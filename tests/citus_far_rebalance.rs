@@ -20,7 +20,7 @@ use common::*;
 fn home_and_unbalanced_citus(label: &str) -> (TestDb, CitusDb) {
     let home = TestDb::new(label);
     let c = CitusDb::with_workers(label, 1);
-    home.config(&format!("[servers.c]\nurl = \"{}\"\n", c.db.url));
+    c.serve_as_c(&home, "");
     home.run(&["create", "t000", "t001", "t002", "t003", "--server", "c"])
         .expect(0);
     c.add_worker(1);

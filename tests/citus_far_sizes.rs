@@ -8,16 +8,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::citus::CitusDb;
-use common::*;
-
-/// A home database, and `[servers.c]` pointing at a fresh Citus coordinator database.
-fn home_and_citus(label: &str) -> (TestDb, CitusDb) {
-    let home = TestDb::new(label);
-    let c = CitusDb::new(label);
-    home.config(&format!("[servers.c]\nurl = \"{}\"\n", c.db.url));
-    (home, c)
-}
+use common::citus::{home_and_citus, CitusDb};
 
 /// Bytes of each tenant schema's shards on `c`, by schema, as `citus_shards` gives them.
 fn shard_bytes(c: &CitusDb) -> BTreeMap<String, i64> {
@@ -37,7 +28,7 @@ fn shard_bytes(c: &CitusDb) -> BTreeMap<String, i64> {
 
 #[test]
 fn status_sizes_reads_the_tenants_on_a_citus_server_from_its_coordinator() {
-    let (home, c) = home_and_citus("fs_sizes");
+    let (home, c) = home_and_citus("fs_sizes", "");
     home.run(&["create", "h1"]).expect(0);
     home.run(&["create", "a1", "a2", "--server", "c"]).expect(0);
     // a1 grows; VACUUM so that autovacuum adds no map to its shard between the reads.
@@ -133,7 +124,7 @@ fn status_sizes_reads_the_tenants_on_a_citus_server_from_its_coordinator() {
 
 #[test]
 fn status_sizes_is_refused_when_no_picked_tenant_lives_on_a_citus_coordinator() {
-    let (home, _c) = home_and_citus("fs_refused");
+    let (home, _c) = home_and_citus("fs_refused", "");
     home.run(&["create", "h1", "h2"]).expect(0);
     let before = home.snapshot();
     for args in [
@@ -165,7 +156,7 @@ fn status_sizes_is_refused_when_no_picked_tenant_lives_on_a_citus_coordinator() 
 
 #[test]
 fn status_sizes_names_a_citus_server_that_cannot_be_read_and_shows_the_rest() {
-    let (home, _c) = home_and_citus("fs_gone");
+    let (home, _c) = home_and_citus("fs_gone", "");
     home.run(&["create", "h1"]).expect(0);
     home.run(&["create", "a1", "--server", "c"]).expect(0);
     // c's coordinator goes away (a port nothing listens on).

@@ -10,7 +10,7 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::citus::CitusDb;
+use common::citus::{home_and_citus, CitusDb};
 use common::*;
 
 static SLUGS: AtomicUsize = AtomicUsize::new(0);
@@ -19,15 +19,6 @@ static SLUGS: AtomicUsize = AtomicUsize::new(0);
 fn unique_slug(label: &str) -> String {
     let n = SLUGS.fetch_add(1, Ordering::SeqCst);
     format!("{label}-{}-{n}", std::process::id())
-}
-
-/// A home database, and `[servers.c]` pointing at a fresh Citus coordinator database
-/// (trusted login on 127.0.0.1: no password), with `extra` tenants.toml lines.
-fn home_and_citus(label: &str, extra: &str) -> (TestDb, CitusDb) {
-    let home = TestDb::new(label);
-    let c = CitusDb::new(label);
-    home.config(&format!("{extra}\n[servers.c]\nurl = \"{}\"\n", c.db.url));
-    (home, c)
 }
 
 /// Rows in every table of the example, with the audit trail the trigger wrote.

@@ -7,21 +7,12 @@
 mod common;
 
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::citus::{with_port, worker_ports, CitusDb};
-use common::{psql_session, spawn_tenantctl};
+use common::{psql_session, spawn_tenantctl, wait_until};
 
 const V8: &str = "CREATE TABLE after_move (id int PRIMARY KEY);";
-
-/// Polls `what` until it is true, at most a minute.
-fn wait_until(why: &str, mut what: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !what() {
-        assert!(started.elapsed() < Duration::from_secs(60), "never: {why}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 #[test]
 fn a_migrate_meeting_a_node_move_waits_for_it_past_its_lock_timeout() {

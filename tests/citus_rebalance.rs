@@ -12,7 +12,7 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::citus::CitusDb;
-use common::{at_eight, create_tenants, psql_session, spawn_tenantctl, Run};
+use common::{at_eight, create_tenants, psql_session, spawn_tenantctl, wait_until, Run};
 
 const LIMIT: Duration = Duration::from_secs(180);
 
@@ -23,15 +23,6 @@ fn unbalanced(label: &str) -> CitusDb {
     create_tenants(&c.db, 4);
     c.add_worker(1);
     c
-}
-
-/// Polls `what` until it is true, at most a minute.
-fn wait_until(why: &str, mut what: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !what() {
-        assert!(started.elapsed() < Duration::from_secs(60), "never: {why}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// A psql session that ran `sql`, kept open until `release`.

@@ -7,17 +7,8 @@
 
 mod common;
 
-use common::citus::CitusDb;
+use common::citus::{home_and_citus, CitusDb};
 use common::*;
-
-/// A home database, and `[servers.c]` pointing at a fresh Citus coordinator database
-/// (trusted login on 127.0.0.1: no password).
-fn home_and_citus(label: &str) -> (TestDb, CitusDb) {
-    let home = TestDb::new(label);
-    let c = CitusDb::new(label);
-    home.config(&format!("[servers.c]\nurl = \"{}\"\n", c.db.url));
-    (home, c)
-}
 
 /// The coordinator's `host:port`, as Citus names it.
 fn coordinator(c: &CitusDb) -> String {
@@ -53,7 +44,7 @@ fn distributed_tables(c: &CitusDb, schema: &str) -> (String, String) {
 
 #[test]
 fn tenants_created_on_a_citus_server_are_distributed_and_migrate_exec_list_status_work_there() {
-    let (home, c) = home_and_citus("cs_create");
+    let (home, c) = home_and_citus("cs_create", "");
     home.run(&["create", "h1"]).expect(0);
     home.run(&["create", "a1", "a2", "--server", "c"])
         .expect(0)
@@ -157,7 +148,7 @@ fn tenants_created_on_a_citus_server_are_distributed_and_migrate_exec_list_statu
 
 #[test]
 fn a_citus_worker_configured_as_a_server_is_refused_naming_its_coordinator() {
-    let (home, c) = home_and_citus("cs_worker");
+    let (home, c) = home_and_citus("cs_worker", "");
     home.run(&["create", "h1"]).expect(0);
     home.config(&format!("[servers.w]\nurl = \"{}\"\n", c.workers[0]));
     let before = home.snapshot();
@@ -216,7 +207,7 @@ fn a_citus_worker_configured_as_a_server_is_refused_naming_its_coordinator() {
 
 #[test]
 fn migrations_a_citus_server_cannot_run_are_refused_before_any_tenant_is_touched() {
-    let (home, c) = home_and_citus("cs_rules");
+    let (home, c) = home_and_citus("cs_rules", "");
     home.run(&["create", "h1"]).expect(0);
     home.run(&["create", "a1", "--server", "c"]).expect(0);
     let serial = "ALTER TABLE employees ADD COLUMN badge_no bigserial;\n";
@@ -255,7 +246,7 @@ fn migrations_a_citus_server_cannot_run_are_refused_before_any_tenant_is_touched
 
 #[test]
 fn restore_of_a_tenant_on_a_citus_server_brings_it_back_distributed_there() {
-    let (home, c) = home_and_citus("cs_restore");
+    let (home, c) = home_and_citus("cs_restore", "");
     // The restore's temporary role must not be copied to a worker by another test's node.
     let _no_node_added = common::citus::no_node_added();
     home.run(&["create", "a1", "--server", "c"]).expect(0);

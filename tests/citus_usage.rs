@@ -228,7 +228,7 @@ fn usage_top_on_citus_picks_the_largest_by_their_shards() {
 fn usage_of_tenants_on_another_server_that_is_a_citus_coordinator_reads_their_shards() {
     let home = TestDb::new("usage_far");
     let c = CitusDb::new("usage_far");
-    home.config(&format!("[servers.c]\nurl = \"{}\"\n", c.db.url));
+    c.serve_as_c(&home, "");
     home.run(&["create", "h1"]).expect(0);
     home.run(&["create", "far", "--server", "c"]).expect(0);
     write(&c, "tenant_far", 500, 3);

@@ -17,7 +17,7 @@ use crate::commands::session::Session;
 use crate::domain::exit::bad_input;
 use crate::fleet::signals::{self, Signals};
 use crate::output::{count, escape};
-use crate::pg::connect::PgContext;
+use crate::pg::connect;
 use crate::registry::{self, locks, MoveRecord, NodeMoveRecord, Placement, Tenant};
 use crate::tenant::citus_schema::{NodeMove, SchemaOps};
 
@@ -115,12 +115,7 @@ async fn locked(
         .get()
         .await
         .context("cannot open a second session to the coordinator; nothing was changed")?;
-    let pid: i32 = at
-        .work
-        .query_one("SELECT pg_catalog.pg_backend_pid()", &[])
-        .await
-        .pg_context("cannot read the session's process id")?
-        .get(0);
+    let pid = connect::backend_pid(at.work).await?;
     let mut signals = Signals::listen()?;
     let started = Instant::now();
     let moving = ops.run_move(at.work, &m);
@@ -130,9 +125,7 @@ async fn locked(
         sig = signals.recv() => {
             // citus_schema_move is one statement: cancelled, it rolls back and the tenant
             // stays where it was (docs/citus.md). It may also have finished meanwhile.
-            let _ = canceller
-                .query_one("SELECT pg_catalog.pg_cancel_backend($1::integer)", &[&pid])
-                .await;
+            connect::cancel_backend(&canceller, pid).await;
             match moving.await {
                 Ok(()) => Ok(None),
                 Err(_) => Ok(Some(sig)),

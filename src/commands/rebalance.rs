@@ -19,7 +19,7 @@ use crate::domain::settings::HOME_SERVER;
 use crate::fleet::signals::{interrupted, Signals};
 use crate::output::progress::Steps;
 use crate::output::{count, escape, escape_line, print_json};
-use crate::pg::connect::PgContext;
+use crate::pg::connect;
 use crate::registry::Placement;
 use crate::tenant::citus::Backend;
 use crate::tenant::rebalance::{self, Place, Rebalance, TenantMove};
@@ -155,11 +155,7 @@ async fn start(
     mode: &'static str,
 ) -> Result<Result<Option<Rebalance>, u8>> {
     let conn = c.at.conn;
-    let pid: i32 = conn
-        .query_one("SELECT pg_catalog.pg_backend_pid()", &[])
-        .await
-        .pg_context("cannot read the session's process id")?
-        .get(0);
+    let pid = connect::backend_pid(conn).await?;
     let stop = AtomicBool::new(false);
     let deadline = s.lock_deadline();
     let starting = rebalance::start(&c.at, &c.backend, mode, deadline, &stop);
@@ -270,9 +266,7 @@ async fn stopped_following(s: &Session, c: &Coordinator<'_>, job: &mut Rebalance
 /// Cancels the statement `conn` runs (a wait for a tenant's lock), from another session.
 async fn cancel(pool: &Pool, pid: i32) {
     if let Ok(other) = pool.get().await {
-        let _ = other
-            .query_one("SELECT pg_catalog.pg_cancel_backend($1::integer)", &[&pid])
-            .await;
+        connect::cancel_backend(&other, pid).await;
     }
 }
 

@@ -509,7 +509,7 @@ impl Sandbox {
     /// Remembers a session of this restore, so that an interrupted one can be ended.
     async fn track(&self, client: &tokio_postgres::Client) -> Result<()> {
         let pid: i32 = client
-            .query_one("SELECT pg_backend_pid()", &[])
+            .query_one("SELECT pg_catalog.pg_backend_pid()", &[])
             .await
             .pg_context("cannot read the session's process id")?
             .get(0);

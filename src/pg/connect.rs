@@ -892,6 +892,24 @@ impl<T> PgContext<T> for std::result::Result<T, tokio_postgres::Error> {
     }
 }
 
+/// The process id of `client`'s server session: what another session names to cancel or
+/// end it.
+pub async fn backend_pid(client: &impl deadpool_postgres::GenericClient) -> Result<i32> {
+    Ok(client
+        .query_one("SELECT pg_catalog.pg_backend_pid()", &[])
+        .await
+        .pg_context("cannot read the session's process id")?
+        .get(0))
+}
+
+/// Cancels the statement session `pid` runs, from `other`, another session. Best effort:
+/// the statement may have ended meanwhile, and the caller learns the outcome from it.
+pub async fn cancel_backend(other: &impl deadpool_postgres::GenericClient, pid: i32) {
+    let _ = other
+        .query_one("SELECT pg_catalog.pg_cancel_backend($1::integer)", &[&pid])
+        .await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@ use crate::domain::migration_set::MigrationSet;
 use crate::domain::names::{quote_ident, RESTORE_PREFIX};
 use crate::pg::connect::PgContext;
 use crate::pg::txn::{Step, Tx};
-use crate::tenant::citus_schema::SchemaOps;
+use crate::tenant::citus_schema::{distribute_quietly, SchemaOps};
 
 /// Plain PostgreSQL, or a Citus coordinator.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -272,24 +272,6 @@ impl RebalanceState {
 /// Which of the schemas `$1` are Citus distributed schemas.
 const DISTRIBUTED: &str = "SELECT ns.nspname::text FROM pg_catalog.pg_dist_schema ds \
       JOIN pg_catalog.pg_namespace ns ON ns.oid = ds.schemaid WHERE ns.nspname = ANY($1)";
-
-/// The enabled user triggers of schema `$1`'s tables: table (regclass text), trigger, and
-/// how it fires (`tgenabled`: O origin, A always, R replica).
-const RESTORED_TRIGGERS: &str = "SELECT t.tgrelid::pg_catalog.regclass::text, t.tgname::text, \
-        t.tgenabled::text \
-      FROM pg_catalog.pg_trigger t \
-      JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid \
-      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-     WHERE n.nspname = $1 AND NOT t.tgisinternal AND t.tgenabled <> 'D' \
-     ORDER BY 1, 2";
-
-/// Empties the coordinator's local copy of each distributed table of schema `$1` (the rows
-/// live in the shards).
-const TRUNCATE_LOCAL: &str =
-    "SELECT pg_catalog.truncate_local_data_after_distributing_table(c.oid) \
-       FROM pg_catalog.pg_class c \
-       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-      WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition";
 
 /// Run on each worker by `sync_worker_sequences` for schema `{schema}` (a tenant schema
 /// name, validated, its quotes doubled): each sequence owned by a column of the schema is
@@ -611,46 +593,9 @@ impl Backend {
         if !self.distributes() {
             return Ok(());
         }
-        let triggers = tx
-            .query(RESTORED_TRIGGERS, &[&schema])
+        distribute_quietly(tx, schema)
             .await
-            .pg_context("cannot list the restored tables' triggers")?;
-        let triggers: Vec<(String, String, String)> = triggers
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
-            .collect();
-        for (table, name, _) in &triggers {
-            // regclass's text is PostgreSQL's own quoted, schema-qualified name.
-            tx.batch_execute(&format!(
-                "ALTER TABLE {table} DISABLE TRIGGER {}",
-                quote_ident(name)
-            ))
-            .await
-            .with_pg_context(|| format!("cannot disable trigger {name} on {table}"))?;
-        }
-        tx.execute(
-            "SELECT pg_catalog.citus_schema_distribute($1::text::regnamespace)",
-            &[&quote_ident(schema)],
-        )
-        .await
-        .with_pg_context(|| format!("cannot make the restored schema {schema} distributed"))?;
-        for (table, name, enabled) in &triggers {
-            let how = match enabled.as_str() {
-                "A" => "ALWAYS ",
-                "R" => "REPLICA ",
-                _ => "",
-            };
-            tx.batch_execute(&format!(
-                "ALTER TABLE {table} ENABLE {how}TRIGGER {}",
-                quote_ident(name)
-            ))
-            .await
-            .with_pg_context(|| format!("cannot enable trigger {name} on {table} again"))?;
-        }
-        // Citus leaves the rows it copied in the coordinator's tables, hidden: freed here.
-        tx.execute(TRUNCATE_LOCAL, &[&schema])
-            .await
-            .with_pg_context(|| format!("cannot free the coordinator's copy of {schema}'s rows"))?;
+            .with_context(|| format!("cannot make the restored schema {schema} distributed"))?;
         Ok(())
     }
 

@@ -296,60 +296,7 @@ impl SchemaOps {
         )
         .await
         .pg_context("cannot prepare the transaction for Citus")?;
-        let triggers = tx
-            .query(ENABLED_TRIGGERS, &[&t.schema])
-            .await
-            .pg_context("cannot read the tenant's triggers")?;
-        let triggers: Vec<(String, String, String)> = triggers
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
-            .collect();
-        let schema = quote_ident(&t.schema);
-        for (table, trigger, _) in &triggers {
-            let sql = format!(
-                "ALTER TABLE {schema}.{} DISABLE TRIGGER {}",
-                quote_ident(table),
-                quote_ident(trigger)
-            );
-            tx.batch_execute(&sql)
-                .await
-                .with_pg_context(|| format!("cannot disable trigger {trigger} on {table}"))?;
-        }
-        tx.query_one(
-            "SELECT pg_catalog.citus_schema_distribute(\
-               (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1)::regnamespace)::text",
-            &[&t.schema],
-        )
-        .await
-        .pg_context("citus_schema_distribute failed")?;
-        for (table, trigger, state) in &triggers {
-            // Back as it was: origin (O), always (A) or replica (R).
-            let how = match state.as_str() {
-                "A" => "ENABLE ALWAYS TRIGGER",
-                "R" => "ENABLE REPLICA TRIGGER",
-                _ => "ENABLE TRIGGER",
-            };
-            let sql = format!(
-                "ALTER TABLE {schema}.{} {how} {}",
-                quote_ident(table),
-                quote_ident(trigger)
-            );
-            tx.batch_execute(&sql)
-                .await
-                .with_pg_context(|| format!("cannot enable trigger {trigger} on {table} again"))?;
-        }
-        let tables = tx
-            .query(
-                "SELECT pg_catalog.truncate_local_data_after_distributing_table(p.logicalrelid)::text \
-                   FROM pg_catalog.pg_dist_partition p \
-                   JOIN pg_catalog.pg_class c ON c.oid = p.logicalrelid \
-                   JOIN pg_catalog.pg_namespace ns ON ns.oid = c.relnamespace \
-                  WHERE ns.nspname = $1",
-                &[&t.schema],
-            )
-            .await
-            .pg_context("cannot empty the coordinator's local copy of the tables")?
-            .len();
+        let tables = distribute_quietly(&tx, &t.schema).await?;
         let node = self.node_of(&tx, &t.schema).await?;
         tx.commit()
             .await
@@ -358,11 +305,74 @@ impl SchemaOps {
     }
 }
 
-/// The user triggers of schema `$1` that are enabled: table, trigger, state (`O`, `A`, `R`).
-const ENABLED_TRIGGERS: &str = "SELECT c.relname::text, tg.tgname::text, tg.tgenabled::text \
-      FROM pg_catalog.pg_trigger tg JOIN pg_catalog.pg_class c ON c.oid = tg.tgrelid \
-      JOIN pg_catalog.pg_namespace ns ON ns.oid = c.relnamespace \
-     WHERE ns.nspname = $1 AND NOT tg.tgisinternal AND tg.tgenabled <> 'D' ORDER BY 1, 2";
+/// Makes local schema `schema` a distributed schema in the caller's transaction (which
+/// allows triggers on distributed tables, `citus.enable_unsafe_triggers`): its enabled
+/// user triggers disabled around `citus_schema_distribute` (Citus fires them on the rows it
+/// copies to the worker: an audit trigger would log every row again) and set back as they
+/// were, then the coordinator's local copy of the rows emptied (the shards hold them).
+/// Returns how many tables it has. `distribute`, restore's swap and `move --to` into Citus
+/// all go through here.
+pub(crate) async fn distribute_quietly(tx: &impl GenericClient, schema: &str) -> Result<usize> {
+    let triggers: Vec<(String, String, String)> = tx
+        .query(ENABLED_TRIGGERS, &[&schema])
+        .await
+        .pg_context("cannot list the tables' triggers")?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    for (table, name, _) in &triggers {
+        // regclass's text is PostgreSQL's own quoted, schema-qualified name.
+        tx.batch_execute(&format!(
+            "ALTER TABLE {table} DISABLE TRIGGER {}",
+            quote_ident(name)
+        ))
+        .await
+        .with_pg_context(|| format!("cannot disable trigger {name} on {table}"))?;
+    }
+    tx.execute(
+        "SELECT pg_catalog.citus_schema_distribute($1::text::regnamespace)",
+        &[&quote_ident(schema)],
+    )
+    .await
+    .with_pg_context(|| format!("citus_schema_distribute of schema {schema} failed"))?;
+    for (table, name, state) in &triggers {
+        // Back as it was: origin (O), always (A) or replica (R).
+        let how = match state.as_str() {
+            "A" => "ALWAYS ",
+            "R" => "REPLICA ",
+            _ => "",
+        };
+        tx.batch_execute(&format!(
+            "ALTER TABLE {table} ENABLE {how}TRIGGER {}",
+            quote_ident(name)
+        ))
+        .await
+        .with_pg_context(|| format!("cannot enable trigger {name} on {table} again"))?;
+    }
+    let tables = tx
+        .execute(TRUNCATE_LOCAL, &[&schema])
+        .await
+        .with_pg_context(|| format!("cannot free the coordinator's copy of {schema}'s rows"))?;
+    Ok(tables as usize)
+}
+
+/// The enabled user triggers of schema `$1`'s tables: table (regclass text), trigger, and
+/// how it fires (`tgenabled`: O origin, A always, R replica).
+const ENABLED_TRIGGERS: &str = "SELECT t.tgrelid::pg_catalog.regclass::text, t.tgname::text, \
+        t.tgenabled::text \
+      FROM pg_catalog.pg_trigger t \
+      JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid \
+      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+     WHERE n.nspname = $1 AND NOT t.tgisinternal AND t.tgenabled <> 'D' \
+     ORDER BY 1, 2";
+
+/// Empties the coordinator's local copy of each table of distributed schema `$1` (the rows
+/// live in the shards), a row per table.
+const TRUNCATE_LOCAL: &str =
+    "SELECT pg_catalog.truncate_local_data_after_distributing_table(c.oid) \
+       FROM pg_catalog.pg_class c \
+       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+      WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition";
 
 /// Why worker `node` may commit asynchronously (its `run_command_on_workers` answer), or
 /// `None` when it cannot.

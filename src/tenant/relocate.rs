@@ -150,13 +150,6 @@ async fn connect_to(target: &Target) -> Result<Object> {
     connect::first_connection(&pool, target).await
 }
 
-async fn backend_pid(c: &impl GenericClient) -> Result<i32> {
-    Ok(c.query_one("SELECT pg_catalog.pg_backend_pid()", &[])
-        .await
-        .pg_context("cannot read the session's process id")?
-        .get(0))
-}
-
 /// Whether two sessions are on the same cluster: `a`'s backend is seen by `b` with the
 /// same start time. Roles belong to a cluster, so this decides whether the tenant's role
 /// moves with it. Unknown (another role's session hidden) counts as another cluster,
@@ -235,7 +228,7 @@ pub async fn open(p: &Plan, made: &Made) -> Result<(Object, Object)> {
     let source = connect_to(&p.from.target)
         .await
         .with_context(|| format!("cannot reach the tenant at {}", p.from.describe()))?;
-    let pid = backend_pid(&source).await?;
+    let pid = connect::backend_pid(&source).await?;
     made.edit(|m| m.source_pids.push(pid));
     if p.to_own_database {
         let admin = connect_to(&p.to.server_target).await?;
@@ -246,7 +239,7 @@ pub async fn open(p: &Plan, made: &Made) -> Result<(Object, Object)> {
     let target = connect_to(&p.to.target)
         .await
         .with_context(|| format!("cannot reach {}", p.to.describe()))?;
-    let pid = backend_pid(&target).await?;
+    let pid = connect::backend_pid(&target).await?;
     made.edit(|m| m.target_pids.push(pid));
     Ok((source, target))
 }

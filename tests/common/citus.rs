@@ -144,3 +144,23 @@ impl Drop for CitusDb {
         }
     }
 }
+
+/// A home database, and `[servers.c]` pointing at a fresh Citus coordinator database
+/// (trusted login on 127.0.0.1: no password), after `extra` lines of tenants.toml.
+pub fn home_and_citus(label: &str, extra: &str) -> (TestDb, CitusDb) {
+    let home = TestDb::new(label);
+    let c = CitusDb::new(label);
+    c.serve_as_c(&home, extra);
+    (home, c)
+}
+
+impl CitusDb {
+    /// Configures this coordinator's database as `[servers.c]` of `home`, after `extra`
+    /// lines of tenants.toml.
+    pub fn serve_as_c(&self, home: &TestDb, extra: &str) {
+        home.config(&format!(
+            "{extra}\n[servers.c]\nurl = \"{}\"\n",
+            self.db.url
+        ));
+    }
+}

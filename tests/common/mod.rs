@@ -489,3 +489,15 @@ pub fn wait_for_tenant_lock_holder(db: &TestDb, schema: &str) -> String {
     }
     panic!("nobody took the lock of {schema}");
 }
+
+/// Polls `what` until it is true, at most a minute; `why` names what never happened.
+pub fn wait_until(why: &str, mut what: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !what() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "never: {why}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
